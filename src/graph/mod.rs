@@ -1,0 +1,166 @@
+//! The graph IR: a DAG of [`Node`]s over a closed op set ([`Op`]), stored in topological
+//! order, with named f32 parameters and the preprocessing its inputs need.
+//!
+//! Values are named after the node that produces them; the graph input is named
+//! [`Graph::INPUT`]. Shapes are per sample (no batch axis): `[C, H, W]` for feature maps,
+//! `[F]` after `Flatten`/`GlobalAvgPool`... (GlobalAvgPool keeps `[C, 1, 1]`).
+
+pub mod op;
+pub mod passes;
+mod shape;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use op::{same_padding, Activation, Conv2d, Linear, Op, Pool};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    #[serde(flatten)]
+    pub op: Op,
+    pub inputs: Vec<String>,
+}
+
+/// How raw images become input tensors. Pixels are on the 0..255 scale; the input is
+/// `(pixel − mean) / std` per channel. Resize the shorter side to `resize`, then
+/// center-crop `size × size`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub size: usize,
+    pub resize: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// 3 for RGB, 1 for grey.
+    pub channels: usize,
+}
+
+impl Preprocess {
+    /// EfficientNet-Lite: `(x − 127) / 128`, shorter side to 256·size/224, center crop.
+    pub fn efficientnet(size: usize) -> Self {
+        Preprocess {
+            size,
+            resize: (256 * size).div_ceil(224),
+            mean: [127.0; 3],
+            std: [128.0; 3],
+            channels: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub name: String,
+    /// Per-sample input shape `[C, H, W]`.
+    pub input_shape: Vec<usize>,
+    pub nodes: Vec<Node>,
+    pub output: String,
+    pub params: BTreeMap<String, Tensor>,
+    pub preprocess: Preprocess,
+}
+
+impl Graph {
+    pub const INPUT: &'static str = "input";
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The parameter `<node>.<param>`.
+    pub fn param(&self, node: &str, param: &str) -> Result<&Tensor> {
+        let key = format!("{node}.{param}");
+        self.params.get(&key).ok_or(Error::MissingParam(key))
+    }
+
+    pub fn param_opt(&self, node: &str, param: &str) -> Option<&Tensor> {
+        self.params.get(&format!("{node}.{param}"))
+    }
+
+    /// Total number of parameter values.
+    pub fn param_count(&self) -> usize {
+        self.params.values().map(|t| t.numel()).sum()
+    }
+
+    /// For each value name, the nodes that read it.
+    pub fn consumers(&self) -> HashMap<&str, Vec<&str>> {
+        let mut m: HashMap<&str, Vec<&str>> = HashMap::new();
+        for n in &self.nodes {
+            for i in &n.inputs {
+                m.entry(i.as_str()).or_default().push(n.name.as_str());
+            }
+        }
+        m
+    }
+
+    /// Checks names, topological order, parameter presence and shapes, and returns the
+    /// per-sample shape of every value. A bad model fails here, before any compute.
+    pub fn validate(&self) -> Result<HashMap<String, Vec<usize>>> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        seen.insert(Self::INPUT);
+        for n in &self.nodes {
+            if n.name == Self::INPUT || !seen.insert(n.name.as_str()) {
+                return Err(Error::Graph(format!("duplicate node name {}", n.name)));
+            }
+        }
+        let mut defined: HashSet<&str> = HashSet::new();
+        defined.insert(Self::INPUT);
+        for n in &self.nodes {
+            for i in &n.inputs {
+                if !defined.contains(i.as_str()) {
+                    return Err(Error::Graph(format!(
+                        "node {} reads {i}, which is not defined before it",
+                        n.name
+                    )));
+                }
+            }
+            defined.insert(n.name.as_str());
+        }
+        if !defined.contains(self.output.as_str()) {
+            return Err(Error::Graph(format!(
+                "output {} is not a node",
+                self.output
+            )));
+        }
+        shape::infer(self)
+    }
+
+    /// Removes nodes whose values never reach the output.
+    pub fn prune(&mut self) {
+        let mut live: HashSet<String> = HashSet::new();
+        live.insert(self.output.clone());
+        for n in self.nodes.iter().rev() {
+            if live.contains(&n.name) {
+                live.extend(n.inputs.iter().cloned());
+            }
+        }
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !live.contains(&n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        self.nodes.retain(|n| live.contains(&n.name));
+        for d in dead {
+            let prefix = format!("{d}.");
+            self.params.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+
+    /// Replaces every read of value `from` by `to` (and the graph output).
+    pub(crate) fn rewire(&mut self, from: &str, to: &str) {
+        for n in &mut self.nodes {
+            for i in &mut n.inputs {
+                if i == from {
+                    *i = to.to_string();
+                }
+            }
+        }
+        if self.output == from {
+            self.output = to.to_string();
+        }
+    }
+}

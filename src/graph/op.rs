@@ -1,0 +1,192 @@
+//! The closed op set of the IR. Parameters live in the graph's parameter map, named
+//! `<node>.<param>`: convolutions and linear layers have `weight` and optionally `bias`;
+//! BatchNorm has `weight` (γ), `bias` (β), `running_mean`, `running_var`.
+
+use serde::{Deserialize, Serialize};
+
+/// An activation fused into the op that produces it (set by `passes::fuse_activation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// 2-D convolution. Weight layout `[out, in/groups, kh, kw]`. Padding is explicit per side
+/// (`[top, left, bottom, right]`) so TF "SAME" padding is exact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub padding: [usize; 4],
+    pub groups: usize,
+    pub bias: bool,
+    #[serde(default)]
+    pub act: Activation,
+}
+
+impl Conv2d {
+    /// Depthwise: one input channel per group and as many groups as channels.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.in_channels == self.out_channels
+    }
+
+    /// Output spatial size for an input of `h × w`; `None` if the window does not fit.
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let oh = window_out(
+            h,
+            self.kernel[0],
+            self.stride[0],
+            self.dilation[0],
+            self.padding[0] + self.padding[2],
+        )?;
+        let ow = window_out(
+            w,
+            self.kernel[1],
+            self.stride[1],
+            self.dilation[1],
+            self.padding[1] + self.padding[3],
+        )?;
+        Some((oh, ow))
+    }
+
+    /// Shape of the weight tensor.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        vec![
+            self.out_channels,
+            self.in_channels / self.groups.max(1),
+            self.kernel[0],
+            self.kernel[1],
+        ]
+    }
+}
+
+/// Max or average pooling window. Average pooling divides by the number of in-bounds
+/// elements (padding is not counted), as TF "SAME" pooling does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+}
+
+impl Pool {
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let oh = window_out(
+            h,
+            self.kernel[0],
+            self.stride[0],
+            1,
+            self.padding[0] + self.padding[2],
+        )?;
+        let ow = window_out(
+            w,
+            self.kernel[1],
+            self.stride[1],
+            1,
+            self.padding[1] + self.padding[3],
+        )?;
+        Some((oh, ow))
+    }
+}
+
+/// Fully connected layer. Weight layout `[out, in]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Linear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+    #[serde(default)]
+    pub act: Activation,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Conv2d(Conv2d),
+    BatchNorm {
+        eps: f32,
+    },
+    Relu,
+    Relu6,
+    MaxPool(Pool),
+    AvgPool(Pool),
+    GlobalAvgPool,
+    Add,
+    /// Concatenation along the channel axis.
+    Concat,
+    Flatten,
+    Linear(Linear),
+    Softmax,
+}
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "conv2d",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Relu => "relu",
+            Op::Relu6 => "relu6",
+            Op::MaxPool(_) => "max_pool",
+            Op::AvgPool(_) => "avg_pool",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Flatten => "flatten",
+            Op::Linear(_) => "linear",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    /// Names of the parameters this op reads (without the node prefix).
+    pub fn param_names(&self) -> &'static [&'static str] {
+        match self {
+            Op::Conv2d(c) if c.bias => &["weight", "bias"],
+            Op::Linear(l) if l.bias => &["weight", "bias"],
+            Op::Conv2d(_) | Op::Linear(_) => &["weight"],
+            Op::BatchNorm { .. } => &["weight", "bias", "running_mean", "running_var"],
+            _ => &[],
+        }
+    }
+}
+
+/// Output length of a sliding window; `None` when the (dilated) window exceeds the padded input.
+pub fn window_out(
+    len: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad_total: usize,
+) -> Option<usize> {
+    let span = dilation * (k.max(1) - 1) + 1;
+    let padded = len + pad_total;
+    if padded < span || stride == 0 {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+/// TF "SAME" padding for one axis: `(before, after)`. total = max((ceil(in/s)−1)·s + (k−1)·d + 1 − in, 0);
+/// floor(total/2) goes before, the rest after (stride 2 on an even size: 0 before, 1 after).
+pub fn same_padding(len: usize, k: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let out = len.div_ceil(stride);
+    let span = dilation * (k - 1) + 1;
+    let total = ((out - 1) * stride + span).saturating_sub(len);
+    (total / 2, total - total / 2)
+}

@@ -1,0 +1,5 @@
+//! Files in and out: the model file (safetensors + JSON metadata), the legacy torch pickle
+//! reader, image datasets and preprocessing, and fetching models and data from package
+//! registries.
+
+pub mod model;

@@ -1,0 +1,276 @@
+//! The model file: safetensors, with the graph, the preprocessing and (for quantized models)
+//! the plan stored as JSON strings in the header's `__metadata__`. Tensors are named
+//! `<node>.<param>`. Writing is atomic: a temporary file beside the target, then rename.
+//!
+//! Metadata keys: `ptq4.format` (= [`FORMAT_VERSION`]), `ptq4.kind` (`fp32` | `quant`),
+//! `ptq4.graph` (the graph without parameters), `ptq4.preprocess`, and for quantized models
+//! `ptq4.plan`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, Preprocess};
+use crate::tensor::Tensor;
+
+pub const FORMAT_VERSION: &str = "1";
+pub const KEY_FORMAT: &str = "ptq4.format";
+pub const KEY_KIND: &str = "ptq4.kind";
+pub const KEY_GRAPH: &str = "ptq4.graph";
+pub const KEY_PREPROCESS: &str = "ptq4.preprocess";
+
+/// Tensor payload of a model file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I32(Vec<i32>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Data,
+}
+
+impl RawTensor {
+    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        RawTensor {
+            shape,
+            data: Data::F32(data),
+        }
+    }
+    pub fn byte_len(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => v.len() * 4,
+            Data::U8(v) => v.len(),
+            Data::I32(v) => v.len() * 4,
+        }
+    }
+}
+
+impl View for &RawTensor {
+    fn dtype(&self) -> Dtype {
+        match self.data {
+            Data::F32(_) => Dtype::F32,
+            Data::U8(_) => Dtype::U8,
+            Data::I32(_) => Dtype::I32,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match &self.data {
+            Data::F32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Data::U8(v) => Cow::Borrowed(v),
+            Data::I32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        }
+    }
+    fn data_len(&self) -> usize {
+        self.byte_len()
+    }
+}
+
+/// A safetensors file held in memory: string metadata and named tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelFile {
+    pub metadata: BTreeMap<String, String>,
+    pub tensors: BTreeMap<String, RawTensor>,
+}
+
+impl ModelFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes).map_err(|msg| Error::ModelFile {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+        let metadata = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.iter() {
+            let raw = view.data();
+            let data = match view.dtype() {
+                Dtype::F32 => Data::F32(
+                    raw.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+                Dtype::I32 => Data::I32(
+                    raw.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+                Dtype::U8 => Data::U8(raw.to_vec()),
+                d => return Err(format!("tensor {name}: unsupported dtype {d:?}")),
+            };
+            tensors.insert(
+                name.to_string(),
+                RawTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        Ok(ModelFile { metadata, tensors })
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        safetensors::tensor::serialize(
+            self.tensors.iter().map(|(k, v)| (k.as_str(), v)),
+            Some(meta),
+        )
+        .map_err(|e| Error::ModelFile {
+            path: "<memory>".into(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Writes atomically: a temporary file in the same directory, then rename.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        write_atomic(path, &bytes)
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Removes and returns an f32 tensor.
+    pub fn take_f32(&mut self, name: &str) -> std::result::Result<Tensor, String> {
+        match self.tensors.remove(name) {
+            Some(RawTensor {
+                shape,
+                data: Data::F32(v),
+            }) => Ok(Tensor { shape, data: v }),
+            Some(_) => Err(format!("tensor {name} is not f32")),
+            None => Err(format!("tensor {name} is missing")),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see a
+/// half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// The graph as stored in metadata (parameters live in the tensors).
+#[derive(Serialize, Deserialize)]
+struct GraphMeta {
+    name: String,
+    input_shape: Vec<usize>,
+    output: String,
+    nodes: Vec<Node>,
+}
+
+/// Stores an f32 graph: metadata (graph, preprocessing) plus its parameters.
+pub fn graph_to_file(g: &Graph) -> Result<ModelFile> {
+    let mut f = ModelFile::default();
+    f.metadata.insert(KEY_FORMAT.into(), FORMAT_VERSION.into());
+    f.metadata.insert(KEY_KIND.into(), "fp32".into());
+    let gm = GraphMeta {
+        name: g.name.clone(),
+        input_shape: g.input_shape.clone(),
+        output: g.output.clone(),
+        nodes: g.nodes.clone(),
+    };
+    f.metadata
+        .insert(KEY_GRAPH.into(), serde_json::to_string(&gm)?);
+    f.metadata
+        .insert(KEY_PREPROCESS.into(), serde_json::to_string(&g.preprocess)?);
+    for (k, t) in &g.params {
+        f.tensors
+            .insert(k.clone(), RawTensor::f32(t.shape.clone(), t.data.clone()));
+    }
+    Ok(f)
+}
+
+/// Rebuilds a graph from a model file, taking its f32 parameters (other tensors stay in
+/// `f`), and validates it.
+pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
+    let err = |msg: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    match f.meta(KEY_FORMAT) {
+        Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(err(format!(
+                "format version {v}, this ptq4 reads {FORMAT_VERSION}"
+            )))
+        }
+        None => {
+            return Err(err(
+                "no ptq4 metadata: not a ptq4 model file (use `ptq4 import`)".into(),
+            ))
+        }
+    }
+    let gm: GraphMeta =
+        serde_json::from_str(f.meta(KEY_GRAPH).ok_or_else(|| err("no graph".into()))?)
+            .map_err(|e| err(format!("graph metadata: {e}")))?;
+    let preprocess: Preprocess = serde_json::from_str(
+        f.meta(KEY_PREPROCESS)
+            .ok_or_else(|| err("no preprocessing".into()))?,
+    )
+    .map_err(|e| err(format!("preprocess metadata: {e}")))?;
+    let mut params = BTreeMap::new();
+    for n in &gm.nodes {
+        for p in n.op.param_names() {
+            let key = format!("{}.{p}", n.name);
+            let t = f.take_f32(&key).map_err(err)?;
+            params.insert(key, t);
+        }
+    }
+    let g = Graph {
+        name: gm.name,
+        input_shape: gm.input_shape,
+        nodes: gm.nodes,
+        output: gm.output,
+        params,
+        preprocess,
+    };
+    g.validate()?;
+    Ok(g)
+}
+
+/// Saves an f32 model atomically.
+pub fn save_graph(g: &Graph, path: &Path) -> Result<()> {
+    graph_to_file(g)?.write(path)
+}
+
+/// Loads and validates an f32 model.
+pub fn load_graph(path: &Path) -> Result<Graph> {
+    let mut f = ModelFile::read(path)?;
+    graph_from_file(&mut f, path)
+}
