@@ -1,1 +1,3 @@
-//! placeholder
+//! Execution backends. The engine runs graphs; it never chooses bits or ranges.
+
+pub mod cpu;
