@@ -3,3 +3,5 @@
 //! registries.
 
 pub mod model;
+pub mod pickle;
+pub mod import;
