@@ -68,6 +68,28 @@ fn block_counts_follow_ceil_depth_scaling() {
 }
 
 #[test]
+fn trainable_parameters_match_the_published_table() {
+    // Published EfficientNet-Lite sizes (TF model zoo README, millions of trainable
+    // parameters, one decimal): these check the width and depth scaling of Lite1..4, for
+    // which no weights file is at hand.
+    let published_tenths = [47, 54, 61, 82, 130];
+    for (v, want) in LiteVariant::ALL.into_iter().zip(published_tenths) {
+        let g = build(v);
+        let trainable: usize = g
+            .params
+            .iter()
+            .filter(|(k, _)| !k.ends_with(".running_mean") && !k.ends_with(".running_var"))
+            .map(|(_, t)| t.numel())
+            .sum();
+        assert_eq!(
+            (trainable as f64 / 1e5).round() as usize,
+            want,
+            "{v}: {trainable}"
+        );
+    }
+}
+
+#[test]
 fn channel_rounding_is_the_efficientnet_rule() {
     assert_eq!(efficientnet::round_filters(16, 1.4), 24);
     assert_eq!(efficientnet::round_filters(24, 1.1), 24);
@@ -88,7 +110,9 @@ fn block0_has_no_expand_conv_and_block1_does() {
     assert!(g.node("_blocks.0._expand_conv").is_none());
     assert!(g.param_opt("_blocks.0._expand_conv", "weight").is_none());
     assert_eq!(
-        g.param("_blocks.0._depthwise_conv", "weight").unwrap().shape,
+        g.param("_blocks.0._depthwise_conv", "weight")
+            .unwrap()
+            .shape,
         vec![32, 1, 3, 3]
     );
     assert_eq!(
@@ -158,7 +182,7 @@ fn real_lite0_weights_import() {
     assert_eq!(stem.data[0], -1.110_336_1_f32); // [0,0,0,0] = storage[0]
     assert_eq!(stem.data[1], -1.308_770_4_f32); // [0,0,0,1] = storage[96]
     assert_eq!(stem.data[27], -0.296_026_83_f32); // [1,0,0,0] = storage[1]
-    // The wrong architecture names the first mismatching tensor with both shapes.
+                                                  // The wrong architecture names the first mismatching tensor with both shapes.
     let e = import_pth(&path, "efficientnet-lite1").unwrap_err();
     assert!(matches!(e, Error::Import(_)), "{e}");
     // Lite1 has 3 blocks in stage 2, so block 3 is a 3×3 24 → 24 block, not Lite0's 5×5 one.

@@ -31,7 +31,14 @@ pub struct Stage {
     pub out_channels: usize,
 }
 
-const fn stage(repeats: usize, kernel: usize, stride: usize, expansion: usize, cin: usize, cout: usize) -> Stage {
+const fn stage(
+    repeats: usize,
+    kernel: usize,
+    stride: usize,
+    expansion: usize,
+    cin: usize,
+    cout: usize,
+) -> Stage {
     Stage {
         repeats,
         kernel,
@@ -196,7 +203,8 @@ impl Builder {
             bias: false,
             act: Default::default(),
         };
-        self.params.push((format!("{name}.weight"), c.weight_shape()));
+        self.params
+            .push((format!("{name}.weight"), c.weight_shape()));
         self.size = self.size.div_ceil(stride);
         self.channels = out;
         let input = self.last.clone();
@@ -205,7 +213,8 @@ impl Builder {
 
     fn bn(&mut self, name: String) {
         for p in ["weight", "bias", "running_mean", "running_var"] {
-            self.params.push((format!("{name}.{p}"), vec![self.channels]));
+            self.params
+                .push((format!("{name}.{p}"), vec![self.channels]));
         }
         let input = self.last.clone();
         self.push(name, Op::BatchNorm { eps: BN_EPS }, vec![input]);

@@ -12,7 +12,7 @@ const MAX_LISTED: usize = 8;
 
 /// Checks a set of named tensor shapes against an architecture's expected parameters:
 /// every expected tensor present, none unknown, every shape equal. All problems found are
-/// reported (up to [`MAX_LISTED`] spelled out) in one [`Error::Import`].
+/// reported (the first eight spelled out) in one [`Error::Import`].
 pub fn check_params<'a>(
     arch: &str,
     expected: &[(String, Vec<usize>)],

@@ -19,12 +19,14 @@
 //! their type and shape so callers can skip them by name. Every size read from the input is
 //! checked against the bytes that remain before anything is allocated.
 
+mod objects;
 mod vm;
 
 use std::collections::{HashMap, HashSet};
 
-pub use vm::StorageType;
-use vm::{Machine, Obj, TensorRef};
+pub use objects::StorageType;
+use objects::{Obj, TensorRef};
+use vm::Machine;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -154,7 +156,7 @@ fn tensor_refs(m: &Machine) -> Result<Vec<(String, TensorRef)>> {
     let Obj::Dict(d) = m.get(m.root) else {
         return Err(Error::Pickle(format!(
             "state dict is a {}, not an OrderedDict",
-            vm::kind(m.get(m.root))
+            objects::kind(m.get(m.root))
         )));
     };
     let mut seen = HashSet::new();
@@ -164,11 +166,13 @@ fn tensor_refs(m: &Machine) -> Result<Vec<(String, TensorRef)>> {
         let Obj::Tensor(t) = m.get(v) else {
             return Err(Error::Pickle(format!(
                 "state dict entry {name} is a {}, not a tensor",
-                vm::kind(m.get(v))
+                objects::kind(m.get(v))
             )));
         };
         if !seen.insert(name.clone()) {
-            return Err(Error::Pickle(format!("state dict key {name} appears twice")));
+            return Err(Error::Pickle(format!(
+                "state dict key {name} appears twice"
+            )));
         }
         out.push((name, t.clone()));
     }
@@ -238,7 +242,10 @@ fn storage_data<'a>(
                     "truncated: storage {key} declares {count} {dtype:?} elements, {left} bytes left"
                 ))
             })?;
-        if out.insert(key.as_str(), (pos, n_bytes / dtype.size())).is_some() {
+        if out
+            .insert(key.as_str(), (pos, n_bytes / dtype.size()))
+            .is_some()
+        {
             return Err(Error::Pickle(format!("storage key {key} listed twice")));
         }
         pos += n_bytes;
