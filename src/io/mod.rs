@@ -2,6 +2,6 @@
 //! reader, image datasets and preprocessing, and fetching models and data from package
 //! registries.
 
+pub mod import;
 pub mod model;
 pub mod pickle;
-pub mod import;
