@@ -2,4 +2,7 @@
 //! reader, image datasets and preprocessing, and fetching models and data from package
 //! registries.
 
+pub mod dataset;
+pub mod fetch;
 pub mod model;
+pub mod preprocess;
