@@ -2,6 +2,9 @@
 //! reader, image datasets and preprocessing, and fetching models and data from package
 //! registries.
 
+pub mod dataset;
+pub mod fetch;
 pub mod import;
 pub mod model;
 pub mod pickle;
+pub mod preprocess;

@@ -1,0 +1,280 @@
+//! Image datasets read from a folder (JPEG and PNG, by extension, case-insensitive).
+//!
+//! Labels, decided once for the whole folder:
+//! - flat folder whose every image is named `<anything>_<integer>.<ext>`: the integer
+//!   (`imagenet_03_990.jpg` → 990);
+//! - ImageFolder style (no images directly in the folder, one subfolder per class, images
+//!   anywhere below it): the subfolder name when every name is an integer, otherwise the
+//!   index of the subfolder among the sorted names;
+//! - anything else: unlabelled.
+//!
+//! Items are sorted by path. Batches index the expanded set of `len() · views` samples,
+//! image-major: sample `i` is view `i % views` (order in [`preprocess::VIEWS_12`]) of image
+//! `i / views`, and carries that image's label. Output: NCHW f32, one row per sample.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::preprocess::{self, decode, preprocess_views};
+use crate::error::{Error, Result};
+use crate::graph::Preprocess;
+use crate::tensor::Tensor;
+
+/// One image file and its label, if the dataset has labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub path: PathBuf,
+    pub label: Option<usize>,
+}
+
+/// Where the labels came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// The last `_` field of each file name.
+    FileNames,
+    /// ImageFolder style; `classes[k]` is the subfolder of class index `k` when the names
+    /// are not integers (then empty: the names are the labels).
+    Folders {
+        classes: Vec<String>,
+    },
+    Unlabelled,
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub items: Vec<Item>,
+    pub labels: Labels,
+}
+
+impl Dataset {
+    /// Lists the images of a folder (or a single image file) and their labels.
+    pub fn open(path: &Path) -> Result<Dataset> {
+        if path.is_file() {
+            if !is_image(path) {
+                return Err(Error::Dataset(format!(
+                    "{} is not a .jpg, .jpeg or .png file",
+                    path.display()
+                )));
+            }
+            let label = file_label(path);
+            let labels = label.map_or(Labels::Unlabelled, |_| Labels::FileNames);
+            let items = vec![Item {
+                path: path.to_path_buf(),
+                label,
+            }];
+            return Ok(Dataset {
+                root: path.to_path_buf(),
+                items,
+                labels,
+            });
+        }
+        let (files, dirs) = list(path)?;
+        let images: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
+        let ds = if !images.is_empty() {
+            if let Some(d) = dirs.iter().find(|d| has_images(d)) {
+                return Err(Error::Dataset(format!(
+                    "{} mixes images with image subfolders ({}); use one layout",
+                    path.display(),
+                    d.display()
+                )));
+            }
+            flat(path, images)
+        } else {
+            folders(path, &dirs)?
+        };
+        if ds.items.is_empty() {
+            return Err(Error::Dataset(format!(
+                "no .jpg, .jpeg or .png images in {}",
+                path.display()
+            )));
+        }
+        Ok(ds)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn is_labelled(&self) -> bool {
+        self.labels != Labels::Unlabelled
+    }
+
+    /// Number of samples with `views` views per image.
+    pub fn len_views(&self, views: usize) -> usize {
+        self.items.len() * views
+    }
+
+    /// Keeps the first `n` items (in sorted order).
+    pub fn limit(mut self, n: usize) -> Dataset {
+        self.items.truncate(n);
+        self
+    }
+
+    /// Consecutive sample ranges of at most `batch` over the expanded set.
+    pub fn batches(&self, batch: usize, views: usize) -> Vec<Range<usize>> {
+        let n = self.len_views(views);
+        let b = batch.max(1);
+        (0..n).step_by(b).map(|s| s..(s + b).min(n)).collect()
+    }
+
+    /// Samples `range` of the expanded set (see module docs) as an `[n, C, size, size]`
+    /// tensor and their labels. Images are decoded in parallel; the output order is fixed.
+    pub fn load_batch(
+        &self,
+        range: Range<usize>,
+        pre: &Preprocess,
+        views: usize,
+    ) -> Result<(Tensor, Vec<Option<usize>>)> {
+        let all = preprocess::views(views)?;
+        let total = self.len_views(views);
+        if range.start > range.end || range.end > total {
+            return Err(Error::Dataset(format!(
+                "batch {range:?} out of range: {total} samples ({} images × {views} views)",
+                self.len()
+            )));
+        }
+        if range.is_empty() {
+            return Ok((
+                Tensor::zeros(&[0, pre.channels, pre.size, pre.size]),
+                vec![],
+            ));
+        }
+        let first = range.start / views;
+        let last = (range.end - 1) / views;
+        let chunks: Vec<Vec<f32>> = (first..=last)
+            .into_par_iter()
+            .map(|i| {
+                let item = &self.items[i];
+                let img = decode(&item.path)?;
+                let lo = range.start.max(i * views) - i * views;
+                let hi = range.end.min((i + 1) * views) - i * views;
+                preprocess_views(&img, pre, &all[lo..hi]).map_err(|e| name_file(e, item))
+            })
+            .collect::<Result<_>>()?;
+        let data: Vec<f32> = chunks.concat();
+        let labels = range.clone().map(|s| self.items[s / views].label).collect();
+        let t = Tensor::from_vec(&[range.len(), pre.channels, pre.size, pre.size], data)?;
+        Ok((t, labels))
+    }
+}
+
+/// Errors without a file name get the item's path.
+fn name_file(e: Error, item: &Item) -> Error {
+    match e {
+        Error::Dataset(msg) => Error::Image {
+            path: item.path.clone(),
+            msg,
+        },
+        other => other,
+    }
+}
+
+fn flat(root: &Path, images: Vec<PathBuf>) -> Dataset {
+    let labels: Vec<Option<usize>> = images.iter().map(|p| file_label(p)).collect();
+    let all = labels.iter().all(Option::is_some);
+    let items = images
+        .into_iter()
+        .zip(labels)
+        .map(|(path, label)| Item {
+            path,
+            // All or nothing: one unparsable name makes the folder unlabelled.
+            label: if all { label } else { None },
+        })
+        .collect();
+    Dataset {
+        root: root.to_path_buf(),
+        items,
+        labels: if all {
+            Labels::FileNames
+        } else {
+            Labels::Unlabelled
+        },
+    }
+}
+
+fn folders(root: &Path, dirs: &[PathBuf]) -> Result<Dataset> {
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            d.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let numeric: Option<Vec<usize>> = names.iter().map(|n| n.parse().ok()).collect();
+    let mut items = Vec::new();
+    for (k, dir) in dirs.iter().enumerate() {
+        let label = numeric.as_ref().map_or(k, |ns| ns[k]);
+        for path in images_below(dir)? {
+            items.push(Item {
+                path,
+                label: Some(label),
+            });
+        }
+    }
+    items.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        items,
+        labels: Labels::Folders {
+            classes: if numeric.is_some() { vec![] } else { names },
+        },
+    })
+}
+
+/// The integer after the last `_` of the file stem.
+pub fn file_label(path: &Path) -> Option<usize> {
+    let stem = path.file_stem()?.to_str()?;
+    let (_, last) = stem.rsplit_once('_')?;
+    last.parse().ok()
+}
+
+/// Whether `path` has a .jpg, .jpeg or .png extension (any case).
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}
+
+/// Sorted (files, subfolders) of `dir`, hidden entries skipped.
+fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for entry in rd {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            dirs.push(p);
+        } else if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    dirs.sort();
+    Ok((files, dirs))
+}
+
+fn images_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (files, dirs) = list(dir)?;
+    let mut out: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
+    for d in dirs {
+        out.extend(images_below(&d)?);
+    }
+    Ok(out)
+}
+
+fn has_images(dir: &Path) -> bool {
+    images_below(dir).is_ok_and(|v| !v.is_empty())
+}
