@@ -12,6 +12,14 @@
 //! Choices left open, made here:
 //! - Of all allocations tried (the first and up to 10 retargets) the one whose mean is
 //!   closest to M̄ is returned (the first such on ties), with its achieved mean.
+//! - mean(M_i) is a step function of t (steps of 1/C), so the halved step can oscillate over
+//!   a step narrower than itself, and with a large Jensen gap ten halvings may not reach the
+//!   tolerance. Once targets on both sides of M̄ are known, a retarget that leaves that
+//!   bracket is replaced by the bracket's midpoint; and if the 10 retargets end outside the
+//!   tolerance, the search goes on (deviation, documented) for up to 40 more rounds: bisection
+//!   of the bracket, or METHOD's step while there is none, until |mean − M̄| ≤ 0.01 or the
+//!   bracket is narrower than 1e-9 (no such allocation exists, e.g. 3 channels and M̄ = 2.5).
+//!   Where METHOD's rule converges this changes nothing.
 //! - `round` is round-half-to-even, as everywhere.
 //! - A channel with α_i = 0 gets 0 bits (it is constant). If every α_i is 0, every channel
 //!   gets clamp(round(M̄), 0, 8) bits: nothing to trade between channels.
@@ -29,6 +37,8 @@ use crate::error::{Error, Result};
 pub const MAX_CHANNEL_BITS: u8 = 8;
 /// Retargeting rounds after the first allocation.
 pub const RETARGETS: usize = 10;
+/// Bisection rounds allowed after METHOD's retargets (see the module docs).
+pub const EXTRA_ROUNDS: usize = 40;
 /// Accepted distance between the achieved mean bit-width and the target.
 pub const MEAN_TOLERANCE: f64 = 0.01;
 
@@ -100,13 +110,32 @@ pub fn allocate_bits(alpha: &[f64], mean_bits: f64) -> Result<Allocation> {
         rounds: 1,
     };
     let mut last_mean = mean;
-    for round in 2..=RETARGETS + 1 {
-        if (best.mean - mean_bits).abs() <= MEAN_TOLERANCE {
+    // Largest target known to give too few bits, smallest known to give too many.
+    let (mut below, mut above) = (f64::NEG_INFINITY, f64::INFINITY);
+    for round in 2..=RETARGETS + 1 + EXTRA_ROUNDS {
+        if (last_mean - mean_bits).abs() <= MEAN_TOLERANCE {
             break;
         }
-        target += (mean_bits - last_mean) / 2.0;
+        if last_mean < mean_bits {
+            below = below.max(target);
+        } else {
+            above = above.min(target);
+        }
+        let bracketed = below.is_finite() && above.is_finite();
+        if bracketed && above - below < 1e-9 {
+            break; // no allocation with a mean within the tolerance exists
+        }
+        let step = target + (mean_bits - last_mean) / 2.0;
+        target = if round <= RETARGETS + 1 && !(bracketed && (step <= below || step >= above)) {
+            step
+        } else if bracketed {
+            0.5 * (below + above)
+        } else {
+            step
+        };
         let (bits, mean) = assign(&weights, sum, target);
         last_mean = mean;
+        best.rounds = round;
         if (mean - mean_bits).abs() < (best.mean - mean_bits).abs() {
             best = Allocation {
                 bits,
@@ -114,8 +143,6 @@ pub fn allocate_bits(alpha: &[f64], mean_bits: f64) -> Result<Allocation> {
                 target,
                 rounds: round,
             };
-        } else {
-            best.rounds = round;
         }
     }
     Ok(best)
@@ -138,5 +165,12 @@ mod tests {
         assert_eq!(a.bits[0], 0);
         assert_eq!(allocate_bits(&[0.0; 3], 4.0).unwrap().bits, vec![4; 3]);
         assert!(allocate_bits(&[1.0, f64::NAN], 4.0).is_err());
+    }
+
+    #[test]
+    fn unreachable_budget_ends_at_the_closest_mean() {
+        let a = allocate_bits(&[1.0, 2.0, 3.0], 2.5).unwrap();
+        assert!((a.mean - 2.5).abs() < 0.2, "{a:?}");
+        assert!(a.rounds <= 1 + RETARGETS + EXTRA_ROUNDS);
     }
 }
