@@ -3,8 +3,8 @@
 //! round trips, ties, determinism, packing and streaming statistics.
 
 use ptq4::graph::Activation;
-use ptq4::quant::aciq::{aciq_window, alpha_star, choose_prior, Prior, PriorChoice};
-use ptq4::quant::alloc::allocate_bits;
+use ptq4::quant::aciq::{aciq_params, aciq_window, alpha_star, choose_prior, Prior, PriorChoice};
+use ptq4::quant::alloc::{allocate_bits, weight_spreads};
 use ptq4::quant::bias::{apply_bias_correction, bias_correction, corrected_params};
 use ptq4::quant::datafree::{linear_moments, stats_from_batchnorm, Moments};
 use ptq4::quant::dual::{dual_quantize, quantization_error, relative_error};
@@ -295,7 +295,15 @@ fn pipeline(x: &[f32], w: &[f32]) -> Vec<u64> {
         let m = mmse_histogram(c.hist.as_ref().unwrap(), b, Activation::None).unwrap();
         out.extend([m.lo.to_bits(), m.hi.to_bits(), m.mse.to_bits()]);
     }
-    let params = scheme::minmax_weights_per_channel(w, 8, &alloc.bits).unwrap();
+    let acts = aciq_params(&st.channels, &alloc.bits, Prior::Gauss, Activation::None).unwrap();
+    out.extend(
+        acts.iter()
+            .map(|p| (p.scale.to_bits() as u64) << 32 | p.zero_point as u32 as u64),
+    );
+    let wbits = allocate_bits(&weight_spreads(w, 8).unwrap(), 3.0)
+        .unwrap()
+        .bits;
+    let params = scheme::minmax_weights_per_channel(w, 8, &wbits).unwrap();
     let wq = scheme::fake_quant_weights(w, &params).unwrap();
     let bc = bias_correction(w, &wq, 8).unwrap();
     out.extend(

@@ -22,8 +22,9 @@
 //!   hi at 6;
 //! - otherwise (signed): α = α*(M)·scale, lo = max(min, μ − α), hi = lo + 2α.
 //!
-//! The window is never capped at the observed max. For M = 0 the window is computed the same
-//! way (α*(0), resp. α*(1)) and the quantizer collapses it to its midpoint (see `scheme`).
+//! The window is never capped at the observed max. For M = 0 [`aciq_window`] computes the
+//! window the same way (α*(0), resp. α*(1)); [`aciq_params`] collapses such a channel to the
+//! mean of its post-activation values instead (see `scheme`).
 //!
 //! Prior choice ([`choose_prior`]): `Laplace` (default), `Gauss`, or `Auto` = per tensor,
 //! the prior whose windows give the lower total squared error on the collected histograms
@@ -33,7 +34,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::datafree::{activation_moments, Moments};
 use super::mmse::mse_on_histogram;
+use super::scheme::QParams;
 use super::special::erfc;
 use super::stats::ChannelStats;
 use crate::error::{Error, Result};
@@ -149,6 +152,39 @@ pub fn aciq_window(
     })
 }
 
+/// Quantizers for channels clipped with ACIQ, each at its own bit-width (per-channel mode;
+/// pass the one tensor-level entry for per-tensor mode). A 0-bit channel becomes the constant
+/// E[act(X)] with X ~ N(mean, std²) (exact for a constant channel, e.g. a dead one).
+pub fn aciq_params(
+    channels: &[ChannelStats],
+    bits: &[u8],
+    prior: Prior,
+    act: Activation,
+) -> Result<Vec<QParams>> {
+    if channels.len() != bits.len() {
+        return Err(Error::Quant(format!(
+            "{} bit-widths for {} channels",
+            bits.len(),
+            channels.len()
+        )));
+    }
+    channels
+        .iter()
+        .zip(bits)
+        .map(|(st, &b)| {
+            let (lo, hi) = aciq_window(st, b, prior, act)?;
+            if b == 0 {
+                let m = Moments {
+                    mean: st.mean,
+                    var: st.std * st.std,
+                };
+                return Ok(QParams::constant(activation_moments(m, act).mean as f32));
+            }
+            QParams::from_range(lo as f32, hi as f32, b)
+        })
+        .collect()
+}
+
 /// Total squared error (count × MSE summed over channels) of the prior's windows on the
 /// channels' histograms; `None` if a channel has no histogram.
 pub fn histogram_error(
@@ -200,6 +236,28 @@ pub fn choose_prior(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_bit_channels_keep_their_post_activation_mean() {
+        let dead = ChannelStats {
+            count: 4,
+            mean: 1.5,
+            std: 0.0,
+            mad: 0.0,
+            min: 1.5,
+            max: 1.5,
+            hist: None,
+        };
+        let neg = ChannelStats {
+            mean: -2.0,
+            min: -2.0,
+            max: -2.0,
+            ..dead.clone()
+        };
+        let p = aciq_params(&[dead, neg], &[0, 0], Prior::Laplace, Activation::Relu).unwrap();
+        assert_eq!(p[0].fake_quant(0.0), 1.5);
+        assert_eq!(p[1].fake_quant(7.0), 0.0);
+    }
 
     #[test]
     fn alpha_star_is_the_minimiser() {

@@ -31,6 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::scheme::weight_rows;
 use crate::error::{Error, Result};
 
 /// Most bits a channel may get.
@@ -148,6 +149,19 @@ pub fn allocate_bits(alpha: &[f64], mean_bits: f64) -> Result<Allocation> {
     Ok(best)
 }
 
+/// METHOD's default spread for weights: the population standard deviation of each output
+/// channel's weights (axis 0), in f64.
+pub fn weight_spreads(w: &[f32], out_channels: usize) -> Result<Vec<f64>> {
+    Ok(weight_rows(w, out_channels)?
+        .map(|row| {
+            let n = row.len() as f64;
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            var.sqrt()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +171,8 @@ mod tests {
         let a = allocate_bits(&[1.0; 10], 4.0).unwrap();
         assert_eq!(a.bits, vec![4; 10]);
         assert_eq!(a.rounds, 1);
+        let s = weight_spreads(&[1.0, 3.0, 5.0, 5.0], 2).unwrap();
+        assert_eq!(s, vec![1.0, 0.0]);
     }
 
     #[test]

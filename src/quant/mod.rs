@@ -32,8 +32,10 @@ pub mod scheme;
 mod special;
 pub mod stats;
 
-pub use aciq::{aciq_window, alpha_star, choose_prior, expected_error, Prior, PriorChoice};
-pub use alloc::{allocate_bits, Allocation};
+pub use aciq::{
+    aciq_params, aciq_window, alpha_star, choose_prior, expected_error, Prior, PriorChoice,
+};
+pub use alloc::{allocate_bits, weight_spreads, Allocation};
 pub use bias::{
     apply_bias_correction, bias_correction, bias_shift, corrected_params, BiasCorrection,
 };

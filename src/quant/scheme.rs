@@ -16,9 +16,11 @@
 //! - The window is widened to contain 0 before the scale is computed, so a window lying
 //!   entirely on one side of 0 (a signed ACIQ window of a channel with a large mean) still
 //!   represents 0 exactly, at the cost of range. z is therefore always in [0, 2^M − 1].
-//! - 0 bits: the only code is 0 and the channel collapses to one constant `c`. From a window,
-//!   `c` = the midpoint (lo+hi)/2 of the window as given (before widening); with statistics at
-//!   hand use [`QParams::constant`] with the mean. Encoding: `s = max(|c|, 1e-8)`,
+//! - 0 bits: the only code is 0 and the channel collapses to one constant `c`. From a window
+//!   alone, `c` = the midpoint (lo+hi)/2 of the window as given (before widening); where the
+//!   values or statistics are at hand, `c` = the mean of the values quantized (the MSE-optimal
+//!   constant): [`minmax_weights_per_channel`] uses the channel's mean, `aciq::aciq_params`
+//!   the mean after the fused activation. Encoding: `s = max(|c|, 1e-8)`,
 //!   `z = −sign(c)` ∈ {−1, 0, 1}, so the generic formulas give x̂ = (0 − z)·s = c (constants
 //!   below the scale floor become 0). This z lies outside [0, qmax] on purpose.
 //! - Bits above 8 are rejected: codes are `u8`.
@@ -217,7 +219,8 @@ fn check_len<T>(what: &str, v: &[T], want: usize) -> Result<()> {
     Ok(())
 }
 
-/// Per-output-channel min-max quantizers for a weight tensor (axis 0), bits per channel.
+/// Per-output-channel min-max quantizers for a weight tensor (axis 0), bits per channel
+/// (a 0-bit channel becomes the constant of its mean).
 pub fn minmax_weights_per_channel(
     w: &[f32],
     out_channels: usize,
@@ -228,6 +231,10 @@ pub fn minmax_weights_per_channel(
         .zip(bits)
         .map(|(row, &b)| {
             let (lo, hi) = min_max(row)?;
+            if b == 0 {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / row.len() as f64;
+                return Ok(QParams::constant(mean as f32));
+            }
             QParams::from_range(lo, hi, b)
         })
         .collect()
@@ -334,6 +341,8 @@ mod tests {
         }
         let p = QParams::from_range(1.0, 3.0, 0).unwrap();
         assert_eq!(p.fake_quant(0.0), 2.0);
+        let p = minmax_weights_per_channel(&[1.0, 1.0, 4.0, 0.0, 1.0], 1, &[0]).unwrap();
+        assert_eq!(p[0].fake_quant(9.0), 1.4);
     }
 
     #[test]
