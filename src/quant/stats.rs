@@ -1,0 +1,419 @@
+//! Streaming calibration statistics per channel (axis 1 of NCHW, over N·H·W) and per tensor,
+//! with memory independent of the number of images (METHOD.md §2: b = mean |x − mean|,
+//! σ = standard deviation, both on the pre-activation tensor; §5: histograms for MMSE).
+//!
+//! Two passes over the same calibration data:
+//! 1. [`StatsAccumulator::accumulate_pass1`]: per channel `[count, sum, sumsq, min, max]`.
+//! 2. [`StatsAccumulator::begin_pass2`] fixes each channel's mean and histogram range from
+//!    pass 1 (a [`Pass2Frame`]); [`StatsAccumulator::accumulate_pass2`] adds per channel
+//!    Σ|x − mean_c| and a histogram of `channel_bins` (default 256) over the channel's
+//!    [min, max], and for the whole tensor Σ|x − mean_t| and a histogram of `tensor_bins`
+//!    (default 2048) over the tensor's [min, max].
+//!
+//! Partial-result layout (what a device twin produces and the host merges in a fixed order):
+//! - pass 1: `moments[c] = [count, sum, sumsq, min, max]`, f64, one row per channel
+//!   (`MOMENT_FIELDS` = 5); an empty row is `[0, 0, 0, +inf, −inf]`.
+//! - pass 2: `abs_dev[0..C]` = Σ|x − mean_c| per channel, `abs_dev[C]` = Σ|x − mean_t| (f64);
+//!   `channel_hist[c·channel_bins + i]` and `tensor_hist[i]` are counts (u32 per device batch,
+//!   summed into u64 on the host by [`StatsAccumulator::merge_device_pass2`]).
+//! - binning (exactly reproducible in f32, only correctly rounded − and ×):
+//!   `bin = clamp(floor((x − lo) · inv_width), 0, bins − 1)` with `lo` = the f32 min and
+//!   `inv_width = bins / (hi − lo)` computed in f32 on the host ([`Binning`]); a constant
+//!   channel (hi = lo) has `inv_width = 0` and puts everything in bin 0.
+//!
+//! Within one accumulator, values are summed per (image, channel) plane and planes are added
+//! in input order, so feeding the same data in different batch splits gives bit-identical
+//! sums; merging parallel partials changes only the f64 association. Variance is
+//! sumsq/n − mean² (clamped at 0), population (÷n).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default per-channel histogram bins.
+pub const CHANNEL_BINS: usize = 256;
+/// Default per-tensor histogram bins.
+pub const TENSOR_BINS: usize = 2048;
+/// Fields of one pass-1 row: count, sum, sumsq, min, max.
+pub const MOMENT_FIELDS: usize = 5;
+const EMPTY_ROW: [f64; MOMENT_FIELDS] = [0.0, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY];
+
+/// Histogram sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsConfig {
+    pub channel_bins: usize,
+    pub tensor_bins: usize,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            channel_bins: CHANNEL_BINS,
+            tensor_bins: TENSOR_BINS,
+        }
+    }
+}
+
+/// Equal-width histogram over [lo, hi]; bin i covers [lo + i·w, lo + (i+1)·w), w = (hi−lo)/bins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Edges [a, b] of bin `i` (a = b for a constant channel).
+    pub fn edges(&self, i: usize) -> (f64, f64) {
+        let w = (self.hi - self.lo) / self.counts.len() as f64;
+        (self.lo + i as f64 * w, self.lo + (i + 1) as f64 * w)
+    }
+}
+
+/// The f32 binning rule shared with device twins (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Binning {
+    pub lo: f32,
+    pub hi: f32,
+    pub inv_width: f32,
+    pub bins: u32,
+}
+
+impl Binning {
+    pub fn new(lo: f32, hi: f32, bins: usize) -> Self {
+        let inv_width = if hi > lo {
+            bins as f32 / (hi - lo)
+        } else {
+            0.0
+        };
+        Binning {
+            lo,
+            hi,
+            inv_width,
+            bins: bins as u32,
+        }
+    }
+
+    #[inline]
+    pub fn bin(&self, x: f32) -> usize {
+        let t = ((x - self.lo) * self.inv_width).floor();
+        t.max(0.0).min((self.bins - 1) as f32) as usize
+    }
+}
+
+/// What pass 2 needs from pass 1: per channel mean and binning, then the tensor's (last).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pass2Frame {
+    /// C + 1 means (f64): channels, then the whole tensor.
+    pub mean: Vec<f64>,
+    /// C + 1 binnings: channels (`channel_bins`), then the tensor (`tensor_bins`).
+    pub binning: Vec<Binning>,
+}
+
+/// Final statistics of one channel (or of a whole tensor).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    /// Values seen; 0 for statistics synthesised from a model (data-free).
+    pub count: u64,
+    pub mean: f64,
+    /// Population standard deviation σ.
+    pub std: f64,
+    /// Mean absolute deviation b = E|x − mean| (the Laplace scale estimate).
+    pub mad: f64,
+    pub min: f64,
+    pub max: f64,
+    pub hist: Option<Histogram>,
+}
+
+/// Per-channel statistics plus the same quantities over the whole tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorStats {
+    pub channels: Vec<ChannelStats>,
+    pub tensor: ChannelStats,
+}
+
+/// Streaming two-pass accumulator for one NCHW tensor (module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsAccumulator {
+    pub channels: usize,
+    pub config: StatsConfig,
+    pub moments: Vec<[f64; MOMENT_FIELDS]>,
+    pub frame: Option<Pass2Frame>,
+    pub abs_dev: Vec<f64>,
+    pub channel_hist: Vec<u64>,
+    pub tensor_hist: Vec<u64>,
+}
+
+fn check_shape(x: &[f32], n: usize, c: usize, hw: usize, channels: usize) -> Result<()> {
+    if c != channels || x.len() != n * c * hw {
+        return Err(Error::Quant(format!(
+            "statistics for {channels} channels fed {} values as N·C·HW = {n}·{c}·{hw}",
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+impl StatsAccumulator {
+    pub fn new(channels: usize, config: StatsConfig) -> Result<Self> {
+        if channels == 0 || config.channel_bins == 0 || config.tensor_bins == 0 {
+            return Err(Error::Quant(
+                "statistics need at least one channel and one bin".into(),
+            ));
+        }
+        Ok(StatsAccumulator {
+            channels,
+            config,
+            moments: vec![EMPTY_ROW; channels],
+            frame: None,
+            abs_dev: vec![0.0; channels + 1],
+            channel_hist: vec![0; channels * config.channel_bins],
+            tensor_hist: vec![0; config.tensor_bins],
+        })
+    }
+
+    /// An empty accumulator with the same shape and pass-2 frame: the starting point of a
+    /// parallel partial, merged back with [`merge`](Self::merge).
+    pub fn partial(&self) -> Self {
+        StatsAccumulator {
+            channels: self.channels,
+            config: self.config,
+            moments: vec![EMPTY_ROW; self.channels],
+            frame: self.frame.clone(),
+            abs_dev: vec![0.0; self.channels + 1],
+            channel_hist: vec![0; self.channel_hist.len()],
+            tensor_hist: vec![0; self.tensor_hist.len()],
+        }
+    }
+
+    /// Pass 1 over one NCHW batch: count, sum, sumsq, min, max per channel.
+    pub fn accumulate_pass1(&mut self, x: &[f32], n: usize, c: usize, hw: usize) -> Result<()> {
+        if self.frame.is_some() {
+            return Err(Error::Quant("pass 1 fed after pass 2 began".into()));
+        }
+        check_shape(x, n, c, hw, self.channels)?;
+        for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
+            let (mut s, mut ss) = (0.0f64, 0.0f64);
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &v in plane {
+                let v = v as f64;
+                s += v;
+                ss += v * v;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            let row = &mut self.moments[i % c];
+            row[0] += plane.len() as f64;
+            row[1] += s;
+            row[2] += ss;
+            row[3] = row[3].min(lo);
+            row[4] = row[4].max(hi);
+        }
+        Ok(())
+    }
+
+    /// Adds device pass-1 partials (layout in the module docs), in the order given.
+    pub fn merge_device_pass1(&mut self, moments: &[[f64; MOMENT_FIELDS]]) -> Result<()> {
+        if moments.len() != self.channels {
+            return Err(Error::Quant(format!(
+                "pass-1 partial has {} rows for {} channels",
+                moments.len(),
+                self.channels
+            )));
+        }
+        for (row, p) in self.moments.iter_mut().zip(moments) {
+            merge_row(row, p);
+        }
+        Ok(())
+    }
+
+    /// Ends pass 1: fixes means and histogram ranges (per channel and for the tensor).
+    pub fn begin_pass2(&mut self) -> Result<()> {
+        let mut t = EMPTY_ROW;
+        let mut mean = Vec::with_capacity(self.channels + 1);
+        let mut binning = Vec::with_capacity(self.channels + 1);
+        for (ch, row) in self.moments.iter().enumerate() {
+            if row[0] == 0.0 {
+                return Err(Error::Quant(format!("channel {ch}: pass 1 saw no values")));
+            }
+            if !row[1].is_finite() || !row[2].is_finite() {
+                return Err(Error::Quant(format!("channel {ch}: non-finite values")));
+            }
+            merge_row(&mut t, row);
+            mean.push(row[1] / row[0]);
+            binning.push(Binning::new(
+                row[3] as f32,
+                row[4] as f32,
+                self.config.channel_bins,
+            ));
+        }
+        mean.push(t[1] / t[0]);
+        binning.push(Binning::new(
+            t[3] as f32,
+            t[4] as f32,
+            self.config.tensor_bins,
+        ));
+        self.frame = Some(Pass2Frame { mean, binning });
+        Ok(())
+    }
+
+    /// Pass 2 over one NCHW batch (the same data as pass 1): Σ|x − mean| and histograms.
+    pub fn accumulate_pass2(&mut self, x: &[f32], n: usize, c: usize, hw: usize) -> Result<()> {
+        check_shape(x, n, c, hw, self.channels)?;
+        let Some(frame) = self.frame.as_ref() else {
+            return Err(Error::Quant("pass 2 fed before begin_pass2".into()));
+        };
+        let bins = self.config.channel_bins;
+        let (tmean, tbin) = (frame.mean[c], frame.binning[c]);
+        let mut tdev = 0.0f64;
+        for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
+            let ch = i % c;
+            let (m, b) = (frame.mean[ch], frame.binning[ch]);
+            let hist = &mut self.channel_hist[ch * bins..(ch + 1) * bins];
+            let (mut dev, mut pdev) = (0.0f64, 0.0f64);
+            for &v in plane {
+                dev += (v as f64 - m).abs();
+                pdev += (v as f64 - tmean).abs();
+                hist[b.bin(v)] += 1;
+                self.tensor_hist[tbin.bin(v)] += 1;
+            }
+            self.abs_dev[ch] += dev;
+            tdev += pdev;
+        }
+        self.abs_dev[c] += tdev;
+        Ok(())
+    }
+
+    /// Adds device pass-2 partials (layout in the module docs).
+    pub fn merge_device_pass2(
+        &mut self,
+        abs_dev: &[f64],
+        channel_hist: &[u32],
+        tensor_hist: &[u32],
+    ) -> Result<()> {
+        if abs_dev.len() != self.abs_dev.len()
+            || channel_hist.len() != self.channel_hist.len()
+            || tensor_hist.len() != self.tensor_hist.len()
+        {
+            return Err(Error::Quant(format!(
+                "pass-2 partial sizes {}/{}/{} do not match {}/{}/{}",
+                abs_dev.len(),
+                channel_hist.len(),
+                tensor_hist.len(),
+                self.abs_dev.len(),
+                self.channel_hist.len(),
+                self.tensor_hist.len()
+            )));
+        }
+        add_f64(&mut self.abs_dev, abs_dev);
+        for (a, &b) in self.channel_hist.iter_mut().zip(channel_hist) {
+            *a += b as u64;
+        }
+        for (a, &b) in self.tensor_hist.iter_mut().zip(tensor_hist) {
+            *a += b as u64;
+        }
+        Ok(())
+    }
+
+    /// Adds a partial with the same shape and frame (e.g. from [`partial`](Self::partial)).
+    /// Merge partials in a fixed order for bit-identical results.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if other.channels != self.channels
+            || other.config != self.config
+            || other.frame != self.frame
+        {
+            return Err(Error::Quant(
+                "merging statistics of different shapes or pass-2 frames".into(),
+            ));
+        }
+        for (row, p) in self.moments.iter_mut().zip(&other.moments) {
+            merge_row(row, p);
+        }
+        add_f64(&mut self.abs_dev, &other.abs_dev);
+        for (a, b) in self.channel_hist.iter_mut().zip(&other.channel_hist) {
+            *a += b;
+        }
+        for (a, b) in self.tensor_hist.iter_mut().zip(&other.tensor_hist) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    /// Final statistics; fails unless pass 2 saw exactly as many values as pass 1.
+    pub fn finalize(&self) -> Result<TensorStats> {
+        let Some(frame) = self.frame.as_ref() else {
+            return Err(Error::Quant("finalize before pass 2".into()));
+        };
+        let bins = self.config.channel_bins;
+        let mut t = EMPTY_ROW;
+        let mut channels = Vec::with_capacity(self.channels);
+        for (ch, row) in self.moments.iter().enumerate() {
+            merge_row(&mut t, row);
+            let counts = self.channel_hist[ch * bins..(ch + 1) * bins].to_vec();
+            channels.push(finish(
+                ch,
+                row,
+                self.abs_dev[ch],
+                &frame.binning[ch],
+                counts,
+            )?);
+        }
+        let c = self.channels;
+        let tensor = finish(
+            c,
+            &t,
+            self.abs_dev[c],
+            &frame.binning[c],
+            self.tensor_hist.clone(),
+        )?;
+        Ok(TensorStats { channels, tensor })
+    }
+}
+
+fn merge_row(row: &mut [f64; MOMENT_FIELDS], p: &[f64; MOMENT_FIELDS]) {
+    row[0] += p[0];
+    row[1] += p[1];
+    row[2] += p[2];
+    row[3] = row[3].min(p[3]);
+    row[4] = row[4].max(p[4]);
+}
+
+fn add_f64(a: &mut [f64], b: &[f64]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+fn finish(
+    ch: usize,
+    row: &[f64; MOMENT_FIELDS],
+    abs_dev: f64,
+    binning: &Binning,
+    counts: Vec<u64>,
+) -> Result<ChannelStats> {
+    let n = row[0];
+    let seen: u64 = counts.iter().sum();
+    if n == 0.0 || seen as f64 != n {
+        return Err(Error::Quant(format!(
+            "channel {ch}: pass 1 saw {n} values, pass 2 saw {seen}; feed both passes the same data"
+        )));
+    }
+    let mean = row[1] / n;
+    Ok(ChannelStats {
+        count: n as u64,
+        mean,
+        std: (row[2] / n - mean * mean).max(0.0).sqrt(),
+        mad: abs_dev / n,
+        min: row[3],
+        max: row[4],
+        hist: Some(Histogram {
+            lo: binning.lo as f64,
+            hi: binning.hi as f64,
+            counts,
+        }),
+    })
+}
