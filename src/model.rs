@@ -1,0 +1,110 @@
+//! A model loaded from a file, whatever its kind: an FP32 graph (prepared for execution:
+//! BatchNorm folded, activations fused), or a quantized model.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::engine;
+use crate::error::Result;
+use crate::eval::Model;
+use crate::graph::{passes, Graph, Op, Preprocess};
+use crate::io::model::{self as mfile, ModelFile, KEY_KIND};
+use crate::tensor::Tensor;
+
+pub enum LoadedModel {
+    Fp32 {
+        /// As stored in the file.
+        stored: Graph,
+        /// Folded and fused, ready to run.
+        prepared: Graph,
+    },
+}
+
+impl LoadedModel {
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut f = ModelFile::read(path)?;
+        match f.meta(KEY_KIND) {
+            Some("fp32") | None => {
+                let stored = mfile::graph_from_file(&mut f, path)?;
+                let mut prepared = stored.clone();
+                passes::prepare(&mut prepared)?;
+                Ok(LoadedModel::Fp32 { stored, prepared })
+            }
+            Some(k) => Err(crate::Error::ModelFile {
+                path: path.to_path_buf(),
+                msg: format!("unknown model kind {k}"),
+            }),
+        }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        match self {
+            LoadedModel::Fp32 { prepared, .. } => prepared,
+        }
+    }
+
+    fn stored(&self) -> &Graph {
+        match self {
+            LoadedModel::Fp32 { stored, .. } => stored,
+        }
+    }
+
+    /// Nodes, shapes and parameter counts as a JSON value.
+    pub fn inspect_json(&self) -> Result<serde_json::Value> {
+        let g = self.stored();
+        let shapes = g.validate()?;
+        let nodes: Vec<_> = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let params: usize = n
+                    .op
+                    .param_names()
+                    .iter()
+                    .filter_map(|p| g.param_opt(&n.name, p))
+                    .map(|t| t.numel())
+                    .sum();
+                json!({"name": n.name, "op": n.op.kind(), "inputs": n.inputs,
+                       "shape": shapes[&n.name], "params": params})
+            })
+            .collect();
+        Ok(json!({"name": g.name, "kind": "fp32", "input_shape": g.input_shape,
+                  "parameters": g.param_count(), "tensors": g.params.len(),
+                  "preprocess": g.preprocess, "nodes": nodes}))
+    }
+
+    /// A human-readable table of the graph.
+    pub fn inspect_text(&self) -> Result<String> {
+        let g = self.stored();
+        let shapes = g.validate()?;
+        let mut s = String::new();
+        let _ = writeln!(s, "model {} (fp32), input {:?}", g.name, g.input_shape);
+        let _ = writeln!(s, "{:<36} {:<16} {:<18} {:>10}", "node", "op", "shape", "params");
+        for n in &g.nodes {
+            let params: usize =
+                n.op.param_names().iter().filter_map(|p| g.param_opt(&n.name, p)).map(|t| t.numel()).sum();
+            let op = match &n.op {
+                Op::Conv2d(c) if c.is_depthwise() => format!("dwconv{}x{}/{}", c.kernel[0], c.kernel[1], c.stride[0]),
+                Op::Conv2d(c) => format!("conv{}x{}/{}", c.kernel[0], c.kernel[1], c.stride[0]),
+                op => op.kind().to_string(),
+            };
+            let _ = writeln!(s, "{:<36} {:<16} {:<18} {:>10}", n.name, op, format!("{:?}", shapes[&n.name]), params);
+        }
+        let _ = writeln!(s, "{} nodes, {} parameter tensors, {} parameters", g.nodes.len(), g.params.len(), g.param_count());
+        Ok(s)
+    }
+}
+
+impl Model for LoadedModel {
+    fn preprocess(&self) -> &Preprocess {
+        &self.graph().preprocess
+    }
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        engine::forward(self.graph(), x)
+    }
+    fn backend(&self) -> String {
+        "cpu".into()
+    }
+}
