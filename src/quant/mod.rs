@@ -24,10 +24,12 @@
 pub mod aciq;
 pub mod alloc;
 pub mod bias;
+pub mod config;
 pub mod datafree;
 pub mod dual;
 pub mod mmse;
 pub mod pack;
+pub mod plan;
 pub mod scheme;
 mod special;
 pub mod stats;
