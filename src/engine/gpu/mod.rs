@@ -8,7 +8,11 @@ pub mod buffers;
 pub mod context;
 pub mod conv2d;
 pub mod eltwise;
+pub mod fake_quant;
+pub mod histogram;
 pub mod linear;
+pub mod mmse;
+pub mod moments;
 pub mod pool;
 
 pub use context::{GpuContext, Kernel, KernelSpec, Slot};
