@@ -56,8 +56,11 @@ fn conv2d_gemm(
     let x_base = (nb * p.ci + g * p.cig) * p.h * p.w;
     let w_base = g * p.cog * kdim;
 
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    // Rows of the 4 x 4 micro-tile as vec4s: no dynamically indexed private arrays.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
@@ -90,21 +93,18 @@ fn conv2d_gemm(
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = a_tile[kk * TM + lid.y * 4u + i];
-                b[i] = b_tile[kk * TN + lid.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += a[i] * b[j];
-                }
-            }
+            let ao = kk * TM + lid.y * 4u;
+            let bo = kk * TN + lid.x * 4u;
+            let b = vec4(b_tile[bo], b_tile[bo + 1u], b_tile[bo + 2u], b_tile[bo + 3u]);
+            acc0 += a_tile[ao] * b;
+            acc1 += a_tile[ao + 1u] * b;
+            acc2 += a_tile[ao + 2u] * b;
+            acc3 += a_tile[ao + 3u] * b;
         }
         workgroupBarrier();
     }
 
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         let m = tm * TM + lid.y * 4u + i;
         if m >= p.cog { continue; }
@@ -112,7 +112,7 @@ fn conv2d_gemm(
         for (var j = 0u; j < 4u; j++) {
             let pix = tp * TN + lid.x * 4u + j;
             if pix < npix {
-                y[(nb * p.co + oc) * npix + pix] = act(acc[i * 4u + j] + bias[oc]);
+                y[(nb * p.co + oc) * npix + pix] = act(rows[i][j] + bias[oc]);
             }
         }
     }

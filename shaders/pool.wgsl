@@ -49,7 +49,18 @@ fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if idx < p.total { y[idx] = window(idx, false); }
 }
 
-// One workgroup per (n, c) plane: strided per-invocation sums, then a fixed-order tree.
+// Small planes (H*W <= 256): one invocation per plane, a sequential sum in index order.
+@compute @workgroup_size(64, 1, 1)
+fn global_avg_pool_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let plane = gid.y * nwg.x * 64u + gid.x;
+    if plane >= p.planes { return; }
+    let hw = p.h * p.w;
+    var s = 0.0;
+    for (var i = 0u; i < hw; i++) { s += x[plane * hw + i]; }
+    y[plane] = s / f32(hw);
+}
+
+// Larger planes: one workgroup per (n, c) plane: strided per-invocation sums, then a fixed-order tree.
 var<workgroup> part: array<f32, 256>;
 
 @compute @workgroup_size(256, 1, 1)

@@ -166,11 +166,11 @@ mod tests {
 
     #[test]
     fn outliers_pull_the_clip_inward() {
-        // 1000 values near 0..1 and one outlier at 100: at 2 bits the full range wastes
-        // every level on the outlier, so a narrower window wins.
+        // 1000 values spread over 0..10 and one outlier near 100: at 2 bits the full range
+        // puts every level but one above the mass, so a narrower window wins.
         let bins = 100;
         let mut counts = vec![0u32; bins];
-        counts[0] = 1000;
+        counts[..10].fill(100);
         counts[99] = 1;
         let r = mmse_search(&counts, &[(0.0, 100.0)], bins as u32, &[2], &clip_grid(20)).unwrap();
         assert!(r[0].index < 19, "{r:?}");

@@ -4,8 +4,10 @@
 //! `max_pool`: max over the in-bounds part of each window (padding ignored; −∞ for a window
 //! entirely in padding). `avg_pool`: f32 sum of the in-bounds elements in row-major window
 //! order divided by their count (TF "SAME" semantics; 0 for an empty window).
-//! `global_avg_pool`: one workgroup per plane, strided per-invocation partial sums, a
-//! fixed-order tree over 256 partials, then `/ (H·W)`: deterministic.
+//! `global_avg_pool`: for planes of more than [`GLOBAL_SMALL_HW`] values one workgroup per
+//! plane, strided per-invocation partial sums, a fixed-order tree over 256 partials, then
+//! `/ (H·W)`; smaller planes (the 7×7 head) one invocation per plane summing in index
+//! order (a 256-wide workgroup per 49 values wastes most of it). Deterministic either way.
 //! Bindings: 0 x → 1 y → 2 [`PoolParams`]. CPU oracle: `engine::cpu::reference`.
 
 use bytemuck::{Pod, Zeroable};
@@ -18,6 +20,8 @@ use crate::tensor::Tensor;
 
 pub const SOURCE: &str = include_str!("../../../shaders/pool.wgsl");
 const SLOTS: [Slot; 3] = [Slot::Input, Slot::Output, Slot::Params];
+/// Largest H·W summed by one invocation in `global_avg_pool`.
+pub const GLOBAL_SMALL_HW: usize = 256;
 
 /// Uniform twin of the WGSL `Params` struct.
 #[repr(C)]
@@ -47,10 +51,11 @@ pub enum PoolKind {
 }
 
 impl PoolKind {
-    fn entry(self) -> &'static str {
+    fn entry(self, hw: usize) -> &'static str {
         match self {
             PoolKind::Max => "max_pool",
             PoolKind::Avg => "avg_pool",
+            PoolKind::GlobalAvg if hw <= GLOBAL_SMALL_HW => "global_avg_pool_small",
             PoolKind::GlobalAvg => "global_avg_pool",
         }
     }
@@ -86,16 +91,18 @@ pub fn pool_encode(
         pad_l: u32_of("padding", p.padding[1])?,
         total: u32_of("pool outputs", total)?,
     };
+    let entry = kind.entry(h * w);
     let kernel = ctx.kernel(&KernelSpec {
         name: "pool",
         source: SOURCE,
-        entry: kind.entry(),
+        entry,
         slots: &SLOTS,
         constants: &[],
-        workgroup_bytes: if kind == PoolKind::GlobalAvg { 1024 } else { 0 },
+        workgroup_bytes: if entry == "global_avg_pool" { 1024 } else { 0 },
     })?;
-    let groups = match kind {
-        PoolKind::GlobalAvg => buffers::fold(ctx, planes as u64)?,
+    let groups = match entry {
+        "global_avg_pool" => buffers::fold(ctx, planes as u64)?,
+        "global_avg_pool_small" => buffers::fold(ctx, planes.div_ceil(64) as u64)?,
         _ => buffers::fold(ctx, total.div_ceil(256) as u64)?,
     };
     let pbuf = buffers::uniform(ctx, "pool params", &params);
