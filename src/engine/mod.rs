@@ -2,5 +2,7 @@
 
 pub mod cpu;
 pub mod exec;
+pub mod gpu;
+pub mod layout;
 
 pub use exec::{forward, run, Hook, NoHook};

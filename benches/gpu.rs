@@ -1,0 +1,266 @@
+//! GPU kernel benches on real EfficientNet-Lite0 layer shapes at batch 16, named
+//! `gpu/<kernel>/<layer>/b<batch>`. Time is GPU time: the device is idle before the clock
+//! starts and `iters` dispatches are waited for (`iter_custom` + poll) before it stops; it
+//! includes recording each dispatch (a params upload and a bind group), not host transfers.
+//! Inputs are uploaded once per bench. `PTQ4_BENCH_QUICK=1`: short CI smoke run.
+//! Figures from lavapipe (a CPU rasteriser) make no performance claim; the adapter is
+//! printed first. The CPU side is benched in `benches/forward.rs`.
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
+use ptq4::engine::gpu::{
+    buffers, conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool, GpuContext,
+};
+use ptq4::engine::layout::ChannelLayout;
+use ptq4::graph::{Activation, Conv2d, Linear};
+
+const B: usize = 16;
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+/// Times `iters` submissions of what `record` encodes, from an idle device to an idle device.
+fn gpu_time(
+    c: &mut Criterion,
+    ctx: &GpuContext,
+    name: &str,
+    record: impl Fn(&mut wgpu::CommandEncoder) -> ptq4::Result<()>,
+) {
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            ctx.wait_idle().expect("device idle before timing");
+            let start = Instant::now();
+            for _ in 0..iters {
+                let mut enc = ctx.encoder(name);
+                record(&mut enc).expect("record dispatch");
+                ctx.submit(enc).expect("submit");
+            }
+            ctx.wait_idle().expect("device idle after timing");
+            start.elapsed()
+        })
+    });
+}
+
+fn conv(ci: usize, co: usize, k: usize, groups: usize) -> Conv2d {
+    let p = k / 2;
+    Conv2d {
+        in_channels: ci,
+        out_channels: co,
+        kernel: [k, k],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [p; 4],
+        groups,
+        bias: true,
+        act: Activation::Relu6,
+    }
+}
+
+fn bench_conv(c: &mut Criterion, ctx: &GpuContext, layer: &str, cv: &Conv2d, hw: usize) {
+    let x = buffers::upload(ctx, "x", &values(B * cv.in_channels * hw * hw));
+    let w = buffers::upload(ctx, "w", &values(cv.weight_shape().iter().product()));
+    let b = buffers::upload(ctx, "b", &values(cv.out_channels));
+    let y = buffers::zeroed(ctx, "y", (B * cv.out_channels * hw * hw * 4) as u64);
+    gpu_time(c, ctx, &format!("gpu/conv2d/{layer}/b{B}"), |enc| {
+        conv2d::conv2d_encode(ctx, enc, &x, &w, &b, &y, B, (hw, hw), cv)
+    });
+}
+
+fn main() {
+    let quick = std::env::var("PTQ4_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let mut c = Criterion::default().configure_from_args();
+    c = if quick {
+        c.sample_size(10)
+            .warm_up_time(Duration::from_millis(100))
+            .measurement_time(Duration::from_millis(500))
+    } else {
+        c.sample_size(10).measurement_time(Duration::from_secs(5))
+    };
+    let ctx = match GpuContext::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("SKIPPED gpu benches: {e}");
+            return;
+        }
+    };
+    eprintln!(
+        "adapter: {} ({:?}){}",
+        ctx.adapter_name(),
+        ctx.backend(),
+        if ctx.adapter_name().contains("llvmpipe") {
+            "; lavapipe: no performance claim"
+        } else {
+            ""
+        }
+    );
+
+    bench_conv(
+        &mut c,
+        &ctx,
+        "lite0.blocks.3.expand",
+        &conv(24, 144, 1, 1),
+        56,
+    );
+    bench_conv(
+        &mut c,
+        &ctx,
+        "lite0.blocks.4.dw",
+        &conv(240, 240, 5, 240),
+        28,
+    );
+    bench_conv(
+        &mut c,
+        &ctx,
+        "lite0.blocks.4.project",
+        &Conv2d {
+            act: Activation::None,
+            ..conv(240, 40, 1, 1)
+        },
+        28,
+    );
+
+    // Statistics over the blocks.3 expand output, 16×144×56×56 (28.9 MB).
+    let layout = ChannelLayout {
+        outer: B,
+        channels: 144,
+        inner: 56 * 56,
+    };
+    let act = buffers::upload(&ctx, "act", &values(layout.len()));
+    let segs = layout.inner.div_ceil(moments::SEG_LEN);
+    let partials = buffers::zeroed(&ctx, "partials", (16 * 144 * B * segs) as u64);
+    let stats = buffers::zeroed(&ctx, "stats", 5 * 144 * 4);
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/moments/lite0.blocks.3.expand/b{B}"),
+        |enc| moments::moments_encode(&ctx, enc, &[(&act, 0, B)], &partials, &stats, &layout),
+    );
+    let ranges = vec![(-1.0f32, 1.0f32); 144];
+    let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges, 2048));
+    let counts = buffers::zeroed(&ctx, "counts", 144 * 2048 * 4);
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/histogram/lite0.blocks.3.expand/b{B}"),
+        |enc| {
+            enc.clear_buffer(&counts, 0, None);
+            histogram::histogram_encode(&ctx, enc, &act, &table, &counts, B, &layout, 2048)
+        },
+    );
+    let q: Vec<ChannelQuant> = (0..144)
+        .map(|i| ChannelQuant {
+            scale: 0.01 + i as f32 * 1e-4,
+            zero: 8.0,
+            bits: 4,
+        })
+        .collect();
+    let qt = buffers::upload(&ctx, "quant", &fake_quant::quant_table(&q));
+    let codes = buffers::zeroed(&ctx, "codes", (layout.len() * 4) as u64);
+    let deq = buffers::zeroed(&ctx, "deq", (layout.len() * 4) as u64);
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/fake_quant/lite0.blocks.3.expand/b{B}"),
+        |enc| {
+            fake_quant::fake_quant_encode(
+                &ctx,
+                enc,
+                &act,
+                &qt,
+                &codes,
+                &deq,
+                layout.len(),
+                0,
+                &layout,
+            )
+        },
+    );
+    let grid = clip_grid(100);
+    let hist: Vec<u32> = (0..144 * 2048).map(|i| (i % 97) as u32).collect();
+    let ranges_lohi: Vec<[f32; 2]> = vec![[-1.0, 1.0]; 144];
+    let inputs = [
+        buffers::upload(&ctx, "counts", &hist),
+        buffers::upload(&ctx, "ranges", &ranges_lohi),
+        buffers::upload(&ctx, "bits", &vec![4u32; 144]),
+        buffers::upload(&ctx, "grid", &grid),
+    ];
+    let curve = buffers::zeroed(&ctx, "curve", 144 * 100 * 4);
+    let best = buffers::zeroed(&ctx, "best", 144 * 4);
+    let params = mmse::MmseParams {
+        channels: 144,
+        bins: 2048,
+        k: 100,
+        _pad: 0,
+    };
+    gpu_time(
+        &mut c,
+        &ctx,
+        "gpu/mmse/lite0.blocks.3.expand/c144_bins2048_k100",
+        |enc| {
+            let [a, b, d, e] = &inputs;
+            mmse::mmse_encode(&ctx, enc, [a, b, d, e], &curve, &best, params)
+        },
+    );
+
+    // Residual add of blocks.4 (16×40×28×28), head pooling and classifier.
+    let n = B * 40 * 28 * 28;
+    let (a, b2, y) = (
+        buffers::upload(&ctx, "a", &values(n)),
+        buffers::upload(&ctx, "b", &values(n)),
+        buffers::zeroed(&ctx, "y", (n * 4) as u64),
+    );
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/eltwise/lite0.blocks.4.add/b{B}"),
+        |enc| eltwise::eltwise_encode(&ctx, enc, &a, &b2, &y, n, None),
+    );
+    let head = buffers::upload(&ctx, "head", &values(B * 1280 * 49));
+    let pooled = buffers::zeroed(&ctx, "pooled", (B * 1280 * 4) as u64);
+    let unit = ptq4::graph::Pool {
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0; 4],
+    };
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/pool/lite0.head.global_avg/b{B}"),
+        |enc| {
+            pool::pool_encode(
+                &ctx,
+                enc,
+                &head,
+                &pooled,
+                pool::PoolKind::GlobalAvg,
+                B * 1280,
+                (7, 7),
+                &unit,
+            )
+        },
+    );
+    let l = Linear {
+        in_features: 1280,
+        out_features: 1000,
+        bias: true,
+        act: Activation::None,
+    };
+    let (w, bias, logits) = (
+        buffers::upload(&ctx, "w", &values(1000 * 1280)),
+        buffers::upload(&ctx, "b", &values(1000)),
+        buffers::zeroed(&ctx, "logits", (B * 1000 * 4) as u64),
+    );
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/linear/lite0.classifier/b{B}"),
+        |enc| linear::linear_encode(&ctx, enc, &pooled, &w, &bias, &logits, B, &l),
+    );
+
+    c.final_summary();
+}

@@ -1,0 +1,308 @@
+//! The one owner of GPU resources: device, queue, adapter info, limits and the pipeline
+//! cache. Built by a fallible constructor; every kernel takes `&GpuContext`.
+//!
+//! Adapter choice honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`
+//! (`InstanceDescriptor::with_env` + `initialize_adapter_from_env_or_default`). The device
+//! gets the adapter's own limits (wgpu's defaults are smaller) and no optional features:
+//! kernels need none.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// How a kernel binds one buffer. Binding order is inputs → outputs → params uniform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// `var<storage, read>`
+    Input,
+    /// `var<storage, read_write>`
+    Output,
+    /// `var<uniform>`
+    Params,
+}
+
+/// Everything needed to build (or find in the cache) one compute pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSpec<'a> {
+    /// Kernel family, e.g. `"conv2d"` (also the shader file's stem).
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+    /// Binding `i` of group 0 is `slots[i]`.
+    pub slots: &'a [Slot],
+    /// Pipeline-overridable constants (the specialisation).
+    pub constants: &'a [(&'static str, f64)],
+    /// Workgroup memory the entry point declares, checked against the adapter's limit
+    /// (wgpu 30 does not check it).
+    pub workgroup_bytes: u32,
+}
+
+impl KernelSpec<'_> {
+    fn key(&self) -> String {
+        format!("{}::{}{:?}", self.name, self.entry, self.constants)
+    }
+}
+
+/// A compiled pipeline and its explicit bind group layout.
+#[derive(Debug)]
+pub struct Kernel {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Device, queue, adapter facts and the pipeline cache.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    packed_dot: bool,
+    max_binding: u64,
+    pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter from the environment and opens a device on it.
+    /// `Error::NoAdapter` when there is none (or `WGPU_ADAPTER_NAME` matches none).
+    pub fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+        // initialize_adapter_from_env panics when WGPU_ADAPTER_NAME matches nothing:
+        // check the names first.
+        if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
+            let want = want.to_lowercase();
+            let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            if !names.iter().any(|n| n.to_lowercase().contains(&want)) {
+                return Err(Error::NoAdapter(format!(
+                    "WGPU_ADAPTER_NAME={want:?} matches none of {names:?}"
+                )));
+            }
+        }
+        let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+            &instance, None,
+        ))
+        .map_err(|e| Error::NoAdapter(format!("{e} (WGPU_BACKEND={:?})", env("WGPU_BACKEND"))))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let packed_dot = instance
+            .wgsl_language_features()
+            .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ptq4"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Gpu(format!("adapter {}: request_device: {e}", info.name)))?;
+        // Errors outside a scope would panic by default: record them and report them at
+        // the next submit instead.
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let max_binding = limits.max_storage_buffer_binding_size;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            packed_dot,
+            max_binding,
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+        })
+    }
+
+    /// Lowers the per-binding byte limit used for chunking (tests force chunking with it).
+    /// Rounded down to a multiple of 256 and never above the adapter's limit.
+    pub fn with_max_binding_bytes(mut self, bytes: u64) -> Self {
+        self.max_binding =
+            (bytes.min(self.limits.max_storage_buffer_binding_size) / 256 * 256).max(256);
+        self
+    }
+
+    pub fn adapter_name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn backend(&self) -> wgpu::Backend {
+        self.info.backend
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Whether WGSL `packed_4x8_integer_dot_product` (`dot4I8Packed`, …) is available.
+    pub fn has_packed_dot(&self) -> bool {
+        self.packed_dot
+    }
+
+    /// Largest storage binding, in bytes, that kernels may use.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.max_binding
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The pipeline for `spec`, built on first use. Validation and internal errors of
+    /// shader and pipeline creation come back as `Error::Gpu`.
+    pub fn kernel(&self, spec: &KernelSpec<'_>) -> Result<Arc<Kernel>> {
+        let key = spec.key();
+        if let Some(k) = self.lock_cache()?.get(&key) {
+            return Ok(Arc::clone(k));
+        }
+        let wg_limit = self.limits.max_compute_workgroup_storage_size;
+        if spec.workgroup_bytes > wg_limit {
+            return Err(Error::Gpu(format!(
+                "kernel {key}: {} bytes of workgroup memory, adapter {} allows {wg_limit}",
+                spec.workgroup_bytes, self.info.name
+            )));
+        }
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernel = self.build(spec, &key);
+        let v = pollster::block_on(validation.pop());
+        let i = pollster::block_on(internal.pop());
+        if let Some(e) = v.or(i) {
+            return Err(Error::Gpu(format!(
+                "kernel {key} on {}: {e}",
+                self.info.name
+            )));
+        }
+        let kernel = Arc::new(kernel);
+        self.lock_cache()?.insert(key, Arc::clone(&kernel));
+        Ok(kernel)
+    }
+
+    fn build(&self, spec: &KernelSpec<'_>, key: &str) -> Kernel {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(spec.name),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(spec.source)),
+            });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match slot {
+                        Slot::Input => wgpu::BufferBindingType::Storage { read_only: true },
+                        Slot::Output => wgpu::BufferBindingType::Storage { read_only: false },
+                        Slot::Params => wgpu::BufferBindingType::Uniform,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(key),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(key),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(spec.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: spec.constants,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            });
+        Kernel {
+            label: key.to_string(),
+            pipeline,
+            layout,
+        }
+    }
+
+    fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<Kernel>>>> {
+        self.pipelines
+            .lock()
+            .map_err(|_| Error::Gpu("pipeline cache lock poisoned".into()))
+    }
+
+    /// Submits `encoder` and reports any error raised since the last check.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        let idx = self.queue.submit([encoder.finish()]);
+        self.check_errors()?;
+        Ok(idx)
+    }
+
+    /// Blocks until the device has finished all submitted work.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("{}: poll: {e}", self.info.name)))?;
+        self.check_errors()
+    }
+
+    /// Turns errors recorded by the uncaptured-error handler into `Error::Gpu`.
+    pub fn check_errors(&self) -> Result<()> {
+        let mut errs = self
+            .uncaptured
+            .lock()
+            .map_err(|_| Error::Gpu("error sink lock poisoned".into()))?;
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("; ");
+        errs.clear();
+        Err(Error::Gpu(format!("{}: {msg}", self.info.name)))
+    }
+
+    /// A new labelled command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

@@ -1,0 +1,18 @@
+//! The wgpu backend: one [`GpuContext`] (device, queue, limits, pipeline cache), buffer
+//! plumbing in [`buffers`], and one module per kernel family, each pairing a
+//! `shaders/<k>.wgsl` file with its `//!` contract, `#[repr(C)]` params and launchers.
+//! Every kernel has a CPU twin (the reference kernels or `engine::cpu::<k>`) that is its
+//! test oracle.
+
+pub mod buffers;
+pub mod context;
+pub mod conv2d;
+pub mod eltwise;
+pub mod fake_quant;
+pub mod histogram;
+pub mod linear;
+pub mod mmse;
+pub mod moments;
+pub mod pool;
+
+pub use context::{GpuContext, Kernel, KernelSpec, Slot};
