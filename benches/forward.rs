@@ -14,7 +14,12 @@ fn lite0() -> Option<ptq4::Graph> {
         ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
     };
     let name = "efficientnet-lite0".to_string();
-    match ptq4::io::fetch::fetch(std::slice::from_ref(&name), &ptq4::io::fetch::home(), &convert, false) {
+    match ptq4::io::fetch::fetch(
+        std::slice::from_ref(&name),
+        &ptq4::io::fetch::home(),
+        &convert,
+        false,
+    ) {
         Ok(m) => {
             let mut g = ptq4::io::model::load_graph(&m[&name]).ok()?;
             passes::prepare(&mut g).ok()?;
@@ -32,13 +37,23 @@ fn forward(c: &mut Criterion) {
     let quick = std::env::var("PTQ4_BENCH_QUICK").is_ok();
     let mut group = c.benchmark_group("cpu/forward/efficientnet-lite0");
     if quick {
-        group.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(2))
+            .warm_up_time(Duration::from_millis(300));
     } else {
-        group.sample_size(20).measurement_time(Duration::from_secs(10));
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(10));
     }
     for batch in [1usize, 16] {
         let shape = [batch, 3, 224, 224];
-        let x = Tensor { shape: shape.to_vec(), data: (0..shape.iter().product::<usize>()).map(|i| ((i % 255) as f32 - 127.0) / 128.0).collect() };
+        let x = Tensor {
+            shape: shape.to_vec(),
+            data: (0..shape.iter().product::<usize>())
+                .map(|i| ((i % 255) as f32 - 127.0) / 128.0)
+                .collect(),
+        };
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("f32", format!("b{batch}")), &x, |b, x| {
             b.iter(|| engine::forward(&g, x.clone()).map(|y| y.data[0]))

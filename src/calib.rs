@@ -78,7 +78,10 @@ impl CalibHook<'_> {
             return;
         }
         let (n, c, hw) = ncs(x);
-        let e = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; c], 0));
+        let e = self
+            .sums
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; c], 0));
         for (i, plane) in x.data.chunks(hw.max(1)).enumerate() {
             e.0[i % c] += plane.iter().map(|&v| v as f64).sum::<f64>();
         }
@@ -129,15 +132,26 @@ pub fn calibrate(
     let shapes = g.validate()?;
     let idx = spread_indices(data.len_views(views), n);
     if idx.is_empty() {
-        return Err(Error::Dataset(format!("{}: no calibration images", data.root.display())));
+        return Err(Error::Dataset(format!(
+            "{}: no calibration images",
+            data.root.display()
+        )));
     }
     let mean_of = layer_inputs(g);
     let mut acc = BTreeMap::new();
     for p in points {
         let c = shapes.get(&p.value).map_or(1, |s| s[0]);
-        acc.insert(p.value.clone(), StatsAccumulator::new(c, StatsConfig::default())?);
+        acc.insert(
+            p.value.clone(),
+            StatsAccumulator::new(c, StatsConfig::default())?,
+        );
     }
-    let mut hook = CalibHook { pass: 1, acc, mean_of: &mean_of, sums: BTreeMap::new() };
+    let mut hook = CalibHook {
+        pass: 1,
+        acc,
+        mean_of: &mean_of,
+        sums: BTreeMap::new(),
+    };
     let bar = crate::report::progress(2 * idx.len() as u64, "calibrate", progress);
     // Decode once; both passes reuse the preprocessed batches.
     let mut batches = Vec::new();
@@ -170,12 +184,18 @@ pub fn calibrate(
         .into_iter()
         .map(|(k, (s, cnt))| (k, s.iter().map(|v| v / cnt.max(1) as f64).collect()))
         .collect();
-    Ok(Calibration { stats, means, source: format!("{} images", idx.len()) })
+    Ok(Calibration {
+        stats,
+        means,
+        source: format!("{} images", idx.len()),
+    })
 }
 
 /// Concatenates single-image batches along N.
 fn stack(parts: Vec<Tensor>) -> Result<Tensor> {
-    let first = parts.first().ok_or_else(|| Error::Engine("empty batch".into()))?;
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::Engine("empty batch".into()))?;
     let mut shape = first.shape.clone();
     shape[0] = parts.iter().map(|t| t.shape[0]).sum();
     let data = parts.into_iter().flat_map(|t| t.data).collect();
@@ -197,9 +217,15 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
     let input_m: Vec<Moments> = (0..g.input_shape[0])
         .map(|c| {
             let ch = c.min(2);
-            let (lo, hi) = (-pre.mean[ch] / pre.std[ch], (255.0 - pre.mean[ch]) / pre.std[ch]);
+            let (lo, hi) = (
+                -pre.mean[ch] / pre.std[ch],
+                (255.0 - pre.mean[ch]) / pre.std[ch],
+            );
             let (lo, hi) = (lo as f64, hi as f64);
-            Moments { mean: 0.5 * (lo + hi), var: (hi - lo) * (hi - lo) / 12.0 }
+            Moments {
+                mean: 0.5 * (lo + hi),
+                var: (hi - lo) * (hi - lo) / 12.0,
+            }
         })
         .collect();
     let mut post: BTreeMap<&str, Vec<Moments>> = BTreeMap::new();
@@ -208,12 +234,16 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
     pre_m.insert(Graph::INPUT, input_m);
     for n in &g.nodes {
         let inp = |i: usize| -> Result<&Vec<Moments>> {
-            post.get(n.inputs[i].as_str()).ok_or_else(|| Error::Quant(format!("no moments for {}", n.inputs[i])))
+            post.get(n.inputs[i].as_str())
+                .ok_or_else(|| Error::Quant(format!("no moments for {}", n.inputs[i])))
         };
         let (before, act) = match &n.op {
             Op::Conv2d(c) => {
                 let m = match bn_of.get(n.name.as_str()) {
-                    Some(bn) => datafree::batchnorm_moments(&raw.param(bn, "weight")?.data, &raw.param(bn, "bias")?.data)?,
+                    Some(bn) => datafree::batchnorm_moments(
+                        &raw.param(bn, "weight")?.data,
+                        &raw.param(bn, "bias")?.data,
+                    )?,
                     None => datafree::conv_moments(
                         &g.param(&n.name, "weight")?.data,
                         c.out_channels,
@@ -226,7 +256,10 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
             }
             Op::Linear(l) => {
                 let m = match bn_of.get(n.name.as_str()) {
-                    Some(bn) => datafree::batchnorm_moments(&raw.param(bn, "weight")?.data, &raw.param(bn, "bias")?.data)?,
+                    Some(bn) => datafree::batchnorm_moments(
+                        &raw.param(bn, "weight")?.data,
+                        &raw.param(bn, "bias")?.data,
+                    )?,
                     None => datafree::linear_moments(
                         &g.param(&n.name, "weight")?.data,
                         l.out_features,
@@ -255,18 +288,31 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
             Op::Flatten => {
                 let s = &shapes[&n.inputs[0]];
                 let per = s[1..].iter().product::<usize>().max(1);
-                (inp(0)?.iter().flat_map(|m| std::iter::repeat_n(*m, per)).collect(), Activation::None)
+                (
+                    inp(0)?
+                        .iter()
+                        .flat_map(|m| std::iter::repeat_n(*m, per))
+                        .collect(),
+                    Activation::None,
+                )
             }
-            Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool | Op::Softmax | Op::BatchNorm { .. } => {
-                (inp(0)?.clone(), Activation::None)
-            }
+            Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::Softmax
+            | Op::BatchNorm { .. } => (inp(0)?.clone(), Activation::None),
         };
-        post.insert(n.name.as_str(), before.iter().map(|m| activation_moments(*m, act)).collect());
+        post.insert(
+            n.name.as_str(),
+            before.iter().map(|m| activation_moments(*m, act)).collect(),
+        );
         pre_m.insert(n.name.as_str(), before);
     }
     let mut stats = BTreeMap::new();
     for p in points {
-        let m = pre_m.get(p.value.as_str()).ok_or_else(|| Error::Quant(format!("no moments for {}", p.value)))?;
+        let m = pre_m
+            .get(p.value.as_str())
+            .ok_or_else(|| Error::Quant(format!("no moments for {}", p.value)))?;
         let mut s = datafree::stats_from_moments(m, datafree::RANGE_SIGMAS)?;
         if p.value == Graph::INPUT {
             // The preprocessing bounds the input exactly.
@@ -275,14 +321,29 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                 ch.min = (-pre.mean[k] / pre.std[k]) as f64;
                 ch.max = ((255.0 - pre.mean[k]) / pre.std[k]) as f64;
             }
-            s.tensor.min = s.channels.iter().map(|c| c.min).fold(f64::INFINITY, f64::min);
-            s.tensor.max = s.channels.iter().map(|c| c.max).fold(f64::NEG_INFINITY, f64::max);
+            s.tensor.min = s
+                .channels
+                .iter()
+                .map(|c| c.min)
+                .fold(f64::INFINITY, f64::min);
+            s.tensor.max = s
+                .channels
+                .iter()
+                .map(|c| c.max)
+                .fold(f64::NEG_INFINITY, f64::max);
         }
         stats.insert(p.value.clone(), s);
     }
     let means = layer_inputs(g)
         .into_iter()
-        .filter_map(|v| post.get(v.as_str()).map(|m| (v.clone(), m.iter().map(|x| x.mean).collect())))
+        .filter_map(|v| {
+            post.get(v.as_str())
+                .map(|m| (v.clone(), m.iter().map(|x| x.mean).collect()))
+        })
         .collect();
-    Ok(Calibration { stats, means, source: "data-free".into() })
+    Ok(Calibration {
+        stats,
+        means,
+        source: "data-free".into(),
+    })
 }

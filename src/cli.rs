@@ -14,7 +14,11 @@ use crate::io::{fetch, model as mfile};
 use crate::model::LoadedModel;
 
 #[derive(Parser, Debug)]
-#[command(name = "ptq4", version, about = "Post-training 4-bit quantization of CNNs: quantize, evaluate, measure")]
+#[command(
+    name = "ptq4",
+    version,
+    about = "Post-training 4-bit quantization of CNNs: quantize, evaluate, measure"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -103,7 +107,12 @@ fn parse_views(s: &str) -> Result<usize, String> {
 
 impl RunArgs {
     pub fn options(&self, progress: bool) -> EvalOptions {
-        EvalOptions { batch: self.batch as usize, limit: self.limit, views: self.views, progress }
+        EvalOptions {
+            batch: self.batch as usize,
+            limit: self.limit,
+            views: self.views,
+            progress,
+        }
     }
 }
 
@@ -137,7 +146,12 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
         return Ok(p.to_path_buf());
     }
     if fetch::lookup(name_or_path).is_ok() {
-        let got = fetch::fetch(&[name_or_path.to_string()], &fetch::home(), &convert_pth, true)?;
+        let got = fetch::fetch(
+            &[name_or_path.to_string()],
+            &fetch::home(),
+            &convert_pth,
+            true,
+        )?;
         if let Some(p) = got.get(name_or_path) {
             return Ok(p.clone());
         }
@@ -152,8 +166,10 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
 fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
     let got = fetch::fetch(&a.names, &fetch::home(), &convert_pth, !a.json)?;
     if a.json {
-        let obj: serde_json::Map<String, serde_json::Value> =
-            got.iter().map(|(k, v)| (k.clone(), v.display().to_string().into())).collect();
+        let obj: serde_json::Map<String, serde_json::Value> = got
+            .iter()
+            .map(|(k, v)| (k.clone(), v.display().to_string().into()))
+            .collect();
         println!("{}", serde_json::Value::Object(obj));
     } else {
         for (k, v) in &got {
@@ -195,19 +211,36 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
     };
     let data = Dataset::open(&resolve(&a.data)?)?;
     let opts = a.run.options(!a.json);
-    let report = eval::evaluate(&model, reference.as_ref().map(|r| r as &dyn eval::Model), &data, &opts)?;
+    let report = eval::evaluate(
+        &model,
+        reference.as_ref().map(|r| r as &dyn eval::Model),
+        &data,
+        &opts,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("model      {}", a.model);
-        println!("data       {} (n = {}, views = {})", a.data, report.n, report.views);
+        println!(
+            "data       {} (n = {}, views = {})",
+            a.data, report.n, report.views
+        );
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v));
         println!("top-1      {}", pct(report.top1));
         println!("top-5      {}", pct(report.top5));
-        if let (Some(a1), Some(a5), Some(kl)) = (report.agreement_top1, report.agreement_top5, report.kl_mean) {
-            println!("agreement  top-1 {:.2} %, top-5 {:.2} %, KL {kl:.4}", 100.0 * a1, 100.0 * a5);
+        if let (Some(a1), Some(a5), Some(kl)) =
+            (report.agreement_top1, report.agreement_top5, report.kl_mean)
+        {
+            println!(
+                "agreement  top-1 {:.2} %, top-5 {:.2} %, KL {kl:.4}",
+                100.0 * a1,
+                100.0 * a5
+            );
         }
-        println!("speed      {:.1} images/s on {}", report.images_per_s, report.backend);
+        println!(
+            "speed      {:.1} images/s on {}",
+            report.images_per_s, report.backend
+        );
     }
     Ok(())
 }

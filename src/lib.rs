@@ -14,10 +14,11 @@
 //! `quant` is pure math and never touches a device; `engine` executes and never chooses
 //! bits or ranges.
 
+pub mod calib;
 pub mod cli;
 pub mod engine;
-pub mod eval;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod io;
 pub mod model;

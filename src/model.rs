@@ -59,20 +59,21 @@ impl LoadedModel {
             .nodes
             .iter()
             .map(|n| {
-                let params: usize = n
-                    .op
-                    .param_names()
-                    .iter()
-                    .filter_map(|p| g.param_opt(&n.name, p))
-                    .map(|t| t.numel())
-                    .sum();
+                let params: usize =
+                    n.op.param_names()
+                        .iter()
+                        .filter_map(|p| g.param_opt(&n.name, p))
+                        .map(|t| t.numel())
+                        .sum();
                 json!({"name": n.name, "op": n.op.kind(), "inputs": n.inputs,
                        "shape": shapes[&n.name], "params": params})
             })
             .collect();
-        Ok(json!({"name": g.name, "kind": "fp32", "input_shape": g.input_shape,
+        Ok(
+            json!({"name": g.name, "kind": "fp32", "input_shape": g.input_shape,
                   "parameters": g.param_count(), "tensors": g.params.len(),
-                  "preprocess": g.preprocess, "nodes": nodes}))
+                  "preprocess": g.preprocess, "nodes": nodes}),
+        )
     }
 
     /// A human-readable table of the graph.
@@ -81,18 +82,41 @@ impl LoadedModel {
         let shapes = g.validate()?;
         let mut s = String::new();
         let _ = writeln!(s, "model {} (fp32), input {:?}", g.name, g.input_shape);
-        let _ = writeln!(s, "{:<36} {:<16} {:<18} {:>10}", "node", "op", "shape", "params");
+        let _ = writeln!(
+            s,
+            "{:<36} {:<16} {:<18} {:>10}",
+            "node", "op", "shape", "params"
+        );
         for n in &g.nodes {
             let params: usize =
-                n.op.param_names().iter().filter_map(|p| g.param_opt(&n.name, p)).map(|t| t.numel()).sum();
+                n.op.param_names()
+                    .iter()
+                    .filter_map(|p| g.param_opt(&n.name, p))
+                    .map(|t| t.numel())
+                    .sum();
             let op = match &n.op {
-                Op::Conv2d(c) if c.is_depthwise() => format!("dwconv{}x{}/{}", c.kernel[0], c.kernel[1], c.stride[0]),
+                Op::Conv2d(c) if c.is_depthwise() => {
+                    format!("dwconv{}x{}/{}", c.kernel[0], c.kernel[1], c.stride[0])
+                }
                 Op::Conv2d(c) => format!("conv{}x{}/{}", c.kernel[0], c.kernel[1], c.stride[0]),
                 op => op.kind().to_string(),
             };
-            let _ = writeln!(s, "{:<36} {:<16} {:<18} {:>10}", n.name, op, format!("{:?}", shapes[&n.name]), params);
+            let _ = writeln!(
+                s,
+                "{:<36} {:<16} {:<18} {:>10}",
+                n.name,
+                op,
+                format!("{:?}", shapes[&n.name]),
+                params
+            );
         }
-        let _ = writeln!(s, "{} nodes, {} parameter tensors, {} parameters", g.nodes.len(), g.params.len(), g.param_count());
+        let _ = writeln!(
+            s,
+            "{} nodes, {} parameter tensors, {} parameters",
+            g.nodes.len(),
+            g.params.len(),
+            g.param_count()
+        );
         Ok(s)
     }
 }

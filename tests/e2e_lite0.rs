@@ -16,7 +16,10 @@ const FOLD_REL_TOL: f32 = 1e-4;
 
 #[test]
 fn lite0_fp32_on_labelled_images() {
-    let (Some(model), Some(data)) = (common::fetched("efficientnet-lite0"), common::fetched("imagenet-samples")) else {
+    let (Some(model), Some(data)) = (
+        common::fetched("efficientnet-lite0"),
+        common::fetched("imagenet-samples"),
+    ) else {
         return;
     };
     let m = LoadedModel::load(&model).unwrap();
@@ -30,18 +33,32 @@ fn lite0_fp32_on_labelled_images() {
 
 #[test]
 fn batchnorm_folding_preserves_lite0_logits() {
-    let (Some(model), Some(data)) = (common::fetched("efficientnet-lite0"), common::fetched("imagenet-samples")) else {
+    let (Some(model), Some(data)) = (
+        common::fetched("efficientnet-lite0"),
+        common::fetched("imagenet-samples"),
+    ) else {
         return;
     };
     let raw = ptq4::io::model::load_graph(&model).unwrap();
     let mut folded = raw.clone();
     passes::prepare(&mut folded).unwrap();
-    assert!(!folded.nodes.iter().any(|n| matches!(n.op, ptq4::graph::Op::BatchNorm { .. })));
+    assert!(!folded
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, ptq4::graph::Op::BatchNorm { .. })));
     let d = Dataset::open(&data).unwrap();
     let (x, _) = d.load_batch(0..4, &raw.preprocess, 1).unwrap();
     let a = engine::forward(&raw, x.clone()).unwrap();
     let b = engine::forward(&folded, x).unwrap();
     let scale = a.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = a.data.iter().zip(&b.data).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-    assert!(worst <= FOLD_REL_TOL * scale, "max |Δ| {worst} vs scale {scale}");
+    let worst = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= FOLD_REL_TOL * scale,
+        "max |Δ| {worst} vs scale {scale}"
+    );
 }

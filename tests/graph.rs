@@ -13,13 +13,18 @@ use ptq4::{Error, Tensor};
 const FOLD_REL_TOL: f32 = 1e-4;
 
 fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
 fn rand(shape: &[usize], seed: &mut u64) -> Tensor {
     let n = shape.iter().product();
-    Tensor { shape: shape.to_vec(), data: (0..n).map(|_| lcg(seed)).collect() }
+    Tensor {
+        shape: shape.to_vec(),
+        data: (0..n).map(|_| lcg(seed)).collect(),
+    }
 }
 
 fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize) -> Conv2d {
@@ -37,7 +42,11 @@ fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize) -> Conv2d {
 }
 
 fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 /// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → GAP → flatten → linear.
@@ -48,7 +57,13 @@ fn small_graph(seed: &mut u64) -> Graph {
         params.insert(format!("{name}.bias"), rand(&[c], seed));
         params.insert(format!("{name}.running_mean"), rand(&[c], seed));
         let v = rand(&[c], seed);
-        params.insert(format!("{name}.running_var"), Tensor { shape: v.shape, data: v.data.iter().map(|x| x.abs() + 0.1).collect() });
+        params.insert(
+            format!("{name}.running_var"),
+            Tensor {
+                shape: v.shape,
+                data: v.data.iter().map(|x| x.abs() + 0.1).collect(),
+            },
+        );
     };
     params.insert("c1.weight".into(), rand(&[6, 3, 3, 3], seed));
     bn("bn1", 6, &mut params, seed);
@@ -69,7 +84,16 @@ fn small_graph(seed: &mut u64) -> Graph {
             node("add", Op::Add, &["r2", "r1"]),
             node("gap", Op::GlobalAvgPool, &["add"]),
             node("flat", Op::Flatten, &["gap"]),
-            node("fc", Op::Linear(Linear { in_features: 6, out_features: 4, bias: true, act: Activation::None }), &["flat"]),
+            node(
+                "fc",
+                Op::Linear(Linear {
+                    in_features: 6,
+                    out_features: 4,
+                    bias: true,
+                    act: Activation::None,
+                }),
+                &["flat"],
+            ),
         ],
         output: "fc".into(),
         params,
@@ -85,8 +109,20 @@ fn fold_and_fuse_preserve_outputs() {
     let mut p = g.clone();
     passes::prepare(&mut p).unwrap();
     let kinds: Vec<&str> = p.nodes.iter().map(|n| n.op.kind()).collect();
-    assert_eq!(kinds, ["conv2d", "conv2d", "add", "global_avg_pool", "flatten", "linear"]);
-    let Op::Conv2d(c1) = &p.nodes[0].op else { panic!() };
+    assert_eq!(
+        kinds,
+        [
+            "conv2d",
+            "conv2d",
+            "add",
+            "global_avg_pool",
+            "flatten",
+            "linear"
+        ]
+    );
+    let Op::Conv2d(c1) = &p.nodes[0].op else {
+        panic!()
+    };
     assert_eq!(c1.act, Activation::Relu6);
     assert!(c1.bias);
     let x = rand(&[2, 3, 9, 7], &mut seed);
@@ -114,9 +150,14 @@ fn bn_with_two_readers_of_its_conv_is_not_folded() {
 fn shape_errors_name_the_node_and_both_shapes() {
     let mut seed = 3;
     let mut g = small_graph(&mut seed);
-    g.params.insert("dw.weight".into(), rand(&[6, 2, 3, 3], &mut seed));
+    g.params
+        .insert("dw.weight".into(), rand(&[6, 2, 3, 3], &mut seed));
     match g.validate() {
-        Err(Error::Shape { node, expected, actual }) => {
+        Err(Error::Shape {
+            node,
+            expected,
+            actual,
+        }) => {
             assert_eq!(node, "dw.weight");
             assert_eq!(expected, vec![6, 1, 3, 3]);
             assert_eq!(actual, vec![6, 2, 3, 3]);
@@ -126,7 +167,10 @@ fn shape_errors_name_the_node_and_both_shapes() {
     let mut g = small_graph(&mut seed);
     g.input_shape = vec![4, 9, 7];
     let msg = g.validate().unwrap_err().to_string();
-    assert!(msg.contains("c1") && msg.contains("[3, 9, 7]") && msg.contains("[4, 9, 7]"), "{msg}");
+    assert!(
+        msg.contains("c1") && msg.contains("[3, 9, 7]") && msg.contains("[4, 9, 7]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -160,7 +204,10 @@ fn model_file_round_trips() {
     let back = load_graph(&path).unwrap();
     assert_eq!(back, g);
     // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1);
 }
 
@@ -171,6 +218,8 @@ fn non_model_files_give_clear_errors() {
     std::fs::write(&path, b"not a model").unwrap();
     let msg = load_graph(&path).unwrap_err().to_string();
     assert!(msg.contains("x.safetensors"), "{msg}");
-    let msg = load_graph(&dir.path().join("missing.safetensors")).unwrap_err().to_string();
+    let msg = load_graph(&dir.path().join("missing.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("missing.safetensors"), "{msg}");
 }

@@ -60,7 +60,11 @@ pub fn run(g: &Graph, mut input: Tensor, hook: &mut dyn Hook) -> Result<Tensor> 
         let ins: Vec<&Tensor> = node
             .inputs
             .iter()
-            .map(|i| values.get(i.as_str()).ok_or_else(|| Error::Engine(format!("value {i} is not available"))))
+            .map(|i| {
+                values
+                    .get(i.as_str())
+                    .ok_or_else(|| Error::Engine(format!("value {i} is not available")))
+            })
             .collect::<Result<_>>()?;
         let mut out = eval_node(g, node, &ins, pre, hook)?;
         hook.output(node, &mut out)?;
@@ -92,14 +96,23 @@ fn apply_act(act: Activation, x: &mut Tensor) {
     }
 }
 
-fn eval_node(g: &Graph, node: &Node, ins: &[&Tensor], pre: bool, hook: &mut dyn Hook) -> Result<Tensor> {
+fn eval_node(
+    g: &Graph,
+    node: &Node,
+    ins: &[&Tensor],
+    pre: bool,
+    hook: &mut dyn Hook,
+) -> Result<Tensor> {
     let name = node.name.as_str();
     Ok(match &node.op {
         Op::Conv2d(c) => {
             let w = g.param(name, "weight")?;
             let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
             if pre && c.act != Activation::None {
-                let plain = crate::graph::Conv2d { act: Activation::None, ..c.clone() };
+                let plain = crate::graph::Conv2d {
+                    act: Activation::None,
+                    ..c.clone()
+                };
                 let mut y = cpu::conv2d(ins[0], w, b, &plain);
                 hook.pre_activation(node, &y)?;
                 apply_act(c.act, &mut y);
@@ -115,7 +128,10 @@ fn eval_node(g: &Graph, node: &Node, ins: &[&Tensor], pre: bool, hook: &mut dyn 
         Op::Linear(l) => {
             let w = g.param(name, "weight")?;
             let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
-            let plain = crate::graph::Linear { act: Activation::None, ..l.clone() };
+            let plain = crate::graph::Linear {
+                act: Activation::None,
+                ..l.clone()
+            };
             let mut y = cpu::linear(ins[0], w, b, if pre { &plain } else { l });
             if pre {
                 hook.pre_activation(node, &y)?;
@@ -125,7 +141,14 @@ fn eval_node(g: &Graph, node: &Node, ins: &[&Tensor], pre: bool, hook: &mut dyn 
         }
         Op::BatchNorm { eps } => {
             let p = |k| g.param(name, k).map(|t| t.data.as_slice());
-            cpu::batch_norm(ins[0], p("weight")?, p("bias")?, p("running_mean")?, p("running_var")?, *eps)
+            cpu::batch_norm(
+                ins[0],
+                p("weight")?,
+                p("bias")?,
+                p("running_mean")?,
+                p("running_var")?,
+                *eps,
+            )
         }
         Op::Relu => {
             let mut y = ins[0].clone();
@@ -151,7 +174,10 @@ fn eval_node(g: &Graph, node: &Node, ins: &[&Tensor], pre: bool, hook: &mut dyn 
         Op::Flatten => {
             let n = ins[0].shape[0];
             let f = ins[0].numel() / n.max(1);
-            Tensor { shape: vec![n, f], data: ins[0].data.clone() }
+            Tensor {
+                shape: vec![n, f],
+                data: ins[0].data.clone(),
+            }
         }
         Op::Softmax => cpu::softmax(ins[0]),
     })

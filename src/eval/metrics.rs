@@ -22,7 +22,11 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
 pub fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
     let lp = log_softmax(p_logits);
     let lq = log_softmax(q_logits);
-    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
+    lp.iter()
+        .zip(&lq)
+        .map(|(a, b)| a.exp() * (a - b))
+        .sum::<f64>()
+        .max(0.0)
 }
 
 /// sha256 of all logits as little-endian f32, in order.
@@ -71,7 +75,11 @@ pub fn agreement(m: &[f32], r: &[f32], classes: usize) -> Agreement {
         a5 += usize::from(mt.contains(&rt));
         klsum += kl(rr, mr);
     }
-    Agreement { agreement_top1: a1 as f64 / n, agreement_top5: a5 as f64 / n, kl_mean: klsum / n }
+    Agreement {
+        agreement_top1: a1 as f64 / n,
+        agreement_top5: a5 as f64 / n,
+        kl_mean: klsum / n,
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,12 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { batch: 16, limit: None, views: 1, progress: false }
+        EvalOptions {
+            batch: 16,
+            limit: None,
+            views: 1,
+            progress: false,
+        }
     }
 }
 
@@ -59,9 +64,14 @@ pub fn collect_logits(
     data: &Dataset,
     opts: &EvalOptions,
 ) -> Result<(Vec<f32>, Vec<Option<usize>>, usize, f64)> {
-    let total = data.len_views(opts.views).min(opts.limit.unwrap_or(usize::MAX));
+    let total = data
+        .len_views(opts.views)
+        .min(opts.limit.unwrap_or(usize::MAX));
     if total == 0 {
-        return Err(Error::Dataset(format!("{}: no images", data.root.display())));
+        return Err(Error::Dataset(format!(
+            "{}: no images",
+            data.root.display()
+        )));
     }
     let bar = crate::report::progress(total as u64, "eval", opts.progress);
     let mut logits = Vec::new();

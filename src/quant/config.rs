@@ -144,13 +144,21 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
     for n in &g.nodes {
         for i in &n.inputs {
             readers.entry(i.as_str()).or_default().push(&n.op);
-            reader_names.entry(i.as_str()).or_default().push(n.name.as_str());
+            reader_names
+                .entry(i.as_str())
+                .or_default()
+                .push(n.name.as_str());
         }
     }
     // Flatten is a reshape: what reads a Flatten reads its input.
     let through_flatten = |v: &str| -> Vec<&str> {
         let mut out = Vec::new();
-        for (r, op) in reader_names.get(v).into_iter().flatten().zip(readers.get(v).into_iter().flatten()) {
+        for (r, op) in reader_names
+            .get(v)
+            .into_iter()
+            .flatten()
+            .zip(readers.get(v).into_iter().flatten())
+        {
             if matches!(op, Op::Flatten) {
                 out.extend(reader_names.get(r).into_iter().flatten().copied());
             } else {
@@ -159,11 +167,16 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
         }
         out
     };
-    let read_by_kept = |v: &str| through_flatten(v).iter().any(|r| kept.iter().any(|k| k == r));
+    let read_by_kept = |v: &str| {
+        through_flatten(v)
+            .iter()
+            .any(|r| kept.iter().any(|k| k == r))
+    };
     let feeds_pool = |v: &str| {
-        readers
-            .get(v)
-            .is_some_and(|ops| ops.iter().any(|o| matches!(o, Op::GlobalAvgPool | Op::AvgPool(_) | Op::MaxPool(_))))
+        readers.get(v).is_some_and(|ops| {
+            ops.iter()
+                .any(|o| matches!(o, Op::GlobalAvgPool | Op::AvgPool(_) | Op::MaxPool(_)))
+        })
     };
     let mut pts = Vec::new();
     match cfg.protocol {
@@ -173,8 +186,17 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
                     if n.name == g.output {
                         continue;
                     }
-                    let bits = if feeds_pool(&n.name) || read_by_kept(&n.name) { 8 } else { cfg.abits };
-                    pts.push(QuantPoint { value: n.name.clone(), bits, per_channel: true, act: c.act });
+                    let bits = if feeds_pool(&n.name) || read_by_kept(&n.name) {
+                        8
+                    } else {
+                        cfg.abits
+                    };
+                    pts.push(QuantPoint {
+                        value: n.name.clone(),
+                        bits,
+                        per_channel: true,
+                        act: c.act,
+                    });
                 }
             }
         }
@@ -195,7 +217,12 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
                     Op::Linear(l) => l.act,
                     _ => Activation::None,
                 };
-                pts.push(QuantPoint { value: n.name.clone(), bits: bits_for(&n.name), per_channel: false, act });
+                pts.push(QuantPoint {
+                    value: n.name.clone(),
+                    bits: bits_for(&n.name),
+                    per_channel: false,
+                    act,
+                });
             }
         }
     }

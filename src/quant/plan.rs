@@ -71,7 +71,11 @@ pub struct Plan {
 
 fn sqnr_db(w: &[f32], approx: &[f32]) -> f64 {
     let s: f64 = w.iter().map(|&v| (v as f64).powi(2)).sum();
-    let e: f64 = w.iter().zip(approx).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+    let e: f64 = w
+        .iter()
+        .zip(approx)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
     10.0 * (s / e.max(1e-30)).log10()
 }
 
@@ -95,12 +99,20 @@ pub fn make_plan(
     source: &str,
 ) -> Result<Plan> {
     if !(2..=8).contains(&cfg.wbits) || !(2..=8).contains(&cfg.abits) {
-        return Err(Error::Usage(format!("bit-widths must be 2..8, got W{} A{}", cfg.wbits, cfg.abits)));
+        return Err(Error::Usage(format!(
+            "bit-widths must be 2..8, got W{} A{}",
+            cfg.wbits, cfg.abits
+        )));
     }
     let kept = cfg.kept_layers(g);
     for k in &kept {
-        if !g.node(k).is_some_and(|n| matches!(n.op, Op::Conv2d(_) | Op::Linear(_))) {
-            return Err(Error::Usage(format!("--keep-8bit {k}: not a conv or linear layer of the model")));
+        if !g
+            .node(k)
+            .is_some_and(|n| matches!(n.op, Op::Conv2d(_) | Op::Linear(_)))
+        {
+            return Err(Error::Usage(format!(
+                "--keep-8bit {k}: not a conv or linear layer of the model"
+            )));
         }
     }
     // First quantization of every layer, then dual tensors for the K worst, then bias correction.
@@ -122,13 +134,22 @@ pub fn make_plan(
         };
         let (params, clip) = if cfg.clip == ClipMethod::Mmse {
             let found = mmse_weights(w, cout, &bits)?;
-            let p = found.iter().zip(&bits).map(|(c, &b)| QParams::from_range(c.lo as f32, c.hi as f32, b)).collect::<Result<_>>()?;
+            let p = found
+                .iter()
+                .zip(&bits)
+                .map(|(c, &b)| QParams::from_range(c.lo as f32, c.hi as f32, b))
+                .collect::<Result<_>>()?;
             (p, "mmse per kernel")
         } else {
-            (minmax_weights_per_channel(w, cout, &bits)?, "min-max per channel")
+            (
+                minmax_weights_per_channel(w, cout, &bits)?,
+                "min-max per channel",
+            )
         };
         let codes = quantize_weights(w, &params)?;
-        let bias = g.param_opt(&n.name, "bias").map_or_else(|| vec![0.0; cout], |t| t.data.clone());
+        let bias = g
+            .param_opt(&n.name, "bias")
+            .map_or_else(|| vec![0.0; cout], |t| t.data.clone());
         layers.push((
             LayerQuant {
                 node: n.name.clone(),
@@ -149,11 +170,16 @@ pub fn make_plan(
         ));
     }
     if cfg.dual > 0 {
-        let cand: Vec<usize> = (0..layers.len()).filter(|&i| !layers[i].0.info.kept_8bit).collect();
+        let cand: Vec<usize> = (0..layers.len())
+            .filter(|&i| !layers[i].0.info.kept_8bit)
+            .collect();
         let mut errs = Vec::new();
         for &i in &cand {
             let l = &layers[i].0;
-            errs.push(relative_error(&g.param(&l.node, "weight")?.data, &dequantize_layer(l)?)?);
+            errs.push(relative_error(
+                &g.param(&l.node, "weight")?.data,
+                &dequantize_layer(l)?,
+            )?);
         }
         for j in worst_k(&errs, cfg.dual) {
             let l = &mut layers[cand[j]].0;
@@ -170,7 +196,10 @@ pub fn make_plan(
             let wq = dequantize_layer(&l)?;
             let bc = bias_correction(w, &wq, cout)?;
             let m = means.get(&input).ok_or_else(|| {
-                Error::Quant(format!("bias correction of {} needs the mean of its input {input}", l.node))
+                Error::Quant(format!(
+                    "bias correction of {} needs the mean of its input {input}",
+                    l.node
+                ))
             })?;
             let shift = bias_shift(&bc.shift, m, khw, groups)?;
             l.params = corrected_params(&l.params, &bc)?;
@@ -190,16 +219,32 @@ pub fn make_plan(
     }
     let mut acts = Vec::with_capacity(points.len());
     for p in points {
-        let s = stats.get(&p.value).ok_or_else(|| Error::Quant(format!("no statistics for {}", p.value)))?;
+        let s = stats
+            .get(&p.value)
+            .ok_or_else(|| Error::Quant(format!("no statistics for {}", p.value)))?;
         acts.push(plan_activation(p, s, cfg)?);
     }
-    Ok(Plan { config: cfg.clone(), source: source.into(), kept_8bit: kept, layers: out, acts })
+    Ok(Plan {
+        config: cfg.clone(),
+        source: source.into(),
+        kept_8bit: kept,
+        layers: out,
+        acts,
+    })
 }
 
 fn plan_activation(p: &QuantPoint, s: &TensorStats, cfg: &QuantConfig) -> Result<ActQuant> {
-    let chans: Vec<ChannelStats> = if p.per_channel { s.channels.clone() } else { vec![s.tensor.clone()] };
+    let chans: Vec<ChannelStats> = if p.per_channel {
+        s.channels.clone()
+    } else {
+        vec![s.tensor.clone()]
+    };
     // Per-channel activation bit-widths only in the paper protocol (deploy: one per tensor).
-    let bits = if p.per_channel && cfg.protocol == Protocol::Paper && cfg.bit_alloc.activations() && p.bits == cfg.abits {
+    let bits = if p.per_channel
+        && cfg.protocol == Protocol::Paper
+        && cfg.bit_alloc.activations()
+        && p.bits == cfg.abits
+    {
         let spread: Vec<f64> = chans.iter().map(|c| c.std).collect();
         allocate_bits(&spread, p.bits as f64)?.bits
     } else {
@@ -221,7 +266,9 @@ fn plan_activation(p: &QuantPoint, s: &TensorStats, cfg: &QuantConfig) -> Result
         ClipMethod::Mmse if has_hist => {
             let mut ps = Vec::with_capacity(chans.len());
             for (c, &b) in chans.iter().zip(&bits) {
-                let Some(h) = &c.hist else { unreachable!("checked above") };
+                let Some(h) = &c.hist else {
+                    unreachable!("checked above")
+                };
                 let found = mmse_histogram(h, b, p.act)?;
                 ps.push(QParams::from_range(found.lo as f32, found.hi as f32, b)?);
             }
@@ -229,12 +276,30 @@ fn plan_activation(p: &QuantPoint, s: &TensorStats, cfg: &QuantConfig) -> Result
         }
         ClipMethod::Aciq | ClipMethod::Mmse => {
             let prior = choose_prior(cfg.prior, &chans, &bits, p.act)?;
-            let label = if cfg.clip == ClipMethod::Mmse { "aciq (no histogram for mmse)" } else { "aciq" };
-            (aciq_params(&chans, &bits, prior, p.act)?, format!("{label} {prior:?}").to_lowercase())
+            let label = if cfg.clip == ClipMethod::Mmse {
+                "aciq (no histogram for mmse)"
+            } else {
+                "aciq"
+            };
+            (
+                aciq_params(&chans, &bits, prior, p.act)?,
+                format!("{label} {prior:?}").to_lowercase(),
+            )
         }
     };
-    let sqnr_db = if has_hist { Some(hist_sqnr(&chans, &params, p.act)?) } else { None };
-    Ok(ActQuant { value: p.value.clone(), per_channel: p.per_channel, act: p.act, params, clip, sqnr_db })
+    let sqnr_db = if has_hist {
+        Some(hist_sqnr(&chans, &params, p.act)?)
+    } else {
+        None
+    };
+    Ok(ActQuant {
+        value: p.value.clone(),
+        per_channel: p.per_channel,
+        act: p.act,
+        params,
+        clip,
+        sqnr_db,
+    })
 }
 
 /// SQNR (dB) of the quantizers on the post-activation values the histograms describe.

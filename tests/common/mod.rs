@@ -12,7 +12,12 @@ pub fn fetched(name: &str) -> Option<PathBuf> {
         let g = ptq4::io::import::import_pth(pth, arch)?;
         ptq4::io::model::save_graph(&g, out)
     };
-    match ptq4::io::fetch::fetch(&[name.to_string()], &ptq4::io::fetch::home(), &convert, false) {
+    match ptq4::io::fetch::fetch(
+        &[name.to_string()],
+        &ptq4::io::fetch::home(),
+        &convert,
+        false,
+    ) {
         Ok(m) => m.get(name).cloned(),
         Err(e) => {
             if std::env::var("PTQ4_REQUIRE_DATA").as_deref() == Ok("1") {

@@ -19,7 +19,10 @@ pub fn relu6(x: &mut Tensor) {
     x.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
 }
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
-    Tensor { shape: a.shape.clone(), data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect() }
+    Tensor {
+        shape: a.shape.clone(),
+        data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
+    }
 }
 pub fn concat(_xs: &[&Tensor]) -> Tensor {
     unimplemented!()
