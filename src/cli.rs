@@ -12,6 +12,9 @@ use crate::eval::{self, EvalOptions};
 use crate::io::dataset::Dataset;
 use crate::io::{fetch, model as mfile};
 use crate::model::LoadedModel;
+use crate::pipeline::{self, Prepared, StatsSource};
+use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
+use crate::quant::PriorChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +37,126 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Evaluate a model (FP32 or quantized) on an image folder.
     Eval(EvalArgs),
+    /// Quantize an FP32 model (default: the paper's combination, W4A4, 32 calibration images).
+    Quantize(QuantizeArgs),
+    /// The ablation table: each method alone and combined, both protocols, against FP32.
+    Ablate(AblateArgs),
+}
+
+/// Method flags shared by quantize.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    /// Weight bits (2..8; per-channel mean when bit allocation is on).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub wbits: u8,
+    /// Activation bits (2..8).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub abits: u8,
+    /// paper: the reference code's simulated setting; deploy: what integer kernels run.
+    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    pub protocol: Protocol,
+    /// Activation clipping (mmse also searches weight clips per kernel).
+    #[arg(long, value_enum, default_value_t = ClipMethod::Aciq)]
+    pub clip: ClipMethod,
+    /// Prior for ACIQ: laplace, gauss, or auto (per tensor, lower histogram error).
+    #[arg(long, default_value = "laplace", value_parser = parse_prior)]
+    pub prior: PriorChoice,
+    /// Per-channel bit allocation: none, w (weights), a (activations, paper only), wa.
+    #[arg(long, value_enum, default_value_t = BitAlloc::Wa)]
+    pub bit_alloc: BitAlloc,
+    /// Bias correction of weights (on by default).
+    #[arg(long, overrides_with = "no_bias_correction")]
+    pub bias_correction: bool,
+    /// Turn bias correction off.
+    #[arg(long)]
+    pub no_bias_correction: bool,
+    /// Give the K layers with the largest weight error a second 4-bit tensor (OMSE).
+    #[arg(long, default_value_t = 0)]
+    pub dual: usize,
+    /// Layers kept at 8 bits, comma separated (default: the first conv and the classifier).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_8bit: Option<Vec<String>>,
+}
+
+fn parse_prior(s: &str) -> Result<PriorChoice, String> {
+    match s {
+        "laplace" => Ok(PriorChoice::Laplace),
+        "gauss" => Ok(PriorChoice::Gauss),
+        "auto" => Ok(PriorChoice::Auto),
+        _ => Err("prior must be laplace, gauss or auto".into()),
+    }
+}
+
+impl MethodArgs {
+    pub fn config(&self) -> QuantConfig {
+        QuantConfig {
+            wbits: self.wbits,
+            abits: self.abits,
+            protocol: self.protocol,
+            clip: self.clip,
+            prior: self.prior,
+            bit_alloc: self.bit_alloc,
+            bias_correction: !self.no_bias_correction,
+            dual: self.dual,
+            keep_8bit: self.keep_8bit.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// An FP32 model file, or the name of a fetchable model.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    pub model: String,
+    /// Calibration images (folder or fetchable name).
+    #[arg(long, conflicts_with = "data_free")]
+    pub calib: Option<String>,
+    /// Calibration inputs to use (after view expansion), spread over the set.
+    #[arg(long, default_value_t = 32)]
+    pub calib_n: usize,
+    /// No images: activation statistics from BatchNorm parameters.
+    #[arg(long)]
+    pub data_free: bool,
+    #[command(flatten)]
+    pub method: MethodArgs,
+    #[arg(long, default_value_t = 1, value_parser = parse_views)]
+    pub views: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Output model file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Write the plan (per-layer bits, clips, SQNR) as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AblateArgs {
+    #[arg(long, default_value = "efficientnet-lite0")]
+    pub model: String,
+    /// Calibration images (disjoint from --eval).
+    #[arg(long, default_value = "photos")]
+    pub calib: String,
+    /// Evaluation images.
+    #[arg(long, default_value = "imagenet-samples")]
+    pub eval: String,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub wbits: u8,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub abits: u8,
+    /// Calibration inputs (after view expansion); default: all of them.
+    #[arg(long)]
+    pub calib_n: Option<usize>,
+    /// Only this protocol (default: both).
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +246,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(a) => cmd_import(a),
         Command::Inspect(a) => cmd_inspect(a),
         Command::Eval(a) => cmd_eval(a),
+        Command::Quantize(a) => cmd_quantize(a),
+        Command::Ablate(a) => cmd_ablate(a),
     }
 }
 
@@ -241,6 +366,76 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
             "speed      {:.1} images/s on {}",
             report.images_per_s, report.backend
         );
+    }
+    Ok(())
+}
+
+fn load_fp32(name: &str) -> anyhow::Result<Prepared> {
+    let m = LoadedModel::load(&resolve(name)?)?;
+    let g = m
+        .fp32()
+        .ok_or_else(|| Error::Usage(format!("{name} is already quantized: give an FP32 model")))?;
+    Ok(Prepared::new(g.clone())?)
+}
+
+fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    if a.calib.is_none() && !a.data_free {
+        return Err(Error::Usage("give --calib DIR (calibration images) or --data-free".into()).into());
+    }
+    let m = load_fp32(&a.model)?;
+    let cfg = a.method.config();
+    let data = match &a.calib {
+        Some(c) => Some(Dataset::open(&resolve(c)?)?),
+        None => None,
+    };
+    let src = match &data {
+        Some(d) => StatsSource::Images { data: d, n: a.calib_n, views: a.views, batch: a.batch },
+        None => StatsSource::DataFree,
+    };
+    let (q, secs) = pipeline::quantize(&m, &cfg, src, !a.json)?;
+    q.save(&a.output)?;
+    let plan = q.plan_json();
+    if let Some(r) = &a.report {
+        mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+    }
+    let fp32_bytes: usize = m.graph.params.values().map(|t| t.numel() * 4).sum();
+    let bytes = q.weight_bytes()?;
+    if a.json {
+        let out = serde_json::json!({"output": a.output.display().to_string(), "seconds": secs,
+            "weight_bytes": bytes, "fp32_weight_bytes": fp32_bytes, "plan": plan});
+        println!("{out}");
+    } else {
+        print!("{}", q.plan_text());
+        println!(
+            "quantized in {secs:.2} s; weights {bytes} bytes ({:.1} % of FP32 {fp32_bytes}) -> {}",
+            100.0 * bytes as f64 / fp32_bytes as f64,
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
+    let m = load_fp32(&a.model)?;
+    let calib_path = resolve(&a.calib)?;
+    let eval_path = resolve(&a.eval)?;
+    if calib_path.canonicalize().ok() == eval_path.canonicalize().ok() {
+        return Err(Error::Usage("--calib and --eval must be different image sets".into()).into());
+    }
+    let calib = Dataset::open(&calib_path)?;
+    let eval_set = Dataset::open(&eval_path)?;
+    let opts = eval::ablate::AblateOptions {
+        wbits: a.wbits,
+        abits: a.abits,
+        calib_n: a.calib_n.unwrap_or(usize::MAX),
+        eval: a.run.options(!a.json),
+        protocols: a.protocol.map_or(vec![Protocol::Paper, Protocol::Deploy], |p| vec![p]),
+    };
+    let r = eval::ablate::ablate(&m, &a.model, &calib, &eval_set, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", r.markdown());
     }
     Ok(())
 }

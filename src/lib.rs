@@ -22,6 +22,8 @@ pub mod eval;
 pub mod graph;
 pub mod io;
 pub mod model;
+pub mod pipeline;
+pub mod qmodel;
 pub mod quant;
 pub mod report;
 pub mod tensor;

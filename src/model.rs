@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::eval::Model;
 use crate::graph::{passes, Graph, Op, Preprocess};
 use crate::io::model::{self as mfile, ModelFile, KEY_KIND};
+use crate::qmodel::QuantModel;
 use crate::tensor::Tensor;
 
 pub enum LoadedModel {
@@ -20,6 +21,7 @@ pub enum LoadedModel {
         /// Folded and fused, ready to run.
         prepared: Graph,
     },
+    Quant(Box<QuantModel>),
 }
 
 impl LoadedModel {
@@ -32,6 +34,7 @@ impl LoadedModel {
                 passes::prepare(&mut prepared)?;
                 Ok(LoadedModel::Fp32 { stored, prepared })
             }
+            Some("quant") => Ok(LoadedModel::Quant(Box::new(QuantModel::from_file(&mut f, path)?))),
             Some(k) => Err(crate::Error::ModelFile {
                 path: path.to_path_buf(),
                 msg: format!("unknown model kind {k}"),
@@ -42,17 +45,37 @@ impl LoadedModel {
     pub fn graph(&self) -> &Graph {
         match self {
             LoadedModel::Fp32 { prepared, .. } => prepared,
+            LoadedModel::Quant(q) => q.graph(),
         }
     }
 
     fn stored(&self) -> &Graph {
         match self {
             LoadedModel::Fp32 { stored, .. } => stored,
+            LoadedModel::Quant(q) => q.graph(),
+        }
+    }
+
+    /// The FP32 graph as stored, for quantization.
+    pub fn fp32(&self) -> Option<&Graph> {
+        match self {
+            LoadedModel::Fp32 { stored, .. } => Some(stored),
+            LoadedModel::Quant(_) => None,
         }
     }
 
     /// Nodes, shapes and parameter counts as a JSON value.
     pub fn inspect_json(&self) -> Result<serde_json::Value> {
+        let mut v = self.graph_json()?;
+        if let LoadedModel::Quant(q) = self {
+            v["kind"] = "quant".into();
+            v["plan"] = q.plan_json();
+            v["weight_bytes"] = q.weight_bytes()?.into();
+        }
+        Ok(v)
+    }
+
+    fn graph_json(&self) -> Result<serde_json::Value> {
         let g = self.stored();
         let shapes = g.validate()?;
         let nodes: Vec<_> = g
@@ -78,6 +101,15 @@ impl LoadedModel {
 
     /// A human-readable table of the graph.
     pub fn inspect_text(&self) -> Result<String> {
+        let mut s = self.graph_text()?;
+        if let LoadedModel::Quant(q) = self {
+            s.push_str(&q.plan_text());
+            let _ = writeln!(s, "weight bytes (codes, scales, zero points, bits, biases): {}", q.weight_bytes()?);
+        }
+        Ok(s)
+    }
+
+    fn graph_text(&self) -> Result<String> {
         let g = self.stored();
         let shapes = g.validate()?;
         let mut s = String::new();
@@ -126,7 +158,10 @@ impl Model for LoadedModel {
         &self.graph().preprocess
     }
     fn forward(&self, x: Tensor) -> Result<Tensor> {
-        engine::forward(self.graph(), x)
+        match self {
+            LoadedModel::Fp32 { prepared, .. } => engine::forward(prepared, x),
+            LoadedModel::Quant(q) => q.forward(x),
+        }
     }
     fn backend(&self) -> String {
         "cpu".into()

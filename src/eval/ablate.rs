@@ -1,0 +1,198 @@
+//! The paper's ablation for one model: for each protocol, FP32, the per-channel min-max
+//! baseline, each method alone, the methods combined, OMSE, OMSE with dual tensors, and the
+//! combination from data-free statistics — each measured against labels and against FP32.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::metrics::{accuracy, agreement};
+use super::run::{collect_logits, EvalOptions, Model};
+use crate::calib::Calibration;
+use crate::error::Result;
+use crate::graph::Preprocess;
+use crate::io::dataset::Dataset;
+use crate::pipeline::{self, Prepared};
+use crate::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub protocol: Protocol,
+    pub method: String,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub agreement_top1: f64,
+    pub agreement_top5: f64,
+    pub kl_mean: f64,
+    /// Statistics + planning time (the shared calibration counted in every calibrated row).
+    pub quantize_s: f64,
+    pub statistics: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ablation {
+    pub model: String,
+    pub wbits: u8,
+    pub abits: u8,
+    pub n_eval: usize,
+    pub views: usize,
+    pub calibration: String,
+    pub kept_8bit: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+pub struct AblateOptions {
+    pub wbits: u8,
+    pub abits: u8,
+    pub calib_n: usize,
+    pub eval: EvalOptions,
+    pub protocols: Vec<Protocol>,
+}
+
+/// The methods of the table, as configurations (the bool: data-free statistics).
+pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, QuantConfig, bool)> {
+    let base = QuantConfig::baseline(wbits, abits, protocol);
+    let alloc = if protocol == Protocol::Paper { BitAlloc::Wa } else { BitAlloc::W };
+    let combined = QuantConfig { clip: ClipMethod::Aciq, bit_alloc: alloc, bias_correction: true, ..base.clone() };
+    let omse = QuantConfig { clip: ClipMethod::Mmse, ..base.clone() };
+    vec![
+        ("baseline (min-max)", base.clone(), false),
+        ("aciq", QuantConfig { clip: ClipMethod::Aciq, ..base.clone() }, false),
+        ("bit allocation", QuantConfig { bit_alloc: alloc, ..base.clone() }, false),
+        ("bias correction", QuantConfig { bias_correction: true, ..base.clone() }, false),
+        ("aciq + alloc + bc", combined.clone(), false),
+        ("omse", omse.clone(), false),
+        ("omse + dual(3)", QuantConfig { dual: 3, ..omse }, false),
+        ("aciq + alloc + bc, data-free", combined, true),
+    ]
+}
+
+struct Fp32<'a>(&'a crate::graph::Graph);
+impl Model for Fp32<'_> {
+    fn preprocess(&self) -> &Preprocess {
+        &self.0.preprocess
+    }
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        crate::engine::forward(self.0, x)
+    }
+    fn backend(&self) -> String {
+        "cpu".into()
+    }
+}
+
+impl Model for crate::qmodel::QuantModel {
+    fn preprocess(&self) -> &Preprocess {
+        &self.graph().preprocess
+    }
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        crate::qmodel::QuantModel::forward(self, x)
+    }
+    fn backend(&self) -> String {
+        "cpu (simulated)".into()
+    }
+}
+
+/// Runs the ablation. Calibration statistics are gathered once for the union of both
+/// protocols' quantization points and shared by every calibrated row.
+pub fn ablate(m: &Prepared, name: &str, calib: &Dataset, eval: &Dataset, o: &AblateOptions) -> Result<Ablation> {
+    let (fp, labels, classes, _) = collect_logits(&Fp32(&m.graph), eval, &o.eval)?;
+    let mut union = BTreeSet::new();
+    let mut points = Vec::new();
+    for &p in &o.protocols {
+        let cfg = QuantConfig::baseline(o.wbits, o.abits, p);
+        for pt in quant_points(&m.graph, &cfg) {
+            if union.insert(pt.value.clone()) {
+                points.push(pt);
+            }
+        }
+    }
+    let t = Instant::now();
+    let cal_images =
+        crate::calib::calibrate(&m.graph, &points, calib, o.eval.views, o.calib_n, o.eval.batch, o.eval.progress)?;
+    let t_images = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let cal_free = crate::calib::data_free(&m.raw, &m.graph, &points)?;
+    let t_free = t.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for &p in &o.protocols {
+        rows.push(Row {
+            protocol: p,
+            method: "fp32".into(),
+            top1: accuracy(&fp, classes, &labels, 1),
+            top5: accuracy(&fp, classes, &labels, 5),
+            agreement_top1: 1.0,
+            agreement_top5: 1.0,
+            kl_mean: 0.0,
+            quantize_s: 0.0,
+            statistics: "-".into(),
+        });
+        for (method, cfg, free) in methods(o.wbits, o.abits, p) {
+            let (cal, t_stats): (&Calibration, f64) = if free { (&cal_free, t_free) } else { (&cal_images, t_images) };
+            let t = Instant::now();
+            let q = pipeline::quantize_with(m, &cfg, cal)?;
+            let secs = t_stats + t.elapsed().as_secs_f64();
+            let (ql, _, _, _) = collect_logits(&q, eval, &o.eval)?;
+            let a = agreement(&ql, &fp, classes);
+            rows.push(Row {
+                protocol: p,
+                method: method.into(),
+                top1: accuracy(&ql, classes, &labels, 1),
+                top5: accuracy(&ql, classes, &labels, 5),
+                agreement_top1: a.agreement_top1,
+                agreement_top5: a.agreement_top5,
+                kl_mean: a.kl_mean,
+                quantize_s: secs,
+                statistics: cal.source.clone(),
+            });
+        }
+    }
+    Ok(Ablation {
+        model: name.into(),
+        wbits: o.wbits,
+        abits: o.abits,
+        n_eval: labels.len(),
+        views: o.eval.views,
+        calibration: cal_images.source.clone(),
+        kept_8bit: QuantConfig::baseline(o.wbits, o.abits, Protocol::Paper).kept_layers(&m.graph),
+        rows,
+    })
+}
+
+impl Ablation {
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} W{}A{}: evaluated on n = {} inputs (views {}), calibrated on {}; kept at 8 bits: {}\n",
+            self.model,
+            self.wbits,
+            self.abits,
+            self.n_eval,
+            self.views,
+            self.calibration,
+            self.kept_8bit.join(", ")
+        );
+        let _ = writeln!(s, "| protocol | method | top-1 | top-5 | agree top-1 | agree top-5 | KL | quantize s | statistics |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {:?} | {} | {} | {} | {:.1} | {:.1} | {:.4} | {:.2} | {} |",
+                r.protocol,
+                r.method,
+                pct(r.top1),
+                pct(r.top5),
+                100.0 * r.agreement_top1,
+                100.0 * r.agreement_top5,
+                r.kl_mean,
+                r.quantize_s,
+                r.statistics
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,62 @@
+//! The quantization pipeline end to end: prepare → statistics (images or data-free) →
+//! plan → quantized model. The library entry point behind `ptq4 quantize` and `ablate`.
+
+use std::time::Instant;
+
+use crate::calib::{self, Calibration};
+use crate::error::Result;
+use crate::graph::{passes, Graph};
+use crate::io::dataset::Dataset;
+use crate::qmodel::QuantModel;
+use crate::quant::config::{quant_points, QuantConfig};
+use crate::quant::plan::make_plan;
+
+/// Where activation statistics come from.
+#[derive(Clone, Copy)]
+pub enum StatsSource<'a> {
+    /// `n` calibration inputs (after view expansion), spread over the dataset.
+    Images { data: &'a Dataset, n: usize, views: usize, batch: usize },
+    /// BatchNorm statistics and moment propagation (METHOD §6).
+    DataFree,
+}
+
+/// The FP32 model, stored and prepared.
+pub struct Prepared {
+    pub raw: Graph,
+    pub graph: Graph,
+}
+
+impl Prepared {
+    pub fn new(raw: Graph) -> Result<Self> {
+        let mut graph = raw.clone();
+        passes::prepare(&mut graph)?;
+        Ok(Prepared { raw, graph })
+    }
+}
+
+/// Statistics for the quantization points `cfg` implies.
+pub fn statistics(m: &Prepared, cfg: &QuantConfig, src: StatsSource, progress: bool) -> Result<Calibration> {
+    let points = quant_points(&m.graph, cfg);
+    match src {
+        StatsSource::Images { data, n, views, batch } => {
+            calib::calibrate(&m.graph, &points, data, views, n, batch, progress)
+        }
+        StatsSource::DataFree => calib::data_free(&m.raw, &m.graph, &points),
+    }
+}
+
+/// Plans and builds the quantized model from statistics.
+pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
+    let points = quant_points(&m.graph, cfg);
+    let plan = make_plan(&m.graph, cfg, &points, &cal.stats, &cal.means, &cal.source)?;
+    QuantModel::new(&m.graph, plan)
+}
+
+/// Statistics, plan and model in one call; returns the model and the seconds it took
+/// (excluding model loading).
+pub fn quantize(m: &Prepared, cfg: &QuantConfig, src: StatsSource, progress: bool) -> Result<(QuantModel, f64)> {
+    let t = Instant::now();
+    let cal = statistics(m, cfg, src, progress)?;
+    let q = quantize_with(m, cfg, &cal)?;
+    Ok((q, t.elapsed().as_secs_f64()))
+}

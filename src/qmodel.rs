@@ -1,0 +1,329 @@
+//! A quantized model: the prepared graph plus its [`Plan`], stored as one safetensors file
+//! of codes, and run as a simulation on the CPU engine.
+//!
+//! File layout (metadata `ptq4.kind = quant`): the prepared graph and preprocessing as for
+//! FP32 models; `ptq4.plan` = JSON of the configuration, statistics source, kept layers,
+//! per-layer info and activation quantizers. Tensors per conv/linear node `L`:
+//! `L.weight.codes` (U8: 4-bit codes two per byte, low nibble first, when every channel has
+//! ≤ 4 bits; else one code per byte), `L.weight.scale` (F32, per output channel),
+//! `L.weight.zero` (I32), `L.weight.bits` (U8), `L.bias` (F32, bias correction included),
+//! and `L.weight2.*` for the second tensor of a dual layer. No f32 weights are stored.
+//!
+//! Simulation: weights are dequantized once; at every activation quantization point the
+//! value is fake-quantized (quantize, then dequantize) after the producing node.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{self, Hook};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node};
+use crate::io::model::{self as mfile, Data, ModelFile, RawTensor};
+use crate::quant::config::QuantConfig;
+use crate::quant::pack::{pack_u4, unpack_u4};
+use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
+use crate::quant::QParams;
+use crate::tensor::Tensor;
+
+pub const KEY_PLAN: &str = "ptq4.plan";
+
+#[derive(Serialize, Deserialize)]
+struct PlanMeta {
+    config: QuantConfig,
+    source: String,
+    kept_8bit: Vec<String>,
+    layers: Vec<LayerInfo>,
+    acts: Vec<ActQuant>,
+}
+
+pub struct QuantModel {
+    pub plan: Plan,
+    /// The prepared graph with dequantized weights and corrected biases.
+    pub sim: Graph,
+    acts: BTreeMap<String, ActQuant>,
+}
+
+impl QuantModel {
+    /// Builds the simulation of `plan` on the prepared graph `g`.
+    pub fn new(g: &Graph, plan: Plan) -> Result<Self> {
+        let mut sim = g.clone();
+        for l in &plan.layers {
+            let w = dequantize_layer(l)?;
+            let key = format!("{}.weight", l.node);
+            let t = sim.params.get_mut(&key).ok_or_else(|| Error::MissingParam(key.clone()))?;
+            t.data = w;
+            sim.params.insert(format!("{}.bias", l.node), Tensor { shape: vec![l.bias.len()], data: l.bias.clone() });
+            for n in &mut sim.nodes {
+                if n.name == l.node {
+                    match &mut n.op {
+                        crate::graph::Op::Conv2d(c) => c.bias = true,
+                        crate::graph::Op::Linear(li) => li.bias = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        sim.validate()?;
+        let acts = plan.acts.iter().map(|a| (a.value.clone(), a.clone())).collect();
+        Ok(QuantModel { plan, sim, acts })
+    }
+
+    /// Runs the simulation on an input batch.
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        engine::run(&self.sim, x, &mut FakeQuant { acts: &self.acts })
+    }
+
+    /// The graph structure (weights are the dequantized ones).
+    pub fn graph(&self) -> &Graph {
+        &self.sim
+    }
+
+    pub fn to_file(&self) -> Result<ModelFile> {
+        let mut structure = self.sim.clone();
+        structure.params.clear();
+        let mut f = mfile::graph_to_file(&structure)?;
+        f.metadata.insert(mfile::KEY_KIND.into(), "quant".into());
+        let meta = PlanMeta {
+            config: self.plan.config.clone(),
+            source: self.plan.source.clone(),
+            kept_8bit: self.plan.kept_8bit.clone(),
+            layers: self.plan.layers.iter().map(|l| l.info.clone()).collect(),
+            acts: self.plan.acts.clone(),
+        };
+        f.metadata.insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
+        for l in &self.plan.layers {
+            let shape = self.sim.param(&l.node, "weight")?.shape.clone();
+            put_codes(&mut f, &format!("{}.weight", l.node), &shape, &l.params, &l.codes)?;
+            if let Some((p2, c2)) = &l.second {
+                put_codes(&mut f, &format!("{}.weight2", l.node), &shape, p2, c2)?;
+            }
+            f.tensors.insert(format!("{}.bias", l.node), RawTensor::f32(vec![l.bias.len()], l.bias.clone()));
+        }
+        Ok(f)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.to_file()?.write(path)
+    }
+
+    /// Loads a quantized model file (already read).
+    pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::ModelFile { path: path.to_path_buf(), msg };
+        let meta: PlanMeta = serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
+            .map_err(|e| err(format!("plan metadata: {e}")))?;
+        // The structure: parameters are rebuilt from codes below.
+        let mut structure = f.clone();
+        structure.tensors.clear();
+        let mut g = graph_structure(&structure, path)?;
+        let mut layers = Vec::new();
+        for info in meta.layers {
+            let shape = weight_shape(&g, &info.node).map_err(|e| err(e.to_string()))?;
+            let (params, codes) = take_codes(f, &format!("{}.weight", info.node), &shape).map_err(err)?;
+            let second = if info.dual {
+                Some(take_codes(f, &format!("{}.weight2", info.node), &shape).map_err(err)?)
+            } else {
+                None
+            };
+            let bias = f.take_f32(&format!("{}.bias", info.node)).map_err(err)?.data;
+            let cout = shape[0];
+            g.params.insert(format!("{}.weight", info.node), Tensor::zeros(&shape));
+            g.params.insert(format!("{}.bias", info.node), Tensor::zeros(&[cout]));
+            layers.push(LayerQuant { node: info.node.clone(), params, codes, second, bias, info });
+        }
+        let plan = Plan { config: meta.config, source: meta.source, kept_8bit: meta.kept_8bit, layers, acts: meta.acts };
+        QuantModel::new(&g, plan)
+    }
+
+    /// Bytes of weight data as stored (codes, scales, zero points, bit-widths, biases).
+    pub fn weight_bytes(&self) -> Result<usize> {
+        Ok(self.to_file()?.tensors.values().map(|t| t.byte_len()).sum())
+    }
+}
+
+/// The graph of a quantized file, with bias flags set so parameters can be filled in.
+fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
+    let err = |msg: String| Error::ModelFile { path: path.to_path_buf(), msg };
+    // Parse the graph JSON the same way FP32 files do, without requiring parameter tensors.
+    let mut probe = f.clone();
+    let gm: serde_json::Value = serde_json::from_str(probe.meta(mfile::KEY_GRAPH).ok_or_else(|| err("no graph".into()))?)?;
+    let nodes: Vec<Node> = serde_json::from_value(gm["nodes"].clone()).map_err(|e| err(format!("graph: {e}")))?;
+    for n in &nodes {
+        for p in n.op.param_names() {
+            let shape = match (&n.op, *p) {
+                (crate::graph::Op::Conv2d(c), "weight") => c.weight_shape(),
+                (crate::graph::Op::Linear(l), "weight") => vec![l.out_features, l.in_features],
+                (crate::graph::Op::Conv2d(c), _) => vec![c.out_channels],
+                (crate::graph::Op::Linear(l), _) => vec![l.out_features],
+                _ => return Err(err(format!("node {} of kind {} in a quantized graph", n.name, n.op.kind()))),
+            };
+            probe.tensors.insert(format!("{}.{p}", n.name), RawTensor::f32(shape.clone(), vec![0.0; shape.iter().product()]));
+        }
+    }
+    probe.metadata.insert(mfile::KEY_KIND.into(), "fp32".into());
+    mfile::graph_from_file(&mut probe, path)
+}
+
+fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
+    Ok(g.param(node, "weight")?.shape.clone())
+}
+
+fn put_codes(f: &mut ModelFile, key: &str, shape: &[usize], params: &[QParams], codes: &[u8]) -> Result<()> {
+    let packed = params.iter().all(|p| p.bits <= 4);
+    let data = if packed { pack_u4(codes)? } else { codes.to_vec() };
+    let n = data.len();
+    f.tensors.insert(format!("{key}.codes"), RawTensor { shape: vec![n], data: Data::U8(data) });
+    let c = params.len();
+    f.tensors.insert(format!("{key}.scale"), RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()));
+    f.tensors.insert(format!("{key}.zero"), RawTensor { shape: vec![c], data: Data::I32(params.iter().map(|p| p.zero_point).collect()) });
+    f.tensors.insert(format!("{key}.bits"), RawTensor { shape: vec![c], data: Data::U8(params.iter().map(|p| p.bits).collect()) });
+    debug_assert_eq!(shape[0], c);
+    Ok(())
+}
+
+fn take_codes(f: &mut ModelFile, key: &str, shape: &[usize]) -> std::result::Result<(Vec<QParams>, Vec<u8>), String> {
+    let mut take = |suffix: &str| f.tensors.remove(&format!("{key}.{suffix}")).ok_or(format!("tensor {key}.{suffix} is missing"));
+    let (codes, scale, zero, bits) = (take("codes")?, take("scale")?, take("zero")?, take("bits")?);
+    let (Data::U8(codes), Data::F32(scale), Data::I32(zero), Data::U8(bits)) = (codes.data, scale.data, zero.data, bits.data) else {
+        return Err(format!("{key}: wrong tensor types"));
+    };
+    let c = shape[0];
+    if scale.len() != c || zero.len() != c || bits.len() != c {
+        return Err(format!("{key}: expected {c} per-channel quantizers"));
+    }
+    let n: usize = shape.iter().product();
+    let params: Vec<QParams> = (0..c).map(|i| QParams { scale: scale[i], zero_point: zero[i], bits: bits[i] }).collect();
+    let codes = if params.iter().all(|p| p.bits <= 4) && codes.len() != n {
+        unpack_u4(&codes, n).map_err(|e| e.to_string())?
+    } else {
+        codes
+    };
+    if codes.len() != n {
+        return Err(format!("{key}: {} codes for {n} weights", codes.len()));
+    }
+    Ok((params, codes))
+}
+
+/// Fake-quantizes values at the activation quantization points.
+struct FakeQuant<'a> {
+    acts: &'a BTreeMap<String, ActQuant>,
+}
+
+fn fake_quant(a: &ActQuant, x: &mut Tensor) {
+    let c = if a.per_channel { a.params.len() } else { 1 };
+    let n = x.shape[0].max(1);
+    let per = x.numel() / (n * c).max(1);
+    for (i, chunk) in x.data.chunks_mut(per.max(1)).enumerate() {
+        let p = &a.params[i % c];
+        chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
+    }
+}
+
+impl Hook for FakeQuant<'_> {
+    fn input(&mut self, x: &mut Tensor) -> Result<()> {
+        if let Some(a) = self.acts.get(Graph::INPUT) {
+            fake_quant(a, x);
+        }
+        Ok(())
+    }
+    fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
+        if let Some(a) = self.acts.get(&node.name) {
+            fake_quant(a, x);
+        }
+        Ok(())
+    }
+}
+
+/// (min, mean, max) of per-channel bit-widths.
+fn bits_summary(p: &[QParams]) -> (u8, f64, u8) {
+    let min = p.iter().map(|q| q.bits).min().unwrap_or(0);
+    let max = p.iter().map(|q| q.bits).max().unwrap_or(0);
+    let mean = p.iter().map(|q| q.bits as f64).sum::<f64>() / p.len().max(1) as f64;
+    (min, mean, max)
+}
+
+/// The widest clip window over channels.
+fn window_summary(p: &[QParams]) -> (f32, f32) {
+    p.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), q| {
+        let (a, b) = q.window();
+        (lo.min(a.min(b)), hi.max(a.max(b)))
+    })
+}
+
+impl QuantModel {
+    /// The plan per layer as JSON: weight bits and SQNR, and the quantizer of the layer's
+    /// output activation.
+    pub fn plan_json(&self) -> serde_json::Value {
+        let c = &self.plan.config;
+        let layers: Vec<_> = self
+            .plan
+            .layers
+            .iter()
+            .map(|l| {
+                let (bmin, bmean, bmax) = bits_summary(&l.params);
+                let act = self.acts.get(&l.node).map(|a| {
+                    let (amin, amean, amax) = bits_summary(&a.params);
+                    let (lo, hi) = window_summary(&a.params);
+                    serde_json::json!({"bits": [amin, amean, amax], "clip": a.clip, "per_channel": a.per_channel,
+                                       "range": [lo, hi], "sqnr_db": a.sqnr_db})
+                });
+                serde_json::json!({"node": l.node, "weight_bits": [bmin, bmean, bmax], "weight_clip": l.info.clip,
+                                   "bias_corrected": l.info.bias_corrected, "dual": l.info.dual,
+                                   "kept_8bit": l.info.kept_8bit, "weight_sqnr_db": l.info.sqnr_db, "activation": act})
+            })
+            .collect();
+        serde_json::json!({"protocol": c.protocol, "wbits": c.wbits, "abits": c.abits, "clip": c.clip,
+                           "bit_alloc": c.bit_alloc, "bias_correction": c.bias_correction, "dual": c.dual,
+                           "statistics": self.plan.source, "kept_8bit": self.plan.kept_8bit,
+                           "activation_points": self.plan.acts.len(), "layers": layers})
+    }
+
+    /// The plan as a table for people.
+    pub fn plan_text(&self) -> String {
+        use std::fmt::Write as _;
+        let c = &self.plan.config;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "plan: protocol {:?}, W{}A{}, clip {:?}, bit allocation {:?}, bias correction {}, dual {}; statistics: {}; kept at 8 bits: {}",
+            c.protocol, c.wbits, c.abits, c.clip, c.bit_alloc, c.bias_correction, c.dual, self.plan.source,
+            self.plan.kept_8bit.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "{:<30} {:>14} {:>8} {:<24} {:>14} {:>20} {:>8}",
+            "layer", "w bits", "w SQNR", "out clip", "a bits", "a range", "a SQNR"
+        );
+        for l in &self.plan.layers {
+            let (bmin, bmean, bmax) = bits_summary(&l.params);
+            let flags = format!("{}{}", if l.info.bias_corrected { "+bc" } else { "" }, if l.info.dual { "+dual" } else { "" });
+            let (clip, abits, range, asq) = match self.acts.get(&l.node) {
+                Some(a) => {
+                    let (amin, amean, amax) = bits_summary(&a.params);
+                    let (lo, hi) = window_summary(&a.params);
+                    (
+                        a.clip.clone(),
+                        format!("{amin}/{amean:.2}/{amax}"),
+                        format!("[{lo:.3}, {hi:.3}]"),
+                        a.sqnr_db.map_or("-".into(), |v| format!("{v:.1}")),
+                    )
+                }
+                None => ("(not quantized)".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                s,
+                "{:<30} {:>14} {:>8.1} {:<24} {:>14} {:>20} {:>8}",
+                format!("{}{flags}", l.node),
+                format!("{bmin}/{bmean:.2}/{bmax}"),
+                l.info.sqnr_db,
+                clip,
+                abits,
+                range,
+                asq
+            );
+        }
+        let _ = writeln!(s, "bits are min/mean/max over channels; SQNR in dB");
+        s
+    }
+}
