@@ -1,4 +1,20 @@
 //! The CPU engine: fast f32 kernels (im2col + GEMM, direct depthwise, rayon), and the naive
 //! [`reference`] implementations they are tested against.
+//!
+//! Parallelism: GEMMs run on matrixmultiply's own threads (see `gemm`), every other loop on
+//! rayon; the two never overlap.
 
+pub mod conv;
+mod depthwise;
+pub mod elementwise;
+mod gemm;
+mod im2col;
+pub mod linear;
+mod plane;
+pub mod pool;
 pub mod reference;
+
+pub use conv::conv2d;
+pub use elementwise::{add, batch_norm, concat, relu, relu6, softmax};
+pub use linear::linear;
+pub use pool::{avg_pool, global_avg_pool, max_pool};
