@@ -87,7 +87,10 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, mag: &Tensor, n: usize)
 fn assert_exact(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
-        assert!(g.to_bits() == w.to_bits(), "{what}: element {i}: got {g}, want {w}");
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
     }
 }
 
@@ -144,7 +147,9 @@ impl ConvCase {
             self.const_channel,
         );
         let w = tensor(&c.weight_shape(), self.seed ^ 0xabcd, 1.0, false);
-        let b = self.bias.then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
+        let b = self
+            .bias
+            .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
         let got = cpu::conv2d(&x, &w, b.as_deref(), &c);
         let want = reference::conv2d(&x, &w, b.as_deref(), &c);
         let lin = Conv2d {
@@ -167,26 +172,37 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         (any::<bool>(), 0u8..3, 0u8..3, any::<bool>(), any::<u64>()),
     )
         .prop_map(
-            |((n, groups, cig, cog), (hw, kernel), (stride, dilation), padding, rest)| {
-                ConvCase {
-                    n,
-                    groups,
-                    cig,
-                    cog,
-                    hw,
-                    kernel,
-                    stride,
-                    dilation,
-                    padding,
-                    bias: rest.0,
-                    act: rest.1,
-                    scale: rest.2,
-                    const_channel: rest.3,
-                    seed: rest.4,
-                }
+            |((n, groups, cig, cog), (hw, kernel), (stride, dilation), padding, rest)| ConvCase {
+                n,
+                groups,
+                cig,
+                cog,
+                hw,
+                kernel,
+                stride,
+                dilation,
+                padding,
+                bias: rest.0,
+                act: rest.1,
+                scale: rest.2,
+                const_channel: rest.3,
+                seed: rest.4,
             },
         )
-        .prop_filter("window fits", |k| k.conv().out_hw(k.hw[0], k.hw[1]).is_some())
+        .prop_filter("window fits", |k| {
+            k.conv().out_hw(k.hw[0], k.hw[1]).is_some()
+        })
+}
+
+/// Large reductions (`cig·kh·kw ≥ 128`): the GEMM path that batches images and runs
+/// matrixmultiply's own threads, rather than per-task column blocks.
+fn large_k_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(), 8usize..=11, [4usize..=5, 4usize..=5]).prop_map(|(mut k, cig, kernel)| {
+        k.cig = cig;
+        k.kernel = kernel;
+        k.hw = [k.hw[0].max(kernel[0] * k.dilation[0]), k.hw[1].max(kernel[1] * k.dilation[1])];
+        k
+    })
 }
 
 /// Depthwise cases: one input channel per group, multiplier 1 or 2.
@@ -217,18 +233,20 @@ fn pool_case() -> impl Strategy<Value = PoolCase> {
         [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
         (0u8..3, any::<u64>()),
     )
-        .prop_map(|((n, c, hw), (kernel, stride), padding, (scale, seed))| PoolCase {
-            n,
-            c,
-            hw,
-            pool: Pool {
-                kernel,
-                stride,
-                padding,
+        .prop_map(
+            |((n, c, hw), (kernel, stride), padding, (scale, seed))| PoolCase {
+                n,
+                c,
+                hw,
+                pool: Pool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                scale,
+                seed,
             },
-            scale,
-            seed,
-        })
+        )
         .prop_filter("window fits", |k| k.pool.out_hw(k.hw[0], k.hw[1]).is_some())
 }
 
@@ -290,6 +308,11 @@ proptest! {
 
     #[test]
     fn conv2d_matches_reference(k in conv_case()) {
+        k.run();
+    }
+
+    #[test]
+    fn conv2d_large_k_matches_reference(k in large_k_case()) {
         k.run();
     }
 
@@ -448,24 +471,31 @@ fn tf_same_stride2_even_size() {
     assert_eq!(got.shape, vec![1, 2, 4, 4]);
     let mag = reference::avg_pool(&abs(&x), &p);
     assert_close("avg_pool same", &got, &reference::avg_pool(&x, &p), &mag, 9);
-    assert_exact("max_pool same", &cpu::max_pool(&x, &p), &reference::max_pool(&x, &p));
+    assert_exact(
+        "max_pool same",
+        &cpu::max_pool(&x, &p),
+        &reference::max_pool(&x, &p),
+    );
 }
 
-/// The GEMM path's image chunking: one image per GEMM (maps ≥ 1024 px), several, and a
-/// short last chunk; pointwise (no im2col) and 3×3.
+/// The GEMM paths' work splitting: column blocks per (image, block) task for small
+/// reductions; for large ones (`cig·kh·kw ≥ 128`) one image per GEMM (maps ≥ 1024 px),
+/// several, and a short last chunk; pointwise (no im2col) and 3×3.
 #[test]
-fn conv2d_image_chunking() {
-    for (hw, kernel, padding) in [
-        ([33, 33], [1, 1], [0; 4]),
-        ([33, 33], [3, 3], [1, 1, 1, 1]),
-        ([20, 20], [1, 1], [0; 4]),
-        ([24, 25], [1, 1], [0; 4]),
-        ([24, 25], [3, 3], [1, 0, 1, 2]),
+fn conv2d_work_splitting() {
+    for (cig, hw, kernel, padding) in [
+        (5, [33, 33], [1, 1], [0; 4]),
+        (5, [33, 33], [3, 3], [1, 1, 1, 1]),
+        (130, [33, 33], [1, 1], [0; 4]),
+        (15, [33, 33], [3, 3], [1, 1, 1, 1]),
+        (130, [20, 20], [1, 1], [0; 4]),
+        (130, [24, 25], [1, 1], [0; 4]),
+        (15, [24, 25], [3, 3], [1, 0, 1, 2]),
     ] {
         ConvCase {
             n: 3,
             groups: 1,
-            cig: 5,
+            cig,
             cog: 7,
             hw,
             kernel,
@@ -544,7 +574,17 @@ fn regression_pool_last_tap_not_furthest() {
         padding: [0, 0, 2, 0],
     };
     let x = tensor(&[1, 2, 1, 1], 0, 1.0, false);
-    assert_exact("max_pool", &cpu::max_pool(&x, &p), &reference::max_pool(&x, &p));
+    assert_exact(
+        "max_pool",
+        &cpu::max_pool(&x, &p),
+        &reference::max_pool(&x, &p),
+    );
     let mag = reference::avg_pool(&abs(&x), &p);
-    assert_close("avg_pool", &cpu::avg_pool(&x, &p), &reference::avg_pool(&x, &p), &mag, 3);
+    assert_close(
+        "avg_pool",
+        &cpu::avg_pool(&x, &p),
+        &reference::avg_pool(&x, &p),
+        &mag,
+        3,
+    );
 }

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{alloc_out, apply_act};
+use super::elementwise::{apply_act, prepare_out};
 use super::plane::Polyphase;
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
@@ -19,23 +19,25 @@ use crate::tensor::Tensor;
 /// Register tile width in f32 (8 AVX2 registers).
 const CW: usize = 64;
 
-/// Direct depthwise convolution; `c.groups == in_channels`, output `(oh, ow)` precomputed.
-pub(crate) fn conv2d(
+/// Direct depthwise convolution into `out`; `c.groups == in_channels`, output `(oh, ow)`
+/// precomputed.
+pub(crate) fn conv2d_into(
     x: &Tensor,
     w: &Tensor,
     b: Option<&[f32]>,
     c: &Conv2d,
     (oh, ow): (usize, usize),
-) -> Tensor {
+    out: &mut Tensor,
+) {
     let (n, ci, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let co = c.out_channels;
     let mult = co / ci;
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     let k2 = kh * kw;
-    let mut out = alloc_out(&[n, co, oh, ow]);
+    prepare_out(out, &[n, co, oh, ow]);
     let ohw = oh * ow;
     if out.data.is_empty() {
-        return out;
+        return;
     }
     let hw = h * wd;
     let fma = fma_available();
@@ -73,7 +75,6 @@ pub(crate) fn conv2d(
                 }
             },
         );
-    out
 }
 
 fn fma_available() -> bool {

@@ -13,14 +13,28 @@ use crate::tensor::Tensor;
 /// Chunk length for rayon over flat buffers: big enough that splitting costs nothing.
 const PAR_CHUNK: usize = 1 << 15;
 
-/// A fresh output tensor. Debug builds fill it with a NaN sentinel so that a kernel that
-/// forgets an element fails its parity test; release builds get zeroed memory.
+/// A fresh output tensor (see [`prepare_out`]).
 pub(crate) fn alloc_out(shape: &[usize]) -> Tensor {
+    let mut t = Tensor {
+        shape: Vec::new(),
+        data: Vec::new(),
+    };
+    prepare_out(&mut t, shape);
+    t
+}
+
+/// Reshapes `out` for a kernel that writes every element, reusing its allocation. Debug
+/// builds fill it with a NaN sentinel so that a kernel that forgets an element fails its
+/// parity test; release builds leave the old contents (new memory is zeroed).
+pub(crate) fn prepare_out(out: &mut Tensor, shape: &[usize]) {
     let n: usize = shape.iter().product();
-    let fill = if cfg!(debug_assertions) { f32::NAN } else { 0.0 };
-    Tensor {
-        shape: shape.to_vec(),
-        data: vec![fill; n],
+    out.shape.clear();
+    out.shape.extend_from_slice(shape);
+    if cfg!(debug_assertions) {
+        out.data.clear();
+        out.data.resize(n, f32::NAN);
+    } else {
+        out.data.resize(n, 0.0);
     }
 }
 
@@ -58,13 +72,26 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     let mut out = alloc_out(&a.shape);
     out.data
         .par_chunks_mut(PAR_CHUNK)
-        .zip(a.data.par_chunks(PAR_CHUNK).zip(b.data.par_chunks(PAR_CHUNK)))
+        .zip(
+            a.data
+                .par_chunks(PAR_CHUNK)
+                .zip(b.data.par_chunks(PAR_CHUNK)),
+        )
         .for_each(|(o, (x, y))| {
             for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
                 *o = x + y;
             }
         });
     out
+}
+
+/// `a += b` elementwise (a residual add that reuses `a`'s buffer).
+pub fn add_inplace(a: &mut Tensor, b: &Tensor) {
+    debug_assert_eq!(a.shape, b.shape);
+    a.data
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(b.data.par_chunks(PAR_CHUNK))
+        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
 }
 
 /// Concatenation along the channel axis (axis 1).

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::plane::Polyphase;
+use super::plane::{gather, Polyphase};
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
 
@@ -58,4 +58,57 @@ pub(crate) fn im2col(
                 }
             }
         });
+}
+
+/// Fills `dst` (`ci·kh·kw` rows of `j1 − j0`, row stride `ld`) with columns `j0..j1` of one
+/// image's patch matrix; `ximg` is that image's `[ci, h, w]`. For the blocked GEMM path,
+/// where each task lowers only the columns it multiplies.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col_cols(
+    ximg: &[f32],
+    (h, w): (usize, usize),
+    c: &Conv2d,
+    (oh, ow): (usize, usize),
+    (j0, j1): (usize, usize),
+    dst: &mut [f32],
+    ld: usize,
+) {
+    let ci = ximg.len() / (h * w).max(1);
+    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let (sy, sx) = (c.stride[0], c.stride[1]);
+    let (pt, pl) = (c.padding[0], c.padding[1]);
+    debug_assert!(j1 <= oh * ow && ld >= j1 - j0);
+    for ch in 0..ci {
+        let plane = &ximg[ch * h * w..(ch + 1) * h * w];
+        for ky in 0..kh {
+            let dy = ky * c.dilation[0];
+            for kx in 0..kw {
+                let dx = kx * c.dilation[1];
+                // Output columns x whose input column x·sx + dx − pl lies in [0, w).
+                let xb = (w + pl).saturating_sub(dx).div_ceil(sx).min(ow);
+                let xa = pl.saturating_sub(dx).div_ceil(sx).min(xb);
+                let row = &mut dst[((ch * kh + ky) * kw + kx) * ld..][..j1 - j0];
+                let mut j = j0;
+                while j < j1 {
+                    let (y, x0) = (j / ow, j % ow);
+                    let x1 = ow.min(x0 + (j1 - j));
+                    let seg = &mut row[j - j0..j - j0 + (x1 - x0)];
+                    j += x1 - x0;
+                    let iy = y * sy + dy;
+                    if iy < pt || iy - pt >= h {
+                        seg.fill(0.0);
+                        continue;
+                    }
+                    let srow = &plane[(iy - pt) * w..(iy - pt + 1) * w];
+                    let va = xa.clamp(x0, x1);
+                    let vb = xb.clamp(va, x1);
+                    seg[..va - x0].fill(0.0);
+                    seg[vb - x0..].fill(0.0);
+                    if vb > va {
+                        gather(&mut seg[va - x0..vb - x0], &srow[va * sx + dx - pl..], sx);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ mod plane;
 pub mod pool;
 pub mod reference;
 
-pub use conv::conv2d;
-pub use elementwise::{add, batch_norm, concat, relu, relu6, softmax};
+pub use conv::{conv2d, conv2d_into};
+pub use elementwise::{add, add_inplace, batch_norm, concat, relu, relu6, softmax};
 pub use linear::linear;
 pub use pool::{avg_pool, global_avg_pool, max_pool};

@@ -61,34 +61,53 @@ impl Polyphase {
         self.shape(h, w, pad, stride);
         let (sy, sx, hs, ws) = (self.sy, self.sx, self.hs, self.ws);
         let (pt, pl) = (pad[0], pad[1]);
-        let len = (sy * sx * hs * ws).max(min_len);
-        self.data.clear();
+        let planes = sy * sx * hs * ws;
+        let len = planes.max(min_len);
+        // Every element below is written exactly once: no clearing pass.
         self.data.resize(len, fill);
+        self.data[planes..].fill(fill);
         for ry in 0..sy {
             for rx in 0..sx {
                 // Columns j whose source column j·sx + rx − pl lies in [0, w).
-                let j_lo = pl.saturating_sub(rx).div_ceil(sx);
                 let j_hi = (w + pl).saturating_sub(rx).div_ceil(sx).min(ws);
-                if j_lo >= j_hi {
-                    continue;
-                }
+                let j_lo = pl.saturating_sub(rx).div_ceil(sx).min(j_hi);
                 let base = (ry * sx + rx) * hs * ws;
                 for i in 0..hs {
+                    let drow = &mut self.data[base + i * ws..base + (i + 1) * ws];
                     let iy = i * sy + ry;
-                    if iy < pt || iy - pt >= h {
+                    if iy < pt || iy - pt >= h || j_lo == j_hi {
+                        drow.fill(fill);
                         continue;
                     }
+                    drow[..j_lo].fill(fill);
+                    drow[j_hi..].fill(fill);
                     let srow = &src[(iy - pt) * w..(iy - pt + 1) * w];
-                    let drow = &mut self.data[base + i * ws + j_lo..base + i * ws + j_hi];
-                    let s0 = j_lo * sx + rx - pl;
-                    if sx == 1 {
-                        drow.copy_from_slice(&srow[s0..s0 + drow.len()]);
-                    } else {
-                        for (d, s) in drow.iter_mut().zip(srow[s0..].iter().step_by(sx)) {
-                            *d = *s;
-                        }
-                    }
+                    gather(&mut drow[j_lo..j_hi], &srow[j_lo * sx + rx - pl..], sx);
                 }
+            }
+        }
+    }
+}
+
+/// `dst[j] = src[j·step]`; the stride-2 case (every stride-2 layer of EfficientNet) is
+/// written so that it vectorises.
+#[inline]
+pub(crate) fn gather(dst: &mut [f32], src: &[f32], step: usize) {
+    match step {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            let mut pairs = src.chunks_exact(2);
+            let full = dst.len().min(pairs.len());
+            for (d, p) in dst[..full].iter_mut().zip(&mut pairs) {
+                *d = p[0];
+            }
+            if full < dst.len() {
+                dst[full] = src[full * 2];
+            }
+        }
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                *d = *s;
             }
         }
     }

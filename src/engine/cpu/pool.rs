@@ -52,47 +52,44 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Tensor {
     let cx = in_bounds_counts(ow, w, kw, p.stride[1], p.padding[1]);
     let fill = if max { f32::NEG_INFINITY } else { 0.0 };
     let hw = h * w;
-    out.data
-        .par_chunks_mut(ohw)
-        .enumerate()
-        .for_each_init(
-            || (Polyphase::default(), Vec::new()),
-            |(pp, wide), (idx, dst)| {
-                pp.shape(h, w, p.padding, p.stride);
-                let ws = pp.ws();
-                let wide_len = oh * ws;
-                let max_off = (0..kh)
-                    .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
-                    .map(|(ky, kx)| pp.offset(ky, kx))
-                    .max()
-                    .unwrap_or(0);
-                let src = &x.data[idx * hw..(idx + 1) * hw];
-                pp.build(src, h, w, p.padding, p.stride, fill, max_off + wide_len);
-                wide.clear();
-                wide.resize(wide_len, fill);
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let s = &pp.data[pp.offset(ky, kx)..][..wide_len];
-                        if max {
-                            wide.iter_mut().zip(s).for_each(|(a, v)| *a = a.max(*v));
-                        } else {
-                            wide.iter_mut().zip(s).for_each(|(a, v)| *a += *v);
-                        }
-                    }
-                }
-                for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
-                    let src = &wide[y * ws..y * ws + ow];
+    out.data.par_chunks_mut(ohw).enumerate().for_each_init(
+        || (Polyphase::default(), Vec::new()),
+        |(pp, wide), (idx, dst)| {
+            pp.shape(h, w, p.padding, p.stride);
+            let ws = pp.ws();
+            let wide_len = oh * ws;
+            let max_off = (0..kh)
+                .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
+                .map(|(ky, kx)| pp.offset(ky, kx))
+                .max()
+                .unwrap_or(0);
+            let src = &x.data[idx * hw..(idx + 1) * hw];
+            pp.build(src, h, w, p.padding, p.stride, fill, max_off + wide_len);
+            wide.clear();
+            wide.resize(wide_len, fill);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let s = &pp.data[pp.offset(ky, kx)..][..wide_len];
                     if max {
-                        row.copy_from_slice(src);
+                        wide.iter_mut().zip(s).for_each(|(a, v)| *a = a.max(*v));
                     } else {
-                        let cnt_y = cy[y];
-                        for ((d, s), cnt_x) in row.iter_mut().zip(src).zip(&cx) {
-                            *d = s / (cnt_y * cnt_x).max(1.0);
-                        }
+                        wide.iter_mut().zip(s).for_each(|(a, v)| *a += *v);
                     }
                 }
-            },
-        );
+            }
+            for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
+                let src = &wide[y * ws..y * ws + ow];
+                if max {
+                    row.copy_from_slice(src);
+                } else {
+                    let cnt_y = cy[y];
+                    for ((d, s), cnt_x) in row.iter_mut().zip(src).zip(&cx) {
+                        *d = s / (cnt_y * cnt_x).max(1.0);
+                    }
+                }
+            }
+        },
+    );
     out
 }
 
