@@ -13,7 +13,7 @@
 //! also gives process CPU time per batch: on a shared machine, wall time is inflated by other
 //! load and `CPU time / 2 cores` is the better estimate of what the two cores can do.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -21,7 +21,18 @@ use ptq4::engine::cpu;
 use ptq4::graph::{same_padding, Activation, Conv2d, Linear};
 use ptq4::Tensor;
 
-const BATCH: usize = 16;
+/// Batch size: 16, or `PTQ4_BENCH_BATCH` (e.g. 1, to see what cache-resident single images
+/// cost next to batch 16, whose early activations live in DRAM).
+fn batch() -> usize {
+    static B: OnceLock<usize> = OnceLock::new();
+    *B.get_or_init(|| {
+        std::env::var("PTQ4_BENCH_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&b| b > 0)
+            .unwrap_or(16)
+    })
+}
 
 /// One op of the model: its bench id, how often the shape occurs, its FLOPs per batch and
 /// the closure to time.
@@ -104,15 +115,15 @@ fn conv_layer(
         act,
     };
     let (oh, ow) = c.out_hw(size, size).unwrap_or((0, 0));
-    let flops = 2 * (BATCH * co * oh * ow * (ci / c.groups) * k * k) as u64;
-    let x = tensor(&[BATCH, ci, size, size], 1);
+    let flops = 2 * (batch() * co * oh * ow * (ci / c.groups) * k * k) as u64;
+    let x = tensor(&[batch(), ci, size, size], 1);
     let w = tensor(&c.weight_shape(), 2);
     let bias = values(co, 3);
     let mut out = Tensor::zeros(&[0]);
     Layer {
         group: "cpu/conv2d",
         name,
-        shape: format!("{BATCH}x{ci}x{size}x{size}-k{k}s{s}-o{co}"),
+        shape: format!("{}x{ci}x{size}x{size}-k{k}s{s}-o{co}", batch()),
         count: 1,
         flops,
         run: Box::new(move || {
@@ -177,15 +188,15 @@ fn lite0() -> Vec<Layer> {
             ));
             if s == 1 && ci == co {
                 let (mut a, b) = (
-                    tensor(&[BATCH, co, size, size], 4),
-                    tensor(&[BATCH, co, size, size], 5),
+                    tensor(&[batch(), co, size, size], 4),
+                    tensor(&[batch(), co, size, size], 5),
                 );
                 v.push(Layer {
                     group: "cpu/add_inplace",
                     name: p.clone(),
-                    shape: format!("{BATCH}x{co}x{size}x{size}"),
+                    shape: format!("{}x{co}x{size}x{size}", batch()),
                     count: 1,
-                    flops: (BATCH * co * size * size) as u64,
+                    flops: (batch() * co * size * size) as u64,
                     run: Box::new(move || {
                         cpu::add_inplace(&mut a, &b);
                         std::hint::black_box(&a);
@@ -206,13 +217,13 @@ fn lite0() -> Vec<Layer> {
         false,
         r6,
     ));
-    let x = tensor(&[BATCH, 1280, size, size], 6);
+    let x = tensor(&[batch(), 1280, size, size], 6);
     v.push(Layer {
         group: "cpu/global_avg_pool",
         name: "lite0.pool".into(),
-        shape: format!("{BATCH}x1280x{size}x{size}"),
+        shape: format!("{}x1280x{size}x{size}", batch()),
         count: 1,
-        flops: (BATCH * 1280 * size * size) as u64,
+        flops: (batch() * 1280 * size * size) as u64,
         run: Box::new(move || {
             std::hint::black_box(cpu::global_avg_pool(&x));
         }),
@@ -224,16 +235,16 @@ fn lite0() -> Vec<Layer> {
         act: Activation::None,
     };
     let (x, w, b) = (
-        tensor(&[BATCH, 1280], 7),
+        tensor(&[batch(), 1280], 7),
         tensor(&[1000, 1280], 8),
         values(1000, 9),
     );
     v.push(Layer {
         group: "cpu/linear",
         name: "lite0.fc".into(),
-        shape: format!("{BATCH}x1280"),
+        shape: format!("{}x1280", batch()),
         count: 1,
-        flops: 2 * (BATCH * 1280 * 1000) as u64,
+        flops: 2 * (batch() * 1280 * 1000) as u64,
         run: Box::new(move || {
             std::hint::black_box(cpu::linear(&x, &w, Some(&b), &l));
         }),
@@ -315,16 +326,16 @@ fn alloc_layer() -> Layer {
         act: Activation::Relu6,
     };
     let (x, w, b) = (
-        tensor(&[BATCH, 16, 112, 112], 1),
+        tensor(&[batch(), 16, 112, 112], 1),
         tensor(&c.weight_shape(), 2),
         values(96, 3),
     );
     Layer {
         group: "cpu/conv2d_alloc",
         name: "lite0.blocks.1.expand".into(),
-        shape: format!("{BATCH}x16x112x112-k1s1-o96"),
+        shape: format!("{}x16x112x112-k1s1-o96", batch()),
         count: 1,
-        flops: 2 * (BATCH * 96 * 112 * 112 * 16) as u64,
+        flops: 2 * (batch() * 96 * 112 * 112 * 16) as u64,
         run: Box::new(move || {
             std::hint::black_box(cpu::conv2d(&x, &w, Some(&b), &c));
         }),
@@ -336,7 +347,11 @@ fn report(layers: &[Layer]) {
     let t = TIMES.lock().unwrap_or_else(|e| e.into_inner());
     println!(
         "\n{:<66} {:>5} {:>9} {:>8} {:>9}",
-        "layer (batch 16; GFLOP/s from wall time)", "count", "ms/batch", "GFLOP/s", "cpu ms"
+        format!("layer (batch {}; GFLOP/s from wall time)", batch()),
+        "count",
+        "ms/batch",
+        "GFLOP/s",
+        "cpu ms"
     );
     let (mut wall, mut cpu, mut flops, mut missing) = (0.0, 0.0, 0u64, 0);
     for layer in layers.iter().filter(|l| l.group != "cpu/conv2d_alloc") {
@@ -362,14 +377,15 @@ fn report(layers: &[Layer]) {
         println!("({missing} layers filtered out: no whole-model estimate)");
     } else if wall > 0.0 {
         println!(
-            "EfficientNet-Lite0, batch {BATCH}, {:.3} GFLOP/image: wall {:.1} ms/batch = {:.1} GFLOP/s, ~{:.0} images/s; \
+            "EfficientNet-Lite0, batch {}, {:.3} GFLOP/image: wall {:.1} ms/batch = {:.1} GFLOP/s, ~{:.0} images/s; \
              CPU {:.1} ms/batch → ~{:.0} images/s on 2 unshared cores (sum of layer times)",
-            flops as f64 / BATCH as f64 / 1e9,
+            batch(),
+            flops as f64 / batch() as f64 / 1e9,
             wall * 1e3,
             flops as f64 / wall / 1e9,
-            BATCH as f64 / wall,
+            batch() as f64 / wall,
             cpu * 1e3,
-            2.0 * BATCH as f64 / cpu
+            2.0 * batch() as f64 / cpu
         );
     }
 }

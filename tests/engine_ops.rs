@@ -194,13 +194,16 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         })
 }
 
-/// Large reductions (`cig·kh·kw ≥ 128`): the GEMM path that batches images and runs
-/// matrixmultiply's own threads, rather than per-task column blocks.
+/// Large reductions (`cig·kh·kw > 256`, too big for single-threaded 128-column blocks): the
+/// GEMM path that batches images and runs matrixmultiply's own threads.
 fn large_k_case() -> impl Strategy<Value = ConvCase> {
-    (conv_case(), 8usize..=11, [4usize..=5, 4usize..=5]).prop_map(|(mut k, cig, kernel)| {
+    (conv_case(), 11usize..=14, [5usize..=5, 5usize..=5]).prop_map(|(mut k, cig, kernel)| {
         k.cig = cig;
         k.kernel = kernel;
-        k.hw = [k.hw[0].max(kernel[0] * k.dilation[0]), k.hw[1].max(kernel[1] * k.dilation[1])];
+        k.hw = [
+            k.hw[0].max(kernel[0] * k.dilation[0]),
+            k.hw[1].max(kernel[1] * k.dilation[1]),
+        ];
         k
     })
 }
@@ -479,18 +482,19 @@ fn tf_same_stride2_even_size() {
 }
 
 /// The GEMM paths' work splitting: column blocks per (image, block) task for small
-/// reductions; for large ones (`cig·kh·kw ≥ 128`) one image per GEMM (maps ≥ 1024 px),
-/// several, and a short last chunk; pointwise (no im2col) and 3×3.
+/// reductions; for large ones (`cig·kh·kw > 256`) one image per GEMM (maps ≥ 1024 px) or
+/// several (balanced chunks); pointwise (no im2col) and 3×3.
 #[test]
 fn conv2d_work_splitting() {
     for (cig, hw, kernel, padding) in [
         (5, [33, 33], [1, 1], [0; 4]),
         (5, [33, 33], [3, 3], [1, 1, 1, 1]),
-        (130, [33, 33], [1, 1], [0; 4]),
-        (15, [33, 33], [3, 3], [1, 1, 1, 1]),
-        (130, [20, 20], [1, 1], [0; 4]),
-        (130, [24, 25], [1, 1], [0; 4]),
-        (15, [24, 25], [3, 3], [1, 0, 1, 2]),
+        (300, [33, 33], [1, 1], [0; 4]),
+        (30, [33, 33], [3, 3], [1, 1, 1, 1]),
+        (300, [20, 20], [1, 1], [0; 4]),
+        (300, [10, 10], [1, 1], [0; 4]),
+        (300, [24, 25], [1, 1], [0; 4]),
+        (30, [24, 25], [3, 3], [1, 0, 1, 2]),
     ] {
         ConvCase {
             n: 3,

@@ -22,12 +22,13 @@ use super::im2col::{im2col, im2col_cols, is_pointwise};
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
 
-/// Minimum GEMM width (columns) before images are batched together. matrixmultiply packs
-/// `A` once per 1024-column block of `B`, so narrower products re-pack the weights per image.
+/// GEMM width (columns) up to which images are batched together. matrixmultiply packs `A`
+/// once per 1024-column block of `B`: narrower products re-pack the weights per image, and a
+/// product just over 1024 columns re-packs them for a thin remainder.
 const TARGET_COLS: usize = 1024;
 
 /// Narrowest column block worth a task of its own in the blocked path.
-const MIN_BLOCK: usize = 256;
+const MIN_BLOCK: usize = 128;
 
 /// Scratch larger than this (in f32) is released after the call instead of kept.
 const KEEP_SCRATCH: usize = 1 << 24;
@@ -154,11 +155,22 @@ fn blocked_conv(
                 };
                 // SAFETY: rows g·cog.. of image `img`, columns j0..j1 of the output lie inside
                 // `out` and are written by this task only (tasks own disjoint (image, block)s).
-                unsafe { sgemm_raw(cog, klen, len, a, bm, dst.ptr().add(base + g * cog * ohw), ohw) };
+                unsafe {
+                    sgemm_raw(
+                        cog,
+                        klen,
+                        len,
+                        a,
+                        bm,
+                        dst.ptr().add(base + g * cog * ohw),
+                        ohw,
+                    )
+                };
             }
             for o in 0..co {
                 // SAFETY: as above; the sgemm calls have returned.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(base + o * ohw), len) };
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(base + o * ohw), len) };
                 bias_act(row, b.map_or(0.0, |b| b[o]), c.act);
             }
         });
@@ -183,7 +195,9 @@ fn gemm_conv(
     let (cig, cog) = (ci / groups, co / groups);
     let klen = cig * c.kernel[0] * c.kernel[1];
     let pointwise = is_pointwise(c);
-    let nb = TARGET_COLS.div_ceil(ohw).clamp(1, n);
+    // Images per chunk: as many as fit TARGET_COLS, balanced over the chunks.
+    let chunks = n.div_ceil((TARGET_COLS / ohw).clamp(1, n));
+    let nb = n.div_ceil(chunks);
     let bias = |o: usize| b.map_or(0.0, |b| b[o]);
     for n0 in (0..n).step_by(nb) {
         let nbc = nb.min(n - n0);

@@ -18,6 +18,9 @@ use crate::tensor::Tensor;
 
 /// Register tile width in f32 (8 AVX2 registers).
 const CW: usize = 64;
+/// Tail tile width: the wide grid is padded to a multiple of this, not of `CW`, so small
+/// maps (7×7 on an 11-wide grid) do not compute mostly padding.
+const TW: usize = 16;
 
 /// Direct depthwise convolution into `out`; `c.groups == in_channels`, output `(oh, ow)`
 /// precomputed.
@@ -41,36 +44,31 @@ pub(crate) fn conv2d_into(
     }
     let hw = h * wd;
     let fma = fma_available();
+    // Every plane has the same geometry: tap offsets and buffer sizes are computed once.
+    let mut geo = Polyphase::default();
+    geo.shape(h, wd, c.padding, c.stride);
+    let ws = geo.ws();
+    let wide_len = (oh * ws).div_ceil(TW) * TW;
+    let offsets: Vec<usize> = (0..k2)
+        .map(|t| geo.offset((t / kw) * c.dilation[0], (t % kw) * c.dilation[1]))
+        .collect();
+    let min_len = offsets.iter().copied().max().unwrap_or(0) + wide_len;
     out.data
         .par_chunks_mut(mult * ohw)
         .enumerate()
         .for_each_init(
-            || (Polyphase::default(), Vec::new(), Vec::new(), Vec::new()),
-            |(pp, wide, taps, offsets), (plane_idx, dst)| {
-                let ch = plane_idx % ci;
-                pp.shape(h, wd, c.padding, c.stride);
-                let ws = pp.ws();
-                let wide_len = (oh * ws).div_ceil(CW) * CW;
-                offsets.clear();
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        offsets.push(pp.offset(ky * c.dilation[0], kx * c.dilation[1]));
-                    }
-                }
-                let max_off = offsets.iter().copied().max().unwrap_or(0);
+            || (Polyphase::default(), vec![0.0f32; wide_len]),
+            |(pp, wide), (plane_idx, dst)| {
                 let src = &x.data[plane_idx * hw..(plane_idx + 1) * hw];
-                pp.build(src, h, wd, c.padding, c.stride, 0.0, max_off + wide_len);
-                wide.resize(wide_len, 0.0);
+                pp.build(src, h, wd, c.padding, c.stride, 0.0, min_len);
                 for (m, dplane) in dst.chunks_exact_mut(ohw).enumerate() {
-                    let o = ch * mult + m;
+                    let o = (plane_idx % ci) * mult + m;
                     let wts = &w.data[o * k2..(o + 1) * k2];
-                    taps.clear();
-                    taps.extend(offsets.iter().copied().zip(wts.iter().copied()));
                     let bias = b.map_or(0.0, |b| b[o]);
-                    taps_wide(fma, &pp.data, taps, bias, wide);
+                    taps_wide(fma, &pp.data, &offsets, wts, bias, wide);
+                    apply_act(wide, c.act);
                     for (y, row) in dplane.chunks_exact_mut(ow).enumerate() {
                         row.copy_from_slice(&wide[y * ws..y * ws + ow]);
-                        apply_act(row, c.act);
                     }
                 }
             },
@@ -88,44 +86,62 @@ fn fma_available() -> bool {
     }
 }
 
-/// `wide[j] = bias + Σ_t w_t · src[off_t + j]` for `j < wide.len()` (a multiple of `CW`).
-fn taps_wide(fma: bool, src: &[f32], taps: &[(usize, f32)], bias: f32, wide: &mut [f32]) {
+/// `wide[j] = bias + Σ_t w_t · src[off_t + j]` for `j < wide.len()` (a multiple of `TW`).
+fn taps_wide(fma: bool, src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if fma {
         // SAFETY: `fma` is true only when the CPU reports AVX2 and FMA.
-        unsafe { taps_wide_avx2(src, taps, bias, wide) };
+        unsafe { taps_wide_avx2(src, offs, wts, bias, wide) };
         return;
     }
     let _ = fma;
-    taps_wide_impl::<false>(src, taps, bias, wide);
+    taps_wide_impl::<false>(src, offs, wts, bias, wide);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn taps_wide_avx2(src: &[f32], taps: &[(usize, f32)], bias: f32, wide: &mut [f32]) {
-    taps_wide_impl::<true>(src, taps, bias, wide);
+unsafe fn taps_wide_avx2(src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
+    taps_wide_impl::<true>(src, offs, wts, bias, wide);
 }
 
 #[inline(always)]
 fn taps_wide_impl<const FMA: bool>(
     src: &[f32],
-    taps: &[(usize, f32)],
+    offs: &[usize],
+    wts: &[f32],
     bias: f32,
     wide: &mut [f32],
 ) {
-    for (t, tile) in wide.chunks_exact_mut(CW).enumerate() {
-        let j0 = t * CW;
-        let mut acc = [bias; CW];
-        for &(off, wv) in taps {
-            let s = &src[off + j0..off + j0 + CW];
-            for i in 0..CW {
-                acc[i] = if FMA {
-                    wv.mul_add(s[i], acc[i])
-                } else {
-                    acc[i] + wv * s[i]
-                };
-            }
-        }
-        tile.copy_from_slice(&acc);
+    let full = wide.len() / CW * CW;
+    let (body, tail) = wide.split_at_mut(full);
+    for (t, tile) in body.chunks_exact_mut(CW).enumerate() {
+        tile_taps::<FMA, CW>(src, offs, wts, bias, t * CW, tile);
     }
+    for (t, tile) in tail.chunks_exact_mut(TW).enumerate() {
+        tile_taps::<FMA, TW>(src, offs, wts, bias, full + t * TW, tile);
+    }
+}
+
+/// One register tile: `tile[i] = bias + Σ_t w_t · src[off_t + j0 + i]`, `i < W`.
+#[inline(always)]
+fn tile_taps<const FMA: bool, const W: usize>(
+    src: &[f32],
+    offs: &[usize],
+    wts: &[f32],
+    bias: f32,
+    j0: usize,
+    tile: &mut [f32],
+) {
+    let mut acc = [bias; W];
+    for (&off, &wv) in offs.iter().zip(wts) {
+        let s = &src[off + j0..off + j0 + W];
+        for i in 0..W {
+            acc[i] = if FMA {
+                wv.mul_add(s[i], acc[i])
+            } else {
+                acc[i] + wv * s[i]
+            };
+        }
+    }
+    tile.copy_from_slice(&acc);
 }

@@ -64,8 +64,14 @@ pub(crate) unsafe fn sgemm_raw(
         }
         return;
     }
-    assert!(last_index(m, k, a.rs, a.cs) < a.data.len(), "A view out of bounds");
-    assert!(last_index(k, n, b.rs, b.cs) < b.data.len(), "B view out of bounds");
+    assert!(
+        last_index(m, k, a.rs, a.cs) < a.data.len(),
+        "A view out of bounds"
+    );
+    assert!(
+        last_index(k, n, b.rs, b.cs) < b.data.len(),
+        "B view out of bounds"
+    );
     // SAFETY: every index of A and B is checked above; C is the caller's contract.
     unsafe {
         matrixmultiply::sgemm(
