@@ -92,13 +92,11 @@ fn tensor(shape: &[usize], seed: u64) -> Tensor {
 }
 
 /// A TF-"SAME" convolution layer on a `size × size` map.
+/// `(ci, co, size)`, `(kernel, stride)`; depthwise when `dw`.
 fn conv_layer(
     name: String,
-    ci: usize,
-    co: usize,
-    size: usize,
-    k: usize,
-    s: usize,
+    (ci, co, size): (usize, usize, usize),
+    (k, s): (usize, usize),
     dw: bool,
     act: Activation,
 ) -> Layer {
@@ -146,7 +144,13 @@ fn lite0() -> Vec<Layer> {
         (1, 3, 1, 6, 320),
     ];
     let r6 = Activation::Relu6;
-    let mut v = vec![conv_layer("lite0.stem".into(), 3, 32, 224, 3, 2, false, r6)];
+    let mut v = vec![conv_layer(
+        "lite0.stem".into(),
+        (3, 32, 224),
+        (3, 2),
+        false,
+        r6,
+    )];
     let (mut ci, mut size, mut block) = (32, 112, 0);
     for (repeats, k, stride, e, co) in stages {
         for r in 0..repeats {
@@ -156,33 +160,24 @@ fn lite0() -> Vec<Layer> {
             if e != 1 {
                 v.push(conv_layer(
                     format!("{p}.expand"),
-                    ci,
-                    mid,
-                    size,
-                    1,
-                    1,
+                    (ci, mid, size),
+                    (1, 1),
                     false,
                     r6,
                 ));
             }
             v.push(conv_layer(
                 format!("{p}.depthwise"),
-                mid,
-                mid,
-                size,
-                k,
-                s,
+                (mid, mid, size),
+                (k, s),
                 true,
                 r6,
             ));
             size = size.div_ceil(s);
             v.push(conv_layer(
                 format!("{p}.project"),
-                mid,
-                co,
-                size,
-                1,
-                1,
+                (mid, co, size),
+                (1, 1),
                 false,
                 Activation::None,
             ));
@@ -209,11 +204,8 @@ fn lite0() -> Vec<Layer> {
     }
     v.push(conv_layer(
         "lite0.head".into(),
-        ci,
-        1280,
-        size,
-        1,
-        1,
+        (ci, 1280, size),
+        (1, 1),
         false,
         r6,
     ));

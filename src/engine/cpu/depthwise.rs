@@ -145,3 +145,37 @@ fn tile_taps<const FMA: bool, const W: usize>(
     }
     tile.copy_from_slice(&acc);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both builds of the tap loop (portable, and AVX2+FMA where the CPU has it) against an
+    /// f64 sum, over body and tail tiles; the parity tests only reach the one this CPU picks.
+    #[test]
+    fn taps_wide_both_paths_match_f64() {
+        let src: Vec<f32> = (0..400)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let offs = [0usize, 3, 17, 40, 41];
+        let wts = [0.5f32, -1.25, 2.0, 0.75, -0.1];
+        let len = CW + 2 * TW;
+        let want: Vec<f64> = (0..len)
+            .map(|j| {
+                0.3 + offs
+                    .iter()
+                    .zip(&wts)
+                    .map(|(&o, &w)| w as f64 * src[o + j] as f64)
+                    .sum::<f64>()
+            })
+            .collect();
+        for fma in [false, fma_available()] {
+            let mut wide = vec![f32::NAN; len];
+            taps_wide(fma, &src, &offs, &wts, 0.3, &mut wide);
+            for (j, (g, w)) in wide.iter().zip(&want).enumerate() {
+                // Five terms of magnitude ≤ 4: a few f32 ulps of 10.
+                assert!((*g as f64 - w).abs() < 1e-5, "fma={fma} j={j}: {g} vs {w}");
+            }
+        }
+    }
+}
