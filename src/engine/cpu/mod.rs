@@ -2,32 +2,25 @@
 //! [`reference`] implementations they are tested against. `fake_quant`, `moments`,
 //! `histogram` and `mmse` are the CPU twins of the GPU kernels of the same names and define
 //! their exact semantics.
+//!
+//! Parallelism: GEMMs run on matrixmultiply's own threads (see `gemm`), every other loop on
+//! rayon; the two never overlap.
 
+pub mod conv;
+mod depthwise;
+pub mod elementwise;
 pub mod fake_quant;
+mod gemm;
 pub mod histogram;
+mod im2col;
+pub mod linear;
 pub mod mmse;
 pub mod moments;
+mod plane;
+pub mod pool;
 pub mod reference;
 
-// Temporary delegation to the reference kernels until the fast kernels land.
-pub use reference::{avg_pool, batch_norm, conv2d, global_avg_pool, linear, max_pool};
-
-pub fn relu(x: &mut Tensor) {
-    x.data.iter_mut().for_each(|v| *v = v.max(0.0));
-}
-pub fn relu6(x: &mut Tensor) {
-    x.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-}
-pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
-    Tensor {
-        shape: a.shape.clone(),
-        data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
-    }
-}
-pub fn concat(_xs: &[&Tensor]) -> Tensor {
-    unimplemented!()
-}
-pub fn softmax(_x: &Tensor) -> Tensor {
-    unimplemented!()
-}
-use crate::tensor::Tensor;
+pub use conv::{conv2d, conv2d_into};
+pub use elementwise::{add, add_inplace, batch_norm, concat, relu, relu6, softmax};
+pub use linear::linear;
+pub use pool::{avg_pool, global_avg_pool, max_pool};

@@ -1,0 +1,594 @@
+//! Parity of the fast CPU kernels (`engine::cpu`) with the naive f64 oracle
+//! (`engine::cpu::reference`). Ops the oracle module does not have (add, concat, relu,
+//! relu6, softmax) get an obvious f64 oracle here.
+//!
+//! Problem: odd shapes (one channel, sizes not multiples of 8, strides 1–3, dilation 1–2,
+//! depthwise and grouped convolutions with channel multipliers, asymmetric padding, kernels
+//! 1–5, batch 1–3). Strategy: proptest with a fixed seed, 64 cases per op. Check: floats
+//! within [`REL_TOL`]; exact ops compared bit for bit. Debug builds pre-fill every kernel
+//! output with NaN, so an element a kernel forgets fails here.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+use ptq4::engine::cpu::{self, reference};
+use ptq4::graph::{same_padding, Activation, Conv2d, Linear, Pool};
+use ptq4::Tensor;
+
+/// Relative tolerance of an f32 reduction of length `n` against the f64 oracle:
+///
+/// `|fast − oracle| ≤ REL_TOL · √n · Σ|terms| + f32::MIN_POSITIVE`, `REL_TOL = 2·ε_f32`.
+///
+/// Each of the `n` roundings of a partial sum errs by at most `u·Σ|terms|` (`u = ε/2`);
+/// with any summation order (GEMM blocking, FMA) they add like a random walk, `√n·u·Σ|terms|`,
+/// and `2ε = 4u` leaves 4σ of head-room. `Σ|terms|` is the oracle run on `|x|, |w|, |b|`.
+/// ReLU and ReLU6 are 1-Lipschitz, so the bound survives the fused activation.
+const REL_TOL: f32 = 2.0 * f32::EPSILON;
+
+fn config() -> Config {
+    Config {
+        cases: 64,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(0x0097_474c_4974_6530),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// Deterministic values in `[-scale, scale]` (splitmix64).
+fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A random NCHW tensor; with `const_channel`, channel 0 is one constant value.
+fn tensor(shape: &[usize], seed: u64, scale: f32, const_channel: bool) -> Tensor {
+    let mut t = Tensor {
+        shape: shape.to_vec(),
+        data: values(shape.iter().product(), seed, scale),
+    };
+    if const_channel && t.shape.len() == 4 {
+        let plane = shape[2] * shape[3];
+        for n in 0..shape[0] {
+            let at = n * shape[1] * plane;
+            t.data[at..at + plane].fill(scale * 0.75);
+        }
+    }
+    t
+}
+
+fn abs(t: &Tensor) -> Tensor {
+    Tensor {
+        shape: t.shape.clone(),
+        data: t.data.iter().map(|v| v.abs()).collect(),
+    }
+}
+
+/// Checks `got` against `want` within `REL_TOL·√n·mag` elementwise (see [`REL_TOL`]).
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, mag: &Tensor, n: usize) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let root = (n.max(1) as f32).sqrt();
+    for (i, ((g, w), m)) in got.data.iter().zip(&want.data).zip(&mag.data).enumerate() {
+        let tol = REL_TOL * root * m + f32::MIN_POSITIVE;
+        let ok = g == w || (g - w).abs() <= tol;
+        assert!(ok, "{what}: element {i}: got {g}, want {w}, tol {tol}");
+    }
+}
+
+/// Bit-exact comparison (ops with a single correctly rounded step or none).
+fn assert_exact(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+fn act_of(i: u8) -> Activation {
+    [Activation::None, Activation::Relu, Activation::Relu6][i as usize % 3]
+}
+
+/// Data scales: ordinary, tiny, huge.
+fn scale_of(i: u8) -> f32 {
+    [1.0, 1e-3, 1e4][i as usize % 3]
+}
+
+/// One convolution problem.
+#[derive(Clone, Debug)]
+struct ConvCase {
+    n: usize,
+    groups: usize,
+    cig: usize,
+    cog: usize,
+    hw: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: [usize; 4],
+    bias: bool,
+    act: u8,
+    scale: u8,
+    const_channel: bool,
+    seed: u64,
+}
+
+impl ConvCase {
+    fn conv(&self) -> Conv2d {
+        Conv2d {
+            in_channels: self.groups * self.cig,
+            out_channels: self.groups * self.cog,
+            kernel: self.kernel,
+            stride: self.stride,
+            dilation: self.dilation,
+            padding: self.padding,
+            groups: self.groups,
+            bias: self.bias,
+            act: act_of(self.act),
+        }
+    }
+
+    fn run(&self) {
+        let c = self.conv();
+        let scale = scale_of(self.scale);
+        let x = tensor(
+            &[self.n, c.in_channels, self.hw[0], self.hw[1]],
+            self.seed,
+            scale,
+            self.const_channel,
+        );
+        let w = tensor(&c.weight_shape(), self.seed ^ 0xabcd, 1.0, false);
+        let b = self
+            .bias
+            .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
+        let got = cpu::conv2d(&x, &w, b.as_deref(), &c);
+        let want = reference::conv2d(&x, &w, b.as_deref(), &c);
+        let lin = Conv2d {
+            act: Activation::None,
+            ..c.clone()
+        };
+        let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
+        let mag = reference::conv2d(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
+        let n = self.cig * self.kernel[0] * self.kernel[1] + usize::from(self.bias);
+        assert_close(&format!("conv2d {self:?}"), &got, &want, &mag, n);
+    }
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=3, 1usize..=4, 1usize..=3, 1usize..=3),
+        ([1usize..=13, 1usize..=13], [1usize..=5, 1usize..=5]),
+        ([1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
+        [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        (any::<bool>(), 0u8..3, 0u8..3, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, groups, cig, cog), (hw, kernel), (stride, dilation), padding, rest)| ConvCase {
+                n,
+                groups,
+                cig,
+                cog,
+                hw,
+                kernel,
+                stride,
+                dilation,
+                padding,
+                bias: rest.0,
+                act: rest.1,
+                scale: rest.2,
+                const_channel: rest.3,
+                seed: rest.4,
+            },
+        )
+        .prop_filter("window fits", |k| {
+            k.conv().out_hw(k.hw[0], k.hw[1]).is_some()
+        })
+}
+
+/// Large reductions (`cig·kh·kw > 256`, too big for single-threaded 128-column blocks): the
+/// GEMM path that batches images and runs matrixmultiply's own threads.
+fn large_k_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(), 11usize..=14, [5usize..=5, 5usize..=5]).prop_map(|(mut k, cig, kernel)| {
+        k.cig = cig;
+        k.kernel = kernel;
+        k.hw = [
+            k.hw[0].max(kernel[0] * k.dilation[0]),
+            k.hw[1].max(kernel[1] * k.dilation[1]),
+        ];
+        k
+    })
+}
+
+/// Depthwise cases: one input channel per group, multiplier 1 or 2.
+fn depthwise_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(), 1usize..=8, 1usize..=2).prop_map(|(mut k, ch, mult)| {
+        k.groups = ch;
+        k.cig = 1;
+        k.cog = mult;
+        k
+    })
+}
+
+/// One pooling problem.
+#[derive(Clone, Debug)]
+struct PoolCase {
+    n: usize,
+    c: usize,
+    hw: [usize; 2],
+    pool: Pool,
+    scale: u8,
+    seed: u64,
+}
+
+fn pool_case() -> impl Strategy<Value = PoolCase> {
+    (
+        (1usize..=3, 1usize..=5, [1usize..=13, 1usize..=13]),
+        ([1usize..=4, 1usize..=4], [1usize..=3, 1usize..=3]),
+        [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        (0u8..3, any::<u64>()),
+    )
+        .prop_map(
+            |((n, c, hw), (kernel, stride), padding, (scale, seed))| PoolCase {
+                n,
+                c,
+                hw,
+                pool: Pool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                scale,
+                seed,
+            },
+        )
+        .prop_filter("window fits", |k| k.pool.out_hw(k.hw[0], k.hw[1]).is_some())
+}
+
+impl PoolCase {
+    fn input(&self) -> Tensor {
+        tensor(
+            &[self.n, self.c, self.hw[0], self.hw[1]],
+            self.seed,
+            scale_of(self.scale),
+            self.seed % 2 == 0,
+        )
+    }
+}
+
+fn linear_oracle_case(n: usize, fi: usize, fo: usize, bias: bool, act: u8, seed: u64) {
+    let l = Linear {
+        in_features: fi,
+        out_features: fo,
+        bias,
+        act: act_of(act),
+    };
+    // A trailing [in] shape given as [in, 1, 1]: linear flattens it.
+    let x = tensor(&[n, fi, 1, 1], seed, 1.0, false);
+    let w = tensor(&[fo, fi], seed ^ 7, 1.0, false);
+    let b = bias.then(|| values(fo, seed ^ 9, 1.0));
+    let got = cpu::linear(&x, &w, b.as_deref(), &l);
+    let want = reference::linear(&x, &w, b.as_deref(), &l);
+    let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
+    let lin = Linear {
+        act: Activation::None,
+        ..l.clone()
+    };
+    let mag = reference::linear(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
+    assert_close("linear", &got, &want, &mag, fi + usize::from(bias));
+}
+
+/// f64 softmax over the last axis.
+fn softmax_oracle(x: &Tensor) -> Tensor {
+    let row = *x.shape.last().unwrap_or(&1);
+    let mut data = Vec::with_capacity(x.data.len());
+    for r in x.data.chunks(row) {
+        let m = r.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+        let e: Vec<f64> = r.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        data.extend(e.iter().map(|v| (v / s) as f32));
+    }
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
+}
+
+fn shape4() -> impl Strategy<Value = [usize; 4]> {
+    [1usize..=3, 1usize..=5, 1usize..=9, 1usize..=9]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn conv2d_matches_reference(k in conv_case()) {
+        k.run();
+    }
+
+    #[test]
+    fn conv2d_large_k_matches_reference(k in large_k_case()) {
+        k.run();
+    }
+
+    #[test]
+    fn conv2d_depthwise_matches_reference(k in depthwise_case()) {
+        k.run();
+    }
+
+    #[test]
+    fn max_pool_matches_reference(k in pool_case()) {
+        let x = k.input();
+        assert_exact("max_pool", &cpu::max_pool(&x, &k.pool), &reference::max_pool(&x, &k.pool));
+    }
+
+    #[test]
+    fn avg_pool_matches_reference(k in pool_case()) {
+        let x = k.input();
+        let mag = reference::avg_pool(&abs(&x), &k.pool);
+        let n = k.pool.kernel[0] * k.pool.kernel[1];
+        let want = reference::avg_pool(&x, &k.pool);
+        assert_close("avg_pool", &cpu::avg_pool(&x, &k.pool), &want, &mag, n);
+    }
+
+    #[test]
+    fn global_avg_pool_matches_reference(s in [1usize..=3, 1usize..=5, 1usize..=17, 1usize..=17], seed: u64, scale in 0u8..3) {
+        let x = tensor(&s, seed, scale_of(scale), seed % 2 == 0);
+        let mag = reference::global_avg_pool(&abs(&x));
+        let want = reference::global_avg_pool(&x);
+        assert_close("global_avg_pool", &cpu::global_avg_pool(&x), &want, &mag, s[2] * s[3]);
+    }
+
+    #[test]
+    fn linear_matches_reference(n in 1usize..=3, fi in 1usize..=70, fo in 1usize..=40, bias: bool, act in 0u8..3, seed: u64) {
+        linear_oracle_case(n, fi, fo, bias, act, seed);
+    }
+
+    #[test]
+    fn add_is_exact(s in shape4(), seed: u64) {
+        let a = tensor(&s, seed, 1.0, false);
+        let b = tensor(&s, seed ^ 1, 1e3, false);
+        let want = Tensor {
+            shape: s.to_vec(),
+            data: a.data.iter().zip(&b.data).map(|(x, y)| (*x as f64 + *y as f64) as f32).collect(),
+        };
+        assert_exact("add", &cpu::add(&a, &b), &want);
+    }
+
+    #[test]
+    fn concat_is_exact(s in shape4(), cs in prop::collection::vec(1usize..=4, 1..=4), seed: u64) {
+        let parts: Vec<Tensor> = cs
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| tensor(&[s[0], c, s[2], s[3]], seed ^ i as u64, 1.0, false))
+            .collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let total: usize = cs.iter().sum();
+        let mut want = Tensor::zeros(&[s[0], total, s[2], s[3]]);
+        let plane = s[2] * s[3];
+        for n in 0..s[0] {
+            let mut c0 = 0;
+            for (p, &c) in parts.iter().zip(&cs) {
+                for ch in 0..c {
+                    let src = &p.data[(n * c + ch) * plane..][..plane];
+                    want.data[(n * total + c0 + ch) * plane..][..plane].copy_from_slice(src);
+                }
+                c0 += c;
+            }
+        }
+        assert_exact("concat", &cpu::concat(&refs), &want);
+    }
+
+    #[test]
+    fn relu_and_relu6_are_exact(s in shape4(), seed: u64) {
+        let x = tensor(&s, seed, 10.0, false);
+        for (act, f) in [(Activation::Relu, cpu::relu as fn(&mut Tensor)), (Activation::Relu6, cpu::relu6)] {
+            let mut got = x.clone();
+            f(&mut got);
+            let want = Tensor { shape: x.shape.clone(), data: x.data.iter().map(|v| act.apply(*v)).collect() };
+            assert_exact("relu", &got, &want);
+        }
+    }
+
+    #[test]
+    fn batch_norm_matches_reference(s in shape4(), seed: u64, scale in 0u8..3) {
+        let x = tensor(&s, seed, scale_of(scale), seed % 2 == 0);
+        let c = s[1];
+        let gamma = values(c, seed ^ 1, 2.0);
+        let beta = values(c, seed ^ 2, 1.0);
+        let mean = values(c, seed ^ 3, scale_of(scale));
+        let var: Vec<f32> = values(c, seed ^ 4, 3.0).iter().map(|v| v.abs()).collect();
+        let eps = 1e-3;
+        let got = cpu::batch_norm(&x, &gamma, &beta, &mean, &var, eps);
+        let want = reference::batch_norm(&x, &gamma, &beta, &mean, &var, eps);
+        // Terms: x·k, mean·k, β with k = γ/√(var+eps).
+        let plane = s[2] * s[3];
+        let mag = Tensor {
+            shape: x.shape.clone(),
+            data: x.data.iter().enumerate().map(|(i, v)| {
+                let ch = (i / plane) % c;
+                let k = (gamma[ch] as f64 / (var[ch] as f64 + eps as f64).sqrt()).abs();
+                (v.abs() as f64 * k + mean[ch].abs() as f64 * k + beta[ch].abs() as f64) as f32
+            }).collect(),
+        };
+        assert_close("batch_norm", &got, &want, &mag, 3);
+    }
+
+    #[test]
+    fn softmax_matches_oracle(rows in 1usize..=4, len in 1usize..=50, seed: u64, big: bool) {
+        let x = tensor(&[rows, len], seed, if big { 30.0 } else { 1.0 }, false);
+        let want = softmax_oracle(&x);
+        // Per element: the shift x − max rounds by u·|x − max| (relative error of exp), the
+        // row sum is a length-`len` reduction of positive terms.
+        let mag = Tensor {
+            shape: x.shape.clone(),
+            data: x.data.chunks(len).zip(want.data.chunks(len)).flat_map(|(xr, yr)| {
+                let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                xr.iter().zip(yr).map(move |(v, y)| y * (1.0 + (v - m).abs())).collect::<Vec<_>>()
+            }).collect(),
+        };
+        assert_close("softmax", &cpu::softmax(&x), &want, &mag, len);
+    }
+}
+
+/// TF "SAME", stride 2 on an even size: 0 rows/columns before, 1 after.
+#[test]
+fn tf_same_stride2_even_size() {
+    let (before, after) = same_padding(8, 3, 2, 1);
+    assert_eq!((before, after), (0, 1));
+    let padding = [before, before, after, after];
+    for (groups, cig) in [(1, 3), (4, 1)] {
+        ConvCase {
+            n: 2,
+            groups,
+            cig,
+            cog: if groups == 1 { 5 } else { 1 },
+            hw: [8, 8],
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 1],
+            padding,
+            bias: true,
+            act: 2,
+            scale: 0,
+            const_channel: false,
+            seed: 42,
+        }
+        .run();
+    }
+    let p = Pool {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding,
+    };
+    let x = tensor(&[1, 2, 8, 8], 5, 1.0, false);
+    let got = cpu::avg_pool(&x, &p);
+    assert_eq!(got.shape, vec![1, 2, 4, 4]);
+    let mag = reference::avg_pool(&abs(&x), &p);
+    assert_close("avg_pool same", &got, &reference::avg_pool(&x, &p), &mag, 9);
+    assert_exact(
+        "max_pool same",
+        &cpu::max_pool(&x, &p),
+        &reference::max_pool(&x, &p),
+    );
+}
+
+/// The GEMM paths' work splitting: column blocks per (image, block) task for small
+/// reductions; for large ones (`cig·kh·kw > 256`) one image per GEMM (maps ≥ 1024 px) or
+/// several (balanced chunks); pointwise (no im2col) and 3×3.
+#[test]
+fn conv2d_work_splitting() {
+    for (cig, hw, kernel, padding) in [
+        (5, [33, 33], [1, 1], [0; 4]),
+        (5, [33, 33], [3, 3], [1, 1, 1, 1]),
+        (300, [33, 33], [1, 1], [0; 4]),
+        (30, [33, 33], [3, 3], [1, 1, 1, 1]),
+        (300, [20, 20], [1, 1], [0; 4]),
+        (300, [10, 10], [1, 1], [0; 4]),
+        (300, [24, 25], [1, 1], [0; 4]),
+        (30, [24, 25], [3, 3], [1, 0, 1, 2]),
+    ] {
+        ConvCase {
+            n: 3,
+            groups: 1,
+            cig,
+            cog: 7,
+            hw,
+            kernel,
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding,
+            bias: true,
+            act: 1,
+            scale: 0,
+            const_channel: true,
+            seed: 7,
+        }
+        .run();
+    }
+}
+
+/// Depthwise planes wide enough to need several register tiles per row, with EfficientNet's
+/// 5×5 stride-2 SAME geometry.
+#[test]
+fn conv2d_depthwise_wide_plane() {
+    let (b, a) = same_padding(30, 5, 2, 1);
+    ConvCase {
+        n: 2,
+        groups: 6,
+        cig: 1,
+        cog: 1,
+        hw: [30, 30],
+        kernel: [5, 5],
+        stride: [2, 2],
+        dilation: [1, 1],
+        padding: [b, b, a, a],
+        bias: true,
+        act: 2,
+        scale: 0,
+        const_channel: false,
+        seed: 11,
+    }
+    .run();
+}
+
+#[test]
+fn linear_wide() {
+    linear_oracle_case(3, 300, 130, true, 0, 3);
+}
+
+/// Shrunk proptest failure: with stride 2 the last tap `(kh−1, kw−1)` is not the one that
+/// reads furthest into the polyphase buffer (taps of odd phase live in a later sub-plane);
+/// the buffer was sized from the last tap and the read ran past its end.
+#[test]
+fn regression_depthwise_last_tap_not_furthest() {
+    ConvCase {
+        n: 1,
+        groups: 2,
+        cig: 1,
+        cog: 1,
+        hw: [1, 1],
+        kernel: [3, 1],
+        stride: [2, 1],
+        dilation: [1, 1],
+        padding: [0, 0, 2, 0],
+        bias: false,
+        act: 0,
+        scale: 0,
+        const_channel: false,
+        seed: 0,
+    }
+    .run();
+}
+
+/// The same geometry for pooling, which sizes its buffer the same way.
+#[test]
+fn regression_pool_last_tap_not_furthest() {
+    let p = Pool {
+        kernel: [3, 1],
+        stride: [2, 1],
+        padding: [0, 0, 2, 0],
+    };
+    let x = tensor(&[1, 2, 1, 1], 0, 1.0, false);
+    assert_exact(
+        "max_pool",
+        &cpu::max_pool(&x, &p),
+        &reference::max_pool(&x, &p),
+    );
+    let mag = reference::avg_pool(&abs(&x), &p);
+    assert_close(
+        "avg_pool",
+        &cpu::avg_pool(&x, &p),
+        &reference::avg_pool(&x, &p),
+        &mag,
+        3,
+    );
+}
