@@ -113,7 +113,8 @@ impl LoadedModel {
         let g = self.stored();
         let shapes = g.validate()?;
         let mut s = String::new();
-        let _ = writeln!(s, "model {} (fp32), input {:?}", g.name, g.input_shape);
+        let kind = if matches!(self, LoadedModel::Quant(_)) { "quantized; prepared graph" } else { "fp32" };
+        let _ = writeln!(s, "model {} ({kind}), input {:?}", g.name, g.input_shape);
         let _ = writeln!(
             s,
             "{:<36} {:<16} {:<18} {:>10}",
@@ -164,6 +165,9 @@ impl Model for LoadedModel {
         }
     }
     fn backend(&self) -> String {
-        "cpu".into()
+        match self {
+            LoadedModel::Fp32 { .. } => "cpu".into(),
+            LoadedModel::Quant(_) => "cpu (simulated)".into(),
+        }
     }
 }

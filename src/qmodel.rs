@@ -211,13 +211,14 @@ struct FakeQuant<'a> {
 }
 
 fn fake_quant(a: &ActQuant, x: &mut Tensor) {
+    use rayon::prelude::*;
     let c = if a.per_channel { a.params.len() } else { 1 };
     let n = x.shape[0].max(1);
-    let per = x.numel() / (n * c).max(1);
-    for (i, chunk) in x.data.chunks_mut(per.max(1)).enumerate() {
+    let per = (x.numel() / (n * c).max(1)).max(1);
+    x.data.par_chunks_mut(per).enumerate().for_each(|(i, chunk)| {
         let p = &a.params[i % c];
         chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
-    }
+    });
 }
 
 impl Hook for FakeQuant<'_> {
