@@ -380,7 +380,9 @@ fn load_fp32(name: &str) -> anyhow::Result<Prepared> {
 
 fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     if a.calib.is_none() && !a.data_free {
-        return Err(Error::Usage("give --calib DIR (calibration images) or --data-free".into()).into());
+        return Err(
+            Error::Usage("give --calib DIR (calibration images) or --data-free".into()).into(),
+        );
     }
     let m = load_fp32(&a.model)?;
     let cfg = a.method.config();
@@ -389,7 +391,12 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let src = match &data {
-        Some(d) => StatsSource::Images { data: d, n: a.calib_n, views: a.views, batch: a.batch },
+        Some(d) => StatsSource::Images {
+            data: d,
+            n: a.calib_n,
+            views: a.views,
+            batch: a.batch,
+        },
         None => StatsSource::DataFree,
     };
     let (q, secs) = pipeline::quantize(&m, &cfg, src, !a.json)?;
@@ -429,7 +436,9 @@ fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
         abits: a.abits,
         calib_n: a.calib_n.unwrap_or(usize::MAX),
         eval: a.run.options(!a.json),
-        protocols: a.protocol.map_or(vec![Protocol::Paper, Protocol::Deploy], |p| vec![p]),
+        protocols: a
+            .protocol
+            .map_or(vec![Protocol::Paper, Protocol::Deploy], |p| vec![p]),
     };
     let r = eval::ablate::ablate(&m, &a.model, &calib, &eval_set, &opts)?;
     if a.json {

@@ -21,7 +21,7 @@ pub enum LoadedModel {
         /// Folded and fused, ready to run.
         prepared: Graph,
     },
-    Quant(Box<QuantModel>),
+    Quant(QuantModel),
 }
 
 impl LoadedModel {
@@ -34,7 +34,7 @@ impl LoadedModel {
                 passes::prepare(&mut prepared)?;
                 Ok(LoadedModel::Fp32 { stored, prepared })
             }
-            Some("quant") => Ok(LoadedModel::Quant(Box::new(QuantModel::from_file(&mut f, path)?))),
+            Some("quant") => Ok(LoadedModel::Quant(QuantModel::from_file(&mut f, path)?)),
             Some(k) => Err(crate::Error::ModelFile {
                 path: path.to_path_buf(),
                 msg: format!("unknown model kind {k}"),
@@ -104,7 +104,11 @@ impl LoadedModel {
         let mut s = self.graph_text()?;
         if let LoadedModel::Quant(q) = self {
             s.push_str(&q.plan_text());
-            let _ = writeln!(s, "weight bytes (codes, scales, zero points, bits, biases): {}", q.weight_bytes()?);
+            let _ = writeln!(
+                s,
+                "weight bytes (codes, scales, zero points, bits, biases): {}",
+                q.weight_bytes()?
+            );
         }
         Ok(s)
     }
@@ -113,7 +117,11 @@ impl LoadedModel {
         let g = self.stored();
         let shapes = g.validate()?;
         let mut s = String::new();
-        let kind = if matches!(self, LoadedModel::Quant(_)) { "quantized; prepared graph" } else { "fp32" };
+        let kind = if matches!(self, LoadedModel::Quant(_)) {
+            "quantized; prepared graph"
+        } else {
+            "fp32"
+        };
         let _ = writeln!(s, "model {} ({kind}), input {:?}", g.name, g.input_shape);
         let _ = writeln!(
             s,

@@ -15,7 +15,12 @@ use crate::quant::plan::make_plan;
 #[derive(Clone, Copy)]
 pub enum StatsSource<'a> {
     /// `n` calibration inputs (after view expansion), spread over the dataset.
-    Images { data: &'a Dataset, n: usize, views: usize, batch: usize },
+    Images {
+        data: &'a Dataset,
+        n: usize,
+        views: usize,
+        batch: usize,
+    },
     /// BatchNorm statistics and moment propagation (METHOD §6).
     DataFree,
 }
@@ -35,12 +40,20 @@ impl Prepared {
 }
 
 /// Statistics for the quantization points `cfg` implies.
-pub fn statistics(m: &Prepared, cfg: &QuantConfig, src: StatsSource, progress: bool) -> Result<Calibration> {
+pub fn statistics(
+    m: &Prepared,
+    cfg: &QuantConfig,
+    src: StatsSource,
+    progress: bool,
+) -> Result<Calibration> {
     let points = quant_points(&m.graph, cfg);
     match src {
-        StatsSource::Images { data, n, views, batch } => {
-            calib::calibrate(&m.graph, &points, data, views, n, batch, progress)
-        }
+        StatsSource::Images {
+            data,
+            n,
+            views,
+            batch,
+        } => calib::calibrate(&m.graph, &points, data, views, n, batch, progress),
         StatsSource::DataFree => calib::data_free(&m.raw, &m.graph, &points),
     }
 }
@@ -54,7 +67,12 @@ pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Resu
 
 /// Statistics, plan and model in one call; returns the model and the seconds it took
 /// (excluding model loading).
-pub fn quantize(m: &Prepared, cfg: &QuantConfig, src: StatsSource, progress: bool) -> Result<(QuantModel, f64)> {
+pub fn quantize(
+    m: &Prepared,
+    cfg: &QuantConfig,
+    src: StatsSource,
+    progress: bool,
+) -> Result<(QuantModel, f64)> {
     let t = Instant::now();
     let cal = statistics(m, cfg, src, progress)?;
     let q = quantize_with(m, cfg, &cal)?;

@@ -52,9 +52,18 @@ impl QuantModel {
         for l in &plan.layers {
             let w = dequantize_layer(l)?;
             let key = format!("{}.weight", l.node);
-            let t = sim.params.get_mut(&key).ok_or_else(|| Error::MissingParam(key.clone()))?;
+            let t = sim
+                .params
+                .get_mut(&key)
+                .ok_or_else(|| Error::MissingParam(key.clone()))?;
             t.data = w;
-            sim.params.insert(format!("{}.bias", l.node), Tensor { shape: vec![l.bias.len()], data: l.bias.clone() });
+            sim.params.insert(
+                format!("{}.bias", l.node),
+                Tensor {
+                    shape: vec![l.bias.len()],
+                    data: l.bias.clone(),
+                },
+            );
             for n in &mut sim.nodes {
                 if n.name == l.node {
                     match &mut n.op {
@@ -66,7 +75,11 @@ impl QuantModel {
             }
         }
         sim.validate()?;
-        let acts = plan.acts.iter().map(|a| (a.value.clone(), a.clone())).collect();
+        let acts = plan
+            .acts
+            .iter()
+            .map(|a| (a.value.clone(), a.clone()))
+            .collect();
         Ok(QuantModel { plan, sim, acts })
     }
 
@@ -92,14 +105,24 @@ impl QuantModel {
             layers: self.plan.layers.iter().map(|l| l.info.clone()).collect(),
             acts: self.plan.acts.clone(),
         };
-        f.metadata.insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
+        f.metadata
+            .insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
         for l in &self.plan.layers {
             let shape = self.sim.param(&l.node, "weight")?.shape.clone();
-            put_codes(&mut f, &format!("{}.weight", l.node), &shape, &l.params, &l.codes)?;
+            put_codes(
+                &mut f,
+                &format!("{}.weight", l.node),
+                &shape,
+                &l.params,
+                &l.codes,
+            )?;
             if let Some((p2, c2)) = &l.second {
                 put_codes(&mut f, &format!("{}.weight2", l.node), &shape, p2, c2)?;
             }
-            f.tensors.insert(format!("{}.bias", l.node), RawTensor::f32(vec![l.bias.len()], l.bias.clone()));
+            f.tensors.insert(
+                format!("{}.bias", l.node),
+                RawTensor::f32(vec![l.bias.len()], l.bias.clone()),
+            );
         }
         Ok(f)
     }
@@ -110,9 +133,13 @@ impl QuantModel {
 
     /// Loads a quantized model file (already read).
     pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::ModelFile { path: path.to_path_buf(), msg };
-        let meta: PlanMeta = serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
-            .map_err(|e| err(format!("plan metadata: {e}")))?;
+        let err = |msg: String| Error::ModelFile {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let meta: PlanMeta =
+            serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
+                .map_err(|e| err(format!("plan metadata: {e}")))?;
         // The structure: parameters are rebuilt from codes below.
         let mut structure = f.clone();
         structure.tensors.clear();
@@ -120,19 +147,38 @@ impl QuantModel {
         let mut layers = Vec::new();
         for info in meta.layers {
             let shape = weight_shape(&g, &info.node).map_err(|e| err(e.to_string()))?;
-            let (params, codes) = take_codes(f, &format!("{}.weight", info.node), &shape).map_err(err)?;
+            let (params, codes) =
+                take_codes(f, &format!("{}.weight", info.node), &shape).map_err(err)?;
             let second = if info.dual {
                 Some(take_codes(f, &format!("{}.weight2", info.node), &shape).map_err(err)?)
             } else {
                 None
             };
-            let bias = f.take_f32(&format!("{}.bias", info.node)).map_err(err)?.data;
+            let bias = f
+                .take_f32(&format!("{}.bias", info.node))
+                .map_err(err)?
+                .data;
             let cout = shape[0];
-            g.params.insert(format!("{}.weight", info.node), Tensor::zeros(&shape));
-            g.params.insert(format!("{}.bias", info.node), Tensor::zeros(&[cout]));
-            layers.push(LayerQuant { node: info.node.clone(), params, codes, second, bias, info });
+            g.params
+                .insert(format!("{}.weight", info.node), Tensor::zeros(&shape));
+            g.params
+                .insert(format!("{}.bias", info.node), Tensor::zeros(&[cout]));
+            layers.push(LayerQuant {
+                node: info.node.clone(),
+                params,
+                codes,
+                second,
+                bias,
+                info,
+            });
         }
-        let plan = Plan { config: meta.config, source: meta.source, kept_8bit: meta.kept_8bit, layers, acts: meta.acts };
+        let plan = Plan {
+            config: meta.config,
+            source: meta.source,
+            kept_8bit: meta.kept_8bit,
+            layers,
+            acts: meta.acts,
+        };
         QuantModel::new(&g, plan)
     }
 
@@ -144,11 +190,19 @@ impl QuantModel {
 
 /// The graph of a quantized file, with bias flags set so parameters can be filled in.
 fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
-    let err = |msg: String| Error::ModelFile { path: path.to_path_buf(), msg };
+    let err = |msg: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg,
+    };
     // Parse the graph JSON the same way FP32 files do, without requiring parameter tensors.
     let mut probe = f.clone();
-    let gm: serde_json::Value = serde_json::from_str(probe.meta(mfile::KEY_GRAPH).ok_or_else(|| err("no graph".into()))?)?;
-    let nodes: Vec<Node> = serde_json::from_value(gm["nodes"].clone()).map_err(|e| err(format!("graph: {e}")))?;
+    let gm: serde_json::Value = serde_json::from_str(
+        probe
+            .meta(mfile::KEY_GRAPH)
+            .ok_or_else(|| err("no graph".into()))?,
+    )?;
+    let nodes: Vec<Node> =
+        serde_json::from_value(gm["nodes"].clone()).map_err(|e| err(format!("graph: {e}")))?;
     for n in &nodes {
         for p in n.op.param_names() {
             let shape = match (&n.op, *p) {
@@ -156,9 +210,18 @@ fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
                 (crate::graph::Op::Linear(l), "weight") => vec![l.out_features, l.in_features],
                 (crate::graph::Op::Conv2d(c), _) => vec![c.out_channels],
                 (crate::graph::Op::Linear(l), _) => vec![l.out_features],
-                _ => return Err(err(format!("node {} of kind {} in a quantized graph", n.name, n.op.kind()))),
+                _ => {
+                    return Err(err(format!(
+                        "node {} of kind {} in a quantized graph",
+                        n.name,
+                        n.op.kind()
+                    )))
+                }
             };
-            probe.tensors.insert(format!("{}.{p}", n.name), RawTensor::f32(shape.clone(), vec![0.0; shape.iter().product()]));
+            probe.tensors.insert(
+                format!("{}.{p}", n.name),
+                RawTensor::f32(shape.clone(), vec![0.0; shape.iter().product()]),
+            );
         }
     }
     probe.metadata.insert(mfile::KEY_KIND.into(), "fp32".into());
@@ -169,23 +232,64 @@ fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
     Ok(g.param(node, "weight")?.shape.clone())
 }
 
-fn put_codes(f: &mut ModelFile, key: &str, shape: &[usize], params: &[QParams], codes: &[u8]) -> Result<()> {
+fn put_codes(
+    f: &mut ModelFile,
+    key: &str,
+    shape: &[usize],
+    params: &[QParams],
+    codes: &[u8],
+) -> Result<()> {
     let packed = params.iter().all(|p| p.bits <= 4);
-    let data = if packed { pack_u4(codes)? } else { codes.to_vec() };
+    let data = if packed {
+        pack_u4(codes)?
+    } else {
+        codes.to_vec()
+    };
     let n = data.len();
-    f.tensors.insert(format!("{key}.codes"), RawTensor { shape: vec![n], data: Data::U8(data) });
+    f.tensors.insert(
+        format!("{key}.codes"),
+        RawTensor {
+            shape: vec![n],
+            data: Data::U8(data),
+        },
+    );
     let c = params.len();
-    f.tensors.insert(format!("{key}.scale"), RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()));
-    f.tensors.insert(format!("{key}.zero"), RawTensor { shape: vec![c], data: Data::I32(params.iter().map(|p| p.zero_point).collect()) });
-    f.tensors.insert(format!("{key}.bits"), RawTensor { shape: vec![c], data: Data::U8(params.iter().map(|p| p.bits).collect()) });
+    f.tensors.insert(
+        format!("{key}.scale"),
+        RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()),
+    );
+    f.tensors.insert(
+        format!("{key}.zero"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::I32(params.iter().map(|p| p.zero_point).collect()),
+        },
+    );
+    f.tensors.insert(
+        format!("{key}.bits"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::U8(params.iter().map(|p| p.bits).collect()),
+        },
+    );
     debug_assert_eq!(shape[0], c);
     Ok(())
 }
 
-fn take_codes(f: &mut ModelFile, key: &str, shape: &[usize]) -> std::result::Result<(Vec<QParams>, Vec<u8>), String> {
-    let mut take = |suffix: &str| f.tensors.remove(&format!("{key}.{suffix}")).ok_or(format!("tensor {key}.{suffix} is missing"));
+fn take_codes(
+    f: &mut ModelFile,
+    key: &str,
+    shape: &[usize],
+) -> std::result::Result<(Vec<QParams>, Vec<u8>), String> {
+    let mut take = |suffix: &str| {
+        f.tensors
+            .remove(&format!("{key}.{suffix}"))
+            .ok_or(format!("tensor {key}.{suffix} is missing"))
+    };
     let (codes, scale, zero, bits) = (take("codes")?, take("scale")?, take("zero")?, take("bits")?);
-    let (Data::U8(codes), Data::F32(scale), Data::I32(zero), Data::U8(bits)) = (codes.data, scale.data, zero.data, bits.data) else {
+    let (Data::U8(codes), Data::F32(scale), Data::I32(zero), Data::U8(bits)) =
+        (codes.data, scale.data, zero.data, bits.data)
+    else {
         return Err(format!("{key}: wrong tensor types"));
     };
     let c = shape[0];
@@ -193,7 +297,13 @@ fn take_codes(f: &mut ModelFile, key: &str, shape: &[usize]) -> std::result::Res
         return Err(format!("{key}: expected {c} per-channel quantizers"));
     }
     let n: usize = shape.iter().product();
-    let params: Vec<QParams> = (0..c).map(|i| QParams { scale: scale[i], zero_point: zero[i], bits: bits[i] }).collect();
+    let params: Vec<QParams> = (0..c)
+        .map(|i| QParams {
+            scale: scale[i],
+            zero_point: zero[i],
+            bits: bits[i],
+        })
+        .collect();
     let codes = if params.iter().all(|p| p.bits <= 4) && codes.len() != n {
         unpack_u4(&codes, n).map_err(|e| e.to_string())?
     } else {
@@ -215,10 +325,13 @@ fn fake_quant(a: &ActQuant, x: &mut Tensor) {
     let c = if a.per_channel { a.params.len() } else { 1 };
     let n = x.shape[0].max(1);
     let per = (x.numel() / (n * c).max(1)).max(1);
-    x.data.par_chunks_mut(per).enumerate().for_each(|(i, chunk)| {
-        let p = &a.params[i % c];
-        chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
-    });
+    x.data
+        .par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let p = &a.params[i % c];
+            chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
+        });
 }
 
 impl Hook for FakeQuant<'_> {
@@ -246,10 +359,11 @@ fn bits_summary(p: &[QParams]) -> (u8, f64, u8) {
 
 /// The widest clip window over channels.
 fn window_summary(p: &[QParams]) -> (f32, f32) {
-    p.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), q| {
-        let (a, b) = q.window();
-        (lo.min(a.min(b)), hi.max(a.max(b)))
-    })
+    p.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), q| {
+            let (a, b) = q.window();
+            (lo.min(a.min(b)), hi.max(a.max(b)))
+        })
 }
 
 impl QuantModel {
@@ -298,7 +412,11 @@ impl QuantModel {
         );
         for l in &self.plan.layers {
             let (bmin, bmean, bmax) = bits_summary(&l.params);
-            let flags = format!("{}{}", if l.info.bias_corrected { "+bc" } else { "" }, if l.info.dual { "+dual" } else { "" });
+            let flags = format!(
+                "{}{}",
+                if l.info.bias_corrected { "+bc" } else { "" },
+                if l.info.dual { "+dual" } else { "" }
+            );
             let (clip, abits, range, asq) = match self.acts.get(&l.node) {
                 Some(a) => {
                     let (amin, amean, amax) = bits_summary(&a.params);

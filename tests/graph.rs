@@ -52,7 +52,7 @@ fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
 /// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → GAP → flatten → linear.
 fn small_graph(seed: &mut u64) -> Graph {
     let mut params = BTreeMap::new();
-    let mut bn = |name: &str, c: usize, params: &mut BTreeMap<String, Tensor>, seed: &mut u64| {
+    let bn = |name: &str, c: usize, params: &mut BTreeMap<String, Tensor>, seed: &mut u64| {
         params.insert(format!("{name}.weight"), rand(&[c], seed));
         params.insert(format!("{name}.bias"), rand(&[c], seed));
         params.insert(format!("{name}.running_mean"), rand(&[c], seed));

@@ -54,14 +54,47 @@ pub struct AblateOptions {
 /// The methods of the table, as configurations (the bool: data-free statistics).
 pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, QuantConfig, bool)> {
     let base = QuantConfig::baseline(wbits, abits, protocol);
-    let alloc = if protocol == Protocol::Paper { BitAlloc::Wa } else { BitAlloc::W };
-    let combined = QuantConfig { clip: ClipMethod::Aciq, bit_alloc: alloc, bias_correction: true, ..base.clone() };
-    let omse = QuantConfig { clip: ClipMethod::Mmse, ..base.clone() };
+    let alloc = if protocol == Protocol::Paper {
+        BitAlloc::Wa
+    } else {
+        BitAlloc::W
+    };
+    let combined = QuantConfig {
+        clip: ClipMethod::Aciq,
+        bit_alloc: alloc,
+        bias_correction: true,
+        ..base.clone()
+    };
+    let omse = QuantConfig {
+        clip: ClipMethod::Mmse,
+        ..base.clone()
+    };
     vec![
         ("baseline (min-max)", base.clone(), false),
-        ("aciq", QuantConfig { clip: ClipMethod::Aciq, ..base.clone() }, false),
-        ("bit allocation", QuantConfig { bit_alloc: alloc, ..base.clone() }, false),
-        ("bias correction", QuantConfig { bias_correction: true, ..base.clone() }, false),
+        (
+            "aciq",
+            QuantConfig {
+                clip: ClipMethod::Aciq,
+                ..base.clone()
+            },
+            false,
+        ),
+        (
+            "bit allocation",
+            QuantConfig {
+                bit_alloc: alloc,
+                ..base.clone()
+            },
+            false,
+        ),
+        (
+            "bias correction",
+            QuantConfig {
+                bias_correction: true,
+                ..base.clone()
+            },
+            false,
+        ),
         ("aciq + alloc + bc", combined.clone(), false),
         ("omse", omse.clone(), false),
         ("omse + dual(3)", QuantConfig { dual: 3, ..omse }, false),
@@ -96,8 +129,19 @@ impl Model for crate::qmodel::QuantModel {
 
 /// Runs the ablation. Calibration statistics are gathered once for the union of both
 /// protocols' quantization points and shared by every calibrated row.
-pub fn ablate(m: &Prepared, name: &str, calib: &Dataset, eval: &Dataset, o: &AblateOptions) -> Result<Ablation> {
-    let (fp, labels, classes, _) = collect_logits(&Fp32(&m.graph), eval, &o.eval)?;
+pub fn ablate(
+    m: &Prepared,
+    name: &str,
+    calib: &Dataset,
+    eval: &Dataset,
+    o: &AblateOptions,
+) -> Result<Ablation> {
+    let super::run::Logits {
+        values: fp,
+        labels,
+        classes,
+        ..
+    } = collect_logits(&Fp32(&m.graph), eval, &o.eval)?;
     let mut union = BTreeSet::new();
     let mut points = Vec::new();
     for &p in &o.protocols {
@@ -109,8 +153,15 @@ pub fn ablate(m: &Prepared, name: &str, calib: &Dataset, eval: &Dataset, o: &Abl
         }
     }
     let t = Instant::now();
-    let cal_images =
-        crate::calib::calibrate(&m.graph, &points, calib, o.eval.views, o.calib_n, o.eval.batch, o.eval.progress)?;
+    let cal_images = crate::calib::calibrate(
+        &m.graph,
+        &points,
+        calib,
+        o.eval.views,
+        o.calib_n,
+        o.eval.batch,
+        o.eval.progress,
+    )?;
     let t_images = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cal_free = crate::calib::data_free(&m.raw, &m.graph, &points)?;
@@ -129,11 +180,15 @@ pub fn ablate(m: &Prepared, name: &str, calib: &Dataset, eval: &Dataset, o: &Abl
             statistics: "-".into(),
         });
         for (method, cfg, free) in methods(o.wbits, o.abits, p) {
-            let (cal, t_stats): (&Calibration, f64) = if free { (&cal_free, t_free) } else { (&cal_images, t_images) };
+            let (cal, t_stats): (&Calibration, f64) = if free {
+                (&cal_free, t_free)
+            } else {
+                (&cal_images, t_images)
+            };
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
-            let (ql, _, _, _) = collect_logits(&q, eval, &o.eval)?;
+            let ql = collect_logits(&q, eval, &o.eval)?.values;
             let a = agreement(&ql, &fp, classes);
             rows.push(Row {
                 protocol: p,

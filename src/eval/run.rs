@@ -58,12 +58,18 @@ pub struct EvalReport {
     pub logits: Vec<f32>,
 }
 
+/// A model's logits over a dataset, in dataset order.
+pub struct Logits {
+    /// `[n, classes]`, row-major.
+    pub values: Vec<f32>,
+    pub labels: Vec<Option<usize>>,
+    pub classes: usize,
+    /// Seconds spent in `forward`.
+    pub secs: f64,
+}
+
 /// Logits of `model` over the dataset, in order, and the seconds spent in `forward`.
-pub fn collect_logits(
-    model: &dyn Model,
-    data: &Dataset,
-    opts: &EvalOptions,
-) -> Result<(Vec<f32>, Vec<Option<usize>>, usize, f64)> {
+pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> Result<Logits> {
     let total = data
         .len_views(opts.views)
         .min(opts.limit.unwrap_or(usize::MAX));
@@ -92,7 +98,12 @@ pub fn collect_logits(
         start = end;
     }
     bar.finish_and_clear();
-    Ok((logits, labels, classes, secs))
+    Ok(Logits {
+        values: logits,
+        labels,
+        classes,
+        secs,
+    })
 }
 
 /// Evaluates `model` (and, if given, a reference on the same inputs).
@@ -102,7 +113,12 @@ pub fn evaluate(
     data: &Dataset,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
-    let (logits, labels, classes, secs) = collect_logits(model, data, opts)?;
+    let Logits {
+        values: logits,
+        labels,
+        classes,
+        secs,
+    } = collect_logits(model, data, opts)?;
     let n = labels.len();
     let mut report = EvalReport {
         n,
@@ -119,7 +135,11 @@ pub fn evaluate(
         logits,
     };
     if let Some(r) = reference {
-        let (rl, _, rc, _) = collect_logits(r, data, opts)?;
+        let Logits {
+            values: rl,
+            classes: rc,
+            ..
+        } = collect_logits(r, data, opts)?;
         if rc != classes {
             return Err(Error::Usage(format!(
                 "reference model has {rc} classes, the model {classes}"
