@@ -4,8 +4,8 @@
 //! File layout (metadata `ptq4.kind = quant`): the prepared graph and preprocessing as for
 //! FP32 models; `ptq4.plan` = JSON of the configuration, statistics source, kept layers,
 //! per-layer info and activation quantizers. Tensors per conv/linear node `L`:
-//! `L.weight.codes` (U8: 4-bit codes two per byte, low nibble first, when every channel has
-//! ≤ 4 bits; else one code per byte), `L.weight.scale` (F32, per output channel),
+//! `L.weight.codes` (U8, channel by channel: channels of ≤ 4 bits as 4-bit codes two per
+//! byte, low nibble first; wider channels one code per byte), `L.weight.scale` (F32, per output channel),
 //! `L.weight.zero` (I32), `L.weight.bits` (U8), `L.bias` (F32, bias correction included),
 //! and `L.weight2.*` for the second tensor of a dual layer. No f32 weights are stored.
 //!
@@ -232,47 +232,25 @@ fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
     Ok(g.param(node, "weight")?.shape.clone())
 }
 
-fn put_codes(
-    f: &mut ModelFile,
-    key: &str,
-    shape: &[usize],
-    params: &[QParams],
-    codes: &[u8],
-) -> Result<()> {
-    let packed = params.iter().all(|p| p.bits <= 4);
-    let data = if packed {
-        pack_u4(codes)?
-    } else {
-        codes.to_vec()
-    };
-    let n = data.len();
-    f.tensors.insert(
-        format!("{key}.codes"),
-        RawTensor {
-            shape: vec![n],
-            data: Data::U8(data),
-        },
-    );
+/// Codes are stored channel by channel: channels of at most 4 bits as nibbles (two per
+/// byte, low nibble first, each channel starting on a byte), wider channels one byte per code.
+fn put_codes(f: &mut ModelFile, key: &str, shape: &[usize], params: &[QParams], codes: &[u8]) -> Result<()> {
     let c = params.len();
-    f.tensors.insert(
-        format!("{key}.scale"),
-        RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()),
-    );
-    f.tensors.insert(
-        format!("{key}.zero"),
-        RawTensor {
-            shape: vec![c],
-            data: Data::I32(params.iter().map(|p| p.zero_point).collect()),
-        },
-    );
-    f.tensors.insert(
-        format!("{key}.bits"),
-        RawTensor {
-            shape: vec![c],
-            data: Data::U8(params.iter().map(|p| p.bits).collect()),
-        },
-    );
+    let per = codes.len() / c.max(1);
     debug_assert_eq!(shape[0], c);
+    let mut data = Vec::with_capacity(codes.len());
+    for (p, row) in params.iter().zip(codes.chunks(per.max(1))) {
+        if p.bits <= 4 {
+            data.extend(pack_u4(row)?);
+        } else {
+            data.extend_from_slice(row);
+        }
+    }
+    let n = data.len();
+    f.tensors.insert(format!("{key}.codes"), RawTensor { shape: vec![n], data: Data::U8(data) });
+    f.tensors.insert(format!("{key}.scale"), RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()));
+    f.tensors.insert(format!("{key}.zero"), RawTensor { shape: vec![c], data: Data::I32(params.iter().map(|p| p.zero_point).collect()) });
+    f.tensors.insert(format!("{key}.bits"), RawTensor { shape: vec![c], data: Data::U8(params.iter().map(|p| p.bits).collect()) });
     Ok(())
 }
 
@@ -304,15 +282,23 @@ fn take_codes(
             bits: bits[i],
         })
         .collect();
-    let codes = if params.iter().all(|p| p.bits <= 4) && codes.len() != n {
-        unpack_u4(&codes, n).map_err(|e| e.to_string())?
-    } else {
-        codes
-    };
-    if codes.len() != n {
-        return Err(format!("{key}: {} codes for {n} weights", codes.len()));
+    let per = n / c.max(1);
+    let stored: usize = params.iter().map(|p| if p.bits <= 4 { per.div_ceil(2) } else { per }).sum();
+    if codes.len() != stored {
+        return Err(format!("{key}: {} code bytes, the bit-widths need {stored}", codes.len()));
     }
-    Ok((params, codes))
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for p in &params {
+        if p.bits <= 4 {
+            out.extend(unpack_u4(&codes[at..at + per.div_ceil(2)], per).map_err(|e| e.to_string())?);
+            at += per.div_ceil(2);
+        } else {
+            out.extend_from_slice(&codes[at..at + per]);
+            at += per;
+        }
+    }
+    Ok((params, out))
 }
 
 /// Fake-quantizes values at the activation quantization points.
