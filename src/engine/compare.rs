@@ -68,7 +68,10 @@ struct Diff {
 impl Hook for Diff {
     fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
         let g = self.gpu.remove(&node.name).ok_or_else(|| {
-            Error::Engine(format!("compare: the GPU produced no value for {}", node.name))
+            Error::Engine(format!(
+                "compare: the GPU produced no value for {}",
+                node.name
+            ))
         })?;
         if g.len() != x.data.len() {
             return Err(Error::Engine(format!(
@@ -82,7 +85,11 @@ impl Hook for Diff {
         for (a, b) in g.iter().zip(&x.data) {
             // NaN on either side is the largest difference there is.
             let d = (a - b).abs();
-            abs = if d.is_nan() { f32::INFINITY } else { abs.max(d) };
+            abs = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                abs.max(d)
+            };
             scale = scale.max(b.abs());
         }
         let rel = if abs == 0.0 { 0.0 } else { abs / scale };

@@ -309,7 +309,9 @@ impl DeviceHook for CalibDevice {
         for p in std::mem::take(&mut self.pending) {
             match &p {
                 Pending::Moments { .. } => {
-                    let b = parts.next().ok_or_else(|| Error::Gpu("missing readback".into()))?;
+                    let b = parts
+                        .next()
+                        .ok_or_else(|| Error::Gpu("missing readback".into()))?;
                     self.merge_moments(&p, &b)?;
                 }
                 Pending::Dev { value, c } => {

@@ -18,16 +18,17 @@
 //!   outputs, node outputs), records its own reductions into the chunk's encoder, and reads
 //!   them back once the chunk is submitted: device calibration and `compare` use it.
 
+mod steps;
+
 use std::collections::HashMap;
 use std::ops::Range;
 
+use steps::{c_hw, pointwise, BufferPool};
+
 use super::buffers;
 use super::context::GpuContext;
-use super::conv2d::conv2d_encode;
-use super::eltwise::eltwise_encode;
-use super::fake_quant::{fake_quant_encode, quant_table};
-use super::linear::linear_encode;
-use super::pool::{pool_encode, PoolKind};
+use super::fake_quant::quant_table;
+use super::pool::PoolKind;
 use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
@@ -86,10 +87,22 @@ impl DeviceHook for NoDeviceHook {
 }
 
 enum Step {
-    Conv { c: Conv2d, w: wgpu::Buffer, b: wgpu::Buffer },
-    Linear { l: Linear, w: wgpu::Buffer, b: wgpu::Buffer },
+    Conv {
+        c: Conv2d,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
+    Linear {
+        l: Linear,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
     /// 1×1 depthwise `act(x·k + b)` over `[C, rest]` (standalone ReLU/ReLU6/BatchNorm).
-    Pointwise { c: Conv2d, w: wgpu::Buffer, b: wgpu::Buffer },
+    Pointwise {
+        c: Conv2d,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
     Pool(PoolKind, Pool),
     Add,
     Concat,
@@ -119,27 +132,6 @@ pub struct GpuGraph<'a> {
     item_bytes: u64,
 }
 
-/// `[C, rest…]` → (C, ∏rest).
-fn c_hw(shape: &[usize]) -> (usize, usize) {
-    let c = shape.first().copied().unwrap_or(1);
-    (c, shape.iter().skip(1).product())
-}
-
-/// The 1×1 depthwise conv over `c` channels with fused `act`.
-fn pointwise(c: usize, act: Activation) -> Conv2d {
-    Conv2d {
-        in_channels: c,
-        out_channels: c,
-        kernel: [1, 1],
-        stride: [1, 1],
-        dilation: [1, 1],
-        padding: [0; 4],
-        groups: c,
-        bias: true,
-        act,
-    }
-}
-
 fn unsupported(node: &str, op: &Op) -> Error {
     Error::Gpu(format!(
         "node {node}: {} has no GPU kernel; rerun with --backend cpu",
@@ -158,30 +150,36 @@ impl<'a> GpuGraph<'a> {
         for n in &g.nodes {
             index.insert(n.name.as_str(), names.len());
             names.push(n.name.clone());
-            shapes.push(shapes_of.get(&n.name).cloned().ok_or_else(|| {
-                Error::Graph(format!("no shape inferred for {}", n.name))
-            })?);
+            shapes.push(
+                shapes_of
+                    .get(&n.name)
+                    .cloned()
+                    .ok_or_else(|| Error::Graph(format!("no shape inferred for {}", n.name)))?,
+            );
         }
         let mut readers = vec![0usize; names.len()];
         let mut steps = Vec::with_capacity(g.nodes.len());
         let mut widest = 1usize;
         for n in &g.nodes {
-            let inputs: Vec<usize> = n
-                .inputs
-                .iter()
-                .map(|i| {
-                    index
-                        .get(i.as_str())
-                        .copied()
-                        .ok_or_else(|| Error::Graph(format!("node {} reads unknown {i}", n.name)))
-                })
-                .collect::<Result<_>>()?;
+            let inputs: Vec<usize> =
+                n.inputs
+                    .iter()
+                    .map(|i| {
+                        index.get(i.as_str()).copied().ok_or_else(|| {
+                            Error::Graph(format!("node {} reads unknown {i}", n.name))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
             inputs.iter().for_each(|&i| readers[i] += 1);
             let out = index[n.name.as_str()];
             let (c, _) = c_hw(&shapes[inputs.first().copied().unwrap_or(0)]);
             widest = widest.max(c).max(c_hw(&shapes[out]).0);
             let upload = |k: &str| -> Result<wgpu::Buffer> {
-                Ok(buffers::upload(ctx, &format!("{}.{k}", n.name), &g.param(&n.name, k)?.data))
+                Ok(buffers::upload(
+                    ctx,
+                    &format!("{}.{k}", n.name),
+                    &g.param(&n.name, k)?.data,
+                ))
             };
             let bias_or_zeros = |len: usize| match g.param_opt(&n.name, "bias") {
                 Some(t) => buffers::upload(ctx, &format!("{}.bias", n.name), &t.data),
@@ -222,8 +220,12 @@ impl<'a> GpuGraph<'a> {
                 }
                 Op::BatchNorm { eps } => {
                     let p = |k| g.param(&n.name, k).map(|t| t.data.as_slice());
-                    let (ga, be, mu, var) =
-                        (p("weight")?, p("bias")?, p("running_mean")?, p("running_var")?);
+                    let (ga, be, mu, var) = (
+                        p("weight")?,
+                        p("bias")?,
+                        p("running_mean")?,
+                        p("running_var")?,
+                    );
                     let k: Vec<f64> = ga
                         .iter()
                         .zip(var)
@@ -298,9 +300,16 @@ impl<'a> GpuGraph<'a> {
     fn tables(&self, acts: &[ActQuant]) -> Result<HashMap<usize, (wgpu::Buffer, bool)>> {
         let mut t = HashMap::new();
         for a in acts {
-            let v = self.names.iter().position(|n| *n == a.value).ok_or_else(|| {
-                Error::Quant(format!("activation quantizer for unknown value {}", a.value))
-            })?;
+            let v = self
+                .names
+                .iter()
+                .position(|n| *n == a.value)
+                .ok_or_else(|| {
+                    Error::Quant(format!(
+                        "activation quantizer for unknown value {}",
+                        a.value
+                    ))
+                })?;
             let (c, _) = c_hw(&self.shapes[v]);
             let want = if a.per_channel { c } else { 1 };
             let q: Vec<ChannelQuant> = a
@@ -317,10 +326,15 @@ impl<'a> GpuGraph<'a> {
                 channels: want,
                 inner: 1,
             };
-            validate(&layout, &q)
-                .map_err(|e| Error::Quant(format!("{}: {e}", a.value)))?;
+            validate(&layout, &q).map_err(|e| Error::Quant(format!("{}: {e}", a.value)))?;
             let label = format!("{} quantizers", a.value);
-            t.insert(v, (buffers::upload(self.ctx, &label, &quant_table(&q)), a.per_channel));
+            t.insert(
+                v,
+                (
+                    buffers::upload(self.ctx, &label, &quant_table(&q)),
+                    a.per_channel,
+                ),
+            );
         }
         Ok(t)
     }
@@ -330,7 +344,11 @@ impl<'a> GpuGraph<'a> {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
-                expected: [&[x.shape.first().copied().unwrap_or(1)][..], &self.input_shape].concat(),
+                expected: [
+                    &[x.shape.first().copied().unwrap_or(1)][..],
+                    &self.input_shape,
+                ]
+                .concat(),
                 actual: x.shape.clone(),
             });
         }
@@ -392,171 +410,5 @@ impl<'a> GpuGraph<'a> {
             hook.chunk_done(ctx, r)?;
         }
         Ok(out)
-    }
-
-    /// Fake-quantizes value `v` (in `x`) when it has a quantizer; returns the buffer holding
-    /// the value afterwards.
-    fn quantize(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pool: &mut BufferPool,
-        tables: &HashMap<usize, (wgpu::Buffer, bool)>,
-        v: usize,
-        x: wgpu::Buffer,
-        m: usize,
-    ) -> Result<wgpu::Buffer> {
-        let Some((table, per_channel)) = tables.get(&v) else {
-            return Ok(x);
-        };
-        let (c, hw) = c_hw(&self.shapes[v]);
-        let len = m * c * hw;
-        let layout = if *per_channel {
-            ChannelLayout {
-                outer: m,
-                channels: c,
-                inner: hw,
-            }
-        } else {
-            ChannelLayout::per_tensor(len)
-        };
-        let codes = pool.take(self.ctx, len);
-        let y = pool.take(self.ctx, len);
-        fake_quant_encode(self.ctx, enc, &x, table, &codes, &y, len, 0, &layout)?;
-        pool.give(codes);
-        pool.give(x);
-        Ok(y)
-    }
-
-    /// Records one node; returns its (post-activation) output buffer.
-    #[allow(clippy::too_many_arguments)]
-    fn encode(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pool: &mut BufferPool,
-        s: &Step1,
-        ins: &[&wgpu::Buffer],
-        m: usize,
-        pre: bool,
-        hook: &mut dyn DeviceHook,
-    ) -> Result<wgpu::Buffer> {
-        let ctx = self.ctx;
-        let in_shape = &self.shapes[s.inputs[0]];
-        let (oc, ohw) = c_hw(&self.shapes[s.out]);
-        let len = m * oc * ohw;
-        let y = pool.take(ctx, len);
-        let act = match &s.step {
-            Step::Conv { c, w, b } => {
-                let (h, wd) = (in_shape[1], in_shape[2]);
-                let plain = Conv2d {
-                    act: if pre { Activation::None } else { c.act },
-                    ..c.clone()
-                };
-                conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
-                c.act
-            }
-            Step::Linear { l, w, b } => {
-                let plain = Linear {
-                    act: if pre { Activation::None } else { l.act },
-                    ..l.clone()
-                };
-                linear_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
-                l.act
-            }
-            Step::Pointwise { c, w, b } => {
-                conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (ohw, 1), c)?;
-                return Ok(y);
-            }
-            Step::Pool(kind, p) => {
-                let (h, wd) = (in_shape[1], in_shape[2]);
-                pool_encode(ctx, enc, ins[0], &y, *kind, m * oc, (h, wd), p)?;
-                return Ok(y);
-            }
-            Step::Add => {
-                eltwise_encode(ctx, enc, ins[0], ins[1], &y, len, None)?;
-                let mut acc = y;
-                for b in &ins[2..] {
-                    let next = pool.take(ctx, len);
-                    eltwise_encode(ctx, enc, &acc, b, &next, len, None)?;
-                    pool.give(std::mem::replace(&mut acc, next));
-                }
-                return Ok(acc);
-            }
-            Step::Concat => {
-                pool.give(y);
-                return self.concat(enc, pool, s, ins, m);
-            }
-            Step::Flatten => {
-                enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
-                return Ok(y);
-            }
-        };
-        if !pre {
-            return Ok(y);
-        }
-        hook.observe(ctx, enc, Seen::PreActivation(&s.name), &y, &[m, oc, ohw])?;
-        if act == Activation::None {
-            return Ok(y);
-        }
-        // The fused activation, applied after the hook saw the pre-activation value:
-        // act(y·1 + 0) is exactly act(y).
-        let z = pool.take(ctx, len);
-        let pw = pointwise(oc, act);
-        conv2d_encode(ctx, enc, &y, &self.ones, &self.zeros, &z, m, (ohw, 1), &pw)?;
-        pool.give(y);
-        Ok(z)
-    }
-
-    /// Channel concatenation of all inputs, pairwise left to right.
-    fn concat(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pool: &mut BufferPool,
-        s: &Step1,
-        ins: &[&wgpu::Buffer],
-        m: usize,
-    ) -> Result<wgpu::Buffer> {
-        let (_, hw) = c_hw(&self.shapes[s.out]);
-        let mut ca = c_hw(&self.shapes[s.inputs[0]]).0;
-        let mut acc: Option<wgpu::Buffer> = None;
-        for (k, b) in ins.iter().enumerate().skip(1) {
-            let cb = c_hw(&self.shapes[s.inputs[k]]).0;
-            let len = m * (ca + cb) * hw;
-            let y = pool.take(self.ctx, len);
-            let a = acc.as_ref().unwrap_or(ins[0]);
-            eltwise_encode(self.ctx, enc, a, b, &y, len, Some((m, ca, cb, hw)))?;
-            if let Some(old) = acc.replace(y) {
-                pool.give(old);
-            }
-            ca += cb;
-        }
-        match acc {
-            Some(y) => Ok(y),
-            None => {
-                let len = m * ca * hw;
-                let y = pool.take(self.ctx, len);
-                enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
-                Ok(y)
-            }
-        }
-    }
-}
-
-/// Free device buffers by byte size, reused by later values of the same size.
-#[derive(Default)]
-struct BufferPool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
-}
-
-impl BufferPool {
-    fn take(&mut self, ctx: &GpuContext, elems: usize) -> wgpu::Buffer {
-        let bytes = (elems.max(1) * 4) as u64;
-        self.free
-            .get_mut(&bytes)
-            .and_then(Vec::pop)
-            .unwrap_or_else(|| buffers::zeroed(ctx, "activation", bytes))
-    }
-
-    fn give(&mut self, b: wgpu::Buffer) {
-        self.free.entry(b.size()).or_default().push(b);
     }
 }

@@ -223,7 +223,12 @@ pub fn plane_moments(ctx: &GpuContext, x: &[f32], hw: usize) -> Result<Vec<Plane
 }
 
 /// `plane_abs_dev` of host data (one binding: for tests and small inputs).
-pub fn plane_abs_dev(ctx: &GpuContext, x: &[f32], hw: usize, means: &[f32]) -> Result<Vec<[f64; 2]>> {
+pub fn plane_abs_dev(
+    ctx: &GpuContext,
+    x: &[f32],
+    hw: usize,
+    means: &[f32],
+) -> Result<Vec<[f64; 2]>> {
     let planes = check("plane_abs_dev", x, hw)?;
     let channels = channels_of(means)?;
     let xb = buffers::upload(ctx, "plane_abs_dev x", x);
