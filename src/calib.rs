@@ -13,6 +13,10 @@
 //!   BatchNorm (linear map of moments) and the graph input (uniform over the range the
 //!   preprocessing can produce).
 //!
+//! The image path runs on either backend ([`calibrate_batches`]): the CPU engine with a
+//! [`Hook`], or the device ([`crate::engine::gpu::calib`]) reducing statistics where the
+//! activations live; both share the decoded batches ([`load_batches`]) and the accumulators.
+//!
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias.
 
