@@ -109,7 +109,8 @@ enum Step {
     Flatten,
 }
 
-struct Step1 {
+/// One node: its kernel step, input value indices and output value index.
+struct NodeStep {
     name: String,
     step: Step,
     inputs: Vec<usize>,
@@ -125,7 +126,7 @@ pub struct GpuGraph<'a> {
     shapes: Vec<Vec<usize>>,
     /// Readers of each value (+1 for the graph output).
     readers: Vec<usize>,
-    steps: Vec<Step1>,
+    steps: Vec<NodeStep>,
     output: usize,
     ones: wgpu::Buffer,
     zeros: wgpu::Buffer,
@@ -256,7 +257,7 @@ impl<'a> GpuGraph<'a> {
                 Op::Flatten => Step::Flatten,
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
             };
-            steps.push(Step1 {
+            steps.push(NodeStep {
                 name: n.name.clone(),
                 step,
                 inputs,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{DeviceHook, GpuGraph, Seen, Step, Step1};
+use super::{DeviceHook, GpuGraph, NodeStep, Seen, Step};
 use crate::engine::gpu::buffers;
 use crate::engine::gpu::context::GpuContext;
 use crate::engine::gpu::conv2d::conv2d_encode;
@@ -76,7 +76,7 @@ impl GpuGraph<'_> {
         &self,
         enc: &mut wgpu::CommandEncoder,
         pool: &mut BufferPool,
-        s: &Step1,
+        s: &NodeStep,
         ins: &[&wgpu::Buffer],
         m: usize,
         pre: bool,
@@ -154,7 +154,7 @@ impl GpuGraph<'_> {
         &self,
         enc: &mut wgpu::CommandEncoder,
         pool: &mut BufferPool,
-        s: &Step1,
+        s: &NodeStep,
         ins: &[&wgpu::Buffer],
         m: usize,
     ) -> Result<wgpu::Buffer> {
