@@ -5,16 +5,23 @@
 //! Inputs are uploaded once per bench. `PTQ4_BENCH_QUICK=1`: short CI smoke run.
 //! Figures from lavapipe (a CPU rasteriser) make no performance claim; the adapter is
 //! printed first. The CPU side is benched in `benches/forward.rs`.
+//!
+//! Whole model: `gpu/forward/efficientnet-lite0/b<batch>` runs [`GpuGraph::forward`] (batch 1
+//! and 16; batch 1 only in quick mode), reported as images/s; it includes the input upload
+//! and the logits readback, as a caller of the whole-model API sees it.
 
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{BenchmarkId, Criterion, Throughput};
 use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
 use ptq4::engine::gpu::{
     buffers, conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool, GpuContext,
+    GpuGraph,
 };
 use ptq4::engine::layout::ChannelLayout;
+use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
+use ptq4::Tensor;
 
 const B: usize = 16;
 
@@ -69,6 +76,61 @@ fn bench_conv(c: &mut Criterion, ctx: &GpuContext, layer: &str, cv: &Conv2d, hw:
     gpu_time(c, ctx, &format!("gpu/conv2d/{layer}/b{B}"), |enc| {
         conv2d::conv2d_encode(ctx, enc, &x, &w, &b, &y, B, (hw, hw), cv)
     });
+}
+
+/// EfficientNet-Lite0, prepared, fetched into $PTQ4_HOME on first use.
+fn lite0() -> Option<ptq4::Graph> {
+    let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
+        ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
+    };
+    let name = "efficientnet-lite0".to_string();
+    let fetched = ptq4::io::fetch::fetch(
+        std::slice::from_ref(&name),
+        &ptq4::io::fetch::home(),
+        &convert,
+        false,
+    );
+    match fetched.and_then(|m| {
+        let mut g = ptq4::io::model::load_graph(&m[&name])?;
+        passes::prepare(&mut g)?;
+        Ok(g)
+    }) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("SKIP gpu/forward bench: {e}");
+            None
+        }
+    }
+}
+
+fn bench_forward(c: &mut Criterion, ctx: &GpuContext, quick: bool) {
+    let Some(g) = lite0() else { return };
+    let gg = match GpuGraph::new(ctx, &g) {
+        Ok(gg) => gg,
+        Err(e) => {
+            eprintln!("SKIP gpu/forward bench: {e}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("gpu/forward/efficientnet-lite0");
+    let batches: &[usize] = if quick { &[1] } else { &[1, 16] };
+    for &b in batches {
+        let shape = [b, 3, 224, 224];
+        let x = Tensor::from_vec(&shape, values(shape.iter().product())).expect("input shape");
+        group.throughput(Throughput::Elements(b as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(format!("b{b}")), &x, |bn, x| {
+            bn.iter_custom(|iters| {
+                ctx.wait_idle().expect("device idle before timing");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    // forward returns after the logits are read back: the device is idle.
+                    gg.forward(x).expect("forward");
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
 }
 
 fn main() {
@@ -261,6 +323,8 @@ fn main() {
         &format!("gpu/linear/lite0.classifier/b{B}"),
         |enc| linear::linear_encode(&ctx, enc, &pooled, &w, &bias, &logits, B, &l),
     );
+
+    bench_forward(&mut c, &ctx, quick);
 
     c.final_summary();
 }

@@ -13,12 +13,16 @@
 //!   BatchNorm (linear map of moments) and the graph input (uniform over the range the
 //!   preprocessing can produce).
 //!
+//! The image path runs on either backend ([`calibrate_batches`]): the CPU engine with a
+//! [`Hook`], or the device ([`crate::engine::gpu::calib`]) reducing statistics where the
+//! activations live; both share the decoded batches ([`load_batches`]) and the accumulators.
+//!
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::{self, Hook};
+use crate::engine::{self, Backend, Hook};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Node, Op};
 use crate::io::dataset::Dataset;
@@ -119,7 +123,7 @@ pub fn spread_indices(total: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * total / n).collect()
 }
 
-/// Calibrates from images: `n` inputs (after view expansion) of `data`.
+/// Calibrates from images: `n` inputs (after view expansion) of `data`, on the CPU.
 pub fn calibrate(
     g: &Graph,
     points: &[QuantPoint],
@@ -129,7 +133,20 @@ pub fn calibrate(
     batch: usize,
     progress: bool,
 ) -> Result<Calibration> {
-    let shapes = g.validate()?;
+    g.validate()?;
+    let batches = load_batches(g, data, views, n, batch)?;
+    calibrate_batches(g, points, &batches, &Backend::Cpu, progress)
+}
+
+/// Decodes the calibration inputs once (both passes and both backends reuse them): `n`
+/// inputs (after view expansion) of `data` spread over it, stacked `batch` at a time.
+pub fn load_batches(
+    g: &Graph,
+    data: &Dataset,
+    views: usize,
+    n: usize,
+    batch: usize,
+) -> Result<Vec<Tensor>> {
     let idx = spread_indices(data.len_views(views), n);
     if idx.is_empty() {
         return Err(Error::Dataset(format!(
@@ -137,23 +154,6 @@ pub fn calibrate(
             data.root.display()
         )));
     }
-    let mean_of = layer_inputs(g);
-    let mut acc = BTreeMap::new();
-    for p in points {
-        let c = shapes.get(&p.value).map_or(1, |s| s[0]);
-        acc.insert(
-            p.value.clone(),
-            StatsAccumulator::new(c, StatsConfig::default())?,
-        );
-    }
-    let mut hook = CalibHook {
-        pass: 1,
-        acc,
-        mean_of: &mean_of,
-        sums: BTreeMap::new(),
-    };
-    let bar = crate::report::progress(2 * idx.len() as u64, "calibrate", progress);
-    // Decode once; both passes reuse the preprocessed batches.
     let mut batches = Vec::new();
     for chunk in idx.chunks(batch.max(1)) {
         let mut parts = Vec::with_capacity(chunk.len());
@@ -162,6 +162,85 @@ pub fn calibrate(
         }
         batches.push(stack(parts)?);
     }
+    Ok(batches)
+}
+
+/// One accumulator per quantization point (channels from the value's shape) and the
+/// values whose post-activation means bias correction needs.
+pub(crate) fn accumulators(
+    g: &Graph,
+    points: &[QuantPoint],
+) -> Result<(BTreeMap<String, StatsAccumulator>, BTreeSet<String>)> {
+    let shapes = g.validate()?;
+    let mut acc = BTreeMap::new();
+    for p in points {
+        let c = shapes.get(&p.value).map_or(1, |s| s[0]);
+        acc.insert(
+            p.value.clone(),
+            StatsAccumulator::new(c, StatsConfig::default())?,
+        );
+    }
+    Ok((acc, layer_inputs(g)))
+}
+
+/// The calibration from finished accumulators and per-channel (sum, count) of the means.
+pub(crate) fn finish(
+    acc: &BTreeMap<String, StatsAccumulator>,
+    sums: BTreeMap<String, (Vec<f64>, u64)>,
+    images: usize,
+) -> Result<Calibration> {
+    let mut stats = BTreeMap::new();
+    for (k, a) in acc {
+        stats.insert(k.clone(), a.finalize()?);
+    }
+    let means = sums
+        .into_iter()
+        .map(|(k, (s, cnt))| (k, s.iter().map(|v| v / cnt.max(1) as f64).collect()))
+        .collect();
+    Ok(Calibration {
+        stats,
+        means,
+        source: format!("{images} images"),
+    })
+}
+
+/// Two-pass calibration over decoded `batches` on `backend` (the GPU path is
+/// [`crate::engine::gpu::calib::calibrate_gpu`]).
+pub fn calibrate_batches(
+    g: &Graph,
+    points: &[QuantPoint],
+    batches: &[Tensor],
+    backend: &Backend,
+    progress: bool,
+) -> Result<Calibration> {
+    let images: usize = batches.iter().map(|b| b.shape[0]).sum();
+    if images == 0 {
+        return Err(Error::Dataset("no calibration images".into()));
+    }
+    let bar = crate::report::progress(2 * images as u64, "calibrate", progress);
+    let cal = match backend {
+        Backend::Cpu => calibrate_cpu(g, points, batches, &bar),
+        Backend::Gpu(ctx) => {
+            crate::engine::gpu::calib::calibrate_gpu_with(ctx, g, points, batches, &bar)
+        }
+    };
+    bar.finish_and_clear();
+    cal
+}
+
+fn calibrate_cpu(
+    g: &Graph,
+    points: &[QuantPoint],
+    batches: &[Tensor],
+    bar: &indicatif::ProgressBar,
+) -> Result<Calibration> {
+    let (acc, mean_of) = accumulators(g, points)?;
+    let mut hook = CalibHook {
+        pass: 1,
+        acc,
+        mean_of: &mean_of,
+        sums: BTreeMap::new(),
+    };
     for pass in [1u8, 2] {
         hook.pass = pass;
         if pass == 2 {
@@ -169,26 +248,13 @@ pub fn calibrate(
                 a.begin_pass2()?;
             }
         }
-        for x in &batches {
+        for x in batches {
             engine::run(g, x.clone(), &mut hook)?;
             bar.inc(x.shape[0] as u64);
         }
     }
-    bar.finish_and_clear();
-    let mut stats = BTreeMap::new();
-    for (k, a) in &hook.acc {
-        stats.insert(k.clone(), a.finalize()?);
-    }
-    let means = hook
-        .sums
-        .into_iter()
-        .map(|(k, (s, cnt))| (k, s.iter().map(|v| v / cnt.max(1) as f64).collect()))
-        .collect();
-    Ok(Calibration {
-        stats,
-        means,
-        source: format!("{} images", idx.len()),
-    })
+    let images = batches.iter().map(|b| b.shape[0]).sum();
+    finish(&hook.acc, hook.sums, images)
 }
 
 /// Concatenates single-image batches along N.

@@ -276,11 +276,13 @@ fn rounds_half_to_even() {
         .map(|&x| p.quantize(x))
         .collect();
     assert_eq!(got, vec![0, 2, 2, 4, 14]);
-    // Ties are taken on x/s + z: z = 3, x = 0.5 → 3.5 → 4.
+    // Ties are taken on x·(1/s) before the integer z is added (the GPU kernel's rule):
+    // z = 3, x = ±0.5 → round(±0.5) = 0 → 3 (on x/s + z = 3.5 it would have been 4).
     let p = QParams::from_range(-3.0, 12.0, 4).unwrap();
     assert_eq!((p.scale, p.zero_point), (1.0, 3));
-    assert_eq!(p.quantize(0.5), 4);
-    assert_eq!(p.quantize(-0.5), 2);
+    assert_eq!(p.quantize(0.5), 3);
+    assert_eq!(p.quantize(-0.5), 3);
+    assert_eq!(p.quantize(1.5), 5);
 }
 
 /// A tiny pipeline: statistics, allocation, ACIQ windows, MMSE, bias correction.

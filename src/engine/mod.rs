@@ -1,8 +1,12 @@
 //! Execution backends. The engine runs graphs; it never chooses bits or ranges.
 
+pub mod backend;
+pub mod compare;
 pub mod cpu;
 pub mod exec;
 pub mod gpu;
 pub mod layout;
 
+pub use backend::{Backend, BackendChoice};
+pub use compare::{compare, LayerDiff};
 pub use exec::{forward, run, Hook, NoHook};

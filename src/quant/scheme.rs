@@ -6,11 +6,14 @@
 //! levels  q ∈ [0, 2^M − 1]
 //! scale   s = max((hi − lo) / (2^M − 1), 1e-8)          (step = range/(2^M−1), not range/2^M)
 //! zero    z = round(−lo / s)                            (z ∈ [0, 2^M − 1])
-//! code    q = clamp(round(x / s + z), 0, 2^M − 1)       (f32: true division, then + z)
+//! code    q = clamp(round(x · (1/s)) + z, 0, 2^M − 1)   (f32: reciprocal once, then ×)
 //! value   x̂ = (q − z) · s                               ((q − z) in i32, then × s in f32)
 //! ```
-//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere; a device twin must use
-//! the same operation order to agree code for code.
+//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. The code uses the
+//! exact arithmetic of the GPU kernel (`engine::cpu::fake_quant`): `x·inv` with the f32
+//! reciprocal `inv = 1/s` taken once, rounded, then `+ z` (an integer, so this is METHOD's
+//! `round(x/s + z)` up to the rounding of `x/s` itself); WGSL division is only accurate to
+//! 2.5 ULP, so CPU and GPU share the multiply and agree code for code.
 //!
 //! Choices METHOD leaves open, made here:
 //! - The window is widened to contain 0 before the scale is computed, so a window lying
@@ -94,10 +97,22 @@ impl QParams {
         (1i32 << self.bits) - 1
     }
 
-    /// Code of `x`: clamp(round_ties_even(x / s + z), 0, 2^M − 1).
+    /// `1/s` in f32, the only reciprocal taken (CPU and GPU alike).
+    #[inline]
+    pub fn inv_scale(&self) -> f32 {
+        1.0 / self.scale
+    }
+
+    /// Code of `x`: clamp(round_ties_even(x · (1/s)) + z, 0, 2^M − 1) (module docs).
     #[inline]
     pub fn quantize(&self, x: f32) -> u8 {
-        let t = (x / self.scale + self.zero_point as f32).round_ties_even();
+        self.quantize_with(x, self.inv_scale())
+    }
+
+    /// [`quantize`](Self::quantize) with `inv = self.inv_scale()` hoisted out of a loop.
+    #[inline]
+    pub fn quantize_with(&self, x: f32, inv: f32) -> u8 {
+        let t = (x * inv).round_ties_even() + self.zero_point as f32;
         // NaN maps to 0 through `max`.
         t.max(0.0).min(self.qmax() as f32) as u8
     }

@@ -5,14 +5,19 @@
 //! test oracle.
 
 pub mod buffers;
+pub mod calib;
 pub mod context;
 pub mod conv2d;
 pub mod eltwise;
 pub mod fake_quant;
+pub mod graph;
 pub mod histogram;
 pub mod linear;
 pub mod mmse;
 pub mod moments;
+pub mod plane_stats;
 pub mod pool;
+pub mod readback;
 
 pub use context::{GpuContext, Kernel, KernelSpec, Slot};
+pub use graph::GpuGraph;

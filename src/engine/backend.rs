@@ -1,0 +1,52 @@
+//! Explicit backend choice: `--backend auto|gpu|cpu` resolves to a [`Backend`] once.
+//! `auto` uses the GPU when a context can be built and otherwise falls back to the CPU with
+//! a one-line warning on stderr naming the reason; `gpu` fails instead.
+
+use std::sync::Arc;
+
+use super::gpu::GpuContext;
+use crate::error::Result;
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The GPU if one can be opened, else the CPU (with a warning).
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// The backend a command runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Cpu,
+    Gpu(Arc<GpuContext>),
+}
+
+impl Backend {
+    /// "cpu", or "gpu (<adapter>, <api>)".
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Cpu => "cpu".into(),
+            Backend::Gpu(ctx) => format!("gpu ({}, {:?})", ctx.adapter_name(), ctx.backend()),
+        }
+    }
+}
+
+impl BackendChoice {
+    /// Resolves the choice (opens the GPU context for `auto` and `gpu`).
+    pub fn resolve(self) -> Result<Backend> {
+        match self {
+            BackendChoice::Cpu => Ok(Backend::Cpu),
+            BackendChoice::Gpu => Ok(Backend::Gpu(Arc::new(GpuContext::new()?))),
+            BackendChoice::Auto => match GpuContext::new() {
+                Ok(ctx) => Ok(Backend::Gpu(Arc::new(ctx))),
+                Err(e) => {
+                    eprintln!("warning: falling back to the CPU backend: {e}");
+                    Ok(Backend::Cpu)
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Whole graphs on the device: [`GpuGraph`] is built once from a prepared [`Graph`]
+//! (weights and biases uploaded once) and runs every node with the activations resident in
+//! device buffers; only the final output is read back.
+//!
+//! - Values are freed into a pool (keyed by byte size) once their last reader has been
+//!   recorded and reused by later nodes; commands of one chunk go into one encoder, so
+//!   wgpu orders the reuse after the reads.
+//! - The batch is split into chunks of images whose largest value fits the adapter's
+//!   storage binding limit ([`buffers::batch_chunks`]).
+//! - Ops: conv/depthwise (fused ReLU/ReLU6), linear, add (pairwise, left to right), concat,
+//!   max/avg/global-average pooling, flatten (a copy). Standalone ReLU/ReLU6 and unfolded
+//!   BatchNorm run as a 1×1 depthwise conv (`y = act(x·k + b)`; ReLU: k = 1, b = 0, exact).
+//!   Softmax has no kernel and is refused at build time.
+//! - [`GpuGraph::forward_fake_quant`]: each [`ActQuant`] fake-quantizes its value right
+//!   after the producing node (after the fused activation) or the graph input, with the
+//!   exact arithmetic of `QParams::fake_quant` (the `fake_quant` kernel; per channel = axis 1).
+//! - A [`DeviceHook`] sees values as they are produced (input, pre-activation of conv/linear
+//!   outputs, node outputs), records its own reductions into the chunk's encoder, and reads
+//!   them back once the chunk is submitted: device calibration and `compare` use it.
+
+mod steps;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use steps::{c_hw, pointwise, BufferPool};
+
+use super::buffers;
+use super::context::GpuContext;
+use super::fake_quant::quant_table;
+use super::pool::PoolKind;
+use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
+use crate::engine::layout::ChannelLayout;
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool};
+use crate::quant::plan::ActQuant;
+use crate::tensor::Tensor;
+
+/// Where a value seen by a [`DeviceHook`] comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Seen<'a> {
+    /// The graph input (after its fake quantizer, if any).
+    Input,
+    /// A conv/linear output before its fused activation (only when wanted).
+    PreActivation(&'a str),
+    /// A node's output, after its activation (and its fake quantizer, if any); `layer` for
+    /// conv/linear nodes.
+    Output { node: &'a str, layer: bool },
+}
+
+/// Observer of device values during [`GpuGraph::run`].
+pub trait DeviceHook {
+    /// Whether [`Seen::PreActivation`] values are wanted (costs one extra pointwise pass per
+    /// conv/linear with a fused activation).
+    fn wants_pre_activation(&self) -> bool {
+        false
+    }
+    /// A value of the current chunk: `buf` holds `shape` (batch axis first, f32). Work is
+    /// recorded into `enc`; nothing has run yet.
+    fn observe(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        seen: Seen<'_>,
+        buf: &wgpu::Buffer,
+        shape: &[usize],
+    ) -> Result<()>;
+    /// The chunk covering `images` of the batch has been submitted.
+    fn chunk_done(&mut self, ctx: &GpuContext, images: Range<usize>) -> Result<()>;
+}
+
+struct NoDeviceHook;
+impl DeviceHook for NoDeviceHook {
+    fn observe(
+        &mut self,
+        _: &GpuContext,
+        _: &mut wgpu::CommandEncoder,
+        _: Seen<'_>,
+        _: &wgpu::Buffer,
+        _: &[usize],
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn chunk_done(&mut self, _: &GpuContext, _: Range<usize>) -> Result<()> {
+        Ok(())
+    }
+}
+
+enum Step {
+    Conv {
+        c: Conv2d,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
+    Linear {
+        l: Linear,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
+    /// 1×1 depthwise `act(x·k + b)` over `[C, rest]` (standalone ReLU/ReLU6/BatchNorm).
+    Pointwise {
+        c: Conv2d,
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
+    Pool(PoolKind, Pool),
+    Add,
+    Concat,
+    Flatten,
+}
+
+/// One node: its kernel step, input value indices and output value index.
+struct NodeStep {
+    name: String,
+    step: Step,
+    inputs: Vec<usize>,
+    out: usize,
+}
+
+/// A prepared graph resident on one device (module docs).
+pub struct GpuGraph<'a> {
+    ctx: &'a GpuContext,
+    input_shape: Vec<usize>,
+    names: Vec<String>,
+    /// Per-sample shape of each value (index 0: the graph input).
+    shapes: Vec<Vec<usize>>,
+    /// Readers of each value (+1 for the graph output).
+    readers: Vec<usize>,
+    steps: Vec<NodeStep>,
+    output: usize,
+    ones: wgpu::Buffer,
+    zeros: wgpu::Buffer,
+    item_bytes: u64,
+}
+
+fn unsupported(node: &str, op: &Op) -> Error {
+    Error::Gpu(format!(
+        "node {node}: {} has no GPU kernel; rerun with --backend cpu",
+        op.kind()
+    ))
+}
+
+impl<'a> GpuGraph<'a> {
+    /// Validates `g` (prepared: BatchNorm folded, activations fused) and uploads its weights.
+    pub fn new(ctx: &'a GpuContext, g: &Graph) -> Result<Self> {
+        let shapes_of = g.validate()?;
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut names = vec![Graph::INPUT.to_string()];
+        let mut shapes = vec![g.input_shape.clone()];
+        index.insert(Graph::INPUT, 0);
+        for n in &g.nodes {
+            index.insert(n.name.as_str(), names.len());
+            names.push(n.name.clone());
+            shapes.push(
+                shapes_of
+                    .get(&n.name)
+                    .cloned()
+                    .ok_or_else(|| Error::Graph(format!("no shape inferred for {}", n.name)))?,
+            );
+        }
+        let mut readers = vec![0usize; names.len()];
+        let mut steps = Vec::with_capacity(g.nodes.len());
+        let mut widest = 1usize;
+        for n in &g.nodes {
+            let inputs: Vec<usize> =
+                n.inputs
+                    .iter()
+                    .map(|i| {
+                        index.get(i.as_str()).copied().ok_or_else(|| {
+                            Error::Graph(format!("node {} reads unknown {i}", n.name))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            inputs.iter().for_each(|&i| readers[i] += 1);
+            let out = index[n.name.as_str()];
+            let (c, _) = c_hw(&shapes[inputs.first().copied().unwrap_or(0)]);
+            widest = widest.max(c).max(c_hw(&shapes[out]).0);
+            let upload = |k: &str| -> Result<wgpu::Buffer> {
+                Ok(buffers::upload(
+                    ctx,
+                    &format!("{}.{k}", n.name),
+                    &g.param(&n.name, k)?.data,
+                ))
+            };
+            let bias_or_zeros = |len: usize| match g.param_opt(&n.name, "bias") {
+                Some(t) => buffers::upload(ctx, &format!("{}.bias", n.name), &t.data),
+                None => buffers::upload(ctx, "zero bias", &vec![0f32; len]),
+            };
+            let spatial = matches!(
+                n.op,
+                Op::Conv2d(_) | Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool
+            );
+            if spatial && shapes[inputs[0]].len() != 3 {
+                return Err(Error::Graph(format!(
+                    "node {}: needs a [C, H, W] input, got {:?}",
+                    n.name, shapes[inputs[0]]
+                )));
+            }
+            let step = match &n.op {
+                Op::Conv2d(cv) => Step::Conv {
+                    c: cv.clone(),
+                    w: upload("weight")?,
+                    b: bias_or_zeros(cv.out_channels),
+                },
+                Op::Linear(l) => Step::Linear {
+                    l: l.clone(),
+                    w: upload("weight")?,
+                    b: bias_or_zeros(l.out_features),
+                },
+                Op::Relu | Op::Relu6 => {
+                    let act = if matches!(n.op, Op::Relu) {
+                        Activation::Relu
+                    } else {
+                        Activation::Relu6
+                    };
+                    Step::Pointwise {
+                        c: pointwise(c, act),
+                        w: buffers::upload(ctx, "ones", &vec![1f32; c]),
+                        b: buffers::upload(ctx, "zeros", &vec![0f32; c]),
+                    }
+                }
+                Op::BatchNorm { eps } => {
+                    let p = |k| g.param(&n.name, k).map(|t| t.data.as_slice());
+                    let (ga, be, mu, var) = (
+                        p("weight")?,
+                        p("bias")?,
+                        p("running_mean")?,
+                        p("running_var")?,
+                    );
+                    let k: Vec<f64> = ga
+                        .iter()
+                        .zip(var)
+                        .map(|(&a, &v)| a as f64 / (v as f64 + *eps as f64).sqrt())
+                        .collect();
+                    let b: Vec<f32> = (0..c)
+                        .map(|i| (be[i] as f64 - mu[i] as f64 * k[i]) as f32)
+                        .collect();
+                    let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+                    Step::Pointwise {
+                        c: pointwise(c, Activation::None),
+                        w: buffers::upload(ctx, "bn scale", &k),
+                        b: buffers::upload(ctx, "bn shift", &b),
+                    }
+                }
+                Op::MaxPool(p) => Step::Pool(PoolKind::Max, p.clone()),
+                Op::AvgPool(p) => Step::Pool(PoolKind::Avg, p.clone()),
+                Op::GlobalAvgPool => Step::Pool(
+                    PoolKind::GlobalAvg,
+                    Pool {
+                        kernel: [1, 1],
+                        stride: [1, 1],
+                        padding: [0; 4],
+                    },
+                ),
+                Op::Add => Step::Add,
+                Op::Concat => Step::Concat,
+                Op::Flatten => Step::Flatten,
+                Op::Softmax => return Err(unsupported(&n.name, &n.op)),
+            };
+            steps.push(NodeStep {
+                name: n.name.clone(),
+                step,
+                inputs,
+                out,
+            });
+        }
+        let output = *index
+            .get(g.output.as_str())
+            .ok_or_else(|| Error::Graph(format!("output {} is not a node", g.output)))?;
+        readers[output] += 1;
+        let item = shapes.iter().map(|s| s.iter().product::<usize>()).max();
+        Ok(GpuGraph {
+            ctx,
+            input_shape: g.input_shape.clone(),
+            names,
+            shapes,
+            readers,
+            steps,
+            output,
+            ones: buffers::upload(ctx, "ones", &vec![1f32; widest]),
+            zeros: buffers::upload(ctx, "zeros", &vec![0f32; widest]),
+            item_bytes: (item.unwrap_or(1) * 4) as u64,
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        self.ctx
+    }
+
+    /// Runs the graph on an NCHW batch and returns the output value.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, &[], &mut NoDeviceHook)
+    }
+
+    /// Runs the graph with `acts` fake-quantizing their values on the device (module docs).
+    pub fn forward_fake_quant(&self, x: &Tensor, acts: &[ActQuant]) -> Result<Tensor> {
+        self.run(x, acts, &mut NoDeviceHook)
+    }
+
+    /// The quantizer tables of `acts`, by value index.
+    fn tables(&self, acts: &[ActQuant]) -> Result<HashMap<usize, (wgpu::Buffer, bool)>> {
+        let mut t = HashMap::new();
+        for a in acts {
+            let v = self
+                .names
+                .iter()
+                .position(|n| *n == a.value)
+                .ok_or_else(|| {
+                    Error::Quant(format!(
+                        "activation quantizer for unknown value {}",
+                        a.value
+                    ))
+                })?;
+            let (c, _) = c_hw(&self.shapes[v]);
+            let want = if a.per_channel { c } else { 1 };
+            let q: Vec<ChannelQuant> = a
+                .params
+                .iter()
+                .map(|p| ChannelQuant {
+                    scale: p.scale,
+                    zero: p.zero_point as f32,
+                    bits: p.bits as u32,
+                })
+                .collect();
+            let layout = ChannelLayout {
+                outer: 1,
+                channels: want,
+                inner: 1,
+            };
+            validate(&layout, &q).map_err(|e| Error::Quant(format!("{}: {e}", a.value)))?;
+            let label = format!("{} quantizers", a.value);
+            t.insert(
+                v,
+                (
+                    buffers::upload(self.ctx, &label, &quant_table(&q)),
+                    a.per_channel,
+                ),
+            );
+        }
+        Ok(t)
+    }
+
+    /// Runs the graph on `x` (NCHW), fake-quantizing with `acts`, showing values to `hook`.
+    pub fn run(&self, x: &Tensor, acts: &[ActQuant], hook: &mut dyn DeviceHook) -> Result<Tensor> {
+        if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
+            return Err(Error::Shape {
+                node: Graph::INPUT.into(),
+                expected: [
+                    &[x.shape.first().copied().unwrap_or(1)][..],
+                    &self.input_shape,
+                ]
+                .concat(),
+                actual: x.shape.clone(),
+            });
+        }
+        let ctx = self.ctx;
+        let n = x.shape[0];
+        let tables = self.tables(acts)?;
+        let out_item: usize = self.shapes[self.output].iter().product();
+        let in_item: usize = self.input_shape.iter().product();
+        let mut out_shape = vec![n];
+        out_shape.extend_from_slice(&self.shapes[self.output]);
+        let mut out = Tensor::zeros(&out_shape);
+        let mut pool = BufferPool::default();
+        let pre = hook.wants_pre_activation();
+        for r in buffers::batch_chunks(ctx, n, self.item_bytes)? {
+            let m = r.len();
+            let shape_of = |v: usize| -> Vec<usize> { [&[m][..], &self.shapes[v]].concat() };
+            let mut enc = ctx.encoder("graph");
+            let mut live: Vec<Option<wgpu::Buffer>> = (0..self.names.len()).map(|_| None).collect();
+            let mut remaining = self.readers.clone();
+            let xb = buffers::upload(ctx, "input", &x.data[r.start * in_item..r.end * in_item]);
+            let xb = self.quantize(&mut enc, &mut pool, &tables, 0, xb, m)?;
+            hook.observe(ctx, &mut enc, Seen::Input, &xb, &shape_of(0))?;
+            live[0] = Some(xb);
+            for s in &self.steps {
+                let ins: Vec<&wgpu::Buffer> = s
+                    .inputs
+                    .iter()
+                    .map(|&i| {
+                        live[i].as_ref().ok_or_else(|| {
+                            Error::Engine(format!("value {} is not available", self.names[i]))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let y = self.encode(&mut enc, &mut pool, s, &ins, m, pre, hook)?;
+                let y = self.quantize(&mut enc, &mut pool, &tables, s.out, y, m)?;
+                let layer = matches!(s.step, Step::Conv { .. } | Step::Linear { .. });
+                let seen = Seen::Output {
+                    node: &s.name,
+                    layer,
+                };
+                hook.observe(ctx, &mut enc, seen, &y, &shape_of(s.out))?;
+                for &i in &s.inputs {
+                    remaining[i] -= 1;
+                    if remaining[i] == 0 {
+                        if let Some(b) = live[i].take() {
+                            pool.give(b);
+                        }
+                    }
+                }
+                live[s.out] = Some(y);
+            }
+            ctx.submit(enc)?;
+            let yb = live[self.output]
+                .take()
+                .ok_or_else(|| Error::Engine("graph output was not produced".into()))?;
+            let y: Vec<f32> = buffers::read(ctx, &yb, m * out_item)?;
+            out.data[r.start * out_item..r.end * out_item].copy_from_slice(&y);
+            pool.give(yb);
+            hook.chunk_done(ctx, r)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,205 @@
+//! The per-node recording of [`GpuGraph`]: one node's kernels, the fake quantizer after a
+//! value, channel concatenation, and the pool of free activation buffers.
+
+use std::collections::HashMap;
+
+use super::{DeviceHook, GpuGraph, NodeStep, Seen, Step};
+use crate::engine::gpu::buffers;
+use crate::engine::gpu::context::GpuContext;
+use crate::engine::gpu::conv2d::conv2d_encode;
+use crate::engine::gpu::eltwise::eltwise_encode;
+use crate::engine::gpu::fake_quant::fake_quant_encode;
+use crate::engine::gpu::linear::linear_encode;
+use crate::engine::gpu::pool::pool_encode;
+use crate::engine::layout::ChannelLayout;
+use crate::error::Result;
+use crate::graph::{Activation, Conv2d, Linear};
+
+/// `[C, rest…]` → (C, ∏rest).
+pub(super) fn c_hw(shape: &[usize]) -> (usize, usize) {
+    let c = shape.first().copied().unwrap_or(1);
+    (c, shape.iter().skip(1).product())
+}
+
+/// The 1×1 depthwise conv over `c` channels with fused `act`.
+pub(super) fn pointwise(c: usize, act: Activation) -> Conv2d {
+    Conv2d {
+        in_channels: c,
+        out_channels: c,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [0; 4],
+        groups: c,
+        bias: true,
+        act,
+    }
+}
+
+impl GpuGraph<'_> {
+    /// Fake-quantizes value `v` (in `x`) when it has a quantizer; returns the buffer holding
+    /// the value afterwards.
+    pub(super) fn quantize(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pool: &mut BufferPool,
+        tables: &HashMap<usize, (wgpu::Buffer, bool)>,
+        v: usize,
+        x: wgpu::Buffer,
+        m: usize,
+    ) -> Result<wgpu::Buffer> {
+        let Some((table, per_channel)) = tables.get(&v) else {
+            return Ok(x);
+        };
+        let (c, hw) = c_hw(&self.shapes[v]);
+        let len = m * c * hw;
+        let layout = if *per_channel {
+            ChannelLayout {
+                outer: m,
+                channels: c,
+                inner: hw,
+            }
+        } else {
+            ChannelLayout::per_tensor(len)
+        };
+        let codes = pool.take(self.ctx, len);
+        let y = pool.take(self.ctx, len);
+        fake_quant_encode(self.ctx, enc, &x, table, &codes, &y, len, 0, &layout)?;
+        pool.give(codes);
+        pool.give(x);
+        Ok(y)
+    }
+
+    /// Records one node; returns its (post-activation) output buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn encode(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pool: &mut BufferPool,
+        s: &NodeStep,
+        ins: &[&wgpu::Buffer],
+        m: usize,
+        pre: bool,
+        hook: &mut dyn DeviceHook,
+    ) -> Result<wgpu::Buffer> {
+        let ctx = self.ctx;
+        let in_shape = &self.shapes[s.inputs[0]];
+        let (oc, ohw) = c_hw(&self.shapes[s.out]);
+        let len = m * oc * ohw;
+        let y = pool.take(ctx, len);
+        let act = match &s.step {
+            Step::Conv { c, w, b } => {
+                let (h, wd) = (in_shape[1], in_shape[2]);
+                let plain = Conv2d {
+                    act: if pre { Activation::None } else { c.act },
+                    ..c.clone()
+                };
+                conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                c.act
+            }
+            Step::Linear { l, w, b } => {
+                let plain = Linear {
+                    act: if pre { Activation::None } else { l.act },
+                    ..l.clone()
+                };
+                linear_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
+                l.act
+            }
+            Step::Pointwise { c, w, b } => {
+                conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (ohw, 1), c)?;
+                return Ok(y);
+            }
+            Step::Pool(kind, p) => {
+                let (h, wd) = (in_shape[1], in_shape[2]);
+                pool_encode(ctx, enc, ins[0], &y, *kind, m * oc, (h, wd), p)?;
+                return Ok(y);
+            }
+            Step::Add => {
+                eltwise_encode(ctx, enc, ins[0], ins[1], &y, len, None)?;
+                let mut acc = y;
+                for b in &ins[2..] {
+                    let next = pool.take(ctx, len);
+                    eltwise_encode(ctx, enc, &acc, b, &next, len, None)?;
+                    pool.give(std::mem::replace(&mut acc, next));
+                }
+                return Ok(acc);
+            }
+            Step::Concat => {
+                pool.give(y);
+                return self.concat(enc, pool, s, ins, m);
+            }
+            Step::Flatten => {
+                enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
+                return Ok(y);
+            }
+        };
+        if !pre {
+            return Ok(y);
+        }
+        hook.observe(ctx, enc, Seen::PreActivation(&s.name), &y, &[m, oc, ohw])?;
+        if act == Activation::None {
+            return Ok(y);
+        }
+        // The fused activation, applied after the hook saw the pre-activation value:
+        // act(y·1 + 0) is exactly act(y).
+        let z = pool.take(ctx, len);
+        let pw = pointwise(oc, act);
+        conv2d_encode(ctx, enc, &y, &self.ones, &self.zeros, &z, m, (ohw, 1), &pw)?;
+        pool.give(y);
+        Ok(z)
+    }
+
+    /// Channel concatenation of all inputs, pairwise left to right.
+    fn concat(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pool: &mut BufferPool,
+        s: &NodeStep,
+        ins: &[&wgpu::Buffer],
+        m: usize,
+    ) -> Result<wgpu::Buffer> {
+        let (_, hw) = c_hw(&self.shapes[s.out]);
+        let mut ca = c_hw(&self.shapes[s.inputs[0]]).0;
+        let mut acc: Option<wgpu::Buffer> = None;
+        for (k, b) in ins.iter().enumerate().skip(1) {
+            let cb = c_hw(&self.shapes[s.inputs[k]]).0;
+            let len = m * (ca + cb) * hw;
+            let y = pool.take(self.ctx, len);
+            let a = acc.as_ref().unwrap_or(ins[0]);
+            eltwise_encode(self.ctx, enc, a, b, &y, len, Some((m, ca, cb, hw)))?;
+            if let Some(old) = acc.replace(y) {
+                pool.give(old);
+            }
+            ca += cb;
+        }
+        match acc {
+            Some(y) => Ok(y),
+            None => {
+                let len = m * ca * hw;
+                let y = pool.take(self.ctx, len);
+                enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
+                Ok(y)
+            }
+        }
+    }
+}
+
+/// Free device buffers by byte size, reused by later values of the same size.
+#[derive(Default)]
+pub(super) struct BufferPool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+}
+
+impl BufferPool {
+    pub(super) fn take(&mut self, ctx: &GpuContext, elems: usize) -> wgpu::Buffer {
+        let bytes = (elems.max(1) * 4) as u64;
+        self.free
+            .get_mut(&bytes)
+            .and_then(Vec::pop)
+            .unwrap_or_else(|| buffers::zeroed(ctx, "activation", bytes))
+    }
+
+    pub(super) fn give(&mut self, b: wgpu::Buffer) {
+        self.free.entry(b.size()).or_default().push(b);
+    }
+}
