@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ptq4::engine::Backend;
 use ptq4::io::dataset::Dataset;
 use ptq4::pipeline::{quantize, Prepared, StatsSource};
 use ptq4::quant::config::QuantConfig;
@@ -14,7 +15,12 @@ fn fetched(name: &str) -> Option<std::path::PathBuf> {
     let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
         ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
     };
-    match ptq4::io::fetch::fetch(&[name.to_string()], &ptq4::io::fetch::home(), &convert, false) {
+    match ptq4::io::fetch::fetch(
+        &[name.to_string()],
+        &ptq4::io::fetch::home(),
+        &convert,
+        false,
+    ) {
         Ok(m) => m.get(name).cloned(),
         Err(e) => {
             eprintln!("SKIP quantize bench: {e}");
@@ -24,17 +30,33 @@ fn fetched(name: &str) -> Option<std::path::PathBuf> {
 }
 
 fn bench(c: &mut Criterion) {
-    let (Some(model), Some(photos)) = (fetched("efficientnet-lite0"), fetched("photos")) else { return };
-    let Ok(raw) = ptq4::io::model::load_graph(&model) else { return };
+    let (Some(model), Some(photos)) = (fetched("efficientnet-lite0"), fetched("photos")) else {
+        return;
+    };
+    let Ok(raw) = ptq4::io::model::load_graph(&model) else {
+        return;
+    };
     let Ok(m) = Prepared::new(raw) else { return };
-    let Ok(data) = Dataset::open(&photos) else { return };
+    let Ok(data) = Dataset::open(&photos) else {
+        return;
+    };
     let quick = std::env::var("PTQ4_BENCH_QUICK").is_ok();
     let mut g = c.benchmark_group("cpu/quantize/efficientnet-lite0");
-    g.sample_size(10).measurement_time(Duration::from_secs(if quick { 5 } else { 30 }));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(if quick { 5 } else { 30 }));
     let cfg = QuantConfig::default();
-    g.bench_function("data-free", |b| b.iter(|| quantize(&m, &cfg, StatsSource::DataFree, false).map(|q| q.1)));
-    let src = StatsSource::Images { data: &data, n: 32, views: 12, batch: 16 };
-    g.bench_function("calib-32", |b| b.iter(|| quantize(&m, &cfg, src, false).map(|q| q.1)));
+    g.bench_function("data-free", |b| {
+        b.iter(|| quantize(&m, &cfg, StatsSource::DataFree, &Backend::Cpu, false).map(|q| q.1))
+    });
+    let src = StatsSource::Images {
+        data: &data,
+        n: 32,
+        views: 12,
+        batch: 16,
+    };
+    g.bench_function("calib-32", |b| {
+        b.iter(|| quantize(&m, &cfg, src, &Backend::Cpu, false).map(|q| q.1))
+    });
     g.finish();
 }
 

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::{Backend, BackendChoice};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};
 use crate::io::dataset::Dataset;
 use crate::io::{fetch, model as mfile};
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, Runner, Source};
 use crate::pipeline::{self, Prepared, StatsSource};
 use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
 use crate::quant::PriorChoice;
@@ -123,6 +124,9 @@ pub struct QuantizeArgs {
     pub views: usize,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Where calibration runs: auto, gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     /// Output model file.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -202,6 +206,9 @@ pub struct EvalArgs {
     pub reference: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Also run the first batch on both backends and report the largest difference per layer.
+    #[arg(long)]
+    pub compare: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -218,6 +225,9 @@ pub struct RunArgs {
     /// 1: the standard crop; 12: whole image, four corners and centre (80 %), each mirrored.
     #[arg(long, default_value_t = 1, value_parser = parse_views)]
     pub views: usize,
+    /// Where to run: auto (a hardware GPU if there is one, else the CPU, with a warning), gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 fn parse_views(s: &str) -> Result<usize, String> {
@@ -336,14 +346,29 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
     };
     let data = Dataset::open(&resolve(&a.data)?)?;
     let opts = a.run.options(!a.json);
+    let backend = a.run.backend.resolve()?;
+    let runner = Runner::new(Source::of(&model), &backend)?;
+    let ref_runner = match &reference {
+        Some(r) => Some(Runner::new(Source::of(r), &backend)?),
+        None => None,
+    };
     let report = eval::evaluate(
-        &model,
-        reference.as_ref().map(|r| r as &dyn eval::Model),
+        &runner,
+        ref_runner.as_ref().map(|r| r as &dyn eval::Model),
         &data,
         &opts,
     )?;
+    let diffs = if a.compare {
+        Some(compare_backends(&model, &data, &opts)?)
+    } else {
+        None
+    };
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(d) = &diffs {
+            v["compare"] = serde_json::to_value(d)?;
+        }
+        println!("{v}");
     } else {
         println!("model      {}", a.model);
         println!(
@@ -366,8 +391,32 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
             "speed      {:.1} images/s on {}",
             report.images_per_s, report.backend
         );
+        if let Some(d) = &diffs {
+            println!(
+                "\n{:<36} {:>12} {:>12}",
+                "layer (GPU vs CPU, first batch)", "max |diff|", "max rel"
+            );
+            for l in d {
+                println!("{:<36} {:>12.3e} {:>12.3e}", l.node, l.max_abs, l.max_rel);
+            }
+        }
     }
     Ok(())
+}
+
+/// The largest GPU-vs-CPU difference per layer on the first batch (FP32 graphs; for a
+/// quantized model, its simulation graph without fake quantization).
+fn compare_backends(
+    model: &LoadedModel,
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> anyhow::Result<Vec<crate::engine::LayerDiff>> {
+    let Backend::Gpu(ctx) = BackendChoice::Gpu.resolve()? else {
+        return Err(Error::Usage("--compare needs a GPU adapter".into()).into());
+    };
+    let n = opts.batch.min(data.len_views(opts.views));
+    let (x, _) = data.load_batch(0..n, &model.graph().preprocess, opts.views)?;
+    Ok(crate::engine::compare(&ctx, model.graph(), &x)?)
 }
 
 fn load_fp32(name: &str) -> anyhow::Result<Prepared> {
@@ -399,7 +448,8 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         },
         None => StatsSource::DataFree,
     };
-    let (q, secs) = pipeline::quantize(&m, &cfg, src, !a.json)?;
+    let backend = a.backend.resolve()?;
+    let (q, secs) = pipeline::quantize(&m, &cfg, src, &backend, !a.json)?;
     q.save(&a.output)?;
     let plan = q.plan_json();
     if let Some(r) = &a.report {
@@ -439,6 +489,7 @@ fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
         protocols: a
             .protocol
             .map_or(vec![Protocol::Paper, Protocol::Deploy], |p| vec![p]),
+        backend: a.run.backend.resolve()?,
     };
     let r = eval::ablate::ablate(&m, &a.model, &calib, &eval_set, &opts)?;
     if a.json {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::engine;
+use crate::engine::{self, gpu::GpuGraph, Backend};
 use crate::error::Result;
 use crate::eval::Model;
 use crate::graph::{passes, Graph, Op, Preprocess};
@@ -177,5 +177,70 @@ impl Model for LoadedModel {
             LoadedModel::Fp32 { .. } => "cpu".into(),
             LoadedModel::Quant(_) => "cpu (simulated)".into(),
         }
+    }
+}
+
+/// What a [`Runner`] runs: an FP32 graph or a quantized model's simulation.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    Fp32(&'a Graph),
+    Quant(&'a QuantModel),
+}
+
+impl<'a> Source<'a> {
+    pub fn of(m: &'a LoadedModel) -> Self {
+        match m {
+            LoadedModel::Fp32 { prepared, .. } => Source::Fp32(prepared),
+            LoadedModel::Quant(q) => Source::Quant(q),
+        }
+    }
+    fn graph(self) -> &'a Graph {
+        match self {
+            Source::Fp32(g) => g,
+            Source::Quant(q) => q.graph(),
+        }
+    }
+}
+
+/// A model bound to a backend: the CPU engine, or a [`GpuGraph`] holding its weights on the
+/// device (quantized models run their simulation there, with fake quantization on device).
+pub struct Runner<'a> {
+    source: Source<'a>,
+    gpu: Option<GpuGraph<'a>>,
+    label: String,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(source: Source<'a>, backend: &'a Backend) -> Result<Self> {
+        let (gpu, label) = match backend {
+            Backend::Cpu => (None, "cpu".to_string()),
+            Backend::Gpu(ctx) => (
+                Some(GpuGraph::new(ctx, source.graph())?),
+                backend.describe(),
+            ),
+        };
+        let label = if matches!(source, Source::Quant(_)) {
+            format!("{label} (simulated)")
+        } else {
+            label
+        };
+        Ok(Runner { source, gpu, label })
+    }
+}
+
+impl Model for Runner<'_> {
+    fn preprocess(&self) -> &Preprocess {
+        &self.source.graph().preprocess
+    }
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        match (&self.gpu, self.source) {
+            (None, Source::Fp32(g)) => engine::forward(g, x),
+            (None, Source::Quant(q)) => q.forward(x),
+            (Some(g), Source::Fp32(_)) => g.forward(&x),
+            (Some(g), Source::Quant(q)) => g.forward_fake_quant(&x, &q.plan.acts),
+        }
+    }
+    fn backend(&self) -> String {
+        self.label.clone()
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::calib::{self, Calibration};
+use crate::engine::Backend;
 use crate::error::Result;
 use crate::graph::{passes, Graph};
 use crate::io::dataset::Dataset;
@@ -44,6 +45,7 @@ pub fn statistics(
     m: &Prepared,
     cfg: &QuantConfig,
     src: StatsSource,
+    backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
     let points = quant_points(&m.graph, cfg);
@@ -53,7 +55,10 @@ pub fn statistics(
             n,
             views,
             batch,
-        } => calib::calibrate(&m.graph, &points, data, views, n, batch, progress),
+        } => {
+            let batches = calib::load_batches(&m.graph, data, views, n, batch)?;
+            calib::calibrate_batches(&m.graph, &points, &batches, backend, progress)
+        }
         StatsSource::DataFree => calib::data_free(&m.raw, &m.graph, &points),
     }
 }
@@ -71,10 +76,11 @@ pub fn quantize(
     m: &Prepared,
     cfg: &QuantConfig,
     src: StatsSource,
+    backend: &Backend,
     progress: bool,
 ) -> Result<(QuantModel, f64)> {
     let t = Instant::now();
-    let cal = statistics(m, cfg, src, progress)?;
+    let cal = statistics(m, cfg, src, backend, progress)?;
     let q = quantize_with(m, cfg, &cal)?;
     Ok((q, t.elapsed().as_secs_f64()))
 }

@@ -234,7 +234,13 @@ fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
 
 /// Codes are stored channel by channel: channels of at most 4 bits as nibbles (two per
 /// byte, low nibble first, each channel starting on a byte), wider channels one byte per code.
-fn put_codes(f: &mut ModelFile, key: &str, shape: &[usize], params: &[QParams], codes: &[u8]) -> Result<()> {
+fn put_codes(
+    f: &mut ModelFile,
+    key: &str,
+    shape: &[usize],
+    params: &[QParams],
+    codes: &[u8],
+) -> Result<()> {
     let c = params.len();
     let per = codes.len() / c.max(1);
     debug_assert_eq!(shape[0], c);
@@ -247,10 +253,31 @@ fn put_codes(f: &mut ModelFile, key: &str, shape: &[usize], params: &[QParams], 
         }
     }
     let n = data.len();
-    f.tensors.insert(format!("{key}.codes"), RawTensor { shape: vec![n], data: Data::U8(data) });
-    f.tensors.insert(format!("{key}.scale"), RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()));
-    f.tensors.insert(format!("{key}.zero"), RawTensor { shape: vec![c], data: Data::I32(params.iter().map(|p| p.zero_point).collect()) });
-    f.tensors.insert(format!("{key}.bits"), RawTensor { shape: vec![c], data: Data::U8(params.iter().map(|p| p.bits).collect()) });
+    f.tensors.insert(
+        format!("{key}.codes"),
+        RawTensor {
+            shape: vec![n],
+            data: Data::U8(data),
+        },
+    );
+    f.tensors.insert(
+        format!("{key}.scale"),
+        RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()),
+    );
+    f.tensors.insert(
+        format!("{key}.zero"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::I32(params.iter().map(|p| p.zero_point).collect()),
+        },
+    );
+    f.tensors.insert(
+        format!("{key}.bits"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::U8(params.iter().map(|p| p.bits).collect()),
+        },
+    );
     Ok(())
 }
 
@@ -283,15 +310,23 @@ fn take_codes(
         })
         .collect();
     let per = n / c.max(1);
-    let stored: usize = params.iter().map(|p| if p.bits <= 4 { per.div_ceil(2) } else { per }).sum();
+    let stored: usize = params
+        .iter()
+        .map(|p| if p.bits <= 4 { per.div_ceil(2) } else { per })
+        .sum();
     if codes.len() != stored {
-        return Err(format!("{key}: {} code bytes, the bit-widths need {stored}", codes.len()));
+        return Err(format!(
+            "{key}: {} code bytes, the bit-widths need {stored}",
+            codes.len()
+        ));
     }
     let mut out = Vec::with_capacity(n);
     let mut at = 0;
     for p in &params {
         if p.bits <= 4 {
-            out.extend(unpack_u4(&codes[at..at + per.div_ceil(2)], per).map_err(|e| e.to_string())?);
+            out.extend(
+                unpack_u4(&codes[at..at + per.div_ceil(2)], per).map_err(|e| e.to_string())?,
+            );
             at += per.div_ceil(2);
         } else {
             out.extend_from_slice(&codes[at..at + per]);

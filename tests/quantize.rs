@@ -3,6 +3,7 @@
 
 mod common;
 
+use ptq4::engine::Backend;
 use ptq4::eval::metrics::agreement;
 use ptq4::io::dataset::Dataset;
 use ptq4::pipeline::{quantize, Prepared, StatsSource};
@@ -33,8 +34,8 @@ fn saved_model_reproduces_the_simulation_and_plans_are_deterministic() {
         views: 1,
         batch: 8,
     };
-    let (q, _) = quantize(&m, &cfg, src, false).unwrap();
-    let (q2, _) = quantize(&m, &cfg, src, false).unwrap();
+    let (q, _) = quantize(&m, &cfg, src, &Backend::Cpu, false).unwrap();
+    let (q2, _) = quantize(&m, &cfg, src, &Backend::Cpu, false).unwrap();
     assert_eq!(q.plan, q2.plan, "same inputs must give the same plan");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.safetensors");
@@ -86,7 +87,7 @@ fn combined_methods_beat_the_baseline_at_w4a4() {
             ..base.clone()
         };
         let score = |cfg: &QuantConfig| {
-            let (q, _) = quantize(&m, cfg, src, false).unwrap();
+            let (q, _) = quantize(&m, cfg, src, &Backend::Cpu, false).unwrap();
             agreement(&q.forward(x.clone()).unwrap().data, &fp.data, 1000).agreement_top1
         };
         let (b, a) = (score(&base), score(&all));

@@ -1,6 +1,8 @@
 //! Explicit backend choice: `--backend auto|gpu|cpu` resolves to a [`Backend`] once.
-//! `auto` uses the GPU when a context can be built and otherwise falls back to the CPU with
-//! a one-line warning on stderr naming the reason; `gpu` fails instead.
+//! `auto` uses the GPU when a hardware adapter can be opened and otherwise falls back to the
+//! CPU with a one-line warning on stderr naming the reason; `gpu` fails instead. A software
+//! adapter (Mesa's lavapipe) counts as no GPU for `auto`: on such machines the CPU engine is
+//! far faster, and `--backend gpu` still selects it explicitly (as the tests do).
 
 use std::sync::Arc;
 
@@ -41,6 +43,13 @@ impl BackendChoice {
             BackendChoice::Cpu => Ok(Backend::Cpu),
             BackendChoice::Gpu => Ok(Backend::Gpu(Arc::new(GpuContext::new()?))),
             BackendChoice::Auto => match GpuContext::new() {
+                Ok(ctx) if ctx.info().device_type == wgpu::DeviceType::Cpu => {
+                    eprintln!(
+                        "warning: falling back to the CPU backend: the only adapter, {}, is a software rasterizer (use --backend gpu to run on it anyway)",
+                        ctx.adapter_name()
+                    );
+                    Ok(Backend::Cpu)
+                }
                 Ok(ctx) => Ok(Backend::Gpu(Arc::new(ctx))),
                 Err(e) => {
                     eprintln!("warning: falling back to the CPU backend: {e}");

@@ -18,7 +18,7 @@ use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
 
 /// The largest GPU-vs-CPU difference of one node's output.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LayerDiff {
     pub node: String,
     pub max_abs: f32,

@@ -8,14 +8,14 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::metrics::{accuracy, agreement};
-use super::run::{collect_logits, EvalOptions, Model};
+use super::run::{collect_logits, EvalOptions};
 use crate::calib::Calibration;
+use crate::engine::Backend;
 use crate::error::Result;
-use crate::graph::Preprocess;
 use crate::io::dataset::Dataset;
+use crate::model::{Runner, Source};
 use crate::pipeline::{self, Prepared};
 use crate::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig};
-use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -49,6 +49,7 @@ pub struct AblateOptions {
     pub calib_n: usize,
     pub eval: EvalOptions,
     pub protocols: Vec<Protocol>,
+    pub backend: Backend,
 }
 
 /// The methods of the table, as configurations (the bool: data-free statistics).
@@ -102,31 +103,6 @@ pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, Q
     ]
 }
 
-struct Fp32<'a>(&'a crate::graph::Graph);
-impl Model for Fp32<'_> {
-    fn preprocess(&self) -> &Preprocess {
-        &self.0.preprocess
-    }
-    fn forward(&self, x: Tensor) -> Result<Tensor> {
-        crate::engine::forward(self.0, x)
-    }
-    fn backend(&self) -> String {
-        "cpu".into()
-    }
-}
-
-impl Model for crate::qmodel::QuantModel {
-    fn preprocess(&self) -> &Preprocess {
-        &self.graph().preprocess
-    }
-    fn forward(&self, x: Tensor) -> Result<Tensor> {
-        crate::qmodel::QuantModel::forward(self, x)
-    }
-    fn backend(&self) -> String {
-        "cpu (simulated)".into()
-    }
-}
-
 /// Runs the ablation. Calibration statistics are gathered once for the union of both
 /// protocols' quantization points and shared by every calibrated row.
 pub fn ablate(
@@ -141,7 +117,11 @@ pub fn ablate(
         labels,
         classes,
         ..
-    } = collect_logits(&Fp32(&m.graph), eval, &o.eval)?;
+    } = collect_logits(
+        &Runner::new(Source::Fp32(&m.graph), &o.backend)?,
+        eval,
+        &o.eval,
+    )?;
     let mut union = BTreeSet::new();
     let mut points = Vec::new();
     for &p in &o.protocols {
@@ -153,15 +133,10 @@ pub fn ablate(
         }
     }
     let t = Instant::now();
-    let cal_images = crate::calib::calibrate(
-        &m.graph,
-        &points,
-        calib,
-        o.eval.views,
-        o.calib_n,
-        o.eval.batch,
-        o.eval.progress,
-    )?;
+    let batches =
+        crate::calib::load_batches(&m.graph, calib, o.eval.views, o.calib_n, o.eval.batch)?;
+    let cal_images =
+        crate::calib::calibrate_batches(&m.graph, &points, &batches, &o.backend, o.eval.progress)?;
     let t_images = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cal_free = crate::calib::data_free(&m.raw, &m.graph, &points)?;
@@ -188,7 +163,8 @@ pub fn ablate(
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
-            let ql = collect_logits(&q, eval, &o.eval)?.values;
+            let ql =
+                collect_logits(&Runner::new(Source::Quant(&q), &o.backend)?, eval, &o.eval)?.values;
             let a = agreement(&ql, &fp, classes);
             rows.push(Row {
                 protocol: p,
