@@ -3,6 +3,9 @@
 pub mod cpu;
 pub mod exec;
 pub mod gpu;
+pub mod intexec;
 pub mod layout;
+pub mod requant;
+pub mod sim;
 
 pub use exec::{forward, run, Hook, NoHook};

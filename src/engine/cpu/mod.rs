@@ -5,6 +5,7 @@
 
 pub mod fake_quant;
 pub mod histogram;
+pub mod int;
 pub mod mmse;
 pub mod moments;
 pub mod reference;
