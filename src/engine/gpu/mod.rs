@@ -7,9 +7,11 @@
 pub mod buffers;
 pub mod context;
 pub mod conv2d;
+pub mod conv_int;
 pub mod eltwise;
 pub mod fake_quant;
 pub mod histogram;
+pub mod int_model;
 pub mod linear;
 pub mod mmse;
 pub mod moments;
