@@ -48,11 +48,14 @@ fn rand_weights(cout: usize, k: usize, wide: bool, seed: &mut u64) -> (Vec<u8>, 
 }
 
 fn rand_input(shape: &[usize], bits: u8, seed: &mut u64) -> QTensor {
-    let params = QParams::from_range(-unif(seed).abs() * 3.0, unif(seed).abs() * 3.0 + 0.1, bits).unwrap();
+    let params =
+        QParams::from_range(-unif(seed).abs() * 3.0, unif(seed).abs() * 3.0 + 0.1, bits).unwrap();
     let n: usize = shape.iter().product();
     QTensor {
         shape: shape.to_vec(),
-        codes: (0..n).map(|_| (lcg(seed) % (params.qmax() as u32 + 1)) as u8).collect(),
+        codes: (0..n)
+            .map(|_| (lcg(seed) % (params.qmax() as u32 + 1)) as u8)
+            .collect(),
         params,
     }
 }
@@ -73,12 +76,15 @@ fn oracle_conv(x: &QTensor, codes: &[u8], p: &[QParams], c: &Conv2d) -> Vec<i64>
                     for i in 0..cig {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * c.stride[0] + ky * c.dilation[0]) as i64 - c.padding[0] as i64;
-                                let ix = (ox * c.stride[1] + kx * c.dilation[1]) as i64 - c.padding[1] as i64;
+                                let iy = (oy * c.stride[0] + ky * c.dilation[0]) as i64
+                                    - c.padding[0] as i64;
+                                let ix = (ox * c.stride[1] + kx * c.dilation[1]) as i64
+                                    - c.padding[1] as i64;
                                 if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
                                     continue;
                                 }
-                                let q = x.codes[((img * ci + g * cig + i) * h + iy as usize) * w + ix as usize];
+                                let q = x.codes[((img * ci + g * cig + i) * h + iy as usize) * w
+                                    + ix as usize];
                                 let wq = codes[((o * cig + i) * kh + ky) * kw + kx];
                                 s += (wq as i64 - p[o].zero_point as i64)
                                     * (q as i64 - x.params.zero_point as i64);
@@ -95,30 +101,44 @@ fn oracle_conv(x: &QTensor, codes: &[u8], p: &[QParams], c: &Conv2d) -> Vec<i64>
 
 fn conv_strategy() -> impl Strategy<Value = (Conv2d, [usize; 3], u64, u8)> {
     (
-        (1usize..4, 1usize..4, prop_oneof![Just(1usize), Just(2), Just(0)]),
+        (
+            1usize..4,
+            1usize..4,
+            prop_oneof![Just(1usize), Just(2), Just(0)],
+        ),
         (1usize..4, 1usize..3, 1usize..3),
-        prop::array::uniform4(0usize..3),
+        prop_oneof![Just([0usize; 4]), prop::array::uniform4(0usize..3)],
         (1usize..3, 3usize..9, 3usize..9),
         (any::<u64>(), 1u8..9),
         any::<bool>(),
     )
-        .prop_map(|((cig, cog, gsel), (k, s, d), pad, (n, h, w), (seed, xbits), relu)| {
-            // gsel 0: depthwise (groups = channels, one in and out per group).
-            let (groups, cig, cog) = if gsel == 0 { (cig + 1, 1, 1) } else { (gsel, cig, cog) };
-            let c = Conv2d {
-                in_channels: cig * groups,
-                out_channels: cog * groups,
-                kernel: [k, k.max(2) - 1],
-                stride: [s, 1],
-                dilation: [d, 1],
-                padding: pad,
-                groups,
-                bias: true,
-                act: if relu { Activation::Relu6 } else { Activation::None },
-            };
-            let h = h.max(d * (k - 1) + 1);
-            (c, [n, h, w], seed, xbits)
-        })
+        .prop_map(
+            |((cig, cog, gsel), (k, s, d), pad, (n, h, w), (seed, xbits), relu)| {
+                // gsel 0: depthwise (groups = channels, one in and out per group).
+                let (groups, cig, cog) = if gsel == 0 {
+                    (cig + 1, 1, 1)
+                } else {
+                    (gsel, cig, cog)
+                };
+                let c = Conv2d {
+                    in_channels: cig * groups,
+                    out_channels: cog * groups,
+                    kernel: [k, k.max(2) - 1],
+                    stride: [s, 1],
+                    dilation: [d, 1],
+                    padding: pad,
+                    groups,
+                    bias: true,
+                    act: if relu {
+                        Activation::Relu6
+                    } else {
+                        Activation::None
+                    },
+                };
+                let h = h.max(d * (k - 1) + 1);
+                (c, [n, h, w], seed, xbits)
+            },
+        )
 }
 
 proptest! {
@@ -212,7 +232,10 @@ pub fn small_graph(seed: &mut u64) -> Graph {
         let v = rand_t(&[c], seed);
         params.insert(
             format!("{name}.running_var"),
-            Tensor { shape: v.shape, data: v.data.iter().map(|x| x.abs() + 0.1).collect() },
+            Tensor {
+                shape: v.shape,
+                data: v.data.iter().map(|x| x.abs() + 0.1).collect(),
+            },
         );
     };
     bn("bn1", 8, seed);
@@ -227,7 +250,11 @@ pub fn small_graph(seed: &mut u64) -> Graph {
         name: "small".into(),
         input_shape: vec![3, 10, 12],
         nodes: vec![
-            node("c1", Op::Conv2d(conv(3, 8, 3, 2, 1, [0, 0, 1, 1])), &["input"]),
+            node(
+                "c1",
+                Op::Conv2d(conv(3, 8, 3, 2, 1, [0, 0, 1, 1])),
+                &["input"],
+            ),
             node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
             node("r1", Op::Relu6, &["bn1"]),
             node("dw", Op::Conv2d(conv(8, 8, 3, 1, 8, [1, 1, 1, 1])), &["r1"]),
@@ -240,7 +267,12 @@ pub fn small_graph(seed: &mut u64) -> Graph {
             node("flat", Op::Flatten, &["gap"]),
             node(
                 "fc",
-                Op::Linear(Linear { in_features: 8, out_features: 5, bias: true, act: Activation::None }),
+                Op::Linear(Linear {
+                    in_features: 8,
+                    out_features: 5,
+                    bias: true,
+                    act: Activation::None,
+                }),
                 &["flat"],
             ),
         ],
@@ -267,13 +299,20 @@ fn random_deploy_plan_int_equals_sim_on_small_graph() {
         let raw = small_graph(&mut seed);
         let cfg = QuantConfig {
             protocol: Protocol::Deploy,
-            bit_alloc: if seed0 % 2 == 0 { BitAlloc::W } else { BitAlloc::None },
+            bit_alloc: if seed0 % 2 == 0 {
+                BitAlloc::W
+            } else {
+                BitAlloc::None
+            },
             dual: (seed0 % 3) as usize,
             bias_correction: seed0 % 3 != 0,
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
-        let x = Tensor { shape: vec![2, 3, 10, 12], data: rand_t(&[2 * 3 * 10 * 12], &mut seed).data };
+        let x = Tensor {
+            shape: vec![2, 3, 10, 12],
+            data: rand_t(&[2 * 3 * 10 * 12], &mut seed).data,
+        };
         let a = m.forward(&x, Exec::Int).unwrap();
         let b = m.forward(&x, Exec::Sim).unwrap();
         assert_eq!(a.shape, vec![2, 5]);
@@ -288,7 +327,10 @@ fn unsupported_plans_name_the_layer() {
     let raw = small_graph(&mut seed);
     let mut g = raw.clone();
     passes::prepare(&mut g).unwrap();
-    let cfg = QuantConfig { protocol: Protocol::Paper, ..QuantConfig::default() };
+    let cfg = QuantConfig {
+        protocol: Protocol::Paper,
+        ..QuantConfig::default()
+    };
     let pts = quant_points(&g, &cfg);
     let cal = ptq4::calib::data_free(&raw, &g, &pts).unwrap();
     let plan = make_plan(&g, &cfg, &pts, &cal.stats, &cal.means, &cal.source).unwrap();
@@ -305,7 +347,10 @@ fn lite0() -> Option<(IntModel, Tensor)> {
         return None;
     };
     let raw = ptq4::io::model::load_graph(&model).unwrap();
-    let cfg = QuantConfig { protocol: Protocol::Deploy, ..QuantConfig::default() };
+    let cfg = QuantConfig {
+        protocol: Protocol::Deploy,
+        ..QuantConfig::default()
+    };
     let (_, m) = deploy_model(&raw, &cfg);
     let d = ptq4::io::dataset::Dataset::open(&data).unwrap();
     let (x, _) = d.load_batch(0..d.len(), &raw.preprocess, 1).unwrap();
@@ -322,7 +367,10 @@ fn lite0_deploy_w4a4_int_equals_sim_cpu() {
     let t = std::time::Instant::now();
     let b = m.forward(&x, Exec::Sim).unwrap();
     let ts = t.elapsed();
-    let (ha, hb) = (ptq4::eval::metrics::logits_sha256(&a.data), ptq4::eval::metrics::logits_sha256(&b.data));
+    let (ha, hb) = (
+        ptq4::eval::metrics::logits_sha256(&a.data),
+        ptq4::eval::metrics::logits_sha256(&b.data),
+    );
     eprintln!("lite0 deploy W4A4 data-free, 20 images: int {ti:?} sim {ts:?}; logits sha256 {ha}");
     assert_eq!(a.shape, vec![20, 1000]);
     assert_eq!(ha, hb);
@@ -342,7 +390,15 @@ fn gpu() -> Option<&'static GpuContext> {
 }
 
 /// A random integer layer (optionally dual, optionally the logits layer) on input scale `sx`.
-fn rand_layer(c: Option<Conv2d>, cout: usize, k: usize, dual: bool, logits: bool, sx: f32, seed: &mut u64) -> IntLayer {
+fn rand_layer(
+    c: Option<Conv2d>,
+    cout: usize,
+    k: usize,
+    dual: bool,
+    logits: bool,
+    sx: f32,
+    seed: &mut u64,
+) -> IntLayer {
     let (codes, params) = rand_weights(cout, k, true, seed);
     let second = dual.then(|| {
         let (c2, p2) = rand_weights(cout, k, false, seed);
@@ -350,28 +406,58 @@ fn rand_layer(c: Option<Conv2d>, cout: usize, k: usize, dual: bool, logits: bool
     });
     let bias: Vec<f32> = (0..cout).map(|_| unif(seed)).collect();
     let act = c.as_ref().map_or(Activation::Relu, |c| c.act);
-    let out = (!logits).then(|| QParams::from_range(-unif(seed).abs() * 2.0, unif(seed).abs() * 4.0 + 0.1, 1 + (lcg(seed) % 8) as u8).unwrap());
+    let out = (!logits).then(|| {
+        QParams::from_range(
+            -unif(seed).abs() * 2.0,
+            unif(seed).abs() * 4.0 + 0.1,
+            1 + (lcg(seed) % 8) as u8,
+        )
+        .unwrap()
+    });
     let s1: Vec<f32> = params.iter().map(|p| p.scale).collect();
-    let s2: Option<Vec<f32>> = second.as_ref().map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
+    let s2: Option<Vec<f32>> = second
+        .as_ref()
+        .map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
     let ep = Epilogue::new(&s1, s2.as_deref(), sx, &bias, act, out);
     let w = PackedWeights::new(&codes, &params).unwrap();
-    let w2 = second.as_ref().map(|(p2, c2)| PackedWeights::new(c2, p2).unwrap());
+    let w2 = second
+        .as_ref()
+        .map(|(p2, c2)| PackedWeights::new(c2, p2).unwrap());
     let plan = LayerQuant {
         node: "l".into(),
         params,
         codes,
         second,
         bias,
-        info: LayerInfo { node: "l".into(), kept_8bit: false, clip: "test".into(), bias_corrected: false, dual, sqnr_db: 0.0 },
+        info: LayerInfo {
+            node: "l".into(),
+            kept_8bit: false,
+            clip: "test".into(),
+            bias_corrected: false,
+            dual,
+            sqnr_db: 0.0,
+        },
     };
-    IntLayer { conv: c, w, w2, ep, plan }
+    IntLayer {
+        conv: c,
+        w,
+        w2,
+        ep,
+        plan,
+    }
 }
 
 /// CPU reference outputs of a layer through the shared epilogue.
 fn cpu_layer(x: &QTensor, l: &IntLayer) -> IntOutput {
     let (acc, acc2) = match &l.conv {
-        Some(c) => (int::conv2d_acc(x, &l.w, c).unwrap(), l.w2.as_ref().map(|w2| int::conv2d_acc(x, w2, c).unwrap())),
-        None => (int::linear_acc(x, &l.w).unwrap(), l.w2.as_ref().map(|w2| int::linear_acc(x, w2).unwrap())),
+        Some(c) => (
+            int::conv2d_acc(x, &l.w, c).unwrap(),
+            l.w2.as_ref().map(|w2| int::conv2d_acc(x, w2, c).unwrap()),
+        ),
+        None => (
+            int::linear_acc(x, &l.w).unwrap(),
+            l.w2.as_ref().map(|w2| int::linear_acc(x, w2).unwrap()),
+        ),
     };
     let n = x.shape[0];
     let co = l.w.cout;
@@ -383,10 +469,23 @@ fn cpu_layer(x: &QTensor, l: &IntLayer) -> IntOutput {
         }
         None => vec![n, co],
     };
-    let vals = acc.iter().enumerate().map(|(i, &a)| (i / plane % co, a as f32, acc2.as_ref().map_or(0.0, |v| v[i] as f32)));
+    let vals = acc.iter().enumerate().map(|(i, &a)| {
+        (
+            i / plane % co,
+            a as f32,
+            acc2.as_ref().map_or(0.0, |v| v[i] as f32),
+        )
+    });
     match l.ep.out {
-        Some(q) => IntOutput::Codes(QTensor { shape, codes: vals.map(|(c, a, b)| l.ep.code(c, a, b)).collect(), params: q }),
-        None => IntOutput::Logits(Tensor { shape, data: vals.map(|(c, a, b)| l.ep.real(c, a, b)).collect() }),
+        Some(q) => IntOutput::Codes(QTensor {
+            shape,
+            codes: vals.map(|(c, a, b)| l.ep.code(c, a, b)).collect(),
+            params: q,
+        }),
+        None => IntOutput::Logits(Tensor {
+            shape,
+            data: vals.map(|(c, a, b)| l.ep.real(c, a, b)).collect(),
+        }),
     }
 }
 
@@ -433,12 +532,19 @@ fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
         let raw = small_graph(&mut seed);
         let cfg = QuantConfig {
             protocol: Protocol::Deploy,
-            bit_alloc: if seed0 % 2 == 0 { BitAlloc::W } else { BitAlloc::None },
+            bit_alloc: if seed0 % 2 == 0 {
+                BitAlloc::W
+            } else {
+                BitAlloc::None
+            },
             dual: (seed0 % 3) as usize,
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
-        let x = Tensor { shape: vec![3, 3, 10, 12], data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data };
+        let x = Tensor {
+            shape: vec![3, 3, 10, 12],
+            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
+        };
         let a = m.forward(&x, Exec::Sim).unwrap();
         let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
         assert_eq!(a.data, b.data, "seed {seed0}");
@@ -452,7 +558,66 @@ fn lite0_deploy_w4a4_gpu_equals_cpu() {
     let a = m.forward(&x, Exec::Sim).unwrap();
     let t = std::time::Instant::now();
     let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
-    eprintln!("lite0 deploy W4A4 on {} ({:?}): {:?}", ctx.adapter_name(), ctx.backend(), t.elapsed());
-    assert_eq!(ptq4::eval::metrics::logits_sha256(&a.data), ptq4::eval::metrics::logits_sha256(&b.data));
+    eprintln!(
+        "lite0 deploy W4A4 on {} ({:?}): {:?}",
+        ctx.adapter_name(),
+        ctx.backend(),
+        t.elapsed()
+    );
+    assert_eq!(
+        ptq4::eval::metrics::logits_sha256(&a.data),
+        ptq4::eval::metrics::logits_sha256(&b.data)
+    );
     assert_eq!(a.data, b.data);
+}
+
+#[test]
+fn lite0_weight_bytes_fp32_w8_w4() {
+    let Some(model) = common::fetched("efficientnet-lite0") else {
+        return;
+    };
+    let raw = ptq4::io::model::load_graph(&model).unwrap();
+    let mut g = raw.clone();
+    passes::prepare(&mut g).unwrap();
+    let fp32 = ptq4::engine::size::fp32_weight_bytes(&g);
+    let bytes = |wbits: u8, bit_alloc: BitAlloc| {
+        let cfg = QuantConfig {
+            protocol: Protocol::Deploy,
+            wbits,
+            bit_alloc,
+            ..QuantConfig::default()
+        };
+        ptq4::engine::size::int_weight_bytes(&deploy_model(&raw, &cfg).1)
+    };
+    let (w8, w4, w4a) = (
+        bytes(8, BitAlloc::None),
+        bytes(4, BitAlloc::None),
+        bytes(4, BitAlloc::Wa),
+    );
+    eprintln!(
+        "lite0 weight bytes: fp32 {fp32:?} = {}; W8 {w8:?} = {}; W4 {w4:?} = {}; W4 + bit allocation {w4a:?} = {}",
+        fp32.total(), w8.total(), w4.total(), w4a.total()
+    );
+    // W8: one byte per weight. W4: rows of ceil(k/8) words, except the layers kept at 8 bits.
+    let kept = QuantConfig::default().kept_layers(&g);
+    let mut want4 = 0;
+    for n in &g.nodes {
+        let (cout, per) = match &n.op {
+            Op::Conv2d(c) => (
+                c.out_channels,
+                c.in_channels / c.groups * c.kernel[0] * c.kernel[1],
+            ),
+            Op::Linear(l) => (l.out_features, l.in_features),
+            _ => continue,
+        };
+        want4 += if kept.contains(&n.name) {
+            cout * per
+        } else {
+            cout * per.div_ceil(8) * 4
+        };
+    }
+    assert_eq!(w8.codes, fp32.codes / 4);
+    assert_eq!(w4.codes, want4);
+    assert_eq!(w8.quantizers, w4.quantizers);
+    assert!(w4.total() < w8.total() && w8.total() * 3 < fp32.total());
 }

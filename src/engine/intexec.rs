@@ -123,7 +123,11 @@ impl IntModel {
                 Op::Add if !is_out && ins.len() >= 2 => StepKind::Add,
                 Op::GlobalAvgPool if !is_out => StepKind::GlobalAvgPool,
                 Op::Flatten if !is_out => StepKind::Flatten,
-                _ if is_out => return Err(unsupported("the graph output must be a conv or linear layer")),
+                _ if is_out => {
+                    return Err(unsupported(
+                        "the graph output must be a conv or linear layer",
+                    ))
+                }
                 _ => return Err(unsupported("no integer kernel for this op")),
             };
             let produced = match kind {
@@ -153,7 +157,11 @@ impl IntModel {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
-                expected: [&[x.shape.first().copied().unwrap_or(1)][..], &self.input_shape].concat(),
+                expected: [
+                    &[x.shape.first().copied().unwrap_or(1)][..],
+                    &self.input_shape,
+                ]
+                .concat(),
                 actual: x.shape.clone(),
             });
         }
@@ -186,7 +194,11 @@ impl IntModel {
                         return logits(l, &acc, acc2.as_deref(), shape);
                     };
                     let codes = requantize(l, &acc, acc2.as_deref(), &shape);
-                    QTensor { shape, codes, params: out }
+                    QTensor {
+                        shape,
+                        codes,
+                        params: out,
+                    }
                 }
                 StepKind::Add => add(ins, s.out)?,
                 StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
@@ -208,7 +220,10 @@ impl IntModel {
             }
             values.insert(s.name.as_str(), y);
         }
-        Err(Error::Engine(format!("output {} was not produced", self.output)))
+        Err(Error::Engine(format!(
+            "output {} was not produced",
+            self.output
+        )))
     }
 
     /// How many steps read each value.
@@ -233,7 +248,12 @@ fn bind_layer(
         .layers
         .iter()
         .find(|l| l.node == n.name)
-        .ok_or_else(|| Error::Engine(format!("integer execution: layer {} is not in the plan", n.name)))?;
+        .ok_or_else(|| {
+            Error::Engine(format!(
+                "integer execution: layer {} is not in the plan",
+                n.name
+            ))
+        })?;
     let (conv, act) = match &n.op {
         Op::Conv2d(c) => (Some(c.clone()), c.act),
         Op::Linear(li) => (None, li.act),
@@ -254,7 +274,10 @@ fn bind_layer(
             )));
         }
     }
-    let s2: Option<Vec<f32>> = l.second.as_ref().map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
+    let s2: Option<Vec<f32>> = l
+        .second
+        .as_ref()
+        .map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
     let ep = Epilogue::new(&w.scale, s2.as_deref(), x.scale, &l.bias, act, out);
     Ok(IntLayer {
         conv,
@@ -283,28 +306,30 @@ fn layer_acc(l: &IntLayer, x: &QTensor, exec: Exec) -> Result<Acc> {
     let (acc, acc2) = match (exec, &l.conv) {
         (Exec::Int, Some(c)) => (
             to_f(int::conv2d_acc(x, &l.w, c)?),
-            l.w2.as_ref().map(|w2| int::conv2d_acc(x, w2, c).map(to_f)).transpose()?,
+            l.w2.as_ref()
+                .map(|w2| int::conv2d_acc(x, w2, c).map(to_f))
+                .transpose()?,
         ),
         (Exec::Int, None) => (
             to_f(int::linear_acc(x, &l.w)?),
-            l.w2.as_ref().map(|w2| int::linear_acc(x, w2).map(to_f)).transpose()?,
+            l.w2.as_ref()
+                .map(|w2| int::linear_acc(x, w2).map(to_f))
+                .transpose()?,
         ),
         (Exec::Sim, Some(c)) => (
             sim::conv2d_acc(x, &l.plan.codes, &l.plan.params, c)?,
-            second.map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c)).transpose()?,
+            second
+                .map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c))
+                .transpose()?,
         ),
         (Exec::Sim, None) => (
             sim::linear_acc(x, &l.plan.codes, &l.plan.params)?,
-            second.map(|(p2, c2)| sim::linear_acc(x, c2, p2)).transpose()?,
+            second
+                .map(|(p2, c2)| sim::linear_acc(x, c2, p2))
+                .transpose()?,
         ),
     };
     Ok((acc, acc2, shape))
-}
-
-/// Channel of flat index `i` in an `[N, C, ...]` tensor with `plane` values per channel.
-#[inline]
-fn chan(i: usize, c: usize, plane: usize) -> usize {
-    i / plane % c
 }
 
 fn plane_of(shape: &[usize]) -> usize {
@@ -313,20 +338,11 @@ fn plane_of(shape: &[usize]) -> usize {
 
 /// Output codes of a layer from its accumulators.
 pub fn requantize(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: &[usize]) -> Vec<u8> {
-    let (c, plane) = (shape[1], plane_of(shape));
-    acc.iter()
-        .enumerate()
-        .map(|(i, &a)| l.ep.code(chan(i, c, plane), a, acc2.map_or(0.0, |v| v[i])))
-        .collect()
+    l.ep.codes(acc, acc2, plane_of(shape))
 }
 
 fn logits(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: Vec<usize>) -> Result<Tensor> {
-    let (c, plane) = (shape[1], plane_of(&shape));
-    let data = acc
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| l.ep.real(chan(i, c, plane), a, acc2.map_or(0.0, |v| v[i])))
-        .collect();
+    let data = l.ep.reals(acc, acc2, plane_of(&shape));
     Tensor::from_vec(&shape, data)
 }
 

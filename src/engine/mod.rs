@@ -7,5 +7,6 @@ pub mod intexec;
 pub mod layout;
 pub mod requant;
 pub mod sim;
+pub mod size;
 
 pub use exec::{forward, run, Hook, NoHook};

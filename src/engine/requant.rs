@@ -18,6 +18,8 @@
 //! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), global average
 //! pooling `y = (s · f32(Σ(q − z))) / f32(H·W)` (the integer sum is exact and order-free).
 
+use rayon::prelude::*;
+
 use crate::graph::Activation;
 use crate::quant::QParams;
 
@@ -69,6 +71,98 @@ impl Epilogue {
     pub fn code(&self, c: usize, acc: f32, acc2: f32) -> u8 {
         let y = self.real(c, acc, acc2);
         self.out.map_or(0, |q| q.quantize(y))
+    }
+}
+
+impl Epilogue {
+    /// Codes of an `[N, C, plane]` tensor of accumulators (C = number of channels here),
+    /// one plane of one channel at a time (rayon over planes).
+    pub fn codes(&self, acc: &[f32], acc2: Option<&[f32]>, plane: usize) -> Vec<u8> {
+        let c = self.mult.len();
+        let plane = plane.max(1);
+        let mut out = vec![0u8; acc.len()];
+        out.par_chunks_mut(plane)
+            .zip(acc.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (o, a))| {
+                let a2 = acc2.map(|v| &v[i * plane..(i + 1) * plane]);
+                self.plane_codes(i % c, a, a2, o);
+            });
+        out
+    }
+
+    /// One plane of channel `ch`. On x86-64 with AVX2 the same scalar code is compiled with
+    /// AVX2/SSE4.1 enabled (vector division and `roundps` are exact IEEE operations, and no
+    /// FMA contraction happens in Rust), so the codes are identical to the portable build.
+    fn plane_codes(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 (and so SSE4.1) is available, checked above.
+                unsafe { self.plane_codes_avx2(ch, a, a2, o) };
+                return;
+            }
+        }
+        self.plane_codes_portable(ch, a, a2, o);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plane_codes_avx2(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        self.plane_codes_portable(ch, a, a2, o);
+    }
+
+    #[inline(always)]
+    fn plane_codes_portable(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        // The activation is matched outside the loops so each loop is straight-line.
+        match self.act {
+            Activation::None => self.plane_loop(ch, a, a2, o, |y| y),
+            Activation::Relu => self.plane_loop(ch, a, a2, o, |y| Activation::Relu.apply(y)),
+            Activation::Relu6 => self.plane_loop(ch, a, a2, o, |y| Activation::Relu6.apply(y)),
+        }
+    }
+
+    #[inline(always)]
+    fn plane_loop(
+        &self,
+        ch: usize,
+        a: &[f32],
+        a2: Option<&[f32]>,
+        o: &mut [u8],
+        act: impl Fn(f32) -> f32,
+    ) {
+        let Some(q) = self.out else {
+            o.fill(0);
+            return;
+        };
+        let (m, b) = (self.mult[ch], self.bias[ch]);
+        match (a2, &self.mult2) {
+            (Some(a2), Some(m2)) => {
+                let m2 = m2[ch];
+                for ((d, &v), &v2) in o.iter_mut().zip(a).zip(a2) {
+                    *d = q.quantize(act((m * v + m2 * v2) + b));
+                }
+            }
+            _ => {
+                for (d, &v) in o.iter_mut().zip(a) {
+                    *d = q.quantize(act(m * v + b));
+                }
+            }
+        }
+    }
+
+    /// `act(acc_real)` of an `[N, C, plane]` tensor of accumulators (the logits).
+    pub fn reals(&self, acc: &[f32], acc2: Option<&[f32]>, plane: usize) -> Vec<f32> {
+        let c = self.mult.len();
+        acc.chunks(plane.max(1))
+            .enumerate()
+            .flat_map(|(i, a)| {
+                let a2 = acc2.map(|v| &v[i * plane..(i + 1) * plane]);
+                a.iter()
+                    .enumerate()
+                    .map(move |(j, &v)| self.real(i % c, v, a2.map_or(0.0, |s| s[j])))
+            })
+            .collect()
     }
 }
 

@@ -38,8 +38,20 @@ impl Real for f32 {
         // out row-major with the strides given.
         unsafe {
             matrixmultiply::sgemm(
-                m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
-                c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             )
         }
     }
@@ -57,8 +69,20 @@ impl Real for f64 {
         // SAFETY: as for f32 above.
         unsafe {
             matrixmultiply::dgemm(
-                m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
-                c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             )
         }
     }
@@ -94,7 +118,10 @@ fn conv_generic<T: Real>(
     c: &Conv2d,
 ) -> Result<Vec<f32>> {
     let [n, ci, h, w] = x.shape[..] else {
-        return Err(Error::Engine(format!("sim conv: input shape {:?}", x.shape)));
+        return Err(Error::Engine(format!(
+            "sim conv: input shape {:?}",
+            x.shape
+        )));
     };
     let (oh, ow) = c
         .out_hw(h, w)
@@ -103,9 +130,10 @@ fn conv_generic<T: Real>(
     let (cig, cog) = (ci / g, c.out_channels / g);
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     let k = cig * kh * kw;
-    if ci != c.in_channels || codes.len() != c.out_channels * k || params.len() != c.out_channels
-    {
-        return Err(Error::Engine("sim conv: weights do not match the layer".into()));
+    if ci != c.in_channels || codes.len() != c.out_channels * k || params.len() != c.out_channels {
+        return Err(Error::Engine(
+            "sim conv: weights do not match the layer".into(),
+        ));
     }
     let wf: Vec<T> = codes
         .chunks(k)
@@ -130,7 +158,8 @@ fn conv_generic<T: Real>(
                             - c.padding[1] as isize;
                         let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
                         col[oy * ow + ox] = if inside {
-                            let q = x.codes[((img * ci + chan) * h + iy as usize) * w + ix as usize];
+                            let q =
+                                x.codes[((img * ci + chan) * h + iy as usize) * w + ix as usize];
                             T::of(q as i32 - zx)
                         } else {
                             T::default()

@@ -157,7 +157,9 @@ impl GpuIntLayer {
             .ok_or_else(|| Error::Gpu("integer layer without weights".into()))?;
         let (co, k) = (first.cout, first.k);
         if taps == 0 || k % taps != 0 || tensors.iter().any(|t| t.cout != co || t.k != k) {
-            return Err(Error::Gpu("integer layer: inconsistent weight tensors".into()));
+            return Err(Error::Gpu(
+                "integer layer: inconsistent weight tensors".into(),
+            ));
         }
         let cig = k / taps;
         let cw8 = cig.div_ceil(8);

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use super::buffers;
+use super::context::GpuContext;
 use super::conv_int::{
     add_int_encode, conv_int_encode, gap_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel,
     GpuIntLayer,
 };
-use super::context::GpuContext;
 use crate::engine::cpu::int::QTensor;
 use crate::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
 use crate::error::{Error, Result};
@@ -64,7 +64,17 @@ pub fn layer_int(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutpu
     };
     let yb = buffers::filled(ctx, "int y", len, buffers::SENTINEL_U32);
     let mut enc = ctx.encoder("conv_int");
-    conv_int_encode(ctx, &mut enc, &xb, &gl, &yb, n, (h, w), &c, x.params.zero_point)?;
+    conv_int_encode(
+        ctx,
+        &mut enc,
+        &xb,
+        &gl,
+        &yb,
+        n,
+        (h, w),
+        &c,
+        x.params.zero_point,
+    )?;
     ctx.submit(enc)?;
     let words: Vec<u32> = buffers::read(ctx, &yb, len)?;
     let shape = match l.conv {
@@ -106,7 +116,11 @@ impl IntModel {
         values.insert(
             Graph::INPUT,
             Value {
-                buf: buffers::upload(ctx, "int input", &pack_nhwc(&q.codes, dims, q.params.zero_point as u8)),
+                buf: buffers::upload(
+                    ctx,
+                    "int input",
+                    &pack_nhwc(&q.codes, dims, q.params.zero_point as u8),
+                ),
                 params: q.params,
                 dims,
             },
@@ -131,7 +145,17 @@ impl IntModel {
                     let Some(oq) = l.ep.out else {
                         let len = n * conv.out_channels * oh * ow;
                         let yb = buffers::filled(ctx, "int logits", len, buffers::SENTINEL_F32);
-                        conv_int_encode(ctx, &mut enc, &a.buf, &gl, &yb, n, (h, w), &conv, a.params.zero_point)?;
+                        conv_int_encode(
+                            ctx,
+                            &mut enc,
+                            &a.buf,
+                            &gl,
+                            &yb,
+                            n,
+                            (h, w),
+                            &conv,
+                            a.params.zero_point,
+                        )?;
                         let shape = match l.conv {
                             Some(_) => vec![n, conv.out_channels, oh, ow],
                             None => vec![n, conv.out_channels],
@@ -140,9 +164,27 @@ impl IntModel {
                         continue;
                     };
                     let d = (n, conv.out_channels, oh, ow);
-                    let yb = buffers::zeroed(ctx, "int y", (n * oh * ow * words_per_pixel(d.1) * 4) as u64);
-                    conv_int_encode(ctx, &mut enc, &a.buf, &gl, &yb, n, (h, w), &conv, a.params.zero_point)?;
-                    Value { buf: yb, params: oq, dims: d }
+                    let yb = buffers::zeroed(
+                        ctx,
+                        "int y",
+                        (n * oh * ow * words_per_pixel(d.1) * 4) as u64,
+                    );
+                    conv_int_encode(
+                        ctx,
+                        &mut enc,
+                        &a.buf,
+                        &gl,
+                        &yb,
+                        n,
+                        (h, w),
+                        &conv,
+                        a.params.zero_point,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: d,
+                    }
                 }
                 StepKind::Add => {
                     if s.inputs.len() != 2 {
@@ -152,20 +194,40 @@ impl IntModel {
                     let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                     let words = n * h * w * words_per_pixel(c);
                     let yb = buffers::zeroed(ctx, "int add", (words * 4) as u64);
-                    add_int_encode(ctx, &mut enc, (&a.buf, a.params), (&b.buf, b.params), &yb, words, oq)?;
-                    Value { buf: yb, params: oq, dims: a.dims }
+                    add_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        (&b.buf, b.params),
+                        &yb,
+                        words,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
+                    }
                 }
                 StepKind::GlobalAvgPool => {
                     let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                     let yb = buffers::zeroed(ctx, "int gap", (n * words_per_pixel(c) * 4) as u64);
                     gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, oq)?;
-                    Value { buf: yb, params: oq, dims: (n, c, 1, 1) }
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, c, 1, 1),
+                    }
                 }
                 StepKind::Flatten => {
                     if h * w != 1 {
                         return Err(fail("the GPU flattens only 1×1 maps"));
                     }
-                    Value { buf: a.buf.clone(), params: a.params, dims: a.dims }
+                    Value {
+                        buf: a.buf.clone(),
+                        params: a.params,
+                        dims: a.dims,
+                    }
                 }
             };
             for i in &s.inputs {
@@ -178,8 +240,8 @@ impl IntModel {
             }
             values.insert(s.name.as_str(), out);
         }
-        let (yb, len, shape) =
-            logits.ok_or_else(|| Error::Engine(format!("output {} was not produced", self.output)))?;
+        let (yb, len, shape) = logits
+            .ok_or_else(|| Error::Engine(format!("output {} was not produced", self.output)))?;
         ctx.submit(enc)?;
         let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
         Tensor::from_vec(&shape, data)

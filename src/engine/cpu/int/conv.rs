@@ -4,14 +4,14 @@
 //! operands are centred before the product — weights (q_w − z_w) per channel, activations
 //! (q_x − z_x) — as `i16`, so padding taps contribute exactly 0 (the real 0 of the input) and
 //! the accumulator is the exact `i32` value of Σ (q_w − z_w)(q_x − z_x). Standard and grouped
-//! convs: per image and group, an im2col straight into the pair-interleaved `i16` layout of
-//! [`super::gemm`], then the integer GEMM. Depthwise: a direct tap loop over a zero-padded
+//! convs: per image and group, a centred `i16` im2col packed into the panels of [`super::gemm`],
+//! then the integer GEMM. Depthwise: a direct tap loop over a zero-padded
 //! centred plane, rayon over planes. Linear: the same GEMM with the batch as columns.
 //! These return raw accumulators; the caller applies `engine::requant::Epilogue`.
 
 use rayon::prelude::*;
 
-use super::gemm::{gemm_i16, interleave};
+use super::gemm::{gemm_i16, pack_b, pack_b_with};
 use super::weights::PackedWeights;
 use crate::error::{Error, Result};
 use crate::graph::Conv2d;
@@ -66,8 +66,7 @@ pub fn conv2d_acc(x: &QTensor, w: &PackedWeights, c: &Conv2d) -> Result<Vec<i32>
     let (n, ci, h, wd) = x.dims()?;
     let (oh, ow) = conv_out_hw(c, h, wd)?;
     let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
-    if ci != c.in_channels || w.cout != c.out_channels || w.k != cig * c.kernel[0] * c.kernel[1]
-    {
+    if ci != c.in_channels || w.cout != c.out_channels || w.k != cig * c.kernel[0] * c.kernel[1] {
         return Err(Error::Engine(format!(
             "integer conv: input {:?} / weights {}×{} do not match {c:?}",
             x.shape, w.cout, w.k
@@ -82,10 +81,24 @@ pub fn conv2d_acc(x: &QTensor, w: &PackedWeights, c: &Conv2d) -> Result<Vec<i32>
         .map(|g| centered_rows(w, g * cog, cog))
         .collect();
     let (mut cols, mut inter) = (Vec::new(), Vec::new());
+    let pointwise =
+        c.kernel == [1, 1] && c.stride == [1, 1] && c.padding == [0; 4] && (oh, ow) == (h, wd);
     for img in 0..n {
         for (g, (a, kp)) in rows.iter().enumerate() {
-            im2col(x, img, g * cig, cig, c, (oh, ow), &mut cols);
-            let kp2 = interleave(&cols, w.k, p, &mut inter);
+            let kp2 = if pointwise {
+                // 1×1, stride 1, no padding: the input plane is the matrix; centre while packing.
+                let z = x.params.zero_point;
+                let base = (img * ci + g * cig) * p;
+                pack_b_with(w.k, p, &mut inter, |kr, p0, row| {
+                    let src = &x.codes[base + kr * p + p0..][..row.len()];
+                    row.iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &q)| *d = (q as i32 - z) as i16);
+                })
+            } else {
+                im2col(x, img, g * cig, cig, c, (oh, ow), &mut cols);
+                pack_b(&cols, w.k, p, &mut inter)
+            };
             debug_assert_eq!(kp2, *kp);
             let o = &mut out[(img * c.out_channels + g * cog) * p..][..cog * p];
             gemm_i16(a, cog, *kp, &inter, p, o);
@@ -185,7 +198,7 @@ fn depthwise_acc(x: &QTensor, w: &PackedWeights, c: &Conv2d, (oh, ow): (usize, u
 /// Raw accumulators `[N, O]` of a linear layer on quantized `[N, F]` (or `[N, F, 1, 1]`) input.
 pub fn linear_acc(x: &QTensor, w: &PackedWeights) -> Result<Vec<i32>> {
     let n = x.shape.first().copied().unwrap_or(0);
-    let f = if n == 0 { 0 } else { x.codes.len() / n };
+    let f = x.codes.len().checked_div(n).unwrap_or(0);
     if f != w.k {
         return Err(Error::Engine(format!(
             "integer linear: {f} input features for weights of {} inputs",
@@ -201,7 +214,7 @@ pub fn linear_acc(x: &QTensor, w: &PackedWeights) -> Result<Vec<i32>> {
         }
     }
     let mut inter = Vec::new();
-    let kp = interleave(&cols, f, n, &mut inter);
+    let kp = pack_b(&cols, f, n, &mut inter);
     let (a, _) = centered_rows(w, 0, w.cout);
     let mut on = vec![0i32; w.cout * n];
     gemm_i16(&a, w.cout, kp, &inter, n, &mut on);
