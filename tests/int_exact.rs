@@ -339,7 +339,7 @@ fn unsupported_plans_name_the_layer() {
 }
 
 /// The Lite0 deploy W4A4 model (data-free) and the 20 labelled images.
-fn lite0() -> Option<(IntModel, Tensor)> {
+fn lite0() -> Option<(IntModel, Tensor, Vec<Option<usize>>)> {
     let (Some(model), Some(data)) = (
         common::fetched("efficientnet-lite0"),
         common::fetched("imagenet-samples"),
@@ -353,14 +353,16 @@ fn lite0() -> Option<(IntModel, Tensor)> {
     };
     let (_, m) = deploy_model(&raw, &cfg);
     let d = ptq4::io::dataset::Dataset::open(&data).unwrap();
-    let (x, _) = d.load_batch(0..d.len(), &raw.preprocess, 1).unwrap();
+    let (x, labels) = d.load_batch(0..d.len(), &raw.preprocess, 1).unwrap();
     assert_eq!(x.shape[0], 20);
-    Some((m, x))
+    Some((m, x, labels))
 }
 
 #[test]
 fn lite0_deploy_w4a4_int_equals_sim_cpu() {
-    let Some((m, x)) = lite0() else { return };
+    let Some((m, x, labels)) = lite0() else {
+        return;
+    };
     let t = std::time::Instant::now();
     let a = m.forward(&x, Exec::Int).unwrap();
     let ti = t.elapsed();
@@ -371,7 +373,11 @@ fn lite0_deploy_w4a4_int_equals_sim_cpu() {
         ptq4::eval::metrics::logits_sha256(&a.data),
         ptq4::eval::metrics::logits_sha256(&b.data),
     );
-    eprintln!("lite0 deploy W4A4 data-free, 20 images: int {ti:?} sim {ts:?}; logits sha256 {ha}");
+    let top1 = ptq4::eval::metrics::accuracy(&a.data, 1000, &labels, 1);
+    let top5 = ptq4::eval::metrics::accuracy(&a.data, 1000, &labels, 5);
+    eprintln!(
+        "lite0 deploy W4A4 data-free, 20 images: int {ti:?} sim {ts:?}; top-1 {top1:?} top-5 {top5:?}; logits sha256 {ha}"
+    );
     assert_eq!(a.shape, vec![20, 1000]);
     assert_eq!(ha, hb);
     assert_eq!(a.data, b.data);
@@ -554,7 +560,7 @@ fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
 #[test]
 fn lite0_deploy_w4a4_gpu_equals_cpu() {
     let Some(ctx) = gpu() else { return };
-    let Some((m, x)) = lite0() else { return };
+    let Some((m, x, _)) = lite0() else { return };
     let a = m.forward(&x, Exec::Sim).unwrap();
     let t = std::time::Instant::now();
     let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
