@@ -13,7 +13,7 @@ struct Params {
     cw8: u32, ntensor: u32, zx: i32, kpad: i32,
     out_zero: i32, out_qmax: f32, out_scale: f32, opaque: u32,
     total: u32, act: u32, s_a: f32, z_a: i32,
-    s_b: f32, z_b: i32, _p0: u32, _p1: u32,
+    s_b: f32, z_b: i32, out_inv: f32, divides: u32,
 }
 
 // Per output channel and tensor t (index t * co + c).
@@ -50,9 +50,12 @@ fn opaque(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) | p.opaque);
 }
 
-// QParams::quantize: clamp(round_ties_even(y / s + z), 0, qmax).
+// QParams::quantize: clamp(round_ties_even(y / s + z), 0, qmax), with y / s a true division
+// or y * (1/s) as requant::QUANTIZE_DIVIDES says.
 fn quantize(v: f32) -> u32 {
-    let t = round(v / p.out_scale + f32(p.out_zero));
+    var r = v * p.out_inv;
+    if p.divides == 1u { r = v / p.out_scale; }
+    let t = round(r + f32(p.out_zero));
     return u32(min(max(t, 0.0), p.out_qmax));
 }
 

@@ -12,7 +12,7 @@ struct Params {
     cw8: u32, ntensor: u32, zx: i32, kpad: i32,
     out_zero: i32, out_qmax: f32, out_scale: f32, opaque: u32,
     total: u32, act: u32, s_a: f32, z_a: i32,
-    s_b: f32, z_b: i32, _p0: u32, _p1: u32,
+    s_b: f32, z_b: i32, out_inv: f32, divides: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<u32>;
@@ -25,7 +25,9 @@ fn opaque(v: f32) -> f32 {
 }
 
 fn quantize(v: f32) -> u32 {
-    let t = round(v / p.out_scale + f32(p.out_zero));
+    var r = v * p.out_inv;
+    if p.divides == 1u { r = v / p.out_scale; }
+    let t = round(r + f32(p.out_zero));
     return u32(min(max(t, 0.0), p.out_qmax));
 }
 
@@ -46,7 +48,8 @@ fn add_int(@builtin(global_invocation_id) gid: vec3<u32>,
     y[i] = word;
 }
 
-// y[n, c] = quantize((s_a * f32(sum (q - z_a))) / f32(h w)); one word per invocation.
+// y[n, c] = quantize((s_a * f32(sum (q - z_a))) * s_b) with s_b = f32(1 / (h w)) from the
+// host; one word per invocation.
 // Reads `a` only (b is bound to the same buffer).
 @compute @workgroup_size(64, 1, 1)
 fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -64,7 +67,7 @@ fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     var word = 0u;
     for (var k = 0u; k < 4u; k++) {
-        word |= quantize((p.s_a * f32(s[k])) / f32(hw)) << (8u * k);
+        word |= quantize(opaque(p.s_a * f32(s[k])) * p.s_b) << (8u * k);
     }
     y[i] = word;
 }

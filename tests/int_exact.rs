@@ -563,7 +563,8 @@ fn lite0_deploy_w4a4_gpu_equals_cpu() {
     let Some((m, x, _)) = lite0() else { return };
     let a = m.forward(&x, Exec::Sim).unwrap();
     let t = std::time::Instant::now();
-    let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
+    let dev = m.upload(ctx).unwrap();
+    let b = dev.forward(ctx, &x, Exec::Int).unwrap();
     eprintln!(
         "lite0 deploy W4A4 on {} ({:?}): {:?}",
         ctx.adapter_name(),
@@ -575,6 +576,14 @@ fn lite0_deploy_w4a4_gpu_equals_cpu() {
         ptq4::eval::metrics::logits_sha256(&b.data)
     );
     assert_eq!(a.data, b.data);
+    // Resident weights serve another batch (the first 3 images) with the same results.
+    let x3 = Tensor {
+        shape: vec![3, 3, 224, 224],
+        data: x.data[..3 * 3 * 224 * 224].to_vec(),
+    };
+    let b3 = dev.forward(ctx, &x3, Exec::Int).unwrap();
+    assert_eq!(b3.data, a.data[..3 * 1000]);
+    assert!(dev.forward(ctx, &x3, Exec::Sim).is_err());
 }
 
 #[test]

@@ -16,12 +16,29 @@
 //! layer returns `y` without quantization. Elementwise ops between quantized tensors
 //! dequantize, compute in f32 and requantize with the same [`QParams::quantize`]:
 //! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), global average
-//! pooling `y = (s · f32(Σ(q − z))) / f32(H·W)` (the integer sum is exact and order-free).
+//! pooling `y = (s · f32(Σ(q − z))) · f32(1/(H·W))` (the integer sum is exact and order-free).
 
 use rayon::prelude::*;
 
 use crate::graph::Activation;
 use crate::quant::QParams;
+
+/// How [`QParams::quantize`] forms x/s: `true` for a true f32 division, `false` for a
+/// product with the f32 reciprocal 1/s. The CPU paths call `QParams::quantize` itself; the
+/// GPU epilogue follows this flag, and a unit test checks that the flag describes
+/// `QParams::quantize`, so a change there fails loudly until this flag follows it.
+pub const QUANTIZE_DIVIDES: bool = true;
+
+/// The quantizer rule as the GPU evaluates it (see [`QUANTIZE_DIVIDES`]).
+pub fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
+    let r = if QUANTIZE_DIVIDES {
+        y / q.scale
+    } else {
+        y * (1.0 / q.scale)
+    };
+    let t = (r + q.zero_point as f32).round_ties_even();
+    t.max(0.0).min(q.qmax() as f32) as u8
+}
 
 /// The per-channel multipliers and bias of one layer's epilogue.
 #[derive(Clone, Debug, PartialEq)]
@@ -180,8 +197,42 @@ pub fn gap_code(p: &QParams, centered_sum: i64, count: usize, out: &QParams) -> 
     out.quantize(gap_real(p, centered_sum, count))
 }
 
-/// The f32 mean of a plane from its exact centred code sum.
+/// The f32 mean of a plane from its exact centred code sum: (s · f32(Σ)) · f32(1/count)
+/// (products only, so a device without correctly rounded division agrees).
 #[inline]
 pub fn gap_real(p: &QParams, centered_sum: i64, count: usize) -> f32 {
-    (p.scale * centered_sum as f32) / count as f32
+    (p.scale * centered_sum as f32) * (1.0 / count as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flag the GPU follows describes `QParams::quantize` (many scales, ties included).
+    #[test]
+    fn gpu_quantize_rule_matches_qparams() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for _ in 0..2000 {
+            let (lo, hi) = (-next() * 7.0, next() * 9.0 + 1e-3);
+            let q = QParams::from_range(lo, hi, 1 + (next() * 8.0) as u8 % 8).unwrap_or(QParams {
+                scale: 0.1,
+                zero_point: 3,
+                bits: 4,
+            });
+            for _ in 0..50 {
+                let y = (next() * 2.0 - 1.0) * 12.0;
+                assert_eq!(q.quantize(y), quantize_as_gpu(&q, y), "{q:?} {y}");
+                // Values on code boundaries (ties) as well.
+                let k = (next() * 20.0) as i32 - 5;
+                let tie = (k as f32 + 0.5 - q.zero_point as f32) * q.scale;
+                assert_eq!(q.quantize(tie), quantize_as_gpu(&q, tie), "{q:?} {tie}");
+            }
+        }
+    }
 }

@@ -17,7 +17,8 @@
 //! Σq_s·x_s − zx_s·Σq_s − z_s·Σx_s + K·z_s·zx_s (wrapping `i32`, exact when the true sum fits
 //! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
-//! contraction), then `QParams::quantize` with a true division, like the CPU. Grouped
+//! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
+//! `requant::QUANTIZE_DIVIDES` says). Grouped
 //! convs other than depthwise are not supported on the GPU.
 
 use bytemuck::{Pod, Zeroable};
@@ -25,7 +26,7 @@ use bytemuck::{Pod, Zeroable};
 use super::buffers::{self, u32_of};
 use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
-use crate::engine::requant::Epilogue;
+use crate::engine::requant::{Epilogue, QUANTIZE_DIVIDES};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};
 use crate::quant::QParams;
@@ -77,7 +78,10 @@ pub struct IntParams {
     pub z_a: i32,
     pub s_b: f32,
     pub z_b: i32,
-    pub _pad: [u32; 2],
+    /// 1/s of the output quantizer (f32), used unless `divides`.
+    pub out_inv: f32,
+    /// 1: x/s is a true division (`requant::QUANTIZE_DIVIDES`).
+    pub divides: u32,
 }
 const _: () = assert!(std::mem::size_of::<IntParams>() == 128);
 
@@ -229,6 +233,8 @@ fn out_fields(p: &mut IntParams, out: Option<QParams>) {
         p.out_zero = q.zero_point;
         p.out_qmax = q.qmax() as f32;
         p.out_scale = q.scale;
+        p.out_inv = 1.0 / q.scale;
+        p.divides = u32::from(QUANTIZE_DIVIDES);
     }
 }
 
@@ -374,6 +380,7 @@ pub fn gap_int_encode(
         total: u32_of("gap_int words", n * cw)?,
         s_a: px.scale,
         z_a: px.zero_point,
+        s_b: 1.0 / (h * w) as f32,
         ..Default::default()
     };
     out_fields(&mut p, Some(out));

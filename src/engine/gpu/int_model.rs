@@ -100,17 +100,49 @@ struct Value {
     dims: (usize, usize, usize, usize),
 }
 
+/// An [`IntModel`] whose layer weights are resident on one device (upload once, run many
+/// batches).
+pub struct GpuIntModel<'m> {
+    model: &'m IntModel,
+    /// Per step: the device weights of a conv/linear step.
+    layers: Vec<Option<GpuIntLayer>>,
+}
+
 impl IntModel {
+    /// Uploads every layer's weights to `ctx`'s device.
+    pub fn upload(&self, ctx: &GpuContext) -> Result<GpuIntModel<'_>> {
+        let layers = self
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Layer(l) => upload_layer(ctx, l).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(GpuIntModel {
+            model: self,
+            layers,
+        })
+    }
+
+    /// Uploads the weights and runs one batch ([`GpuIntModel::forward`]).
+    pub fn forward_gpu(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        self.upload(ctx)?.forward(ctx, x, exec)
+    }
+}
+
+impl GpuIntModel<'_> {
     /// Runs the model on the GPU with the integer kernels and returns the f32 logits.
     /// `Exec::Sim` is refused: the exact simulation is a CPU implementation (compare the
-    /// GPU against `forward(x, Exec::Sim)`).
-    pub fn forward_gpu(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
+    /// GPU against `IntModel::forward(x, Exec::Sim)`).
+    pub fn forward(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        let model = self.model;
         if exec == Exec::Sim {
             return Err(Error::Usage(
                 "the exact simulation (--exec sim) runs on the CPU; the GPU runs --exec int".into(),
             ));
         }
-        let q = self.quantize_input(x)?;
+        let q = model.quantize_input(x)?;
         let dims = q.dims()?;
         let mut values: HashMap<&str, Value> = HashMap::new();
         values.insert(
@@ -125,10 +157,10 @@ impl IntModel {
                 dims,
             },
         );
-        let mut remaining = self.reader_counts();
+        let mut remaining = model.reader_counts();
         let mut enc = ctx.encoder("int model");
         let mut logits = None;
-        for s in &self.steps {
+        for (si, s) in model.steps.iter().enumerate() {
             let get = |i: &String| {
                 values
                     .get(i.as_str())
@@ -140,7 +172,9 @@ impl IntModel {
             let out = match &s.kind {
                 StepKind::Layer(l) => {
                     let conv = conv_of(l);
-                    let gl = upload_layer(ctx, l)?;
+                    let gl = self.layers[si]
+                        .as_ref()
+                        .ok_or_else(|| fail("weights not uploaded"))?;
                     let (oh, ow) = crate::engine::cpu::int::conv_out_hw(&conv, h, w)?;
                     let Some(oq) = l.ep.out else {
                         let len = n * conv.out_channels * oh * ow;
@@ -241,7 +275,7 @@ impl IntModel {
             values.insert(s.name.as_str(), out);
         }
         let (yb, len, shape) = logits
-            .ok_or_else(|| Error::Engine(format!("output {} was not produced", self.output)))?;
+            .ok_or_else(|| Error::Engine(format!("output {} was not produced", model.output)))?;
         ctx.submit(enc)?;
         let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
         Tensor::from_vec(&shape, data)
