@@ -5,7 +5,11 @@ pub mod compare;
 pub mod cpu;
 pub mod exec;
 pub mod gpu;
+pub mod intexec;
 pub mod layout;
+pub mod requant;
+pub mod sim;
+pub mod size;
 
 pub use backend::{Backend, BackendChoice};
 pub use compare::{compare, LayerDiff};

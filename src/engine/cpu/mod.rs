@@ -13,6 +13,7 @@ pub mod fake_quant;
 mod gemm;
 pub mod histogram;
 mod im2col;
+pub mod int;
 pub mod linear;
 pub mod mmse;
 pub mod moments;

@@ -1,0 +1,286 @@
+//! Integer vs f32 convolution on EfficientNet-Lite0 layer shapes, named
+//! `int/<engine>/<layer>`: `cpu-int` (packed 4-bit weights, `u8` codes, i16 GEMM with i32
+//! accumulation, requantization to codes included), `cpu-f32` (`engine::cpu::conv2d`, the
+//! engine's f32 path in this build), `cpu-sgemm` (im2col + `matrixmultiply::sgemm`, the fast
+//! f32 baseline), and on the GPU `gpu-int` (`conv_int`) vs `gpu-f32` (`conv2d`) on the 1×1
+//! shapes at batch 16 (GPU time; see `benches/gpu.rs`). Figures from lavapipe (a CPU
+//! rasteriser) make no GPU performance claim; the adapter is printed first. `cpu-acc` and
+//! `cpu-epi` split `cpu-int` into the integer accumulation and the requantization epilogue.
+//! `PTQ4_BENCH_QUICK=1`: short run.
+
+use std::time::{Duration, Instant};
+
+use std::hint::black_box;
+
+use criterion::Criterion;
+use ptq4::engine::cpu::int::{conv2d_acc, PackedWeights, QTensor};
+use ptq4::engine::gpu::conv_int::{conv_int_encode, pack_nhwc, GpuIntLayer};
+use ptq4::engine::gpu::{buffers, conv2d, GpuContext};
+use ptq4::engine::requant::Epilogue;
+use ptq4::graph::{Activation, Conv2d};
+use ptq4::quant::QParams;
+use ptq4::tensor::Tensor;
+
+fn conv(ci: usize, co: usize, k: usize, s: usize, groups: usize) -> Conv2d {
+    let p = k / 2;
+    Conv2d {
+        in_channels: ci,
+        out_channels: co,
+        kernel: [k, k],
+        stride: [s, s],
+        dilation: [1, 1],
+        padding: if s == 2 { [p - 1, p - 1, p, p] } else { [p; 4] },
+        groups,
+        bias: true,
+        act: Activation::Relu6,
+    }
+}
+
+/// (name, conv, input size) of Lite0 layers.
+fn layers() -> Vec<(&'static str, Conv2d, usize)> {
+    vec![
+        ("stem", conv(3, 32, 3, 2, 1), 224),
+        ("blocks.0.dw", conv(32, 32, 3, 1, 32), 112),
+        ("blocks.0.project", conv(32, 16, 1, 1, 1), 112),
+        ("blocks.3.expand", conv(24, 144, 1, 1, 1), 56),
+        ("blocks.4.dw", conv(240, 240, 5, 1, 240), 28),
+        ("blocks.4.project", conv(240, 40, 1, 1, 1), 28),
+        ("blocks.15.expand", conv(192, 1152, 1, 1, 1), 7),
+        ("head", conv(320, 1280, 1, 1, 1), 7),
+    ]
+}
+
+struct Layer {
+    x: QTensor,
+    xf: Tensor,
+    w: PackedWeights,
+    wf: Tensor,
+    ep: Epilogue,
+}
+
+fn make(cv: &Conv2d, n: usize, hw: usize) -> Layer {
+    let shape = cv.weight_shape();
+    let k: usize = shape[1..].iter().product();
+    let params: Vec<QParams> = (0..cv.out_channels)
+        .map(|c| QParams::from_range(-0.5 - c as f32 * 1e-3, 0.6, 4).unwrap())
+        .collect();
+    let codes: Vec<u8> = (0..cv.out_channels * k)
+        .map(|i| (i * 7 % 16) as u8)
+        .collect();
+    let w = PackedWeights::new(&codes, &params).unwrap();
+    let wf = Tensor {
+        shape,
+        data: codes
+            .chunks(k)
+            .zip(&params)
+            .flat_map(|(r, p)| r.iter().map(|&q| p.dequantize(q)))
+            .collect(),
+    };
+    let xp = QParams::from_range(0.0, 6.0, 4).unwrap();
+    let len = n * cv.in_channels * hw * hw;
+    let xc: Vec<u8> = (0..len).map(|i| (i * 13 % 16) as u8).collect();
+    let xf = Tensor {
+        shape: vec![n, cv.in_channels, hw, hw],
+        data: xc.iter().map(|&q| xp.dequantize(q)).collect(),
+    };
+    let scales: Vec<f32> = params.iter().map(|p| p.scale).collect();
+    let bias = vec![0.1; cv.out_channels];
+    let out = QParams::from_range(0.0, 6.0, 4).unwrap();
+    let ep = Epilogue::new(&scales, None, xp.scale, &bias, cv.act, Some(out));
+    Layer {
+        x: QTensor {
+            shape: xf.shape.clone(),
+            codes: xc,
+            params: xp,
+        },
+        xf,
+        w,
+        wf,
+        ep,
+    }
+}
+
+/// The integer layer: accumulators, then the shared requantization to codes.
+fn run_int(l: &Layer, cv: &Conv2d) -> Vec<u8> {
+    let acc: Vec<f32> = conv2d_acc(&l.x, &l.w, cv)
+        .unwrap()
+        .into_iter()
+        .map(|a| a as f32)
+        .collect();
+    l.ep.codes(&acc, None, acc.len() / (l.x.shape[0] * cv.out_channels))
+}
+
+/// im2col + sgemm per image and group (f32 baseline).
+fn run_sgemm(l: &Layer, cv: &Conv2d) -> Vec<f32> {
+    let [n, ci, h, w] = l.xf.shape[..] else {
+        unreachable!()
+    };
+    let (oh, ow) = cv.out_hw(h, w).unwrap();
+    let (g, kh, kw) = (cv.groups, cv.kernel[0], cv.kernel[1]);
+    let (cig, cog, p) = (ci / g, cv.out_channels / g, oh * ow);
+    let k = cig * kh * kw;
+    let mut cols = vec![0f32; k * p];
+    let mut out = vec![0f32; n * cv.out_channels * p];
+    for img in 0..n {
+        for gi in 0..g {
+            for (r, col) in cols.chunks_mut(p).enumerate() {
+                let (i, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+                let plane = &l.xf.data[((img * ci) + gi * cig + i) * h * w..][..h * w];
+                for oy in 0..oh {
+                    let iy = (oy * cv.stride[0] + ky) as isize - cv.padding[0] as isize;
+                    for ox in 0..ow {
+                        let ix = (ox * cv.stride[1] + kx) as isize - cv.padding[1] as isize;
+                        col[oy * ow + ox] =
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                plane[iy as usize * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                    }
+                }
+            }
+            let o = &mut out[(img * cv.out_channels + gi * cog) * p..];
+            // SAFETY: a is cog×k, cols k×p, o at least cog×p, all row-major.
+            unsafe {
+                matrixmultiply::sgemm(
+                    cog,
+                    k,
+                    p,
+                    1.0,
+                    l.wf.data[gi * cog * k..].as_ptr(),
+                    k as isize,
+                    1,
+                    cols.as_ptr(),
+                    p as isize,
+                    1,
+                    0.0,
+                    o.as_mut_ptr(),
+                    p as isize,
+                    1,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn gpu_time(
+    c: &mut Criterion,
+    ctx: &GpuContext,
+    name: &str,
+    record: impl Fn(&mut wgpu::CommandEncoder) -> ptq4::Result<()>,
+) {
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            ctx.wait_idle().expect("device idle before timing");
+            let start = Instant::now();
+            for _ in 0..iters {
+                let mut enc = ctx.encoder(name);
+                record(&mut enc).expect("record dispatch");
+                ctx.submit(enc).expect("submit");
+            }
+            ctx.wait_idle().expect("device idle after timing");
+            start.elapsed()
+        })
+    });
+}
+
+fn main() {
+    let quick = std::env::var("PTQ4_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let mut c = Criterion::default().configure_from_args();
+    c = if quick {
+        c.sample_size(10)
+            .warm_up_time(Duration::from_millis(100))
+            .measurement_time(Duration::from_millis(500))
+    } else {
+        c.sample_size(10).measurement_time(Duration::from_secs(3))
+    };
+    for (name, cv, hw) in layers() {
+        let l = make(&cv, 1, hw);
+        c.bench_function(&format!("int/cpu-int/{name}"), |b| {
+            b.iter(|| black_box(run_int(&l, &cv)))
+        });
+        c.bench_function(&format!("int/cpu-acc/{name}"), |b| {
+            b.iter(|| black_box(conv2d_acc(&l.x, &l.w, &cv).unwrap()))
+        });
+        let accf: Vec<f32> = conv2d_acc(&l.x, &l.w, &cv)
+            .unwrap()
+            .into_iter()
+            .map(|a| a as f32)
+            .collect();
+        c.bench_function(&format!("int/cpu-epi/{name}"), |b| {
+            b.iter(|| black_box(l.ep.codes(&accf, None, accf.len() / cv.out_channels)))
+        });
+        c.bench_function(&format!("int/cpu-sgemm/{name}"), |b| {
+            b.iter(|| black_box(run_sgemm(&l, &cv)))
+        });
+        c.bench_function(&format!("int/cpu-f32/{name}"), |b| {
+            b.iter(|| {
+                black_box(ptq4::engine::cpu::conv2d(
+                    &l.xf,
+                    &l.wf,
+                    Some(&l.ep.bias),
+                    &cv,
+                ))
+            })
+        });
+    }
+    let ctx = match GpuContext::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("SKIPPED gpu int benches: {e}");
+            return;
+        }
+    };
+    let lavapipe = ctx.adapter_name().contains("llvmpipe");
+    eprintln!(
+        "adapter: {} ({:?}){}",
+        ctx.adapter_name(),
+        ctx.backend(),
+        if lavapipe {
+            "; lavapipe: no performance claim"
+        } else {
+            ""
+        }
+    );
+    const B: usize = 16;
+    for (name, cv, hw) in layers()
+        .into_iter()
+        .filter(|(_, cv, _)| cv.kernel == [1, 1])
+    {
+        let l = make(&cv, B, hw);
+        let gl = GpuIntLayer::new(&ctx, &[&l.w], &l.ep, 1).unwrap();
+        let dims = (B, cv.in_channels, hw, hw);
+        let xi = buffers::upload(
+            &ctx,
+            "x",
+            &pack_nhwc(&l.x.codes, dims, l.x.params.zero_point as u8),
+        );
+        let yi = buffers::zeroed(
+            &ctx,
+            "y",
+            (B * hw * hw * cv.out_channels.div_ceil(8) * 8) as u64,
+        );
+        gpu_time(&mut c, &ctx, &format!("int/gpu-int/{name}/b{B}"), |enc| {
+            conv_int_encode(
+                &ctx,
+                enc,
+                &xi,
+                &gl,
+                &yi,
+                B,
+                (hw, hw),
+                &cv,
+                l.x.params.zero_point,
+            )
+            .map(|_| ())
+        });
+        let xf = buffers::upload(&ctx, "xf", &l.xf.data);
+        let wf = buffers::upload(&ctx, "wf", &l.wf.data);
+        let bf = buffers::upload(&ctx, "bf", &l.ep.bias);
+        let yf = buffers::zeroed(&ctx, "yf", (B * cv.out_channels * hw * hw * 4) as u64);
+        gpu_time(&mut c, &ctx, &format!("int/gpu-f32/{name}/b{B}"), |enc| {
+            conv2d::conv2d_encode(&ctx, enc, &xf, &wf, &bf, &yf, B, (hw, hw), &cv)
+        });
+    }
+}

@@ -1,0 +1,216 @@
+// Integer conv / linear / depthwise / residual add / global average pooling on u8 codes.
+// Contract, layouts and Params twin: src/engine/gpu/conv_int.rs. Requantization replicates
+// src/engine/requant.rs and QParams::quantize operation for operation.
+// Bindings (conv, depthwise): 0 x, 1 nibble weights, 2 i8 weights, 3 channel table (read)
+//   -> 4 y (read_write) -> 5 params. (add: 0 a, 1 b -> 2 y -> 3 params;
+//   gap: 0 x -> 1 y -> 2 params.)
+
+struct Params {
+    n: u32, h: u32, w: u32, cw_in: u32,
+    oh: u32, ow: u32, co: u32, cw_out: u32,
+    kh: u32, kw: u32, sh: u32, sw: u32,
+    dh: u32, dw: u32, pt: u32, pl: u32,
+    cw8: u32, ntensor: u32, zx: i32, kpad: i32,
+    out_zero: i32, out_qmax: f32, out_scale: f32, opaque: u32,
+    total: u32, act: u32, s_a: f32, z_a: i32,
+    s_b: f32, z_b: i32, out_inv: f32, divides: u32,
+}
+
+// Per output channel and tensor t (index t * co + c).
+struct Chan {
+    mult: f32,      // s_w[c] * s_x
+    bias: f32,      // bias[c] (tensor 0 only)
+    zs: i32,        // signed weight zero point
+    sumq: i32,      // sum of the signed weight codes over the padded reduction
+    wide: u32,      // row in the i8 weights, or 0xffffffff for nibbles
+    _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<u32>;
+@group(0) @binding(1) var<storage, read> wnib: array<u32>;
+@group(0) @binding(2) var<storage, read> wide: array<u32>;
+@group(0) @binding(3) var<storage, read> chan: array<Chan>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+// 1: the output is f32 logits (NCHW), 0: u8 codes (NHWC words).
+override LOGITS: u32 = 0u;
+
+const NONE: u32 = 0xffffffffu;
+
+fn act(v: f32) -> f32 {
+    if p.act == 1u { return max(v, 0.0); }
+    if p.act == 2u { return clamp(v, 0.0, 6.0); }
+    return v;
+}
+
+// p.opaque is 0: the identity on the bits hides the product from FMA contraction, so
+// m * acc + b rounds twice as on the CPU.
+fn opaque(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) | p.opaque);
+}
+
+// QParams::quantize: clamp(round_ties_even(y / s + z), 0, qmax), with y / s a true division
+// or y * (1/s) as requant::QUANTIZE_DIVIDES says.
+fn quantize(v: f32) -> u32 {
+    var r = v * p.out_inv;
+    if p.divides == 1u { r = v / p.out_scale; }
+    let t = round(r + f32(p.out_zero));
+    return u32(min(max(t, 0.0), p.out_qmax));
+}
+
+// Eight signed nibbles -> two words of four i8.
+fn nib_lo(w: u32) -> u32 {
+    let v = bitcast<i32>(w);
+    return pack4xI8(vec4<i32>(extractBits(v, 0u, 4u), extractBits(v, 4u, 4u),
+                              extractBits(v, 8u, 4u), extractBits(v, 12u, 4u)));
+}
+fn nib_hi(w: u32) -> u32 {
+    let v = bitcast<i32>(w);
+    return pack4xI8(vec4<i32>(extractBits(v, 16u, 4u), extractBits(v, 20u, 4u),
+                              extractBits(v, 24u, 4u), extractBits(v, 28u, 4u)));
+}
+
+// Exact integer sum over the padded reduction of (q_w - z_w)(q_x - z_x) for output channel
+// c of tensor t at output pixel (nb, oy, ox), in the zero-point-expanded form with signed
+// activations x_s = q_x - 128:
+//   sum q_s x_s - zxs sum q_s - z_s sum x_s + K z_s zxs   (i32, wrapping: exact when the
+// true sum fits). Out-of-bounds taps read the code zx (real 0).
+fn conv_acc(t: u32, c: u32, nb: u32, oy: u32, ox: u32) -> i32 {
+    let info = chan[t * p.co + c];
+    let zfill = u32(p.zx) * 0x01010101u;
+    var dot: i32 = 0;
+    var sx: i32 = 0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+            let xb = ((nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
+            let tap = ky * p.kw + kx;
+            for (var j = 0u; j < p.cw8; j++) {
+                var x0 = zfill;
+                var x1 = zfill;
+                if inside {
+                    x0 = x[xb + 2u * j];
+                    x1 = x[xb + 2u * j + 1u];
+                }
+                x0 ^= 0x80808080u;
+                x1 ^= 0x80808080u;
+                var w0: u32;
+                var w1: u32;
+                if info.wide == NONE {
+                    let wv = wnib[((t * p.co + c) * p.kh * p.kw + tap) * p.cw8 + j];
+                    w0 = nib_lo(wv);
+                    w1 = nib_hi(wv);
+                } else {
+                    let wb = (info.wide * p.kh * p.kw + tap) * p.cw8 * 2u + 2u * j;
+                    w0 = wide[wb];
+                    w1 = wide[wb + 1u];
+                }
+                dot += dot4I8Packed(w0, x0) + dot4I8Packed(w1, x1);
+                sx += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u);
+            }
+        }
+    }
+    let zxs = p.zx - 128;
+    return dot - zxs * info.sumq - info.zs * sx + p.kpad * info.zs * zxs;
+}
+
+fn epilogue(c: u32, a0: i32, a1: i32) -> f32 {
+    let i0 = chan[c];
+    var yv: f32;
+    if p.ntensor == 2u {
+        let m1 = opaque(i0.mult * f32(a0));
+        let m2 = opaque(chan[p.co + c].mult * f32(a1));
+        yv = (m1 + m2) + i0.bias;
+    } else {
+        yv = opaque(i0.mult * f32(a0)) + i0.bias;
+    }
+    return act(yv);
+}
+
+// One invocation per (image, pixel, word of 4 output channels); logits: per output value.
+@compute @workgroup_size(64, 1, 1)
+fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    if LOGITS == 1u {
+        // i = ((nb * co + c) * oh + oy) * ow + ox
+        let ox = i % p.ow;
+        let oy = (i / p.ow) % p.oh;
+        let c = (i / (p.ow * p.oh)) % p.co;
+        let nb = i / (p.ow * p.oh * p.co);
+        var a1: i32 = 0;
+        if p.ntensor == 2u { a1 = conv_acc(1u, c, nb, oy, ox); }
+        y[i] = bitcast<u32>(epilogue(c, conv_acc(0u, c, nb, oy, ox), a1));
+        return;
+    }
+    let wd = i % p.cw_out;
+    let pix = i / p.cw_out;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let nb = pix / (p.ow * p.oh);
+    var word = 0u;
+    for (var b = 0u; b < 4u; b++) {
+        let c = 4u * wd + b;
+        var q = u32(p.out_zero);
+        if c < p.co {
+            var a1: i32 = 0;
+            if p.ntensor == 2u { a1 = conv_acc(1u, c, nb, oy, ox); }
+            q = quantize(epilogue(c, conv_acc(0u, c, nb, oy, ox), a1));
+        }
+        word |= q << (8u * b);
+    }
+    y[i] = word;
+}
+
+// Depthwise: channel c reads only input channel c; scalar integer products.
+fn dw_acc(t: u32, c: u32, nb: u32, oy: u32, ox: u32) -> i32 {
+    let info = chan[t * p.co + c];
+    var acc: i32 = 0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        if iy < 0 || iy >= i32(p.h) { continue; }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            if ix < 0 || ix >= i32(p.w) { continue; }
+            let xw = x[((nb * p.h + u32(iy)) * p.w + u32(ix)) * p.cw_in + c / 4u];
+            let qx = i32(extractBits(xw, 8u * (c % 4u), 8u)) - p.zx;
+            let tap = ky * p.kw + kx;
+            var qs: i32;
+            if info.wide == NONE {
+                qs = extractBits(bitcast<i32>(wnib[(t * p.co + c) * p.kh * p.kw + tap]), 0u, 4u);
+            } else {
+                qs = extractBits(bitcast<i32>(wide[(info.wide * p.kh * p.kw + tap) * 2u]), 0u, 8u);
+            }
+            acc += (qs - info.zs) * qx;
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn dw_int(@builtin(global_invocation_id) gid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let wd = i % p.cw_out;
+    let pix = i / p.cw_out;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let nb = pix / (p.ow * p.oh);
+    var word = 0u;
+    for (var b = 0u; b < 4u; b++) {
+        let c = 4u * wd + b;
+        var q = u32(p.out_zero);
+        if c < p.co {
+            var a1: i32 = 0;
+            if p.ntensor == 2u { a1 = dw_acc(1u, c, nb, oy, ox); }
+            q = quantize(epilogue(c, dw_acc(0u, c, nb, oy, ox), a1));
+        }
+        word |= q << (8u * b);
+    }
+    y[i] = word;
+}

@@ -1,0 +1,396 @@
+//! Integer conv / depthwise / linear (`shaders/conv_int.wgsl`) and residual add / global
+//! average pooling (`shaders/eltwise_int.wgsl`) on the GPU, bit-exact twins of
+//! `engine::cpu::int` + `engine::requant`.
+//!
+//! Layouts (all `u32` words):
+//! - activations: NHWC codes, 4 `u8` per word, channels padded to a multiple of 8 with the
+//!   tensor's zero point (real 0), so a pixel is `cw = 2·ceil(C/8)` words; `[N, F]` is the
+//!   same with H = W = 1.
+//! - weights, tensor t (t = 1: the second tensor of a dual layer), output channel c, tap
+//!   (ky, kx): `ceil(CI/G / 8)` words of 8 signed nibbles along the input channels
+//!   (`[t][c][tap][word]`), or for channels wider than 4 bits, `2·ceil(CI/G / 8)` words of 4
+//!   `i8` in the `wide` buffer (`[row][tap][word]`). Padding channels hold code 0.
+//! - channel table: `Chan { mult = s_w·s_x, bias, z_s, Σq_s, wide row }` per (t, c).
+//!
+//! Products: activations are shifted to signed (x_s = q_x − 128, one XOR per word) so all
+//! dot products are `dot4I8Packed`; the exact sum Σ(q_s − z_s)(x_s − zx_s) is recovered as
+//! Σq_s·x_s − zx_s·Σq_s − z_s·Σx_s + K·z_s·zx_s (wrapping `i32`, exact when the true sum fits
+//! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
+//! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
+//! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
+//! `requant::QUANTIZE_DIVIDES` says). Grouped
+//! convs other than depthwise are not supported on the GPU.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::buffers::{self, u32_of};
+use super::context::{GpuContext, KernelSpec, Slot};
+use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
+use crate::engine::requant::{Epilogue, QUANTIZE_DIVIDES};
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Conv2d};
+use crate::quant::QParams;
+
+pub const SOURCE: &str = include_str!("../../../shaders/conv_int.wgsl");
+pub const ELTWISE_SOURCE: &str = include_str!("../../../shaders/eltwise_int.wgsl");
+const CONV_SLOTS: [Slot; 6] = [
+    Slot::Input,
+    Slot::Input,
+    Slot::Input,
+    Slot::Input,
+    Slot::Output,
+    Slot::Params,
+];
+const ELT_SLOTS: [Slot; 4] = [Slot::Input, Slot::Input, Slot::Output, Slot::Params];
+const NONE: u32 = u32::MAX;
+
+/// Uniform twin of the WGSL `Params` struct (both shaders).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct IntParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cw_in: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub co: u32,
+    pub cw_out: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub pt: u32,
+    pub pl: u32,
+    pub cw8: u32,
+    pub ntensor: u32,
+    pub zx: i32,
+    pub kpad: i32,
+    pub out_zero: i32,
+    pub out_qmax: f32,
+    pub out_scale: f32,
+    pub opaque: u32,
+    pub total: u32,
+    pub act: u32,
+    pub s_a: f32,
+    pub z_a: i32,
+    pub s_b: f32,
+    pub z_b: i32,
+    /// 1/s of the output quantizer (f32), used unless `divides`.
+    pub out_inv: f32,
+    /// 1: x/s is a true division (`requant::QUANTIZE_DIVIDES`).
+    pub divides: u32,
+}
+const _: () = assert!(std::mem::size_of::<IntParams>() == 128);
+
+/// Twin of the WGSL `Chan` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Chan {
+    pub mult: f32,
+    pub bias: f32,
+    pub zs: i32,
+    pub sumq: i32,
+    pub wide: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Words per pixel of a `C`-channel activation.
+pub fn words_per_pixel(c: usize) -> usize {
+    2 * c.div_ceil(8)
+}
+
+/// NCHW codes → NHWC words, channels padded with `zero`.
+pub fn pack_nhwc(codes: &[u8], (n, c, h, w): (usize, usize, usize, usize), zero: u8) -> Vec<u32> {
+    let cw = words_per_pixel(c);
+    let mut out = vec![u32::from(zero) * 0x0101_0101; n * h * w * cw];
+    for img in 0..n {
+        for ch in 0..c {
+            for q in 0..h * w {
+                let code = codes[(img * c + ch) * h * w + q] as u32;
+                let word = &mut out[(img * h * w + q) * cw + ch / 4];
+                *word = (*word & !(0xff << (8 * (ch % 4)))) | code << (8 * (ch % 4));
+            }
+        }
+    }
+    out
+}
+
+/// NHWC words → NCHW codes.
+pub fn unpack_nhwc(words: &[u32], (n, c, h, w): (usize, usize, usize, usize)) -> Vec<u8> {
+    let cw = words_per_pixel(c);
+    let mut out = vec![0u8; n * c * h * w];
+    for img in 0..n {
+        for ch in 0..c {
+            for q in 0..h * w {
+                out[(img * c + ch) * h * w + q] =
+                    (words[(img * h * w + q) * cw + ch / 4] >> (8 * (ch % 4))) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// A conv/linear layer's weights and epilogue on the device.
+pub struct GpuIntLayer {
+    pub nib: wgpu::Buffer,
+    pub wide: wgpu::Buffer,
+    pub chan: wgpu::Buffer,
+    pub ntensor: u32,
+    pub co: usize,
+    /// Input channels per group.
+    pub cig: usize,
+    pub taps: usize,
+    pub act: Activation,
+    /// Output quantizer; `None`: f32 logits.
+    pub out: Option<QParams>,
+}
+
+impl GpuIntLayer {
+    /// Re-lays out packed weights (reduction order `[cig, kh, kw]`) for the device.
+    pub fn new(
+        ctx: &GpuContext,
+        tensors: &[&PackedWeights],
+        ep: &Epilogue,
+        taps: usize,
+    ) -> Result<Self> {
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::Gpu("integer layer without weights".into()))?;
+        let (co, k) = (first.cout, first.k);
+        if taps == 0 || k % taps != 0 || tensors.iter().any(|t| t.cout != co || t.k != k) {
+            return Err(Error::Gpu(
+                "integer layer: inconsistent weight tensors".into(),
+            ));
+        }
+        let cig = k / taps;
+        let cw8 = cig.div_ceil(8);
+        let mut nib = vec![0u32; tensors.len() * co * taps * cw8];
+        let (mut wide, mut chan) = (Vec::new(), Vec::new());
+        for (t, w) in tensors.iter().enumerate() {
+            for c in 0..co {
+                let wide_row = if w.bits[c] > 4 {
+                    let r = wide.len() / (taps * cw8 * 2);
+                    wide.resize(wide.len() + taps * cw8 * 2, 0u32);
+                    r as u32
+                } else {
+                    NONE
+                };
+                let mut sumq = 0i32;
+                for ci in 0..cig {
+                    for tap in 0..taps {
+                        let s = w.signed(c, ci * taps + tap);
+                        sumq += s;
+                        if wide_row == NONE {
+                            let i = ((t * co + c) * taps + tap) * cw8 + ci / 8;
+                            nib[i] |= (s as u32 & 0xf) << (4 * (ci % 8));
+                        } else {
+                            let i = (wide_row as usize * taps + tap) * cw8 * 2 + ci / 4;
+                            wide[i] |= (s as u32 & 0xff) << (8 * (ci % 4));
+                        }
+                    }
+                }
+                let mult = match t {
+                    0 => ep.mult[c],
+                    _ => ep.mult2.as_ref().map_or(0.0, |m| m[c]),
+                };
+                chan.push(Chan {
+                    mult,
+                    bias: ep.bias[c],
+                    zs: w.zero[c],
+                    sumq,
+                    wide: wide_row,
+                    _pad: [0; 3],
+                });
+            }
+        }
+        Ok(GpuIntLayer {
+            nib: buffers::upload(ctx, "int weights", &nib),
+            wide: buffers::upload(ctx, "int wide weights", &wide),
+            chan: buffers::upload(ctx, "int channels", &chan),
+            ntensor: tensors.len() as u32,
+            co,
+            cig,
+            taps,
+            act: ep.act,
+            out: ep.out,
+        })
+    }
+}
+
+fn act_u32(a: Activation) -> u32 {
+    match a {
+        Activation::None => 0,
+        Activation::Relu => 1,
+        Activation::Relu6 => 2,
+    }
+}
+
+fn out_fields(p: &mut IntParams, out: Option<QParams>) {
+    if let Some(q) = out {
+        p.out_zero = q.zero_point;
+        p.out_qmax = q.qmax() as f32;
+        p.out_scale = q.scale;
+        p.out_inv = 1.0 / q.scale;
+        p.divides = u32::from(QUANTIZE_DIVIDES);
+    }
+}
+
+fn launch(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    spec: KernelSpec<'_>,
+    bufs: &[&wgpu::Buffer],
+    p: &IntParams,
+) -> Result<()> {
+    let kernel = ctx.kernel(&spec)?;
+    let pbuf = buffers::uniform(ctx, spec.name, p);
+    let mut all: Vec<&wgpu::Buffer> = bufs.to_vec();
+    all.push(&pbuf);
+    let bg = buffers::bind(ctx, &kernel, &all)?;
+    let groups = buffers::fold(ctx, (p.total as u64).div_ceil(64))?;
+    buffers::dispatch(enc, &kernel, &bg, groups);
+    Ok(())
+}
+
+/// Records an integer conv (`c`; a linear layer is a 1×1 conv on a 1×1 input) of `n`
+/// images of `h × w` held as NHWC words in `x` with input zero point `zx`. Writes NHWC
+/// words, or f32 NCHW logits when the layer has no output quantizer. Returns (OH, OW).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_int_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    l: &GpuIntLayer,
+    y: &wgpu::Buffer,
+    n: usize,
+    (h, w): (usize, usize),
+    c: &Conv2d,
+    zx: i32,
+) -> Result<(usize, usize)> {
+    let (oh, ow) = conv_out_hw(c, h, w)?;
+    let depthwise = c.is_depthwise();
+    if c.groups != 1 && !depthwise {
+        return Err(Error::Gpu(format!(
+            "integer conv with {} groups (not depthwise) has no GPU kernel",
+            c.groups
+        )));
+    }
+    let cw_in = words_per_pixel(c.in_channels);
+    let cw_out = words_per_pixel(c.out_channels);
+    let logits = l.out.is_none();
+    let total = if logits {
+        n * c.out_channels * oh * ow
+    } else {
+        n * oh * ow * cw_out
+    };
+    buffers::check_len("conv_int x", x, n * h * w * cw_in)?;
+    buffers::check_len("conv_int y", y, total)?;
+    let cw8 = l.cig.div_ceil(8);
+    let mut p = IntParams {
+        n: u32_of("batch", n)?,
+        h: h as u32,
+        w: w as u32,
+        cw_in: cw_in as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        co: u32_of("out_channels", c.out_channels)?,
+        cw_out: cw_out as u32,
+        kh: c.kernel[0] as u32,
+        kw: c.kernel[1] as u32,
+        sh: c.stride[0] as u32,
+        sw: c.stride[1] as u32,
+        dh: c.dilation[0] as u32,
+        dw: c.dilation[1] as u32,
+        pt: c.padding[0] as u32,
+        pl: c.padding[1] as u32,
+        cw8: cw8 as u32,
+        ntensor: l.ntensor,
+        zx,
+        kpad: (l.taps * cw8 * 8) as i32,
+        total: u32_of("conv_int outputs", total)?,
+        act: act_u32(l.act),
+        ..Default::default()
+    };
+    out_fields(&mut p, l.out);
+    let constants = [("LOGITS", if logits { 1.0 } else { 0.0 })];
+    if depthwise && logits {
+        return Err(Error::Gpu("a depthwise conv as the logits layer".into()));
+    }
+    let spec = KernelSpec {
+        name: "conv_int",
+        source: SOURCE,
+        entry: if depthwise { "dw_int" } else { "conv_int" },
+        slots: &CONV_SLOTS,
+        constants: &constants,
+        workgroup_bytes: 0,
+    };
+    launch(ctx, enc, spec, &[x, &l.nib, &l.wide, &l.chan, y], &p)?;
+    Ok((oh, ow))
+}
+
+/// Records the residual add of two NHWC-word tensors of `words` words.
+pub fn add_int_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (a, pa): (&wgpu::Buffer, QParams),
+    (b, pb): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    words: usize,
+    out: QParams,
+) -> Result<()> {
+    let mut p = IntParams {
+        total: u32_of("add_int words", words)?,
+        s_a: pa.scale,
+        z_a: pa.zero_point,
+        s_b: pb.scale,
+        z_b: pb.zero_point,
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    let spec = KernelSpec {
+        name: "eltwise_int",
+        source: ELTWISE_SOURCE,
+        entry: "add_int",
+        slots: &ELT_SLOTS,
+        constants: &[],
+        workgroup_bytes: 0,
+    };
+    launch(ctx, enc, spec, &[a, b, y], &p)
+}
+
+/// Records global average pooling of `n` NHWC-word images of `h × w × c` into `[n, c]` words.
+#[allow(clippy::too_many_arguments)]
+pub fn gap_int_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    px: QParams,
+    y: &wgpu::Buffer,
+    (n, c, h, w): (usize, usize, usize, usize),
+    out: QParams,
+) -> Result<()> {
+    let cw = words_per_pixel(c);
+    let mut p = IntParams {
+        h: u32_of("height", h)?,
+        w: u32_of("width", w)?,
+        cw_in: cw as u32,
+        total: u32_of("gap_int words", n * cw)?,
+        s_a: px.scale,
+        z_a: px.zero_point,
+        s_b: 1.0 / (h * w) as f32,
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    let spec = KernelSpec {
+        name: "eltwise_int",
+        source: ELTWISE_SOURCE,
+        entry: "gap_int",
+        slots: &ELT_SLOTS,
+        constants: &[],
+        workgroup_bytes: 0,
+    };
+    launch(ctx, enc, spec, &[x, x, y], &p)
+}

@@ -1,0 +1,283 @@
+//! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
+//! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
+//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit.
+
+use std::collections::HashMap;
+
+use super::buffers;
+use super::context::GpuContext;
+use super::conv_int::{
+    add_int_encode, conv_int_encode, gap_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel,
+    GpuIntLayer,
+};
+use crate::engine::cpu::int::QTensor;
+use crate::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
+use crate::error::{Error, Result};
+use crate::graph::{Conv2d, Graph};
+use crate::quant::QParams;
+use crate::tensor::Tensor;
+
+/// What an integer layer produced on the device, brought back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IntOutput {
+    /// NCHW codes and their quantizer.
+    Codes(QTensor),
+    /// f32 logits.
+    Logits(Tensor),
+}
+
+/// The conv a linear layer is on the device: 1×1 on a 1×1 input.
+fn conv_of(l: &IntLayer) -> Conv2d {
+    l.conv.clone().unwrap_or(Conv2d {
+        in_channels: l.w.k,
+        out_channels: l.w.cout,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [0; 4],
+        groups: 1,
+        bias: false,
+        act: l.ep.act,
+    })
+}
+
+fn upload_layer(ctx: &GpuContext, l: &IntLayer) -> Result<GpuIntLayer> {
+    let c = conv_of(l);
+    let tensors: Vec<_> = std::iter::once(&l.w).chain(&l.w2).collect();
+    GpuIntLayer::new(ctx, &tensors, &l.ep, c.kernel[0] * c.kernel[1])
+}
+
+/// Runs one integer layer on the device (uploads, runs, reads back).
+pub fn layer_int(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
+    let (n, ci, h, w) = x.dims()?;
+    let c = conv_of(l);
+    let gl = upload_layer(ctx, l)?;
+    let xb = buffers::upload(
+        ctx,
+        "int x",
+        &pack_nhwc(&x.codes, (n, ci, h, w), x.params.zero_point as u8),
+    );
+    let (oh, ow) = crate::engine::cpu::int::conv_out_hw(&c, h, w)?;
+    let len = match l.ep.out {
+        Some(_) => n * oh * ow * words_per_pixel(c.out_channels),
+        None => n * c.out_channels * oh * ow,
+    };
+    let yb = buffers::filled(ctx, "int y", len, buffers::SENTINEL_U32);
+    let mut enc = ctx.encoder("conv_int");
+    conv_int_encode(
+        ctx,
+        &mut enc,
+        &xb,
+        &gl,
+        &yb,
+        n,
+        (h, w),
+        &c,
+        x.params.zero_point,
+    )?;
+    ctx.submit(enc)?;
+    let words: Vec<u32> = buffers::read(ctx, &yb, len)?;
+    let shape = match l.conv {
+        Some(_) => vec![n, c.out_channels, oh, ow],
+        None => vec![n, c.out_channels],
+    };
+    Ok(match l.ep.out {
+        Some(q) => IntOutput::Codes(QTensor {
+            codes: unpack_nhwc(&words, (n, c.out_channels, oh, ow)),
+            shape,
+            params: q,
+        }),
+        None => IntOutput::Logits(Tensor::from_vec(
+            &shape,
+            words.into_iter().map(f32::from_bits).collect(),
+        )?),
+    })
+}
+
+struct Value {
+    buf: wgpu::Buffer,
+    params: QParams,
+    dims: (usize, usize, usize, usize),
+}
+
+/// An [`IntModel`] whose layer weights are resident on one device (upload once, run many
+/// batches).
+pub struct GpuIntModel<'m> {
+    model: &'m IntModel,
+    /// Per step: the device weights of a conv/linear step.
+    layers: Vec<Option<GpuIntLayer>>,
+}
+
+impl IntModel {
+    /// Uploads every layer's weights to `ctx`'s device.
+    pub fn upload(&self, ctx: &GpuContext) -> Result<GpuIntModel<'_>> {
+        let layers = self
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Layer(l) => upload_layer(ctx, l).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(GpuIntModel {
+            model: self,
+            layers,
+        })
+    }
+
+    /// Uploads the weights and runs one batch ([`GpuIntModel::forward`]).
+    pub fn forward_gpu(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        self.upload(ctx)?.forward(ctx, x, exec)
+    }
+}
+
+impl GpuIntModel<'_> {
+    /// Runs the model on the GPU with the integer kernels and returns the f32 logits.
+    /// `Exec::Sim` is refused: the exact simulation is a CPU implementation (compare the
+    /// GPU against `IntModel::forward(x, Exec::Sim)`).
+    pub fn forward(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        let model = self.model;
+        if exec == Exec::Sim {
+            return Err(Error::Usage(
+                "the exact simulation (--exec sim) runs on the CPU; the GPU runs --exec int".into(),
+            ));
+        }
+        let q = model.quantize_input(x)?;
+        let dims = q.dims()?;
+        let mut values: HashMap<&str, Value> = HashMap::new();
+        values.insert(
+            Graph::INPUT,
+            Value {
+                buf: buffers::upload(
+                    ctx,
+                    "int input",
+                    &pack_nhwc(&q.codes, dims, q.params.zero_point as u8),
+                ),
+                params: q.params,
+                dims,
+            },
+        );
+        let mut remaining = model.reader_counts();
+        let mut enc = ctx.encoder("int model");
+        let mut logits = None;
+        for (si, s) in model.steps.iter().enumerate() {
+            let get = |i: &String| {
+                values
+                    .get(i.as_str())
+                    .ok_or_else(|| Error::Engine(format!("value {i} is not available")))
+            };
+            let fail = |why: &str| Error::Gpu(format!("integer node {}: {why}", s.name));
+            let a = get(&s.inputs[0])?;
+            let (n, c, h, w) = a.dims;
+            let out = match &s.kind {
+                StepKind::Layer(l) => {
+                    let conv = conv_of(l);
+                    let gl = self.layers[si]
+                        .as_ref()
+                        .ok_or_else(|| fail("weights not uploaded"))?;
+                    let (oh, ow) = crate::engine::cpu::int::conv_out_hw(&conv, h, w)?;
+                    let Some(oq) = l.ep.out else {
+                        let len = n * conv.out_channels * oh * ow;
+                        let yb = buffers::filled(ctx, "int logits", len, buffers::SENTINEL_F32);
+                        conv_int_encode(
+                            ctx,
+                            &mut enc,
+                            &a.buf,
+                            gl,
+                            &yb,
+                            n,
+                            (h, w),
+                            &conv,
+                            a.params.zero_point,
+                        )?;
+                        let shape = match l.conv {
+                            Some(_) => vec![n, conv.out_channels, oh, ow],
+                            None => vec![n, conv.out_channels],
+                        };
+                        logits = Some((yb, len, shape));
+                        continue;
+                    };
+                    let d = (n, conv.out_channels, oh, ow);
+                    let yb = buffers::zeroed(
+                        ctx,
+                        "int y",
+                        (n * oh * ow * words_per_pixel(d.1) * 4) as u64,
+                    );
+                    conv_int_encode(
+                        ctx,
+                        &mut enc,
+                        &a.buf,
+                        gl,
+                        &yb,
+                        n,
+                        (h, w),
+                        &conv,
+                        a.params.zero_point,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: d,
+                    }
+                }
+                StepKind::Add => {
+                    if s.inputs.len() != 2 {
+                        return Err(fail("the GPU adds exactly two tensors"));
+                    }
+                    let b = get(&s.inputs[1])?;
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int add", (words * 4) as u64);
+                    add_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        (&b.buf, b.params),
+                        &yb,
+                        words,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::GlobalAvgPool => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let yb = buffers::zeroed(ctx, "int gap", (n * words_per_pixel(c) * 4) as u64);
+                    gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, oq)?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, c, 1, 1),
+                    }
+                }
+                StepKind::Flatten => {
+                    if h * w != 1 {
+                        return Err(fail("the GPU flattens only 1×1 maps"));
+                    }
+                    Value {
+                        buf: a.buf.clone(),
+                        params: a.params,
+                        dims: a.dims,
+                    }
+                }
+            };
+            for i in &s.inputs {
+                if let Some(r) = remaining.get_mut(i.as_str()) {
+                    *r -= 1;
+                    if *r == 0 {
+                        values.remove(i.as_str());
+                    }
+                }
+            }
+            values.insert(s.name.as_str(), out);
+        }
+        let (yb, len, shape) = logits
+            .ok_or_else(|| Error::Engine(format!("output {} was not produced", model.output)))?;
+        ctx.submit(enc)?;
+        let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
+        Tensor::from_vec(&shape, data)
+    }
+}

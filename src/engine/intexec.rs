@@ -1,0 +1,382 @@
+//! Executor of `deploy`-protocol plans on integer codes ([`IntModel`]), with two independent
+//! arithmetic paths that agree code for code:
+//! - [`Exec::Int`]: the integer kernels of `engine::cpu::int` (packed 4-bit / `i8` weights,
+//!   `u8` activation codes, exact `i32` accumulation);
+//! - [`Exec::Sim`]: the exact float simulation of `engine::sim` on the plan's codes.
+//!
+//! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
+//! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
+//! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`.
+//! Residual adds and global average pooling dequantize, compute in f32 and requantize
+//! (`requant::add_codes`, `requant::gap_code`); `Flatten` passes codes through.
+
+use std::collections::HashMap;
+
+use crate::engine::cpu::int::{self, PackedWeights, QTensor};
+use crate::engine::requant::{add_codes, gap_code, Epilogue};
+use crate::engine::sim;
+use crate::error::{Error, Result};
+use crate::graph::{Conv2d, Graph, Op};
+use crate::quant::plan::{LayerQuant, Plan};
+use crate::quant::QParams;
+use crate::tensor::Tensor;
+
+/// Which arithmetic executes the integer model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// Integer kernels.
+    Int,
+    /// Exact float simulation on the codes.
+    Sim,
+}
+
+/// One conv or linear layer ready for integer execution.
+#[derive(Clone, Debug)]
+pub struct IntLayer {
+    /// `None` for a linear layer.
+    pub conv: Option<Conv2d>,
+    pub w: PackedWeights,
+    pub w2: Option<PackedWeights>,
+    pub ep: Epilogue,
+    /// The plan's codes and quantizers (read by the simulation only).
+    pub plan: LayerQuant,
+}
+
+/// What a step computes.
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    Layer(Box<IntLayer>),
+    Add,
+    GlobalAvgPool,
+    Flatten,
+}
+
+/// One node of the graph, in execution order.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub kind: StepKind,
+    /// Output quantizer (`None` for the logits).
+    pub out: Option<QParams>,
+}
+
+/// A `deploy` plan bound to its prepared graph, executable on integer codes.
+#[derive(Clone, Debug)]
+pub struct IntModel {
+    pub input: QParams,
+    pub input_shape: Vec<usize>,
+    pub steps: Vec<Step>,
+    pub output: String,
+}
+
+fn per_tensor(plan: &Plan, value: &str) -> Result<QParams> {
+    let a = plan.acts.iter().find(|a| a.value == value).ok_or_else(|| {
+        Error::Engine(format!(
+            "integer execution: value {value} has no activation quantizer (use --protocol deploy)"
+        ))
+    })?;
+    match a.params[..] {
+        [p] if !a.per_channel && p.bits > 0 => Ok(p),
+        _ => Err(Error::Engine(format!(
+            "integer execution: value {value} needs one per-tensor quantizer of 1..8 bits"
+        ))),
+    }
+}
+
+impl IntModel {
+    /// Binds `plan` to the prepared graph `g`; the error names the first node that integer
+    /// execution does not support.
+    pub fn new(g: &Graph, plan: &Plan) -> Result<Self> {
+        let mut params: HashMap<&str, QParams> = HashMap::new();
+        let input = per_tensor(plan, Graph::INPUT)?;
+        params.insert(Graph::INPUT, input);
+        let mut steps = Vec::with_capacity(g.nodes.len());
+        for n in &g.nodes {
+            let unsupported = |why: &str| {
+                Error::Engine(format!(
+                    "integer execution: node {} ({}): {why}",
+                    n.name,
+                    n.op.kind()
+                ))
+            };
+            let ins: Vec<QParams> = n
+                .inputs
+                .iter()
+                .map(|i| {
+                    params
+                        .get(i.as_str())
+                        .copied()
+                        .ok_or_else(|| unsupported(&format!("input {i} is not quantized")))
+                })
+                .collect::<Result<_>>()?;
+            let is_out = n.name == g.output;
+            let out = if is_out || matches!(n.op, Op::Flatten) {
+                None
+            } else {
+                Some(per_tensor(plan, &n.name)?)
+            };
+            let kind = match &n.op {
+                Op::Conv2d(_) | Op::Linear(_) => {
+                    StepKind::Layer(Box::new(bind_layer(n, plan, ins[0], out)?))
+                }
+                Op::Add if !is_out && ins.len() >= 2 => StepKind::Add,
+                Op::GlobalAvgPool if !is_out => StepKind::GlobalAvgPool,
+                Op::Flatten if !is_out => StepKind::Flatten,
+                _ if is_out => {
+                    return Err(unsupported(
+                        "the graph output must be a conv or linear layer",
+                    ))
+                }
+                _ => return Err(unsupported("no integer kernel for this op")),
+            };
+            let produced = match kind {
+                StepKind::Flatten => Some(ins[0]),
+                _ => out,
+            };
+            if let Some(p) = produced {
+                params.insert(n.name.as_str(), p);
+            }
+            steps.push(Step {
+                name: n.name.clone(),
+                inputs: n.inputs.clone(),
+                kind,
+                out,
+            });
+        }
+        Ok(IntModel {
+            input,
+            input_shape: g.input_shape.clone(),
+            steps,
+            output: g.output.clone(),
+        })
+    }
+
+    /// Quantizes an f32 NCHW batch with the input quantizer.
+    pub fn quantize_input(&self, x: &Tensor) -> Result<QTensor> {
+        if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
+            return Err(Error::Shape {
+                node: Graph::INPUT.into(),
+                expected: [
+                    &[x.shape.first().copied().unwrap_or(1)][..],
+                    &self.input_shape,
+                ]
+                .concat(),
+                actual: x.shape.clone(),
+            });
+        }
+        Ok(QTensor {
+            shape: x.shape.clone(),
+            codes: x.data.iter().map(|&v| self.input.quantize(v)).collect(),
+            params: self.input,
+        })
+    }
+
+    /// Runs the model on an f32 NCHW batch and returns the f32 logits.
+    pub fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        let mut values: HashMap<&str, QTensor> = HashMap::new();
+        values.insert(Graph::INPUT, self.quantize_input(x)?);
+        let mut remaining = self.reader_counts();
+        for s in &self.steps {
+            let ins: Vec<&QTensor> = s
+                .inputs
+                .iter()
+                .map(|i| {
+                    values
+                        .get(i.as_str())
+                        .ok_or_else(|| Error::Engine(format!("value {i} is not available")))
+                })
+                .collect::<Result<_>>()?;
+            let y = match &s.kind {
+                StepKind::Layer(l) => {
+                    let (acc, acc2, shape) = layer_acc(l, ins[0], exec)?;
+                    let Some(out) = s.out else {
+                        return logits(l, &acc, acc2.as_deref(), shape);
+                    };
+                    let codes = requantize(l, &acc, acc2.as_deref(), &shape);
+                    QTensor {
+                        shape,
+                        codes,
+                        params: out,
+                    }
+                }
+                StepKind::Add => add(ins, s.out)?,
+                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
+                StepKind::Flatten => {
+                    let n = ins[0].shape[0];
+                    QTensor {
+                        shape: vec![n, ins[0].codes.len() / n.max(1)],
+                        ..ins[0].clone()
+                    }
+                }
+            };
+            for i in &s.inputs {
+                if let Some(r) = remaining.get_mut(i.as_str()) {
+                    *r -= 1;
+                    if *r == 0 {
+                        values.remove(i.as_str());
+                    }
+                }
+            }
+            values.insert(s.name.as_str(), y);
+        }
+        Err(Error::Engine(format!(
+            "output {} was not produced",
+            self.output
+        )))
+    }
+
+    /// How many steps read each value.
+    pub fn reader_counts(&self) -> HashMap<&str, usize> {
+        let mut r: HashMap<&str, usize> = HashMap::new();
+        for s in &self.steps {
+            for i in &s.inputs {
+                *r.entry(i.as_str()).or_default() += 1;
+            }
+        }
+        r
+    }
+}
+
+fn bind_layer(
+    n: &crate::graph::Node,
+    plan: &Plan,
+    x: QParams,
+    out: Option<QParams>,
+) -> Result<IntLayer> {
+    let l = plan
+        .layers
+        .iter()
+        .find(|l| l.node == n.name)
+        .ok_or_else(|| {
+            Error::Engine(format!(
+                "integer execution: layer {} is not in the plan",
+                n.name
+            ))
+        })?;
+    let (conv, act) = match &n.op {
+        Op::Conv2d(c) => (Some(c.clone()), c.act),
+        Op::Linear(li) => (None, li.act),
+        _ => unreachable!("bind_layer is called for conv and linear nodes"),
+    };
+    let w = PackedWeights::new(&l.codes, &l.params)?;
+    let w2 = match &l.second {
+        Some((p2, c2)) => Some(PackedWeights::new(c2, p2)?),
+        None => None,
+    };
+    // i32 accumulation must not overflow: K·max|q_w − z_w|·max|q_x − z_x| < 2^31.
+    let xmax = x.zero_point.max(x.qmax() - x.zero_point) as i64;
+    for t in std::iter::once(&w).chain(&w2) {
+        if t.k as i64 * t.max_abs_centered() as i64 * xmax >= 1i64 << 31 {
+            return Err(Error::Engine(format!(
+                "integer execution: layer {} could overflow its i32 accumulator",
+                n.name
+            )));
+        }
+    }
+    let s2: Option<Vec<f32>> = l
+        .second
+        .as_ref()
+        .map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
+    let ep = Epilogue::new(&w.scale, s2.as_deref(), x.scale, &l.bias, act, out);
+    Ok(IntLayer {
+        conv,
+        w,
+        w2,
+        ep,
+        plan: l.clone(),
+    })
+}
+
+type Acc = (Vec<f32>, Option<Vec<f32>>, Vec<usize>);
+
+/// Accumulators of a layer as f32 values (exact integers, correctly rounded), and the shape.
+fn layer_acc(l: &IntLayer, x: &QTensor, exec: Exec) -> Result<Acc> {
+    let n = x.shape[0];
+    let shape = match &l.conv {
+        Some(c) => {
+            let (_, _, h, w) = x.dims()?;
+            let (oh, ow) = int::conv_out_hw(c, h, w)?;
+            vec![n, c.out_channels, oh, ow]
+        }
+        None => vec![n, l.w.cout],
+    };
+    let to_f = |v: Vec<i32>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
+    let second = l.plan.second.as_ref();
+    let (acc, acc2) = match (exec, &l.conv) {
+        (Exec::Int, Some(c)) => (
+            to_f(int::conv2d_acc(x, &l.w, c)?),
+            l.w2.as_ref()
+                .map(|w2| int::conv2d_acc(x, w2, c).map(to_f))
+                .transpose()?,
+        ),
+        (Exec::Int, None) => (
+            to_f(int::linear_acc(x, &l.w)?),
+            l.w2.as_ref()
+                .map(|w2| int::linear_acc(x, w2).map(to_f))
+                .transpose()?,
+        ),
+        (Exec::Sim, Some(c)) => (
+            sim::conv2d_acc(x, &l.plan.codes, &l.plan.params, c)?,
+            second
+                .map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c))
+                .transpose()?,
+        ),
+        (Exec::Sim, None) => (
+            sim::linear_acc(x, &l.plan.codes, &l.plan.params)?,
+            second
+                .map(|(p2, c2)| sim::linear_acc(x, c2, p2))
+                .transpose()?,
+        ),
+    };
+    Ok((acc, acc2, shape))
+}
+
+fn plane_of(shape: &[usize]) -> usize {
+    shape[2..].iter().product::<usize>().max(1)
+}
+
+/// Output codes of a layer from its accumulators.
+pub fn requantize(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: &[usize]) -> Vec<u8> {
+    l.ep.codes(acc, acc2, plane_of(shape))
+}
+
+fn logits(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: Vec<usize>) -> Result<Tensor> {
+    let data = l.ep.reals(acc, acc2, plane_of(&shape));
+    Tensor::from_vec(&shape, data)
+}
+
+fn add(ins: Vec<&QTensor>, out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("add without an output quantizer".into()))?;
+    let first = ins[0];
+    if ins.iter().any(|t| t.shape != first.shape) {
+        return Err(Error::Engine("integer add: input shapes differ".into()));
+    }
+    let codes = (0..first.codes.len())
+        .map(|i| add_codes(ins.iter().map(|t| (t.params, t.codes[i])), &out))
+        .collect();
+    Ok(QTensor {
+        shape: first.shape.clone(),
+        codes,
+        params: out,
+    })
+}
+
+fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+    let (n, c, h, w) = x.dims()?;
+    let z = x.params.zero_point as i64;
+    let codes = x
+        .codes
+        .chunks(h * w)
+        .map(|pl| {
+            let s: i64 = pl.iter().map(|&q| q as i64 - z).sum();
+            gap_code(&x.params, s, h * w, &out)
+        })
+        .collect();
+    Ok(QTensor {
+        shape: vec![n, c, 1, 1],
+        codes,
+        params: out,
+    })
+}

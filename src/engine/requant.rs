@@ -1,0 +1,238 @@
+//! The one requantization rule shared by every integer path (CPU integer kernels, the exact
+//! simulation, and — replicated op for op in `shaders/conv_int.wgsl` — the GPU epilogue).
+//!
+//! For output channel c of a conv/linear layer with input scale s_x:
+//! ```text
+//! m[c]      = s_w[c] · s_x                               (f32, computed once on the host)
+//! acc_real  = m[c] · f32(acc) + bias[c]                   (single:  one ×, then one +)
+//! acc_real  = (m1[c] · f32(acc1) + m2[c] · f32(acc2)) + bias[c]   (dual tensors)
+//! y         = act(acc_real)                               (ReLU: max(·,0); ReLU6: clamp(·,0,6))
+//! q         = QParams::quantize(y)                        (the output point's quantizer)
+//! ```
+//! `f32(acc)` is the correctly rounded conversion of the exact integer accumulator (exact
+//! while |acc| < 2^24). Every operation is a single correctly rounded IEEE f32 op, evaluated
+//! in exactly this order and never contracted into an FMA (Rust does not contract; the WGSL
+//! twin hides the product from the compiler's fusion with a bit-level identity). The logits
+//! layer returns `y` without quantization. Elementwise ops between quantized tensors
+//! dequantize, compute in f32 and requantize with the same [`QParams::quantize`]:
+//! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), global average
+//! pooling `y = (s · f32(Σ(q − z))) · f32(1/(H·W))` (the integer sum is exact and order-free).
+
+use rayon::prelude::*;
+
+use crate::graph::Activation;
+use crate::quant::QParams;
+
+/// How [`QParams::quantize`] forms x/s: `true` for a true f32 division, `false` for a
+/// product with the f32 reciprocal 1/s. The CPU paths call `QParams::quantize` itself; the
+/// GPU epilogue follows this flag, and a unit test checks that the flag describes
+/// `QParams::quantize`, so a change there fails loudly until this flag follows it.
+pub const QUANTIZE_DIVIDES: bool = true;
+
+/// The quantizer rule as the GPU evaluates it (see [`QUANTIZE_DIVIDES`]).
+pub fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
+    let r = if QUANTIZE_DIVIDES {
+        y / q.scale
+    } else {
+        y * (1.0 / q.scale)
+    };
+    let t = (r + q.zero_point as f32).round_ties_even();
+    t.max(0.0).min(q.qmax() as f32) as u8
+}
+
+/// The per-channel multipliers and bias of one layer's epilogue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    /// s_w[c] · s_x per output channel.
+    pub mult: Vec<f32>,
+    /// s_w2[c] · s_x of the second tensor of a dual layer.
+    pub mult2: Option<Vec<f32>>,
+    pub bias: Vec<f32>,
+    pub act: Activation,
+    /// The output quantizer; `None` for the logits (f32 output).
+    pub out: Option<QParams>,
+}
+
+impl Epilogue {
+    /// Builds the multipliers from per-channel weight scales and the input scale.
+    pub fn new(
+        w_scales: &[f32],
+        w2_scales: Option<&[f32]>,
+        s_x: f32,
+        bias: &[f32],
+        act: Activation,
+        out: Option<QParams>,
+    ) -> Self {
+        Epilogue {
+            mult: w_scales.iter().map(|&s| s * s_x).collect(),
+            mult2: w2_scales.map(|s2| s2.iter().map(|&s| s * s_x).collect()),
+            bias: bias.to_vec(),
+            act,
+            out,
+        }
+    }
+
+    /// `act(acc_real)` of channel `c` from the accumulator value(s) as f32.
+    #[inline]
+    pub fn real(&self, c: usize, acc: f32, acc2: f32) -> f32 {
+        let y = match &self.mult2 {
+            None => self.mult[c] * acc + self.bias[c],
+            Some(m2) => (self.mult[c] * acc + m2[c] * acc2) + self.bias[c],
+        };
+        self.act.apply(y)
+    }
+
+    /// The output code of channel `c` (panics never: without an output quantizer the code
+    /// is that of a 0-bit quantizer, 0; callers use [`Epilogue::real`] for the logits).
+    #[inline]
+    pub fn code(&self, c: usize, acc: f32, acc2: f32) -> u8 {
+        let y = self.real(c, acc, acc2);
+        self.out.map_or(0, |q| q.quantize(y))
+    }
+}
+
+impl Epilogue {
+    /// Codes of an `[N, C, plane]` tensor of accumulators (C = number of channels here),
+    /// one plane of one channel at a time (rayon over planes).
+    pub fn codes(&self, acc: &[f32], acc2: Option<&[f32]>, plane: usize) -> Vec<u8> {
+        let c = self.mult.len();
+        let plane = plane.max(1);
+        let mut out = vec![0u8; acc.len()];
+        out.par_chunks_mut(plane)
+            .zip(acc.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (o, a))| {
+                let a2 = acc2.map(|v| &v[i * plane..(i + 1) * plane]);
+                self.plane_codes(i % c, a, a2, o);
+            });
+        out
+    }
+
+    /// One plane of channel `ch`. On x86-64 with AVX2 the same scalar code is compiled with
+    /// AVX2/SSE4.1 enabled (vector division and `roundps` are exact IEEE operations, and no
+    /// FMA contraction happens in Rust), so the codes are identical to the portable build.
+    fn plane_codes(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 (and so SSE4.1) is available, checked above.
+                unsafe { self.plane_codes_avx2(ch, a, a2, o) };
+                return;
+            }
+        }
+        self.plane_codes_portable(ch, a, a2, o);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plane_codes_avx2(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        self.plane_codes_portable(ch, a, a2, o);
+    }
+
+    #[inline(always)]
+    fn plane_codes_portable(&self, ch: usize, a: &[f32], a2: Option<&[f32]>, o: &mut [u8]) {
+        // The activation is matched outside the loops so each loop is straight-line.
+        match self.act {
+            Activation::None => self.plane_loop(ch, a, a2, o, |y| y),
+            Activation::Relu => self.plane_loop(ch, a, a2, o, |y| Activation::Relu.apply(y)),
+            Activation::Relu6 => self.plane_loop(ch, a, a2, o, |y| Activation::Relu6.apply(y)),
+        }
+    }
+
+    #[inline(always)]
+    fn plane_loop(
+        &self,
+        ch: usize,
+        a: &[f32],
+        a2: Option<&[f32]>,
+        o: &mut [u8],
+        act: impl Fn(f32) -> f32,
+    ) {
+        let Some(q) = self.out else {
+            o.fill(0);
+            return;
+        };
+        let (m, b) = (self.mult[ch], self.bias[ch]);
+        match (a2, &self.mult2) {
+            (Some(a2), Some(m2)) => {
+                let m2 = m2[ch];
+                for ((d, &v), &v2) in o.iter_mut().zip(a).zip(a2) {
+                    *d = q.quantize(act((m * v + m2 * v2) + b));
+                }
+            }
+            _ => {
+                for (d, &v) in o.iter_mut().zip(a) {
+                    *d = q.quantize(act(m * v + b));
+                }
+            }
+        }
+    }
+
+    /// `act(acc_real)` of an `[N, C, plane]` tensor of accumulators (the logits).
+    pub fn reals(&self, acc: &[f32], acc2: Option<&[f32]>, plane: usize) -> Vec<f32> {
+        let c = self.mult.len();
+        acc.chunks(plane.max(1))
+            .enumerate()
+            .flat_map(|(i, a)| {
+                let a2 = acc2.map(|v| &v[i * plane..(i + 1) * plane]);
+                a.iter()
+                    .enumerate()
+                    .map(move |(j, &v)| self.real(i % c, v, a2.map_or(0.0, |s| s[j])))
+            })
+            .collect()
+    }
+}
+
+/// Residual add of codes: dequantize each, add in f32 left to right, requantize.
+#[inline]
+pub fn add_codes(ins: impl IntoIterator<Item = (QParams, u8)>, out: &QParams) -> u8 {
+    let mut it = ins.into_iter();
+    let first = it.next().map_or(0.0, |(p, q)| p.dequantize(q));
+    out.quantize(it.fold(first, |y, (p, q)| y + p.dequantize(q)))
+}
+
+/// Global average pooling of one plane given its exact integer sum Σ(q − z).
+#[inline]
+pub fn gap_code(p: &QParams, centered_sum: i64, count: usize, out: &QParams) -> u8 {
+    out.quantize(gap_real(p, centered_sum, count))
+}
+
+/// The f32 mean of a plane from its exact centred code sum: (s · f32(Σ)) · f32(1/count)
+/// (products only, so a device without correctly rounded division agrees).
+#[inline]
+pub fn gap_real(p: &QParams, centered_sum: i64, count: usize) -> f32 {
+    (p.scale * centered_sum as f32) * (1.0 / count as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flag the GPU follows describes `QParams::quantize` (many scales, ties included).
+    #[test]
+    fn gpu_quantize_rule_matches_qparams() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for _ in 0..2000 {
+            let (lo, hi) = (-next() * 7.0, next() * 9.0 + 1e-3);
+            let q = QParams::from_range(lo, hi, 1 + (next() * 8.0) as u8 % 8).unwrap_or(QParams {
+                scale: 0.1,
+                zero_point: 3,
+                bits: 4,
+            });
+            for _ in 0..50 {
+                let y = (next() * 2.0 - 1.0) * 12.0;
+                assert_eq!(q.quantize(y), quantize_as_gpu(&q, y), "{q:?} {y}");
+                // Values on code boundaries (ties) as well.
+                let k = (next() * 20.0) as i32 - 5;
+                let tie = (k as f32 + 0.5 - q.zero_point as f32) * q.scale;
+                assert_eq!(q.quantize(tie), quantize_as_gpu(&q, tie), "{q:?} {tie}");
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The exact simulation of integer execution (`--exec sim`): an implementation independent
+//! of the integer kernels (`engine::cpu::int`), used to cross-check them code for code.
+//!
+//! Scales are factored out of the sums: per layer it computes acc = Σ (q_w − z_w)·(q_x − z_x)
+//! with float arithmetic on the unsigned codes and quantizers of the plan, as an im2col
+//! (padding taps hold q_x − z_x = 0, the real 0) followed by a `matrixmultiply` GEMM. Every
+//! product and every partial sum is an integer; when K·max|q_w − z_w|·max|q_x − z_x| < 2^24
+//! all of them are exact in f32 whatever the summation order (and FMA use), otherwise the
+//! layer runs in f64 (exact below 2^53). The accumulator then goes through the shared
+//! `engine::requant::Epilogue` as its correctly rounded f32 value, like the integer path's
+//! `acc as f32`.
+
+use crate::engine::cpu::int::QTensor;
+use crate::error::{Error, Result};
+use crate::graph::Conv2d;
+use crate::quant::QParams;
+
+/// Exactness threshold of f32 integer sums.
+const F32_EXACT: f64 = (1u64 << 24) as f64;
+
+trait Real: Copy + Default + Send + Sync {
+    fn of(v: i32) -> Self;
+    fn to_f32(self) -> f32;
+    /// c (m × n, row-major) = a (m × k) · b (k × n), both row-major.
+    fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], c: &mut [Self]);
+}
+
+impl Real for f32 {
+    fn of(v: i32) -> Self {
+        v as f32
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        // SAFETY: the three slices hold at least m·k, k·n and m·n elements (asserted), laid
+        // out row-major with the strides given.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    }
+}
+
+impl Real for f64 {
+    fn of(v: i32) -> Self {
+        v as f64
+    }
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn gemm(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        // SAFETY: as for f32 above.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    }
+}
+
+/// Whether sums of K products bounded by the weights' and the input's ranges are exact in f32.
+pub fn exact_in_f32(codes: &[u8], params: &[QParams], x: &QParams) -> bool {
+    let k = codes.len() / params.len().max(1);
+    let wmax = codes
+        .chunks(k.max(1))
+        .zip(params)
+        .flat_map(|(row, p)| row.iter().map(move |&q| (q as i32 - p.zero_point).abs()))
+        .max()
+        .unwrap_or(0);
+    let xmax = x.zero_point.max(x.qmax() - x.zero_point);
+    (k as f64) * (wmax as f64) * (xmax as f64) < F32_EXACT
+}
+
+/// Accumulators `[N, CO, OH, OW]` (as f32) of a conv of quantized `x` with unsigned weight
+/// `codes` (layout `[CO, CI/G, KH, KW]`) and per-channel `params`.
+pub fn conv2d_acc(x: &QTensor, codes: &[u8], params: &[QParams], c: &Conv2d) -> Result<Vec<f32>> {
+    if exact_in_f32(codes, params, &x.params) {
+        conv_generic::<f32>(x, codes, params, c)
+    } else {
+        conv_generic::<f64>(x, codes, params, c)
+    }
+}
+
+fn conv_generic<T: Real>(
+    x: &QTensor,
+    codes: &[u8],
+    params: &[QParams],
+    c: &Conv2d,
+) -> Result<Vec<f32>> {
+    let [n, ci, h, w] = x.shape[..] else {
+        return Err(Error::Engine(format!(
+            "sim conv: input shape {:?}",
+            x.shape
+        )));
+    };
+    let (oh, ow) = c
+        .out_hw(h, w)
+        .ok_or_else(|| Error::Engine(format!("sim conv: window does not fit {h}×{w}")))?;
+    let g = c.groups.max(1);
+    let (cig, cog) = (ci / g, c.out_channels / g);
+    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let k = cig * kh * kw;
+    if ci != c.in_channels || codes.len() != c.out_channels * k || params.len() != c.out_channels {
+        return Err(Error::Engine(
+            "sim conv: weights do not match the layer".into(),
+        ));
+    }
+    let wf: Vec<T> = codes
+        .chunks(k)
+        .zip(params)
+        .flat_map(|(row, p)| row.iter().map(move |&q| T::of(q as i32 - p.zero_point)))
+        .collect();
+    let zx = x.params.zero_point;
+    let p = oh * ow;
+    let mut out = vec![0f32; n * c.out_channels * p];
+    let mut cols = vec![T::default(); k * p];
+    let mut acc = vec![T::default(); cog * p];
+    for img in 0..n {
+        for gi in 0..g {
+            for (kr, col) in cols.chunks_mut(p).enumerate() {
+                let (i, ky, kx) = (kr / (kh * kw), kr / kw % kh, kr % kw);
+                let chan = gi * cig + i;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize
+                            - c.padding[0] as isize;
+                        let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize
+                            - c.padding[1] as isize;
+                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                        col[oy * ow + ox] = if inside {
+                            let q =
+                                x.codes[((img * ci + chan) * h + iy as usize) * w + ix as usize];
+                            T::of(q as i32 - zx)
+                        } else {
+                            T::default()
+                        };
+                    }
+                }
+            }
+            T::gemm(cog, k, p, &wf[gi * cog * k..], &cols, &mut acc);
+            let o = &mut out[(img * c.out_channels + gi * cog) * p..][..cog * p];
+            o.iter_mut().zip(&acc).for_each(|(d, &s)| *d = s.to_f32());
+        }
+    }
+    Ok(out)
+}
+
+/// Accumulators `[N, O]` (as f32) of a linear layer on quantized `[N, F]` input.
+pub fn linear_acc(x: &QTensor, codes: &[u8], params: &[QParams]) -> Result<Vec<f32>> {
+    if exact_in_f32(codes, params, &x.params) {
+        linear_generic::<f32>(x, codes, params)
+    } else {
+        linear_generic::<f64>(x, codes, params)
+    }
+}
+
+fn linear_generic<T: Real>(x: &QTensor, codes: &[u8], params: &[QParams]) -> Result<Vec<f32>> {
+    let n = x.shape.first().copied().unwrap_or(0);
+    let o = params.len();
+    let f = codes.len() / o.max(1);
+    if n == 0 || x.codes.len() != n * f {
+        return Err(Error::Engine(format!(
+            "sim linear: input {:?} for {o}×{f} weights",
+            x.shape
+        )));
+    }
+    let zx = x.params.zero_point;
+    let xf: Vec<T> = x.codes.iter().map(|&q| T::of(q as i32 - zx)).collect();
+    // Wᵀ as f × o so that out = X (n × f) · Wᵀ.
+    let mut wt = vec![T::default(); f * o];
+    for (r, (row, p)) in codes.chunks(f).zip(params).enumerate() {
+        for (j, &q) in row.iter().enumerate() {
+            wt[j * o + r] = T::of(q as i32 - p.zero_point);
+        }
+    }
+    let mut acc = vec![T::default(); n * o];
+    T::gemm(n, f, o, &xf, &wt, &mut acc);
+    Ok(acc.into_iter().map(Real::to_f32).collect())
+}

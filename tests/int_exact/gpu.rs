@@ -1,0 +1,214 @@
+//! GPU integer kernels against the CPU integer path and the exact simulation.
+
+use proptest::prelude::*;
+use ptq4::engine::cpu::int::{self, PackedWeights, QTensor};
+use ptq4::engine::intexec::Exec;
+use ptq4::engine::requant::Epilogue;
+use ptq4::graph::{Activation, Conv2d};
+use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
+use ptq4::quant::QParams;
+use ptq4::tensor::Tensor;
+
+use super::common;
+use super::fixtures::*;
+
+use ptq4::engine::gpu::int_model::{layer_int, IntOutput};
+use ptq4::engine::gpu::GpuContext;
+use ptq4::engine::intexec::IntLayer;
+use ptq4::quant::plan::{LayerInfo, LayerQuant};
+
+fn gpu() -> Option<&'static GpuContext> {
+    static CTX: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(common::test_context).as_ref()
+}
+
+/// A random integer layer (optionally dual, optionally the logits layer) on input scale `sx`.
+fn rand_layer(
+    c: Option<Conv2d>,
+    cout: usize,
+    k: usize,
+    dual: bool,
+    logits: bool,
+    sx: f32,
+    seed: &mut u64,
+) -> IntLayer {
+    let (codes, params) = rand_weights(cout, k, true, seed);
+    let second = dual.then(|| {
+        let (c2, p2) = rand_weights(cout, k, false, seed);
+        (p2, c2)
+    });
+    let bias: Vec<f32> = (0..cout).map(|_| unif(seed)).collect();
+    let act = c.as_ref().map_or(Activation::Relu, |c| c.act);
+    let out = (!logits).then(|| {
+        QParams::from_range(
+            -unif(seed).abs() * 2.0,
+            unif(seed).abs() * 4.0 + 0.1,
+            1 + (lcg(seed) % 8) as u8,
+        )
+        .unwrap()
+    });
+    let s1: Vec<f32> = params.iter().map(|p| p.scale).collect();
+    let s2: Option<Vec<f32>> = second
+        .as_ref()
+        .map(|(p2, _)| p2.iter().map(|p| p.scale).collect());
+    let ep = Epilogue::new(&s1, s2.as_deref(), sx, &bias, act, out);
+    let w = PackedWeights::new(&codes, &params).unwrap();
+    let w2 = second
+        .as_ref()
+        .map(|(p2, c2)| PackedWeights::new(c2, p2).unwrap());
+    let plan = LayerQuant {
+        node: "l".into(),
+        params,
+        codes,
+        second,
+        bias,
+        info: LayerInfo {
+            node: "l".into(),
+            kept_8bit: false,
+            clip: "test".into(),
+            bias_corrected: false,
+            dual,
+            sqnr_db: 0.0,
+        },
+    };
+    IntLayer {
+        conv: c,
+        w,
+        w2,
+        ep,
+        plan,
+    }
+}
+
+/// CPU reference outputs of a layer through the shared epilogue.
+fn cpu_layer(x: &QTensor, l: &IntLayer) -> IntOutput {
+    let (acc, acc2) = match &l.conv {
+        Some(c) => (
+            int::conv2d_acc(x, &l.w, c).unwrap(),
+            l.w2.as_ref().map(|w2| int::conv2d_acc(x, w2, c).unwrap()),
+        ),
+        None => (
+            int::linear_acc(x, &l.w).unwrap(),
+            l.w2.as_ref().map(|w2| int::linear_acc(x, w2).unwrap()),
+        ),
+    };
+    let n = x.shape[0];
+    let co = l.w.cout;
+    let plane = acc.len() / (n * co);
+    let shape = match &l.conv {
+        Some(c) => {
+            let (oh, ow) = int::conv_out_hw(c, x.shape[2], x.shape[3]).unwrap();
+            vec![n, co, oh, ow]
+        }
+        None => vec![n, co],
+    };
+    let vals = acc.iter().enumerate().map(|(i, &a)| {
+        (
+            i / plane % co,
+            a as f32,
+            acc2.as_ref().map_or(0.0, |v| v[i] as f32),
+        )
+    });
+    match l.ep.out {
+        Some(q) => IntOutput::Codes(QTensor {
+            shape,
+            codes: vals.map(|(c, a, b)| l.ep.code(c, a, b)).collect(),
+            params: q,
+        }),
+        None => IntOutput::Logits(Tensor {
+            shape,
+            data: vals.map(|(c, a, b)| l.ep.real(c, a, b)).collect(),
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn random_conv_gpu_equals_cpu((c, [n, h, w], seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        // The GPU runs groups = 1 and depthwise: widen groups = 1 convs past one word of channels.
+        let mut c = c;
+        if c.groups > 1 && !c.is_depthwise() {
+            c.in_channels /= c.groups;
+            c.out_channels /= c.groups;
+            c.groups = 1;
+        }
+        if c.groups == 1 {
+            c.in_channels += cin_extra;
+        }
+        let logits = logits && !c.is_depthwise();
+        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+        let l = rand_layer(Some(c.clone()), c.out_channels, k, dual, logits, x.params.scale, &mut seed);
+        let got = layer_int(ctx, &x, &l).unwrap();
+        prop_assert_eq!(got, cpu_layer(&x, &l));
+    }
+
+    #[test]
+    fn random_linear_gpu_equals_cpu(n in 1usize..4, f in 1usize..40, o in 1usize..12, seed in any::<u64>(), xbits in 1u8..9, dual in any::<bool>(), logits in any::<bool>()) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        let x = rand_input(&[n, f], xbits, &mut seed);
+        let l = rand_layer(None, o, f, dual, logits, x.params.scale, &mut seed);
+        prop_assert_eq!(layer_int(ctx, &x, &l).unwrap(), cpu_layer(&x, &l));
+    }
+}
+
+#[test]
+fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
+    let Some(ctx) = gpu() else { return };
+    for seed0 in 0..6u64 {
+        let mut seed = seed0;
+        let raw = small_graph(&mut seed);
+        let cfg = QuantConfig {
+            protocol: Protocol::Deploy,
+            bit_alloc: if seed0 % 2 == 0 {
+                BitAlloc::W
+            } else {
+                BitAlloc::None
+            },
+            dual: (seed0 % 3) as usize,
+            ..QuantConfig::default()
+        };
+        let (_, m) = deploy_model(&raw, &cfg);
+        let x = Tensor {
+            shape: vec![3, 3, 10, 12],
+            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
+        };
+        let a = m.forward(&x, Exec::Sim).unwrap();
+        let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
+        assert_eq!(a.data, b.data, "seed {seed0}");
+    }
+}
+
+#[test]
+fn lite0_deploy_w4a4_gpu_equals_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let Some((m, x, _)) = lite0() else { return };
+    let a = m.forward(&x, Exec::Sim).unwrap();
+    let t = std::time::Instant::now();
+    let dev = m.upload(ctx).unwrap();
+    let b = dev.forward(ctx, &x, Exec::Int).unwrap();
+    eprintln!(
+        "lite0 deploy W4A4 on {} ({:?}): {:?}",
+        ctx.adapter_name(),
+        ctx.backend(),
+        t.elapsed()
+    );
+    assert_eq!(
+        ptq4::eval::metrics::logits_sha256(&a.data),
+        ptq4::eval::metrics::logits_sha256(&b.data)
+    );
+    assert_eq!(a.data, b.data);
+    // Resident weights serve another batch (the first 3 images) with the same results.
+    let x3 = Tensor {
+        shape: vec![3, 3, 224, 224],
+        data: x.data[..3 * 3 * 224 * 224].to_vec(),
+    };
+    let b3 = dev.forward(ctx, &x3, Exec::Int).unwrap();
+    assert_eq!(b3.data, a.data[..3 * 1000]);
+    assert!(dev.forward(ctx, &x3, Exec::Sim).is_err());
+}
