@@ -50,12 +50,11 @@ fn opaque(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) | p.opaque);
 }
 
-// QParams::quantize: clamp(round_ties_even(y / s + z), 0, qmax), with y / s a true division
-// or y * (1/s) as requant::QUANTIZE_DIVIDES says.
+// QParams::quantize: clamp(round_ties_even(y · (1/s)) + z, 0, qmax) (or y / s when `divides`)
 fn quantize(v: f32) -> u32 {
     var r = v * p.out_inv;
     if p.divides == 1u { r = v / p.out_scale; }
-    let t = round(r + f32(p.out_zero));
+    let t = round(r) + f32(p.out_zero);
     return u32(min(max(t, 0.0), p.out_qmax));
 }
 

@@ -27,7 +27,7 @@ fn opaque(v: f32) -> f32 {
 fn quantize(v: f32) -> u32 {
     var r = v * p.out_inv;
     if p.divides == 1u { r = v / p.out_scale; }
-    let t = round(r + f32(p.out_zero));
+    let t = round(r) + f32(p.out_zero);
     return u32(min(max(t, 0.0), p.out_qmax));
 }
 

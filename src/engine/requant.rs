@@ -27,7 +27,7 @@ use crate::quant::QParams;
 /// product with the f32 reciprocal 1/s. The CPU paths call `QParams::quantize` itself; the
 /// GPU epilogue follows this flag, and a unit test checks that the flag describes
 /// `QParams::quantize`, so a change there fails loudly until this flag follows it.
-pub const QUANTIZE_DIVIDES: bool = true;
+pub const QUANTIZE_DIVIDES: bool = false;
 
 /// The quantizer rule as the GPU evaluates it (see [`QUANTIZE_DIVIDES`]).
 pub fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
@@ -36,7 +36,7 @@ pub fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
     } else {
         y * (1.0 / q.scale)
     };
-    let t = (r + q.zero_point as f32).round_ties_even();
+    let t = r.round_ties_even() + q.zero_point as f32;
     t.max(0.0).min(q.qmax() as f32) as u8
 }
 

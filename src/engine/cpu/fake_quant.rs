@@ -10,8 +10,10 @@
 //!
 //! Every step is one correctly rounded f32 operation (no division, no `a·b + c` that a GPU
 //! compiler could fuse into an FMA), so GPU codes and values equal these bit for bit.
-//! `round(x/s + z)` of METHOD.md is the same rounding since `z` is an integer; `x·(1/s)`
-//! replaces `x/s` because WGSL division is only accurate to 2.5 ULP. `bits = 0` gives
+//! This differs from METHOD.md's `round(x/s + z)` only at exact ties with an odd `z` (the
+//! tie is broken on x·(1/s), before adding z); ptq4 uses this rule everywhere
+//! (`QParams::quantize`). `x·(1/s)` replaces `x/s` because WGSL division is only accurate
+//! to 2.5 ULP. `bits = 0` gives
 //! `2^M − 1 = 0`: the channel collapses to the constant `−z·s`. Inputs must be finite.
 
 use crate::engine::layout::ChannelLayout;
