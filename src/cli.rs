@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::intexec::Exec;
 use crate::engine::{Backend, BackendChoice};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};
@@ -209,6 +210,10 @@ pub struct EvalArgs {
     /// Also run the first batch on both backends and report the largest difference per layer.
     #[arg(long)]
     pub compare: bool,
+    /// Deploy-protocol models: int (integer kernels, the default) or sim (the exact float
+    /// simulation on codes, CPU only); both give identical logits.
+    #[arg(long, value_parser = parse_exec)]
+    pub exec: Option<Exec>,
     #[arg(long)]
     pub json: bool,
 }
@@ -228,6 +233,14 @@ pub struct RunArgs {
     /// Where to run: auto (a hardware GPU if there is one, else the CPU, with a warning), gpu, cpu.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+}
+
+fn parse_exec(s: &str) -> Result<Exec, String> {
+    match s {
+        "int" => Ok(Exec::Int),
+        "sim" => Ok(Exec::Sim),
+        _ => Err("exec must be int or sim".into()),
+    }
 }
 
 fn parse_views(s: &str) -> Result<usize, String> {
@@ -347,9 +360,9 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
     let data = Dataset::open(&resolve(&a.data)?)?;
     let opts = a.run.options(!a.json);
     let backend = a.run.backend.resolve()?;
-    let runner = Runner::new(Source::of(&model), &backend)?;
+    let runner = Runner::new(Source::of(&model), &backend, a.exec)?;
     let ref_runner = match &reference {
-        Some(r) => Some(Runner::new(Source::of(r), &backend)?),
+        Some(r) => Some(Runner::new(Source::of(r), &backend, None)?),
         None => None,
     };
     let report = eval::evaluate(

@@ -6,7 +6,11 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::engine::{self, gpu::GpuGraph, Backend};
+use crate::engine::gpu::int_model::GpuIntModel;
+use crate::engine::gpu::{GpuContext, GpuGraph};
+use crate::engine::intexec::Exec;
+use crate::engine::{self, Backend};
+use crate::error::Error;
 use crate::error::Result;
 use crate::eval::Model;
 use crate::graph::{passes, Graph, Op, Preprocess};
@@ -202,29 +206,54 @@ impl<'a> Source<'a> {
     }
 }
 
-/// A model bound to a backend: the CPU engine, or a [`GpuGraph`] holding its weights on the
-/// device (quantized models run their simulation there, with fake quantization on device).
+/// A model bound to a backend: the CPU engine, or the device (FP32 graphs and `paper`
+/// simulations as a [`GpuGraph`]; `deploy` models on the integer kernels).
 pub struct Runner<'a> {
     source: Source<'a>,
+    exec: Option<Exec>,
     gpu: Option<GpuGraph<'a>>,
+    gpu_int: Option<(GpuIntModel<'a>, &'a GpuContext)>,
     label: String,
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(source: Source<'a>, backend: &'a Backend) -> Result<Self> {
-        let (gpu, label) = match backend {
-            Backend::Cpu => (None, "cpu".to_string()),
-            Backend::Gpu(ctx) => (
-                Some(GpuGraph::new(ctx, source.graph())?),
-                backend.describe(),
-            ),
+    /// `exec`: for `deploy` models, integer kernels or their exact simulation (default
+    /// integer); other models reject it.
+    pub fn new(source: Source<'a>, backend: &'a Backend, exec: Option<Exec>) -> Result<Self> {
+        let int = match source {
+            Source::Quant(q) if q.int.is_some() => Some(q.int_model()?),
+            _ => None,
         };
-        let label = if matches!(source, Source::Quant(_)) {
-            format!("{label} (simulated)")
-        } else {
-            label
+        if exec.is_some() && int.is_none() {
+            return Err(Error::Usage(
+                "--exec applies to deploy-protocol quantized models".into(),
+            ));
+        }
+        let mode = match (int.is_some(), exec.unwrap_or(Exec::Int)) {
+            (true, Exec::Int) => " (integer)",
+            (true, Exec::Sim) => " (exact simulation)",
+            (false, _) if matches!(source, Source::Quant(_)) => " (simulated)",
+            (false, _) => "",
         };
-        Ok(Runner { source, gpu, label })
+        let (mut gpu, mut gpu_int) = (None, None);
+        if let Backend::Gpu(ctx) = backend {
+            match int {
+                Some(_) if exec == Some(Exec::Sim) => return Err(Error::Usage(
+                    "the exact simulation runs on the CPU only: use --backend cpu with --exec sim"
+                        .into(),
+                )),
+                Some(m) => gpu_int = Some((m.upload(ctx)?, &**ctx)),
+                None => gpu = Some(GpuGraph::new(ctx, source.graph())?),
+            }
+        }
+        let label = format!("{}{mode}", backend.describe());
+        Ok(Runner {
+            source,
+            exec,
+            gpu,
+            gpu_int,
+            label,
+        })
     }
 }
 
@@ -233,9 +262,12 @@ impl Model for Runner<'_> {
         &self.source.graph().preprocess
     }
     fn forward(&self, x: Tensor) -> Result<Tensor> {
+        if let Some((m, ctx)) = &self.gpu_int {
+            return m.forward(ctx, &x, Exec::Int);
+        }
         match (&self.gpu, self.source) {
             (None, Source::Fp32(g)) => engine::forward(g, x),
-            (None, Source::Quant(q)) => q.forward(x),
+            (None, Source::Quant(q)) => q.forward_exec(x, self.exec),
             (Some(g), Source::Fp32(_)) => g.forward(&x),
             (Some(g), Source::Quant(q)) => g.forward_fake_quant(&x, &q.plan.acts),
         }

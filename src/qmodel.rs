@@ -17,11 +17,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::intexec::{Exec, IntModel};
 use crate::engine::{self, Hook};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
 use crate::io::model::{self as mfile, Data, ModelFile, RawTensor};
-use crate::quant::config::QuantConfig;
+use crate::quant::config::{Protocol, QuantConfig};
 use crate::quant::pack::{pack_u4, unpack_u4};
 use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
 use crate::quant::QParams;
@@ -43,6 +44,9 @@ pub struct QuantModel {
     /// The prepared graph with dequantized weights and corrected biases.
     pub sim: Graph,
     acts: BTreeMap<String, ActQuant>,
+    /// `deploy` plans: the integer model (and its exact simulation), or why the integer
+    /// kernels cannot run this plan.
+    pub int: Option<std::result::Result<IntModel, String>>,
 }
 
 impl QuantModel {
@@ -80,12 +84,49 @@ impl QuantModel {
             .iter()
             .map(|a| (a.value.clone(), a.clone()))
             .collect();
-        Ok(QuantModel { plan, sim, acts })
+        let int = (plan.config.protocol == Protocol::Deploy)
+            .then(|| IntModel::new(&sim, &plan).map_err(|e| e.to_string()));
+        Ok(QuantModel {
+            plan,
+            sim,
+            acts,
+            int,
+        })
     }
 
-    /// Runs the simulation on an input batch.
+    /// Runs the model on the CPU: `deploy` plans on the integer kernels (or, with
+    /// `Exec::Sim`, their exact simulation), `paper` plans as fake quantization.
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
-        engine::run(&self.sim, x, &mut FakeQuant { acts: &self.acts })
+        self.forward_exec(x, None)
+    }
+
+    /// [`forward`](Self::forward) with an explicit execution mode; `None`: the default
+    /// (integer for `deploy`, fake quantization for `paper`).
+    pub fn forward_exec(&self, x: Tensor, exec: Option<Exec>) -> Result<Tensor> {
+        match (&self.int, exec) {
+            (Some(Ok(m)), e) => m.forward(&x, e.unwrap_or(Exec::Int)),
+            (Some(Err(why)), Some(_)) | (Some(Err(why)), None) => Err(Error::Engine(format!(
+                "the integer kernels cannot run this plan: {why}"
+            ))),
+            (None, Some(_)) => Err(Error::Usage(
+                "--exec applies to deploy-protocol models; paper models run as fake quantization"
+                    .into(),
+            )),
+            (None, None) => engine::run(&self.sim, x, &mut FakeQuant { acts: &self.acts }),
+        }
+    }
+
+    /// The integer model of a `deploy` plan.
+    pub fn int_model(&self) -> Result<&IntModel> {
+        match &self.int {
+            Some(Ok(m)) => Ok(m),
+            Some(Err(why)) => Err(Error::Engine(format!(
+                "the integer kernels cannot run this plan: {why}"
+            ))),
+            None => Err(Error::Usage(
+                "integer execution needs a deploy-protocol model".into(),
+            )),
+        }
     }
 
     /// The graph structure (weights are the dequantized ones).

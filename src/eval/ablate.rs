@@ -118,7 +118,7 @@ pub fn ablate(
         classes,
         ..
     } = collect_logits(
-        &Runner::new(Source::Fp32(&m.graph), &o.backend)?,
+        &Runner::new(Source::Fp32(&m.graph), &o.backend, None)?,
         eval,
         &o.eval,
     )?;
@@ -163,8 +163,12 @@ pub fn ablate(
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
-            let ql =
-                collect_logits(&Runner::new(Source::Quant(&q), &o.backend)?, eval, &o.eval)?.values;
+            let ql = collect_logits(
+                &Runner::new(Source::Quant(&q), &o.backend, None)?,
+                eval,
+                &o.eval,
+            )?
+            .values;
             let a = agreement(&ql, &fp, classes);
             rows.push(Row {
                 protocol: p,
