@@ -2,17 +2,22 @@
 //! values as they are produced: calibration collects statistics through it, simulated
 //! quantization fake-quantizes through it. Intermediate values are freed as soon as their
 //! last reader has run, so memory is bounded by the widest cut of the graph, and their
-//! buffers go to a [`BufferPool`] that later outputs reuse (no page faults on fresh memory).
+//! buffers go to a [`BufferPool`] that later outputs reuse (fresh multi-MiB buffers cost a
+//! page fault per 4 KiB), and residual adds overwrite their dying first input.
 //!
 //! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors.
-//! [`forward`] (no hook) runs the leading large-activation nodes image group by image group
-//! (`MICRO_BATCH` images, all those nodes for one group before the next, so a group's
-//! activations stay in cache), then joins the values live at that point along the batch axis
-//! and runs the remaining small-map nodes on the whole batch (wide GEMMs that pack each weight
-//! matrix once). Every kernel computes an image's outputs with the same arithmetic whatever
-//! the batch around it, so both paths give bit-identical results for any batch size.
+//! [`forward`] (no hook) runs the leading nodes that touch large activations image by image
+//! (all of them for one image before the next, so the image's activations stay in cache;
+//! images run in parallel as rayon tasks, which removes a fork-join per small kernel call),
+//! writes the values live at that point into whole-batch tensors, and runs the remaining
+//! small-map nodes on the whole batch (wide GEMMs that pack each weight matrix once).
+//! Every kernel computes an image's outputs with the same arithmetic whatever the batch
+//! around it and whatever the thread count, so both paths give bit-identical results for any
+//! batch size (`tests/exec_batch.rs`).
 
 use std::collections::HashMap;
+
+use rayon::prelude::*;
 
 use crate::engine::cpu;
 use crate::error::{Error, Result};
@@ -44,84 +49,164 @@ pub trait Hook {
 pub struct NoHook;
 impl Hook for NoHook {}
 
-/// Images per group in the leading part of [`forward`]: one image's largest activation
-/// (EfficientNet-Lite0: 96×112×112 f32, 4.8 MB) already fills much of the last-level cache.
-const MICRO_BATCH: usize = 1;
-
-/// Per-image output size (f32 elements) from which a node counts as large: [`forward`] runs
-/// every node up to the last large one group by group. Later maps are small enough that the
-/// whole batch stays in cache and batching amortises the weight packing of their GEMMs.
+/// Per-image value size (f32 elements) from which a node's output or input counts as
+/// large: [`forward`] runs every node up to the last one that touches a large value image by
+/// image. Later maps are small enough that the whole batch stays in cache and batching
+/// amortises the weight packing of their GEMMs.
 const LARGE_NUMEL: usize = 28 * 28 * 144;
 
 /// Runs the graph on an NCHW batch and returns the output value.
 pub fn run(g: &Graph, mut input: Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
     check_input(g, &input)?;
     hook.input(&mut input)?;
+    let mut remaining = readers(g);
     let mut ex = Executor::new(g, hook);
     let mut values = HashMap::new();
     values.insert(Graph::INPUT, input);
-    let mut remaining = ex.readers.clone();
     ex.run_nodes(&g.nodes, &mut values, &mut remaining)?;
     take_output(g, &mut values)
 }
 
-/// Runs the graph without a hook (see the module docs for the batch splitting).
+/// Runs the graph without a hook. Batches of several images run the leading large-map nodes
+/// image by image, two images at a time on rayon (see the module docs).
 pub fn forward(g: &Graph, input: Tensor) -> Result<Tensor> {
     check_input(g, &input)?;
     let n = input.shape[0];
-    let cut = if n > MICRO_BATCH { split_point(g)? } else { 0 };
-    let mut hook = NoHook;
-    let mut ex = Executor::new(g, &mut hook);
-    let mut remaining = ex.readers.clone();
-    let mut values: HashMap<&str, Tensor> = HashMap::new();
-    if cut == 0 {
-        values.insert(Graph::INPUT, input);
+    let readers = readers(g);
+    let split = if n > 1 {
+        Split::plan(g, &readers)?
     } else {
-        let per = input.numel() / n;
-        // Values live after the prefix, in graph order, each gathered over the groups.
-        let mut joined: Vec<(&str, Tensor)> = Vec::new();
-        let mut left = remaining.clone();
-        for n0 in (0..n).step_by(MICRO_BATCH) {
-            let nb = MICRO_BATCH.min(n - n0);
-            let mut part = Tensor {
-                shape: [&[nb][..], &input.shape[1..]].concat(),
-                data: ex.pool.take(nb * per),
-            };
-            part.data.clear();
-            part.data.clear();
-            part.data
-                .extend_from_slice(&input.data[n0 * per..(n0 + nb) * per]);
-            let mut vals = HashMap::new();
-            vals.insert(Graph::INPUT, part);
-            left = remaining.clone();
-            ex.run_nodes(&g.nodes[..cut], &mut vals, &mut left)?;
-            if joined.is_empty() {
-                joined = live_in_order(g, &vals)
-                    .into_iter()
-                    .map(|k| {
-                        let t = &vals[k];
-                        let shape = [&[n][..], &t.shape[1..]].concat();
-                        let data = Vec::with_capacity(t.numel() / nb * n);
-                        (k, Tensor { shape, data })
-                    })
-                    .collect();
-            }
-            for (k, whole) in &mut joined {
-                let t = vals
-                    .remove(*k)
-                    .ok_or_else(|| Error::Engine(format!("value {k} is not available")))?;
-                whole.data.extend_from_slice(&t.data);
-                ex.pool.put(t.data);
-            }
-            for (_, t) in vals.drain() {
-                ex.pool.put(t.data);
+        None
+    };
+    let mut values: HashMap<&str, Tensor> = HashMap::new();
+    let mut remaining = readers.clone();
+    let mut nodes = &g.nodes[..];
+    if let Some(split) = split {
+        values = split.run_prefix(g, &readers, &input)?;
+        remaining = split.remaining;
+        nodes = &g.nodes[split.cut..];
+    } else {
+        values.insert(Graph::INPUT, input);
+    }
+    let mut hook = NoHook;
+    Executor::new(g, &mut hook).run_nodes(nodes, &mut values, &mut remaining)?;
+    take_output(g, &mut values)
+}
+
+/// How [`forward`] splits a graph: nodes `..cut` run image by image, and `live` (with their
+/// per-image shapes) are the values they hand to the rest.
+struct Split<'g> {
+    cut: usize,
+    live: Vec<(&'g str, Vec<usize>)>,
+    /// Reader counts left after the prefix.
+    remaining: HashMap<&'g str, usize>,
+}
+
+impl<'g> Split<'g> {
+    /// `None` when no node touches a large value.
+    fn plan(g: &'g Graph, readers: &HashMap<&'g str, usize>) -> Result<Option<Self>> {
+        let shapes = g.validate()?;
+        let large =
+            |name: &str| shapes.get(name).map_or(0, |s| s.iter().product::<usize>()) >= LARGE_NUMEL;
+        let Some(last) = g
+            .nodes
+            .iter()
+            .rposition(|n| large(&n.name) || n.inputs.iter().any(|i| large(i)))
+        else {
+            return Ok(None);
+        };
+        let cut = last + 1;
+        let mut remaining = readers.clone();
+        for i in g.nodes[..cut].iter().flat_map(|n| &n.inputs) {
+            if let Some(r) = remaining.get_mut(i.as_str()) {
+                *r -= 1;
             }
         }
-        remaining = left;
-        values.extend(joined);
+        let live = std::iter::once(Graph::INPUT)
+            .chain(g.nodes[..cut].iter().map(|n| n.name.as_str()))
+            .filter(|k| remaining.get(k).is_some_and(|&r| r > 0))
+            .map(|k| {
+                let shape = shapes
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| g.input_shape.clone());
+                (k, shape)
+            })
+            .collect();
+        Ok(Some(Split {
+            cut,
+            live,
+            remaining,
+        }))
     }
-    ex.run_nodes(&g.nodes[cut..], &mut values, &mut remaining)?;
-    take_output(g, &mut values)
+
+    /// Runs the prefix on every image of `input` (in parallel, each image on one rayon task
+    /// with its own buffer pool) and returns the live values joined along the batch axis.
+    fn run_prefix(
+        &self,
+        g: &'g Graph,
+        readers: &HashMap<&'g str, usize>,
+        input: &Tensor,
+    ) -> Result<HashMap<&'g str, Tensor>> {
+        let n = input.shape[0];
+        let mut joined: Vec<Tensor> = (self.live.iter())
+            .map(|(_, s)| Tensor::zeros(&[&[n][..], s].concat()))
+            .collect();
+        // slots[i][k]: image i's part of live value k.
+        let mut slots: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::new()).collect();
+        for t in &mut joined {
+            let per = t.numel() / n;
+            let mut rest = &mut t.data[..];
+            for slot in &mut slots {
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(per);
+                slot.push(part);
+                rest = tail;
+            }
+        }
+        slots
+            .into_par_iter()
+            .enumerate()
+            .with_max_len(1)
+            .try_for_each_init(BufferPool::default, |pool, (i, mut outs)| {
+                let mut hook = NoHook;
+                let mut ex = Executor::new(g, &mut hook);
+                ex.pool = std::mem::take(pool);
+                let x = input.item(i);
+                let mut data = ex.pool.take(x.len());
+                data.clear();
+                data.extend_from_slice(x);
+                let shape = [&[1][..], &input.shape[1..]].concat();
+                let mut vals = HashMap::new();
+                vals.insert(Graph::INPUT, Tensor { shape, data });
+                let mut left = readers.clone();
+                ex.run_nodes(&g.nodes[..self.cut], &mut vals, &mut left)?;
+                for ((k, _), dst) in self.live.iter().zip(&mut outs) {
+                    let t = vals
+                        .remove(k)
+                        .ok_or_else(|| Error::Engine(format!("value {k} is not available")))?;
+                    dst.copy_from_slice(&t.data);
+                    ex.pool.put(t.data);
+                }
+                for (_, t) in vals.drain() {
+                    ex.pool.put(t.data);
+                }
+                *pool = std::mem::take(&mut ex.pool);
+                Ok::<_, Error>(())
+            })?;
+        Ok(self.live.iter().map(|(k, _)| *k).zip(joined).collect())
+    }
+}
+
+/// Number of reads of each value (the graph output counts as one).
+fn readers(g: &Graph) -> HashMap<&str, usize> {
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for n in &g.nodes {
+        for i in &n.inputs {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    *readers.entry(g.output.as_str()).or_default() += 1;
+    readers
 }
 
 fn check_input(g: &Graph, input: &Tensor) -> Result<()> {
@@ -140,25 +225,6 @@ fn take_output(g: &Graph, values: &mut HashMap<&str, Tensor>) -> Result<Tensor> 
     values
         .remove(g.output.as_str())
         .ok_or_else(|| Error::Engine(format!("output {} was not produced", g.output)))
-}
-
-/// Number of leading nodes that [`forward`] runs group by group: up to and including the
-/// last node with a large per-image output (0 when there is none).
-fn split_point(g: &Graph) -> Result<usize> {
-    let shapes = g.validate()?;
-    let numel = |name: &str| shapes.get(name).map_or(0, |s| s.iter().product::<usize>());
-    Ok(g.nodes
-        .iter()
-        .rposition(|n| numel(&n.name) >= LARGE_NUMEL)
-        .map_or(0, |i| i + 1))
-}
-
-/// The keys of `values`, in graph order (input first), so that joining is deterministic.
-fn live_in_order<'g>(g: &'g Graph, values: &HashMap<&'g str, Tensor>) -> Vec<&'g str> {
-    std::iter::once(Graph::INPUT)
-        .chain(g.nodes.iter().map(|n| n.name.as_str()))
-        .filter(|k| values.contains_key(k))
-        .collect()
 }
 
 /// Freed activation buffers, reused for later outputs of any size up to their capacity.
@@ -205,26 +271,16 @@ struct Executor<'g, 'h> {
     hook: &'h mut dyn Hook,
     pre: bool,
     pool: BufferPool,
-    /// Number of reads of each value (the graph output counts as one).
-    readers: HashMap<&'g str, usize>,
 }
 
 impl<'g, 'h> Executor<'g, 'h> {
     fn new(g: &'g Graph, hook: &'h mut dyn Hook) -> Self {
-        let mut readers: HashMap<&str, usize> = HashMap::new();
-        for n in &g.nodes {
-            for i in &n.inputs {
-                *readers.entry(i.as_str()).or_default() += 1;
-            }
-        }
-        *readers.entry(g.output.as_str()).or_default() += 1;
         let pre = hook.wants_pre_activation();
         Executor {
             g,
             hook,
             pre,
             pool: BufferPool::default(),
-            readers,
         }
     }
 
