@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use crate::engine::buffer_pool::BufferPool;
 use crate::engine::cpu;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Node, Op};
@@ -68,7 +69,7 @@ pub fn run(g: &Graph, mut input: Tensor, hook: &mut dyn Hook) -> Result<Tensor> 
 }
 
 /// Runs the graph without a hook. Batches of several images run the leading large-map nodes
-/// image by image, two images at a time on rayon (see the module docs).
+/// image by image, one image per rayon task (see the module docs).
 pub fn forward(g: &Graph, input: Tensor) -> Result<Tensor> {
     check_input(g, &input)?;
     let n = input.shape[0];
@@ -225,44 +226,6 @@ fn take_output(g: &Graph, values: &mut HashMap<&str, Tensor>) -> Result<Tensor> 
     values
         .remove(g.output.as_str())
         .ok_or_else(|| Error::Engine(format!("output {} was not produced", g.output)))
-}
-
-/// Freed activation buffers, reused for later outputs of any size up to their capacity.
-#[derive(Default)]
-pub(crate) struct BufferPool {
-    free: Vec<Vec<f32>>,
-}
-
-impl BufferPool {
-    /// Buffers kept at most (the widest cut of a CNN holds a handful of values).
-    const KEEP: usize = 8;
-
-    /// A vector with capacity for `len` elements: the smallest free buffer that fits, with
-    /// its old contents (kernels that write every element resize it without a clearing
-    /// pass), or a new empty one.
-    pub fn take(&mut self, len: usize) -> Vec<f32> {
-        let best = (self.free.iter().enumerate())
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => self.free.swap_remove(i),
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Returns a buffer; beyond `KEEP`, the smallest one is dropped.
-    pub fn put(&mut self, v: Vec<f32>) {
-        if v.capacity() == 0 {
-            return;
-        }
-        self.free.push(v);
-        if self.free.len() > Self::KEEP {
-            if let Some(i) = (0..self.free.len()).min_by_key(|&i| self.free[i].capacity()) {
-                self.free.swap_remove(i);
-            }
-        }
-    }
 }
 
 /// Per-call execution state.

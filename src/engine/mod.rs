@@ -1,5 +1,6 @@
 //! Execution backends. The engine runs graphs; it never chooses bits or ranges.
 
+mod buffer_pool;
 pub mod cpu;
 pub mod exec;
 pub mod gpu;
