@@ -1,6 +1,7 @@
 //! Execution backends. The engine runs graphs; it never chooses bits or ranges.
 
 pub mod backend;
+mod buffer_pool;
 pub mod compare;
 pub mod cpu;
 pub mod exec;
