@@ -293,6 +293,9 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
     if p.exists() {
         return Ok(p.to_path_buf());
     }
+    if let Some(cached) = fetch::resolve(name_or_path) {
+        return Ok(cached);
+    }
     if fetch::lookup(name_or_path).is_ok() {
         let got = fetch::fetch(
             &[name_or_path.to_string()],
