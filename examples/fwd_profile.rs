@@ -12,6 +12,9 @@ use ptq4::engine::{self, Hook};
 use ptq4::graph::{passes, Node};
 use ptq4::Tensor;
 
+/// Per layer: node name, op kind, output shape, seconds.
+type LayerTimes = Vec<(String, String, Vec<usize>, f64)>;
+
 struct Timer {
     last: Instant,
     rows: Vec<(String, String, Vec<usize>, f64)>,
@@ -104,7 +107,7 @@ fn main() -> ptq4::Result<()> {
         }
     }
     if args.iter().any(|a| a == "--layers") {
-        let mut best: Option<Vec<(String, String, Vec<usize>, f64)>> = None;
+        let mut best: Option<LayerTimes> = None;
         for _ in 0..reps {
             let mut h = Timer {
                 last: Instant::now(),
