@@ -173,7 +173,17 @@ fn backend_choice_resolves() {
     ));
     let auto = BackendChoice::Auto.resolve().unwrap();
     if common::gpu_required() {
-        assert!(matches!(auto, Backend::Gpu(_)), "{}", auto.describe());
+        let Backend::Gpu(ctx) = BackendChoice::Gpu.resolve().unwrap() else {
+            panic!("REQUIRE_GPU=1 but --backend gpu resolved to the CPU");
+        };
+        // `auto` takes hardware adapters and leaves software ones (lavapipe) to `--backend gpu`.
+        let software = ctx.info().device_type == wgpu::DeviceType::Cpu;
+        assert_eq!(
+            matches!(auto, Backend::Cpu),
+            software,
+            "{}",
+            auto.describe()
+        );
     }
 }
 
