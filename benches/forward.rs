@@ -10,18 +10,9 @@ use ptq4::graph::passes;
 use ptq4::Tensor;
 
 fn lite0() -> Option<ptq4::Graph> {
-    let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
-        ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
-    };
-    let name = "efficientnet-lite0".to_string();
-    match ptq4::io::fetch::fetch(
-        std::slice::from_ref(&name),
-        &ptq4::io::fetch::home(),
-        &convert,
-        false,
-    ) {
+    match ptq4::io::fetch::fetch_one("efficientnet-lite0", false) {
         Ok(m) => {
-            let mut g = ptq4::io::model::load_graph(&m[&name]).ok()?;
+            let mut g = ptq4::io::model::load_graph(&m).ok()?;
             passes::prepare(&mut g).ok()?;
             Some(g)
         }

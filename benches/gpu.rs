@@ -80,18 +80,9 @@ fn bench_conv(c: &mut Criterion, ctx: &GpuContext, layer: &str, cv: &Conv2d, hw:
 
 /// EfficientNet-Lite0, prepared, fetched into $PTQ4_HOME on first use.
 fn lite0() -> Option<ptq4::Graph> {
-    let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
-        ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
-    };
-    let name = "efficientnet-lite0".to_string();
-    let fetched = ptq4::io::fetch::fetch(
-        std::slice::from_ref(&name),
-        &ptq4::io::fetch::home(),
-        &convert,
-        false,
-    );
+    let fetched = ptq4::io::fetch::fetch_one("efficientnet-lite0", false);
     match fetched.and_then(|m| {
-        let mut g = ptq4::io::model::load_graph(&m[&name])?;
+        let mut g = ptq4::io::model::load_graph(&m)?;
         passes::prepare(&mut g)?;
         Ok(g)
     }) {

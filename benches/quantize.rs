@@ -12,21 +12,9 @@ use ptq4::pipeline::{quantize, Prepared, StatsSource};
 use ptq4::quant::config::QuantConfig;
 
 fn fetched(name: &str) -> Option<std::path::PathBuf> {
-    let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
-        ptq4::io::model::save_graph(&ptq4::io::import::import_pth(pth, arch)?, out)
-    };
-    match ptq4::io::fetch::fetch(
-        &[name.to_string()],
-        &ptq4::io::fetch::home(),
-        &convert,
-        false,
-    ) {
-        Ok(m) => m.get(name).cloned(),
-        Err(e) => {
-            eprintln!("SKIP quantize bench: {e}");
-            None
-        }
-    }
+    ptq4::io::fetch::fetch_one(name, false)
+        .map_err(|e| eprintln!("SKIP quantize bench: {e}"))
+        .ok()
 }
 
 fn bench(c: &mut Criterion) {

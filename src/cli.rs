@@ -282,11 +282,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-fn convert_pth(pth: &Path, arch: &str, out: &Path) -> crate::Result<()> {
-    let g = crate::io::import::import_pth(pth, arch)?;
-    mfile::save_graph(&g, out)
-}
-
 /// A path that exists, or a fetchable name (fetched now if needed).
 pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(name_or_path);
@@ -300,7 +295,7 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
         let got = fetch::fetch(
             &[name_or_path.to_string()],
             &fetch::home(),
-            &convert_pth,
+            &crate::io::import::convert_pth,
             true,
         )?;
         if let Some(p) = got.get(name_or_path) {
@@ -315,7 +310,12 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
-    let got = fetch::fetch(&a.names, &fetch::home(), &convert_pth, !a.json)?;
+    let got = fetch::fetch(
+        &a.names,
+        &fetch::home(),
+        &crate::io::import::convert_pth,
+        !a.json,
+    )?;
     if a.json {
         let obj: serde_json::Map<String, serde_json::Value> = got
             .iter()

@@ -296,3 +296,17 @@ impl Drop for WorkDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Fetches one catalogue item into [`home`] (models converted with
+/// [`crate::io::import::convert_pth`]) and returns its path; a no-op when cached.
+pub fn fetch_one(name: &str, progress: bool) -> Result<PathBuf> {
+    let got = fetch(
+        &[name.to_string()],
+        &home(),
+        &crate::io::import::convert_pth,
+        progress,
+    )?;
+    got.get(name)
+        .cloned()
+        .ok_or_else(|| Error::Fetch(format!("{name} was not fetched")))
+}

@@ -45,3 +45,8 @@ pub fn graph_from_state_dict(sd: StateDict, variant: LiteVariant) -> Result<Grap
     }
     efficientnet::build_with_params(variant, params)
 }
+
+/// Imports a `.pth` file and saves it as a model file: the conversion step of `fetch`.
+pub fn convert_pth(pth: &Path, arch: &str, out: &Path) -> Result<()> {
+    crate::io::model::save_graph(&import_pth(pth, arch)?, out)
+}

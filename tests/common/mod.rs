@@ -8,17 +8,8 @@ use std::path::PathBuf;
 /// The cached path of a fetchable item, fetching it if needed. Without a registry this
 /// skips (returns None, printing why) unless `PTQ4_REQUIRE_DATA=1`, as in CI.
 pub fn fetched(name: &str) -> Option<PathBuf> {
-    let convert = |pth: &std::path::Path, arch: &str, out: &std::path::Path| -> ptq4::Result<()> {
-        let g = ptq4::io::import::import_pth(pth, arch)?;
-        ptq4::io::model::save_graph(&g, out)
-    };
-    match ptq4::io::fetch::fetch(
-        &[name.to_string()],
-        &ptq4::io::fetch::home(),
-        &convert,
-        false,
-    ) {
-        Ok(m) => m.get(name).cloned(),
+    match ptq4::io::fetch::fetch_one(name, false) {
+        Ok(p) => Some(p),
         Err(e) => {
             if std::env::var("PTQ4_REQUIRE_DATA").as_deref() == Ok("1") {
                 panic!("PTQ4_REQUIRE_DATA=1 but {name} could not be fetched: {e}");
