@@ -10,6 +10,10 @@
 //! and 16; batch 1 only in quick mode), reported as images/s; it includes the input upload
 //! and the logits readback, as a caller of the whole-model API sees it.
 
+mod common;
+
+use common::gpu_time;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -29,28 +33,6 @@ fn values(len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect()
-}
-
-/// Times `iters` submissions of what `record` encodes, from an idle device to an idle device.
-fn gpu_time(
-    c: &mut Criterion,
-    ctx: &GpuContext,
-    name: &str,
-    record: impl Fn(&mut wgpu::CommandEncoder) -> ptq4::Result<()>,
-) {
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            ctx.wait_idle().expect("device idle before timing");
-            let start = Instant::now();
-            for _ in 0..iters {
-                let mut enc = ctx.encoder(name);
-                record(&mut enc).expect("record dispatch");
-                ctx.submit(enc).expect("submit");
-            }
-            ctx.wait_idle().expect("device idle after timing");
-            start.elapsed()
-        })
-    });
 }
 
 fn conv(ci: usize, co: usize, k: usize, groups: usize) -> Conv2d {

@@ -8,7 +8,11 @@
 //! `cpu-epi` split `cpu-int` into the integer accumulation and the requantization epilogue.
 //! `PTQ4_BENCH_QUICK=1`: short run.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use common::gpu_time;
+
+use std::time::Duration;
 
 use std::hint::black_box;
 
@@ -162,27 +166,6 @@ fn run_sgemm(l: &Layer, cv: &Conv2d) -> Vec<f32> {
         }
     }
     out
-}
-
-fn gpu_time(
-    c: &mut Criterion,
-    ctx: &GpuContext,
-    name: &str,
-    record: impl Fn(&mut wgpu::CommandEncoder) -> ptq4::Result<()>,
-) {
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            ctx.wait_idle().expect("device idle before timing");
-            let start = Instant::now();
-            for _ in 0..iters {
-                let mut enc = ctx.encoder(name);
-                record(&mut enc).expect("record dispatch");
-                ctx.submit(enc).expect("submit");
-            }
-            ctx.wait_idle().expect("device idle after timing");
-            start.elapsed()
-        })
-    });
 }
 
 fn main() {

@@ -11,20 +11,7 @@ use ptq4::engine::{self, Hook};
 use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
 use ptq4::Tensor;
 
-fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-}
-
-fn rand(shape: &[usize], seed: &mut u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor {
-        shape: shape.to_vec(),
-        data: (0..n).map(|_| lcg(seed)).collect(),
-    }
-}
+use common::{node, rand};
 
 fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize, act: Activation) -> Conv2d {
     Conv2d {
@@ -37,14 +24,6 @@ fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize, act: Activat
         groups,
         bias: true,
         act,
-    }
-}
-
-fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
     }
 }
 

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 
 use ptq4::engine::gpu::{plane_stats, GpuGraph};
 use ptq4::engine::{self, compare, Backend, BackendChoice};
-use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
+use ptq4::graph::{passes, Activation, Graph, Linear, Op, Preprocess};
 use ptq4::Tensor;
+
+pub(crate) use common::{conv, node, rand};
 
 /// Largest GPU-vs-CPU difference of any node of the small graph, relative to the node's
 /// largest CPU magnitude. Each output is an f32 sum of K ≤ 54 products in another order:
@@ -31,43 +33,6 @@ const SCALE_REL_TOL: f32 = 1e-5;
 /// 0-bit channel: the data move scales by up to 7.9e-5 (measured, 3 photos). Budget 2e-4;
 /// the reductions themselves are held to SCALE_REL_TOL on identical data (`calib_…`).
 const LITE0_SCALE_REL_TOL: f32 = 2e-4;
-
-fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-}
-
-pub(crate) fn rand(shape: &[usize], seed: &mut u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor {
-        shape: shape.to_vec(),
-        data: (0..n).map(|_| lcg(seed)).collect(),
-    }
-}
-
-fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize) -> Conv2d {
-    Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: [k, k],
-        stride: [s, s],
-        dilation: [1, 1],
-        padding: [k / 2; 4],
-        groups,
-        bias: false,
-        act: Activation::None,
-    }
-}
-
-pub(crate) fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-    }
-}
 
 fn bn(name: &str, c: usize, params: &mut BTreeMap<String, Tensor>, seed: &mut u64) {
     params.insert(format!("{name}.weight"), rand(&[c], seed));

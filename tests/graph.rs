@@ -1,53 +1,20 @@
 //! Graph IR: shape inference errors, BatchNorm folding and activation fusion equivalence,
 //! and the model file round trip.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use ptq4::engine;
-use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
+use ptq4::graph::{passes, Activation, Graph, Linear, Op, Preprocess};
 use ptq4::io::model::{load_graph, save_graph};
 use ptq4::{Error, Tensor};
+
+use common::{conv, node, rand};
 
 /// Folding is exact algebra done in f64 and rounded once: outputs may differ by a few f32
 /// ulps of the accumulated magnitude (budget from the issue: 1e-4 relative).
 const FOLD_REL_TOL: f32 = 1e-4;
-
-fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-}
-
-fn rand(shape: &[usize], seed: &mut u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor {
-        shape: shape.to_vec(),
-        data: (0..n).map(|_| lcg(seed)).collect(),
-    }
-}
-
-fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize) -> Conv2d {
-    Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: [k, k],
-        stride: [s, s],
-        dilation: [1, 1],
-        padding: [k / 2, k / 2, k / 2, k / 2],
-        groups,
-        bias: false,
-        act: Activation::None,
-    }
-}
-
-fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-    }
-}
 
 /// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → GAP → flatten → linear.
 fn small_graph(seed: &mut u64) -> Graph {

@@ -37,3 +37,44 @@ pub fn test_context() -> Option<GpuContext> {
         }
     }
 }
+
+/// A fixed-seed uniform value in [−1, 1) (64-bit LCG), for synthetic test tensors.
+pub fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+/// A tensor of [`lcg`] values.
+pub fn rand(shape: &[usize], seed: &mut u64) -> ptq4::Tensor {
+    let n = shape.iter().product();
+    ptq4::Tensor {
+        shape: shape.to_vec(),
+        data: (0..n).map(|_| lcg(seed)).collect(),
+    }
+}
+
+/// A square conv with "half" padding, no bias, no fused activation.
+pub fn conv(cin: usize, cout: usize, k: usize, s: usize, groups: usize) -> ptq4::graph::Conv2d {
+    ptq4::graph::Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [k, k],
+        stride: [s, s],
+        dilation: [1, 1],
+        padding: [k / 2; 4],
+        groups,
+        bias: false,
+        act: ptq4::graph::Activation::None,
+    }
+}
+
+/// A graph node reading `inputs`.
+pub fn node(name: &str, op: ptq4::graph::Op, inputs: &[&str]) -> ptq4::graph::Node {
+    ptq4::graph::Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+    }
+}
