@@ -129,6 +129,64 @@ fn epilogue(c: u32, a0: i32, a1: i32) -> f32 {
     return act(yv);
 }
 
+// conv_acc for the four output channels c0..c0+3 of one output word: each input word is
+// loaded, sign-flipped and summed once for all four (channels past co repeat co - 1 and are
+// discarded by the caller).
+fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
+    var rows: array<u32, 4>;
+    var wrow: array<u32, 4>;
+    for (var b = 0u; b < 4u; b++) {
+        let c = min(c0 + b, p.co - 1u);
+        rows[b] = t * p.co + c;
+        wrow[b] = chan[rows[b]].wide;
+    }
+    let zfill = u32(p.zx) * 0x01010101u;
+    let taps = p.kh * p.kw;
+    var dot = vec4<i32>(0);
+    var sx: i32 = 0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+            let xb = ((nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
+            let tap = ky * p.kw + kx;
+            for (var j = 0u; j < p.cw8; j++) {
+                var x0 = zfill;
+                var x1 = zfill;
+                if inside {
+                    x0 = x[xb + 2u * j];
+                    x1 = x[xb + 2u * j + 1u];
+                }
+                x0 ^= 0x80808080u;
+                x1 ^= 0x80808080u;
+                sx += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u);
+                for (var b = 0u; b < 4u; b++) {
+                    var w0: u32;
+                    var w1: u32;
+                    if wrow[b] == NONE {
+                        let wv = wnib[(rows[b] * taps + tap) * p.cw8 + j];
+                        w0 = nib_lo(wv);
+                        w1 = nib_hi(wv);
+                    } else {
+                        let wb = (wrow[b] * taps + tap) * p.cw8 * 2u + 2u * j;
+                        w0 = wide[wb];
+                        w1 = wide[wb + 1u];
+                    }
+                    dot[b] += dot4I8Packed(w0, x0) + dot4I8Packed(w1, x1);
+                }
+            }
+        }
+    }
+    let zxs = p.zx - 128;
+    var out: vec4<i32>;
+    for (var b = 0u; b < 4u; b++) {
+        let info = chan[rows[b]];
+        out[b] = dot[b] - zxs * info.sumq - info.zs * sx + p.kpad * info.zs * zxs;
+    }
+    return out;
+}
+
 // One invocation per (image, pixel, word of 4 output channels); logits: per output value.
 @compute @workgroup_size(64, 1, 1)
 fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -151,14 +209,15 @@ fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
     let ox = pix % p.ow;
     let oy = (pix / p.ow) % p.oh;
     let nb = pix / (p.ow * p.oh);
+    let a0 = conv_acc4(0u, 4u * wd, nb, oy, ox);
+    var a1 = vec4<i32>(0);
+    if p.ntensor == 2u { a1 = conv_acc4(1u, 4u * wd, nb, oy, ox); }
     var word = 0u;
     for (var b = 0u; b < 4u; b++) {
         let c = 4u * wd + b;
         var q = u32(p.out_zero);
         if c < p.co {
-            var a1: i32 = 0;
-            if p.ntensor == 2u { a1 = conv_acc(1u, c, nb, oy, ox); }
-            q = quantize(epilogue(c, conv_acc(0u, c, nb, oy, ox), a1));
+            q = quantize(epilogue(c, a0[b], a1[b]));
         }
         word |= q << (8u * b);
     }
