@@ -9,6 +9,8 @@
 //! Whole model: `gpu/forward/efficientnet-lite0/b<batch>` runs [`GpuGraph::forward`] (batch 1
 //! and 16; batch 1 only in quick mode), reported as images/s; it includes the input upload
 //! and the logits readback, as a caller of the whole-model API sees it.
+//! `gpu/forward-int/efficientnet-lite0/b<batch>` is the same for the `deploy` W4A4 data-free
+//! model on the integer kernels ([`GpuIntModel::forward`], `--exec int`), weights resident.
 
 mod common;
 
@@ -22,9 +24,12 @@ use ptq4::engine::gpu::{
     buffers, conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool, GpuContext,
     GpuGraph,
 };
+use ptq4::engine::intexec::{Exec, IntModel};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
+use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
+use ptq4::quant::plan::make_plan;
 use ptq4::Tensor;
 
 const B: usize = 16;
@@ -78,6 +83,8 @@ fn lite0() -> Option<ptq4::Graph> {
 
 fn bench_forward(c: &mut Criterion, ctx: &GpuContext, quick: bool) {
     let Some(g) = lite0() else { return };
+    let batches: &[usize] = if quick { &[1] } else { &[1, 16] };
+    bench_forward_int(c, ctx, &g, batches);
     let gg = match GpuGraph::new(ctx, &g) {
         Ok(gg) => gg,
         Err(e) => {
@@ -86,7 +93,6 @@ fn bench_forward(c: &mut Criterion, ctx: &GpuContext, quick: bool) {
         }
     };
     let mut group = c.benchmark_group("gpu/forward/efficientnet-lite0");
-    let batches: &[usize] = if quick { &[1] } else { &[1, 16] };
     for &b in batches {
         let shape = [b, 3, 224, 224];
         let x = Tensor::from_vec(&shape, values(shape.iter().product())).expect("input shape");
@@ -98,6 +104,50 @@ fn bench_forward(c: &mut Criterion, ctx: &GpuContext, quick: bool) {
                 for _ in 0..iters {
                     // forward returns after the logits are read back: the device is idle.
                     gg.forward(x).expect("forward");
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The deploy W4A4 data-free integer model of the prepared `g` on the integer kernels.
+fn bench_forward_int(c: &mut Criterion, ctx: &GpuContext, g: &ptq4::Graph, batches: &[usize]) {
+    let cfg = QuantConfig {
+        protocol: Protocol::Deploy,
+        ..QuantConfig::default()
+    };
+    let model = (|| -> ptq4::Result<IntModel> {
+        let raw =
+            ptq4::io::model::load_graph(&ptq4::io::fetch::fetch_one("efficientnet-lite0", false)?)?;
+        let pts = quant_points(g, &cfg);
+        let cal = ptq4::calib::data_free(&raw, g, &pts)?;
+        let plan = make_plan(g, &cfg, &pts, &cal.stats, &cal.means, &cal.source)?;
+        IntModel::new(g, &plan)
+    })();
+    let dev = match model
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|m| m.upload(ctx).map_err(|e| e.to_string()))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("SKIP gpu/forward-int bench: {e}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("gpu/forward-int/efficientnet-lite0");
+    for &b in batches {
+        let shape = [b, 3, 224, 224];
+        let x = Tensor::from_vec(&shape, values(shape.iter().product())).expect("input shape");
+        group.throughput(Throughput::Elements(b as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(format!("b{b}")), &x, |bn, x| {
+            bn.iter_custom(|iters| {
+                ctx.wait_idle().expect("device idle before timing");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    dev.forward(ctx, x, Exec::Int).expect("forward");
                 }
                 start.elapsed()
             })
