@@ -211,7 +211,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub compare: bool,
     /// Deploy-protocol models: int (integer kernels, the default) or sim (the exact float
-    /// simulation on codes, CPU only); both give identical logits.
+    /// simulation on codes, CPU or GPU); both give identical logits.
     #[arg(long, value_parser = parse_exec)]
     pub exec: Option<Exec>,
     #[arg(long)]

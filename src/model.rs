@@ -207,7 +207,7 @@ impl<'a> Source<'a> {
 }
 
 /// A model bound to a backend: the CPU engine, or the device (FP32 graphs and `paper`
-/// simulations as a [`GpuGraph`]; `deploy` models on the integer kernels).
+/// simulations as a [`GpuGraph`]; `deploy` models on the integer kernels or the exact simulation).
 pub struct Runner<'a> {
     source: Source<'a>,
     exec: Option<Exec>,
@@ -238,11 +238,7 @@ impl<'a> Runner<'a> {
         let (mut gpu, mut gpu_int) = (None, None);
         if let Backend::Gpu(ctx) = backend {
             match int {
-                Some(_) if exec == Some(Exec::Sim) => return Err(Error::Usage(
-                    "the exact simulation runs on the CPU only: use --backend cpu with --exec sim"
-                        .into(),
-                )),
-                Some(m) => gpu_int = Some((m.upload(ctx)?, &**ctx)),
+                Some(m) => gpu_int = Some((m.upload_for(ctx, exec.unwrap_or(Exec::Int))?, &**ctx)),
                 None => gpu = Some(GpuGraph::new(ctx, source.graph())?),
             }
         }
@@ -263,7 +259,7 @@ impl Model for Runner<'_> {
     }
     fn forward(&self, x: Tensor) -> Result<Tensor> {
         if let Some((m, ctx)) = &self.gpu_int {
-            return m.forward(ctx, &x, Exec::Int);
+            return m.forward(ctx, &x, self.exec.unwrap_or(Exec::Int));
         }
         match (&self.gpu, self.source) {
             (None, Source::Fp32(g)) => engine::forward(g, x),

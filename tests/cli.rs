@@ -117,3 +117,56 @@ fn quantize_then_eval_json() {
         assert!(v[k].is_number(), "{k} missing in {v}");
     }
 }
+
+/// `eval --exec sim --backend gpu` prints the logits of `--exec int --backend cpu`.
+#[test]
+fn eval_exec_sim_on_gpu_equals_int_on_cpu() {
+    let (Some(model), Some(data)) = (
+        common::fetched("efficientnet-lite0"),
+        common::fetched("imagenet-samples"),
+    ) else {
+        return;
+    };
+    if common::test_context().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("w4a4.safetensors");
+    Command::cargo_bin("ptq4")
+        .unwrap()
+        .args(["quantize", "--model"])
+        .arg(&model)
+        .args(["--data-free", "--wbits", "4", "--abits", "4"])
+        .args(["--protocol", "deploy", "-o"])
+        .arg(&q)
+        .assert()
+        .success();
+    let eval = |exec: &str, backend: &str| {
+        let out = Command::cargo_bin("ptq4")
+            .unwrap()
+            .args(["eval", "--model"])
+            .arg(&q)
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--limit",
+                "4",
+                "--exec",
+                exec,
+                "--backend",
+                backend,
+                "--json",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["n"], 4);
+        v["logits_sha256"].as_str().unwrap().to_string()
+    };
+    let int_cpu = eval("int", "cpu");
+    assert_eq!(int_cpu.len(), 64);
+    assert_eq!(eval("sim", "gpu"), int_cpu);
+}

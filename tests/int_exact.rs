@@ -1,11 +1,13 @@
 //! Integer execution of `deploy` plans: the integer kernels (CPU and GPU) and the exact
-//! simulation agree code for code, and both equal an exact i64 oracle.
+//! simulation (CPU and GPU) agree code for code, and both equal an exact i64 oracle.
 
 mod common;
 #[path = "int_exact/fixtures.rs"]
 mod fixtures;
 #[path = "int_exact/gpu.rs"]
 mod gpu;
+#[path = "int_exact/gpu_sim.rs"]
+mod gpu_sim;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};

@@ -8,7 +8,8 @@
 //! all of them are exact in f32 whatever the summation order (and FMA use), otherwise the
 //! layer runs in f64 (exact below 2^53). The accumulator then goes through the shared
 //! `engine::requant::Epilogue` as its correctly rounded f32 value, like the integer path's
-//! `acc as f32`.
+//! `acc as f32`. Its GPU twin is `engine::gpu::conv_sim` (same sums, chunked into exact
+//! f32 partial sums and an i32 total where this file uses f64).
 
 use crate::engine::cpu::int::QTensor;
 use crate::error::{Error, Result};

@@ -7,6 +7,7 @@
 //! workgroup index as `wid.y · num_workgroups.x + wid.x` and return when it is past the end
 //! (uniformly for the whole workgroup, so barriers stay legal).
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc;
 
@@ -208,4 +209,28 @@ pub fn check_len(what: &str, buf: &wgpu::Buffer, elems: usize) -> Result<()> {
 /// Converts a size to the u32 a kernel's params hold, or says which one overflowed.
 pub fn u32_of(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Gpu(format!("{what} = {v} does not fit in u32")))
+}
+
+/// Free device buffers by byte size, reused by later values of the same size. Commands of
+/// one encoder run in order, so a buffer given back after its last reader was recorded
+/// may be written by a later pass of the same encoder.
+#[derive(Default)]
+pub struct BufferPool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+}
+
+impl BufferPool {
+    /// A buffer of `elems` 4-byte elements (reused, or new and zeroed).
+    pub fn take(&mut self, ctx: &GpuContext, elems: usize) -> wgpu::Buffer {
+        let bytes = (elems.max(1) * 4) as u64;
+        self.free
+            .get_mut(&bytes)
+            .and_then(Vec::pop)
+            .unwrap_or_else(|| zeroed(ctx, "activation", bytes))
+    }
+
+    /// Returns a buffer no recorded command will read after the ones already recorded.
+    pub fn give(&mut self, b: wgpu::Buffer) {
+        self.free.entry(b.size()).or_default().push(b);
+    }
 }

@@ -1,8 +1,10 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
-//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit.
+//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Sim` runs
+//! the exact simulation's own kernels instead ([`sim_model`](super::sim_model)).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use super::buffers;
 use super::context::GpuContext;
@@ -10,6 +12,8 @@ use super::conv_int::{
     add_int_encode, conv_int_encode, gap_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel,
     GpuIntLayer,
 };
+use super::conv_sim::GpuSimLayer;
+use super::sim_model;
 use crate::engine::cpu::int::QTensor;
 use crate::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
 use crate::error::{Error, Result};
@@ -101,47 +105,78 @@ struct Value {
 }
 
 /// An [`IntModel`] whose layer weights are resident on one device (upload once, run many
-/// batches).
+/// batches): the packed integer weights for `Exec::Int`, the plan codes as f32 for
+/// `Exec::Sim`, each uploaded on first use (or up front by [`IntModel::upload_for`]).
 pub struct GpuIntModel<'m> {
     model: &'m IntModel,
     /// Per step: the device weights of a conv/linear step.
-    layers: Vec<Option<GpuIntLayer>>,
+    layers: OnceLock<Vec<Option<GpuIntLayer>>>,
+    sim: OnceLock<Vec<Option<GpuSimLayer>>>,
+}
+
+/// The cell's value, computed by `f` when empty (`OnceLock::get_or_try_init` is unstable).
+fn get_or_try<T>(cell: &OnceLock<T>, f: impl FnOnce() -> Result<T>) -> Result<&T> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = f()?;
+    Ok(cell.get_or_init(|| v))
 }
 
 impl IntModel {
-    /// Uploads every layer's weights to `ctx`'s device.
+    /// Uploads every layer's integer weights to `ctx`'s device.
     pub fn upload(&self, ctx: &GpuContext) -> Result<GpuIntModel<'_>> {
-        let layers = self
-            .steps
-            .iter()
-            .map(|s| match &s.kind {
-                StepKind::Layer(l) => upload_layer(ctx, l).map(Some),
-                _ => Ok(None),
-            })
-            .collect::<Result<_>>()?;
-        Ok(GpuIntModel {
+        self.upload_for(ctx, Exec::Int)
+    }
+
+    /// Uploads the weights `exec` runs on to `ctx`'s device.
+    pub fn upload_for(&self, ctx: &GpuContext, exec: Exec) -> Result<GpuIntModel<'_>> {
+        let m = GpuIntModel {
             model: self,
-            layers,
-        })
+            layers: OnceLock::new(),
+            sim: OnceLock::new(),
+        };
+        match exec {
+            Exec::Int => drop(m.int_layers(ctx)?),
+            Exec::Sim => drop(m.sim_layers(ctx)?),
+        }
+        Ok(m)
     }
 
     /// Uploads the weights and runs one batch ([`GpuIntModel::forward`]).
     pub fn forward_gpu(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
-        self.upload(ctx)?.forward(ctx, x, exec)
+        self.upload_for(ctx, exec)?.forward(ctx, x, exec)
     }
 }
 
 impl GpuIntModel<'_> {
-    /// Runs the model on the GPU with the integer kernels and returns the f32 logits.
-    /// `Exec::Sim` is refused: the exact simulation is a CPU implementation (compare the
-    /// GPU against `IntModel::forward(x, Exec::Sim)`).
+    fn int_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuIntLayer>]> {
+        let model = self.model;
+        get_or_try(&self.layers, || {
+            model
+                .steps
+                .iter()
+                .map(|s| match &s.kind {
+                    StepKind::Layer(l) => upload_layer(ctx, l).map(Some),
+                    _ => Ok(None),
+                })
+                .collect()
+        })
+        .map(Vec::as_slice)
+    }
+
+    fn sim_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuSimLayer>]> {
+        get_or_try(&self.sim, || sim_model::upload(ctx, self.model)).map(Vec::as_slice)
+    }
+
+    /// Runs the model on the GPU and returns the f32 logits: `Exec::Int` on the integer
+    /// kernels, `Exec::Sim` on the exact simulation's float kernels (same logits).
     pub fn forward(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
         let model = self.model;
-        if exec == Exec::Sim {
-            return Err(Error::Usage(
-                "the exact simulation (--exec sim) runs on the CPU; the GPU runs --exec int".into(),
-            ));
-        }
+        let layers = match exec {
+            Exec::Int => self.int_layers(ctx)?,
+            Exec::Sim => return sim_model::forward(ctx, model, self.sim_layers(ctx)?, x),
+        };
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;
         let mut values: HashMap<&str, Value> = HashMap::new();
@@ -172,7 +207,7 @@ impl GpuIntModel<'_> {
             let out = match &s.kind {
                 StepKind::Layer(l) => {
                     let conv = conv_of(l);
-                    let gl = self.layers[si]
+                    let gl = layers[si]
                         .as_ref()
                         .ok_or_else(|| fail("weights not uploaded"))?;
                     let (oh, ow) = crate::engine::cpu::int::conv_out_hw(&conv, h, w)?;

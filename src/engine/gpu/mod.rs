@@ -9,6 +9,7 @@ pub mod calib;
 pub mod context;
 pub mod conv2d;
 pub mod conv_int;
+pub mod conv_sim;
 pub mod eltwise;
 pub mod fake_quant;
 pub mod graph;
@@ -20,6 +21,7 @@ pub mod moments;
 pub mod plane_stats;
 pub mod pool;
 pub mod readback;
+pub mod sim_model;
 
 pub use context::{GpuContext, Kernel, KernelSpec, Slot};
 pub use graph::GpuGraph;

@@ -1,11 +1,10 @@
 //! The per-node recording of [`GpuGraph`]: one node's kernels, the fake quantizer after a
-//! value, channel concatenation, and the pool of free activation buffers.
+//! value and channel concatenation.
 
 use std::collections::HashMap;
 
 use super::{DeviceHook, GpuGraph, NodeStep, Seen, Step};
-use crate::engine::gpu::buffers;
-use crate::engine::gpu::context::GpuContext;
+pub(super) use crate::engine::gpu::buffers::BufferPool;
 use crate::engine::gpu::conv2d::conv2d_encode;
 use crate::engine::gpu::eltwise::eltwise_encode;
 use crate::engine::gpu::fake_quant::fake_quant_encode;
@@ -181,25 +180,5 @@ impl GpuGraph<'_> {
                 Ok(y)
             }
         }
-    }
-}
-
-/// Free device buffers by byte size, reused by later values of the same size.
-#[derive(Default)]
-pub(super) struct BufferPool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
-}
-
-impl BufferPool {
-    pub(super) fn take(&mut self, ctx: &GpuContext, elems: usize) -> wgpu::Buffer {
-        let bytes = (elems.max(1) * 4) as u64;
-        self.free
-            .get_mut(&bytes)
-            .and_then(Vec::pop)
-            .unwrap_or_else(|| buffers::zeroed(ctx, "activation", bytes))
-    }
-
-    pub(super) fn give(&mut self, b: wgpu::Buffer) {
-        self.free.entry(b.size()).or_default().push(b);
     }
 }

@@ -1,0 +1,376 @@
+//! The exact simulation (`--exec sim`) on the GPU (`shaders/conv_sim.wgsl`): float
+//! arithmetic on codes, independent of the integer kernels (`conv_int`), bit-identical to
+//! `engine::sim` + `engine::intexec` on the CPU.
+//!
+//! Layouts: every value is an f32 NCHW tensor of centred codes v = q − z (exact small
+//! integers; padding taps read 0, the real 0); weights are f32 `[CO, CI/G, KH, KW]` of
+//! q_w − z_w per output channel (a linear layer is a 1×1 conv on a 1×1 input).
+//!
+//! Accumulator acc = Σ (q_w − z_w)(q_x − z_x) of one weight tensor:
+//! - when `sim::exact_in_f32` (K·max|q_w − z_w|·max|q_x − z_x| < 2^24) every partial sum is
+//!   an exact f32 integer in any order, so the f32 conv kernels (`conv2d`: implicit GEMM or
+//!   depthwise, zero bias, no activation) compute it exactly;
+//! - otherwise `acc_chunked` sums the reduction in chunks of L = ⌊(2^24 − 1)/(max|w|·max|x|)⌋
+//!   terms in f32 (each exact), carries each chunk into an exact i32 total (|acc| < 2^31,
+//!   checked by `IntModel::new`) and rounds it to f32 to nearest even in integer
+//!   arithmetic: the value the CPU's f64 → f32 conversion gives.
+//!
+//! Then `requant` is `requant::Epilogue` op for op (products kept out of FMA contraction)
+//! followed by `QParams::quantize` as a centred code, or the f32 logits; `add_sim` and
+//! `gap_sim` are `requant::add_codes` and `requant::gap_code` on centred codes.
+//! Bindings of every entry: 0 a, 1 b, 2 chan → 3 y → 4 [`SimParams`].
+
+use bytemuck::{Pod, Zeroable};
+
+use super::buffers::{self, u32_of};
+use super::context::{GpuContext, KernelSpec, Slot};
+use super::conv2d::conv2d_encode;
+use crate::engine::cpu::int::conv_out_hw;
+use crate::engine::intexec::IntLayer;
+use crate::engine::requant::QUANTIZE_DIVIDES;
+use crate::engine::sim::exact_in_f32;
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Conv2d};
+use crate::quant::QParams;
+
+pub const SOURCE: &str = include_str!("../../../shaders/conv_sim.wgsl");
+const SLOTS: [Slot; 5] = [
+    Slot::Input,
+    Slot::Input,
+    Slot::Input,
+    Slot::Output,
+    Slot::Params,
+];
+/// Sums of f32 integers below this bound are exact.
+const F32_EXACT: u64 = 1 << 24;
+
+/// Uniform twin of the WGSL `Params` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SimParams {
+    pub n: u32,
+    pub ci: u32,
+    pub h: u32,
+    pub w: u32,
+    pub co: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub pt: u32,
+    pub pl: u32,
+    pub groups: u32,
+    pub cig: u32,
+    pub cog: u32,
+    /// Terms per exact f32 partial sum.
+    pub chunk: u32,
+    pub total: u32,
+    pub plane: u32,
+    pub dual: u32,
+    pub act: u32,
+    pub logits: u32,
+    pub out_zero: i32,
+    pub out_qmax: f32,
+    pub out_inv: f32,
+    pub out_scale: f32,
+    pub divides: u32,
+    /// Always 0 (see the shader's `opaque`).
+    pub opaque: u32,
+    pub s_a: f32,
+    pub s_b: f32,
+}
+const _: () = assert!(std::mem::size_of::<SimParams>() == 128);
+
+/// Terms per exact f32 partial sum when every term is at most `bound` in magnitude.
+fn chunk_len(bound: u64) -> u32 {
+    ((F32_EXACT - 1) / bound.max(1)).clamp(1, u32::MAX as u64) as u32
+}
+
+/// max |q − z| of an input quantizer.
+fn max_centred(x: &QParams) -> u64 {
+    x.zero_point.max(x.qmax() - x.zero_point).max(0) as u64
+}
+
+/// One weight tensor of a layer on the device.
+pub struct SimTensor {
+    /// Centred weights, f32 `[CO, CI/G, KH, KW]`.
+    pub w: wgpu::Buffer,
+    /// `None`: one exact f32 sum (the `conv2d` kernels); `Some(L)`: chunks of L terms.
+    pub chunk: Option<u32>,
+}
+
+/// A conv/linear layer of the simulation on the device.
+pub struct GpuSimLayer {
+    /// The layer as a conv without activation (a linear layer: 1×1 on 1×1).
+    pub conv: Conv2d,
+    pub tensors: Vec<SimTensor>,
+    /// CO zeros: the bias of the `conv2d` kernels.
+    pub zeros: wgpu::Buffer,
+    /// Per output channel (mult, mult2, bias, 0) of `requant::Epilogue`.
+    pub chan: wgpu::Buffer,
+    pub act: Activation,
+    /// Output quantizer; `None`: f32 logits.
+    pub out: Option<QParams>,
+}
+
+impl GpuSimLayer {
+    /// Uploads `l`'s plan codes (not its packed integer weights) for input quantizer `x`.
+    pub fn new(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<Self> {
+        let co = l.plan.params.len();
+        let conv = Conv2d {
+            act: Activation::None,
+            ..l.conv.clone().unwrap_or(Conv2d {
+                in_channels: l.plan.codes.len() / co.max(1),
+                out_channels: co,
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                padding: [0; 4],
+                groups: 1,
+                bias: false,
+                act: Activation::None,
+            })
+        };
+        let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
+            .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))
+            .map(|(codes, params)| upload_tensor(ctx, codes, params, x, co))
+            .collect::<Result<Vec<_>>>()?;
+        let ep = &l.ep;
+        let chan: Vec<f32> = (0..co)
+            .flat_map(|c| {
+                let m2 = ep.mult2.as_ref().map_or(0.0, |m| m[c]);
+                [ep.mult[c], m2, ep.bias[c], 0.0]
+            })
+            .collect();
+        if ep.mult.len() != co || ep.bias.len() != co {
+            return Err(Error::Gpu(
+                "sim layer: epilogue does not match weights".into(),
+            ));
+        }
+        Ok(GpuSimLayer {
+            conv,
+            tensors,
+            zeros: buffers::upload(ctx, "sim zeros", &vec![0f32; co]),
+            chan: buffers::upload(ctx, "sim channels", &chan),
+            act: ep.act,
+            out: ep.out,
+        })
+    }
+}
+
+fn upload_tensor(
+    ctx: &GpuContext,
+    codes: &[u8],
+    params: &[QParams],
+    x: &QParams,
+    co: usize,
+) -> Result<SimTensor> {
+    if params.len() != co || codes.len() % co.max(1) != 0 {
+        return Err(Error::Gpu("sim layer: inconsistent weight tensors".into()));
+    }
+    let k = codes.len() / co.max(1);
+    let centred: Vec<i32> = codes
+        .chunks(k.max(1))
+        .zip(params)
+        .flat_map(|(row, p)| row.iter().map(move |&q| q as i32 - p.zero_point))
+        .collect();
+    let wmax = centred.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0) as u64;
+    let chunk = (!exact_in_f32(codes, params, x)).then(|| chunk_len(wmax * max_centred(x)));
+    let w: Vec<f32> = centred.into_iter().map(|v| v as f32).collect();
+    Ok(SimTensor {
+        w: buffers::upload(ctx, "sim weights", &w),
+        chunk,
+    })
+}
+
+fn act_u32(a: Activation) -> u32 {
+    match a {
+        Activation::None => 0,
+        Activation::Relu => 1,
+        Activation::Relu6 => 2,
+    }
+}
+
+fn out_fields(p: &mut SimParams, out: Option<QParams>) {
+    match out {
+        Some(q) => {
+            p.out_zero = q.zero_point;
+            p.out_qmax = q.qmax() as f32;
+            p.out_scale = q.scale;
+            p.out_inv = q.inv_scale();
+            p.divides = u32::from(QUANTIZE_DIVIDES);
+        }
+        None => p.logits = 1,
+    }
+}
+
+fn launch(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &'static str,
+    bufs: [&wgpu::Buffer; 4],
+    p: &SimParams,
+) -> Result<()> {
+    let kernel = ctx.kernel(&KernelSpec {
+        name: "conv_sim",
+        source: SOURCE,
+        entry,
+        slots: &SLOTS,
+        constants: &[],
+        workgroup_bytes: 0,
+    })?;
+    let pbuf = buffers::uniform(ctx, entry, p);
+    let [a, b, c, y] = bufs;
+    let bg = buffers::bind(ctx, &kernel, &[a, b, c, y, &pbuf])?;
+    let groups = buffers::fold(ctx, (p.total as u64).div_ceil(64))?;
+    buffers::dispatch(enc, &kernel, &bg, groups);
+    Ok(())
+}
+
+/// Records the accumulators (f32 NCHW, `n·CO·OH·OW`) of weight tensor `t` of `l` on `n`
+/// centred images of `h × w` in `x`. Returns (OH, OW).
+#[allow(clippy::too_many_arguments)]
+pub fn acc_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    l: &GpuSimLayer,
+    t: usize,
+    acc: &wgpu::Buffer,
+    n: usize,
+    (h, w): (usize, usize),
+) -> Result<(usize, usize)> {
+    let c = &l.conv;
+    let (oh, ow) = conv_out_hw(c, h, w)?;
+    let st = l
+        .tensors
+        .get(t)
+        .ok_or_else(|| Error::Gpu(format!("sim layer has no weight tensor {t}")))?;
+    let Some(chunk) = st.chunk else {
+        conv2d_encode(ctx, enc, x, &st.w, &l.zeros, acc, n, (h, w), c)?;
+        return Ok((oh, ow));
+    };
+    let total = n * c.out_channels * oh * ow;
+    let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
+    buffers::check_len("acc_chunked x", x, n * c.in_channels * h * w)?;
+    buffers::check_len(
+        "acc_chunked w",
+        &st.w,
+        c.out_channels * cig * c.kernel[0] * c.kernel[1],
+    )?;
+    buffers::check_len("acc_chunked acc", acc, total)?;
+    let p = SimParams {
+        n: u32_of("batch", n)?,
+        ci: u32_of("in_channels", c.in_channels)?,
+        h: u32_of("height", h)?,
+        w: u32_of("width", w)?,
+        co: u32_of("out_channels", c.out_channels)?,
+        oh: oh as u32,
+        ow: ow as u32,
+        kh: c.kernel[0] as u32,
+        kw: c.kernel[1] as u32,
+        sh: c.stride[0] as u32,
+        sw: c.stride[1] as u32,
+        dh: c.dilation[0] as u32,
+        dw: c.dilation[1] as u32,
+        pt: c.padding[0] as u32,
+        pl: c.padding[1] as u32,
+        groups: c.groups as u32,
+        cig: cig as u32,
+        cog: cog as u32,
+        chunk,
+        total: u32_of("acc_chunked outputs", total)?,
+        ..Default::default()
+    };
+    launch(ctx, enc, "acc_chunked", [x, &st.w, &st.w, acc], &p)?;
+    Ok((oh, ow))
+}
+
+/// Records the epilogue of `l` on `[n, CO, plane]` accumulators (`acc2`: the second tensor
+/// of a dual layer) into centred output codes, or f32 logits when `l` has no quantizer.
+pub fn requant_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (acc, acc2): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+    l: &GpuSimLayer,
+    y: &wgpu::Buffer,
+    n: usize,
+    plane: usize,
+) -> Result<()> {
+    let co = l.conv.out_channels;
+    let total = n * co * plane;
+    buffers::check_len("requant acc", acc, total)?;
+    buffers::check_len("requant y", y, total)?;
+    if acc2.is_some() != (l.tensors.len() == 2) {
+        return Err(Error::Gpu(
+            "requant: dual accumulators do not match the layer".into(),
+        ));
+    }
+    let mut p = SimParams {
+        co: u32_of("out_channels", co)?,
+        plane: u32_of("plane", plane.max(1))?,
+        total: u32_of("requant outputs", total)?,
+        dual: u32::from(acc2.is_some()),
+        act: act_u32(l.act),
+        ..Default::default()
+    };
+    out_fields(&mut p, l.out);
+    launch(
+        ctx,
+        enc,
+        "requant",
+        [acc, acc2.unwrap_or(acc), &l.chan, y],
+        &p,
+    )
+}
+
+/// Records the residual add of two centred tensors of `len` values.
+pub fn add_sim_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (a, pa): (&wgpu::Buffer, QParams),
+    (b, pb): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    len: usize,
+    out: QParams,
+) -> Result<()> {
+    for (what, buf) in [("add a", a), ("add b", b), ("add y", y)] {
+        buffers::check_len(what, buf, len)?;
+    }
+    let mut p = SimParams {
+        total: u32_of("add_sim values", len)?,
+        s_a: pa.scale,
+        s_b: pb.scale,
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    launch(ctx, enc, "add_sim", [a, b, a, y], &p)
+}
+
+/// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`.
+pub fn gap_sim_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, c, h, w): (usize, usize, usize, usize),
+    out: QParams,
+) -> Result<()> {
+    buffers::check_len("gap x", x, n * c * h * w)?;
+    buffers::check_len("gap y", y, n * c)?;
+    let mut p = SimParams {
+        h: u32_of("height", h)?,
+        w: u32_of("width", w)?,
+        total: u32_of("gap_sim planes", n * c)?,
+        chunk: chunk_len(max_centred(&px)),
+        s_a: px.scale,
+        s_b: 1.0 / (h * w) as f32,
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    launch(ctx, enc, "gap_sim", [x, x, x, y], &p)
+}

@@ -1,0 +1,207 @@
+//! The exact simulation on the GPU against the CPU simulation and the integer kernels.
+
+use proptest::prelude::*;
+use ptq4::engine::cpu::int::QTensor;
+use ptq4::engine::gpu::sim_model::layer_sim;
+use ptq4::engine::gpu::GpuContext;
+use ptq4::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
+use ptq4::engine::sim;
+use ptq4::graph::{Activation, Conv2d, Graph};
+use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
+use ptq4::quant::QParams;
+use ptq4::tensor::Tensor;
+
+use super::fixtures::*;
+use super::gpu::{cpu_layer, gpu, make_layer, rand_layer};
+
+/// GPU simulation == CPU simulation == CPU integer kernels, for one layer.
+fn check_layer(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<(), TestCaseError> {
+    let got = layer_sim(ctx, x, l).unwrap();
+    let want = cpu_layer(x, l, Exec::Sim);
+    prop_assert_eq!(&want, &cpu_layer(x, l, Exec::Int));
+    prop_assert_eq!(got, want);
+    Ok(())
+}
+
+/// A random code in the top 96 of 256: far from a small zero point, so that sums of K in
+/// the hundreds of products exceed 2^24 (where a plain f32 sum would round).
+fn high_code(seed: &mut u64) -> u8 {
+    160 + (lcg(seed) % 96) as u8
+}
+
+/// 8-bit weights with small zero points and high codes.
+fn wide_weights(cout: usize, k: usize, seed: &mut u64) -> (Vec<u8>, Vec<QParams>) {
+    let params: Vec<QParams> = (0..cout)
+        .map(|_| QParams::from_range(-0.02 - unif(seed).abs() * 0.02, 1.0, 8).unwrap())
+        .collect();
+    let codes = (0..cout * k).map(|_| high_code(seed)).collect();
+    (codes, params)
+}
+
+/// An 8-bit input with a small zero point and high codes.
+fn wide_input(shape: &[usize], seed: &mut u64) -> QTensor {
+    let n = shape.iter().product();
+    QTensor {
+        shape: shape.to_vec(),
+        codes: (0..n).map(|_| high_code(seed)).collect(),
+        params: QParams::from_range(-0.05, 3.0, 8).unwrap(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Every conv kind (1×1, k×k, strided, dilated, padded, grouped, depthwise), single or
+    /// dual, codes or logits.
+    #[test]
+    fn random_conv_gpu_sim_equals_cpu((c, [n, h, w], seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        let mut c = c;
+        if c.groups == 1 {
+            c.in_channels += cin_extra;
+        }
+        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+        let l = rand_layer(Some(c.clone()), c.out_channels, k, dual, logits, x.params.scale, &mut seed);
+        check_layer(ctx, &x, &l)?;
+    }
+
+    #[test]
+    fn random_linear_gpu_sim_equals_cpu(n in 1usize..4, f in 1usize..40, o in 1usize..12, seed in any::<u64>(), xbits in 1u8..9, dual in any::<bool>(), logits in any::<bool>()) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        let x = rand_input(&[n, f], xbits, &mut seed);
+        let l = rand_layer(None, o, f, dual, logits, x.params.scale, &mut seed);
+        check_layer(ctx, &x, &l)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Layers whose K·max|w|·max|x| exceeds 2^24: the chunked exact accumulation (a dual
+    /// layer's 4-bit second tensor stays within the bound and takes the f32 kernels).
+    #[test]
+    fn chunked_conv_gpu_sim_equals_cpu(cin in 70usize..120, cout in 1usize..6, groups in 1usize..3, (s, pad) in (1usize..3, 0usize..2), (h, w) in (2usize..6, 2usize..6), seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        let c = Conv2d {
+            in_channels: cin * groups,
+            out_channels: cout * groups,
+            kernel: [3, 3],
+            stride: [s, s],
+            dilation: [1, 1],
+            padding: [pad; 4],
+            groups,
+            bias: true,
+            // Not ReLU6: its clamp would hide the accumulator's low bits.
+            act: [Activation::None, Activation::Relu][(seed % 2) as usize],
+        };
+        let (h, w) = (h + 2 - 2 * pad, w + 2 - 2 * pad);
+        let x = wide_input(&[1 + (seed / 2 % 2) as usize, c.in_channels, h, w], &mut seed);
+        let wts = wide_weights(c.out_channels, cin * 9, &mut seed);
+        prop_assert!(!sim::exact_in_f32(&wts.0, &wts.1, &x.params));
+        let l = make_layer(Some(c), wts, dual, logits, x.params.scale, &mut seed);
+        check_layer(ctx, &x, &l)?;
+    }
+
+    #[test]
+    fn chunked_linear_gpu_sim_equals_cpu(n in 1usize..4, f in 600usize..3000, o in 1usize..12, seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
+        let Some(ctx) = gpu() else { return Ok(()) };
+        let mut seed = seed;
+        let x = wide_input(&[n, f], &mut seed);
+        let wts = wide_weights(o, f, &mut seed);
+        prop_assert!(!sim::exact_in_f32(&wts.0, &wts.1, &x.params));
+        let l = make_layer(None, wts, dual, logits, x.params.scale, &mut seed);
+        check_layer(ctx, &x, &l)?;
+    }
+}
+
+/// Whole small graphs (every Lite0 op kind), random deploy plans; also with a binding
+/// limit so small that the batch runs one image per chunk.
+#[test]
+fn random_deploy_plan_gpu_sim_equals_cpu_on_small_graph() {
+    let Some(ctx) = gpu() else { return };
+    let tiny = GpuContext::new().unwrap().with_max_binding_bytes(1536);
+    for seed0 in 0..6u64 {
+        let mut seed = seed0;
+        let raw = small_graph(&mut seed);
+        let cfg = QuantConfig {
+            protocol: Protocol::Deploy,
+            bit_alloc: [BitAlloc::W, BitAlloc::None][seed0 as usize % 2],
+            dual: (seed0 % 3) as usize,
+            ..QuantConfig::default()
+        };
+        let (_, m) = deploy_model(&raw, &cfg);
+        let x = Tensor {
+            shape: vec![3, 3, 10, 12],
+            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
+        };
+        let a = m.forward(&x, Exec::Int).unwrap();
+        assert_eq!(
+            m.forward(&x, Exec::Sim).unwrap().data,
+            a.data,
+            "seed {seed0}"
+        );
+        let b = m.forward_gpu(ctx, &x, Exec::Sim).unwrap();
+        assert_eq!(b.shape, a.shape);
+        assert_eq!(b.data, a.data, "seed {seed0}");
+        let c = m.forward_gpu(&tiny, &x, Exec::Sim).unwrap();
+        assert_eq!(c.data, a.data, "seed {seed0}, one image per chunk");
+    }
+}
+
+/// Names of the layers whose accumulation exceeds the f32-exact bound (chunked on the GPU,
+/// f64 on the CPU).
+fn chunked_layers(m: &IntModel) -> Vec<String> {
+    let mut params = std::collections::HashMap::from([(Graph::INPUT.to_string(), m.input)]);
+    let mut out = Vec::new();
+    for s in &m.steps {
+        let x = params[&s.inputs[0]];
+        if let StepKind::Layer(l) = &s.kind {
+            let t = std::iter::once((&l.plan.codes, &l.plan.params))
+                .chain(l.plan.second.as_ref().map(|(p, c)| (c, p)));
+            if t.into_iter().any(|(c, p)| !sim::exact_in_f32(c, p, &x)) {
+                out.push(s.name.clone());
+            }
+        }
+        let produced = if matches!(s.kind, StepKind::Flatten) {
+            Some(x)
+        } else {
+            s.out
+        };
+        if let Some(p) = produced {
+            params.insert(s.name.clone(), p);
+        }
+    }
+    out
+}
+
+/// The Lite0 deploy W4A4 model (data-free) on the 20 labelled images: the GPU simulation's
+/// logits are the CPU integer kernels' logits, bit for bit.
+#[test]
+fn lite0_deploy_w4a4_gpu_sim_equals_cpu_int() {
+    let Some(ctx) = gpu() else { return };
+    let Some((m, x, _)) = lite0() else { return };
+    let chunked = chunked_layers(&m);
+    assert!(
+        !chunked.is_empty(),
+        "the 8-bit classifier exceeds the f32 bound"
+    );
+    let a = m.forward(&x, Exec::Int).unwrap();
+    let dev = m.upload_for(ctx, Exec::Sim).unwrap();
+    let t = std::time::Instant::now();
+    let b = dev.forward(ctx, &x, Exec::Sim).unwrap();
+    let (ha, hb) = (
+        ptq4::eval::metrics::logits_sha256(&a.data),
+        ptq4::eval::metrics::logits_sha256(&b.data),
+    );
+    eprintln!(
+        "lite0 deploy W4A4 GPU sim on {}: {:?}; chunked layers {chunked:?}; logits sha256 {hb}",
+        ctx.adapter_name(),
+        t.elapsed()
+    );
+    assert_eq!(ha, hb);
+    assert_eq!(a.data, b.data);
+}
