@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::engine::cpu::int::{self, PackedWeights, QTensor};
+use crate::engine::cpu::int::{self, CpuLayer, Isa, PackedWeights, QTensor};
 use crate::engine::requant::{add_codes, gap_code, Epilogue};
 use crate::engine::sim;
 use crate::error::{Error, Result};
@@ -68,6 +68,8 @@ pub struct IntModel {
     pub input_shape: Vec<usize>,
     pub steps: Vec<Step>,
     pub output: String,
+    /// Per step: the layer's weights packed for the CPU integer kernels.
+    pub cpu: Vec<Option<CpuLayer>>,
 }
 
 fn per_tensor(plan: &Plan, value: &str) -> Result<QParams> {
@@ -144,11 +146,25 @@ impl IntModel {
                 out,
             });
         }
+        let cpu = steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Layer(l) => {
+                    let c = l
+                        .conv
+                        .clone()
+                        .unwrap_or_else(|| int::layer::linear_as_conv(&l.w));
+                    Some(CpuLayer::new(&c, &l.w, l.w2.as_ref()))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(IntModel {
             input,
             input_shape: g.input_shape.clone(),
             steps,
             output: g.output.clone(),
+            cpu,
         })
     }
 
@@ -174,6 +190,9 @@ impl IntModel {
 
     /// Runs the model on an f32 NCHW batch and returns the f32 logits.
     pub fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        if exec == Exec::Int {
+            return self.forward_int(x, Isa::detect());
+        }
         let mut values: HashMap<&str, QTensor> = HashMap::new();
         values.insert(Graph::INPUT, self.quantize_input(x)?);
         let mut remaining = self.reader_counts();
