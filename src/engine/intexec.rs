@@ -170,6 +170,16 @@ impl IntModel {
 
     /// Quantizes an f32 NCHW batch with the input quantizer.
     pub fn quantize_input(&self, x: &Tensor) -> Result<QTensor> {
+        self.check_input(x)?;
+        Ok(QTensor {
+            shape: x.shape.clone(),
+            codes: x.data.iter().map(|&v| self.input.quantize(v)).collect(),
+            params: self.input,
+        })
+    }
+
+    /// The error of [`IntModel::quantize_input`] for a batch of the wrong shape.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
@@ -181,11 +191,7 @@ impl IntModel {
                 actual: x.shape.clone(),
             });
         }
-        Ok(QTensor {
-            shape: x.shape.clone(),
-            codes: x.data.iter().map(|&v| self.input.quantize(v)).collect(),
-            params: self.input,
-        })
+        Ok(())
     }
 
     /// Runs the model on an f32 NCHW batch and returns the f32 logits.

@@ -40,7 +40,14 @@ enum Value {
 impl IntModel {
     /// Runs the integer kernels with instruction set `isa` (tests force each one).
     pub fn forward_int(&self, x: &Tensor, isa: Isa) -> Result<Tensor> {
-        self.quantize_input(x)?; // shape check
+        self.forward_int_profiled(x, isa).map(|(t, _)| t)
+    }
+
+    /// [`IntModel::forward_int`], also returning the seconds spent in each step (summed over
+    /// the images of a batch, so CPU time in the image-parallel part).
+    pub fn forward_int_profiled(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
+        self.check_input(x)?;
+        let mut times = vec![0.0; self.steps.len()];
         let n = x.shape[0];
         let cut = if n > 1 {
             self.steps
@@ -54,14 +61,15 @@ impl IntModel {
         let mut values: HashMap<&str, Map> = HashMap::new();
         let mut remaining = readers.clone();
         if cut > 0 {
-            let per: Vec<HashMap<&str, Value>> = (0..n)
+            let per: Vec<(HashMap<&str, Value>, Vec<f64>)> = (0..n)
                 .into_par_iter()
                 .map(|i| {
                     let mut v = HashMap::new();
-                    v.insert(Graph::INPUT, Value::Map(self.input_map(x, i, i + 1)));
+                    v.insert(Graph::INPUT, Value::Map(self.input_map(x, i, i + 1, isa)));
                     let mut rem = readers.clone();
-                    self.run_steps(0..cut, &mut v, &mut rem, isa, false)?;
-                    Ok(v)
+                    let mut t = vec![0.0; self.steps.len()];
+                    self.run_steps(0..cut, &mut v, &mut rem, isa, false, &mut t)?;
+                    Ok((v, t))
                 })
                 .collect::<Result<_>>()?;
             for s in &self.steps[..cut] {
@@ -72,7 +80,8 @@ impl IntModel {
                 }
             }
             let mut merged: HashMap<&str, Value> = HashMap::new();
-            for img in per {
+            for (img, t) in per {
+                times.iter_mut().zip(t).for_each(|(a, b)| *a += b);
                 for (k, v) in img {
                     match (merged.get_mut(k), v) {
                         (None, v) => {
@@ -91,7 +100,7 @@ impl IntModel {
                 }
             }
             if let Some(Value::Logits(t)) = merged.remove(self.output.as_str()) {
-                return Ok(t);
+                return Ok((t, times));
             }
             for (k, v) in merged {
                 if let Value::Map(m) = v {
@@ -99,15 +108,16 @@ impl IntModel {
                 }
             }
         } else {
-            values.insert(Graph::INPUT, self.input_map(x, 0, n));
+            values.insert(Graph::INPUT, self.input_map(x, 0, n, isa));
         }
         let mut v: HashMap<&str, Value> = values
             .into_iter()
             .map(|(k, m)| (k, Value::Map(m)))
             .collect();
-        self.run_steps(cut..self.steps.len(), &mut v, &mut remaining, isa, cut == 0)?;
+        let range = cut..self.steps.len();
+        self.run_steps(range, &mut v, &mut remaining, isa, cut == 0, &mut times)?;
         match v.remove(self.output.as_str()) {
-            Some(Value::Logits(t)) => Ok(t),
+            Some(Value::Logits(t)) => Ok((t, times)),
             _ => Err(Error::Engine(format!(
                 "output {} was not produced",
                 self.output
@@ -116,25 +126,18 @@ impl IntModel {
     }
 
     /// Images `i0..i1` of `x`, quantized, as an NHWC map.
-    fn input_map(&self, x: &Tensor, i0: usize, i1: usize) -> Map {
+    fn input_map(&self, x: &Tensor, i0: usize, i1: usize, isa: Isa) -> Map {
         let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
         let p = self.input;
-        let inv = p.inv_scale();
-        let mut codes = vec![0u8; (i1 - i0) * c * h * w];
-        for (img, dst) in (i0..i1).zip(codes.chunks_exact_mut(c * h * w)) {
-            let src = &x.data[img * c * h * w..][..c * h * w];
-            for (ch, plane) in src.chunks_exact(h * w).enumerate() {
-                for (px, &v) in plane.iter().enumerate() {
-                    dst[px * c + ch] = p.quantize_with(v, inv);
-                }
-            }
-        }
+        let len = (i1 - i0) * c * h * w;
+        let mut planar = vec![0u8; len];
+        epi::quantize_slice(isa, &p, &x.data[i0 * c * h * w..][..len], &mut planar);
         Map {
             n: i1 - i0,
             h,
             w,
             c,
-            codes,
+            codes: transpose(&planar, i1 - i0, c, h * w),
             params: p,
         }
     }
@@ -146,8 +149,10 @@ impl IntModel {
         remaining: &mut HashMap<&'s str, usize>,
         isa: Isa,
         par: bool,
+        times: &mut [f64],
     ) -> Result<()> {
         for si in range {
+            let t0 = std::time::Instant::now();
             let s = &self.steps[si];
             let ins: Vec<&Map> = s
                 .inputs
@@ -177,6 +182,7 @@ impl IntModel {
                 }
             }
             values.insert(s.name.as_str(), y);
+            times[si] += t0.elapsed().as_secs_f64();
         }
         Ok(())
     }

@@ -106,6 +106,39 @@ pub fn gemm(
     assert!(ldc >= w.cout && out.len() >= (rows - 1) * ldc + w.cout);
     let blocks = w.cout.div_ceil(NR);
     let bstride = w.kq * 64;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Vnni && !w.any_off {
+        // Accumulators start at the correction −z_x·Σa and go straight to `out`.
+        let mut corr = vec![0i32; blocks * NR];
+        for (d, &r) in corr.iter_mut().zip(&w.rowsum) {
+            *d = zx.wrapping_mul(r).wrapping_neg();
+        }
+        for r0 in (0..rows).step_by(MR) {
+            let mr = MR.min(rows - r0);
+            let rp: [*const u8; MR] =
+                std::array::from_fn(|i| x[(r0 + i.min(mr - 1)) * lda..][..k4].as_ptr());
+            let mut b = 0;
+            while b < blocks {
+                let nb = if b + 1 < blocks { 2 } else { 1 };
+                let c0 = b * NR;
+                let cn = (nb * NR).min(w.cout - c0);
+                let o = out[r0 * ldc + c0..].as_mut_ptr();
+                let (wp, cp) = (w.packed[b * bstride..].as_ptr(), corr[c0..].as_ptr());
+                // SAFETY: VNNI was detected; rows hold k4 bytes, blocks b..b+nb lie inside
+                // `packed` and `corr`, and rows r0..r0+mr, columns c0..c0+cn of `out` lie
+                // inside it (asserted above: out.len() ≥ (rows−1)·ldc + cout).
+                unsafe {
+                    if nb == 2 {
+                        tile_vnni_direct::<2>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                    } else {
+                        tile_vnni_direct::<1>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                    }
+                }
+                b += nb;
+            }
+        }
+        return;
+    }
     let mut tile = [[0i32; TN]; MR];
     let mut colsum = [0i32; MR];
     let kz = (w.k as i32).wrapping_mul(zx);
@@ -215,6 +248,56 @@ unsafe fn tile_vnni<const NB: usize>(
         for (b, &v) in a.iter().enumerate() {
             // SAFETY: t holds TN ≥ NB·16 i32.
             unsafe { _mm512_storeu_si512(t.as_mut_ptr().add(b * NR) as *mut _, v) };
+        }
+    }
+}
+
+/// The VNNI tile with accumulators starting at `corr` and masked stores of `mr` rows and
+/// `cn` columns to `out` (row stride `ldc`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512vnni,avx512vl,avx512bw,avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_vnni_direct<const NB: usize>(
+    rp: &[*const u8; MR],
+    w: *const i8,
+    kq: usize,
+    corr: *const i32,
+    out: *mut i32,
+    ldc: usize,
+    mr: usize,
+    cn: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut init = [_mm512_setzero_si512(); NB];
+    for (b, v) in init.iter_mut().enumerate() {
+        // SAFETY: corr holds NB·16 values from here (caller).
+        *v = unsafe { _mm512_loadu_si512(corr.add(b * NR) as *const _) };
+    }
+    let mut acc = [init; MR];
+    for q in 0..kq {
+        let mut wv = [_mm512_setzero_si512(); NB];
+        for (b, v) in wv.iter_mut().enumerate() {
+            // SAFETY: block b, quad q lies inside the packed weights (caller).
+            *v = unsafe { _mm512_loadu_si512(w.add((b * kq + q) * 64) as *const _) };
+        }
+        for (a, &r) in acc.iter_mut().zip(rp) {
+            // SAFETY: each row holds kq·4 bytes (caller).
+            let xv = _mm512_set1_epi32(unsafe { (r.add(4 * q) as *const i32).read_unaligned() });
+            for (ab, &wb) in a.iter_mut().zip(&wv) {
+                *ab = _mm512_dpbusd_epi32(*ab, xv, wb);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate().take(mr) {
+        for (b, &v) in a.iter().enumerate() {
+            let left = cn.saturating_sub(b * NR).min(NR);
+            let k: __mmask16 = if left == NR {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            };
+            // SAFETY: only the `left` valid columns of row i are written (caller's bounds).
+            unsafe { _mm512_mask_storeu_epi32(out.add(i * ldc + b * NR) as *mut _, k, v) };
         }
     }
 }
