@@ -78,6 +78,7 @@ unsafe fn row_avx2(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, ac
 fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
     let ch = w.c;
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    let (sx, pl) = (c.stride[1], c.padding[1] as isize);
     let acc = &mut acc[..ow * ch];
     acc.fill(0);
     let zx = x.zx as i16;
@@ -89,14 +90,24 @@ fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &
         let src = &x.codes[iy as usize * x.w * ch..][..x.w * ch];
         for kx in 0..kw {
             let tap = &w.taps[(ky * kw + kx) * ch..][..ch];
-            for (ox, a) in acc.chunks_exact_mut(ch).enumerate() {
-                let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize - c.padding[1] as isize;
-                if ix < 0 || ix >= x.w as isize {
-                    continue;
-                }
+            // Output columns whose input column ix = ox·sx + kx·dx − pl lies inside.
+            let off = (kx * c.dilation[1]) as isize - pl;
+            let lo = if off >= 0 {
+                0
+            } else {
+                ((-off) as usize).div_ceil(sx)
+            };
+            let hi = if (x.w as isize) <= off {
+                0
+            } else {
+                ((x.w as isize - off) as usize).div_ceil(sx).min(ow)
+            };
+            for ox in lo..hi.max(lo) {
+                let ix = (ox * sx) as isize + off;
                 let xs = &src[ix as usize * ch..][..ch];
+                let a = &mut acc[ox * ch..][..ch];
                 for ((d, &q), &t) in a.iter_mut().zip(xs).zip(tap) {
-                    // (q − z) and t are within ±255: the i16 product pair fits i32.
+                    // (q − z) and t are within ±255: the product fits i32.
                     *d += ((q as i16 - zx) as i32) * (t as i32);
                 }
             }
