@@ -1,12 +1,17 @@
-//! Integer vs f32 convolution on EfficientNet-Lite0 layer shapes, named
-//! `int/<engine>/<layer>`: `cpu-int` (packed 4-bit weights, `u8` codes, i16 GEMM with i32
-//! accumulation, requantization to codes included), `cpu-f32` (`engine::cpu::conv2d`, the
-//! engine's f32 path in this build), `cpu-sgemm` (im2col + `matrixmultiply::sgemm`, the fast
-//! f32 baseline), and on the GPU `gpu-int` (`conv_int`) vs `gpu-f32` (`conv2d`) on the 1×1
-//! shapes at batch 16 (GPU time; see `benches/gpu.rs`). Figures from lavapipe (a CPU
-//! rasteriser) make no GPU performance claim; the adapter is printed first. `cpu-acc` and
-//! `cpu-epi` split `cpu-int` into the integer accumulation and the requantization epilogue.
-//! `PTQ4_BENCH_QUICK=1`: short run.
+//! Integer vs f32 on EfficientNet-Lite0.
+//!
+//! Whole model, `int/model/<exec>/b<batch>` (images/s as criterion throughput), batch 16 and
+//! 1 interleaved in one run: `cpu-int` (deploy W4A4 plan, data-free, `IntModel::forward` with
+//! the integer kernels) vs `cpu-f32` (the FP32 model through `engine::forward`).
+//!
+//! Per layer, `int/<engine>/<layer>` at batch 1: `cpu-int` (the model's path: NHWC `u8`
+//! codes, weights packed once, VNNI/AVX2/portable GEMM or the depthwise kernel, fused
+//! requantization to codes), `cpu-acc` (`conv2d_acc`, the NCHW entry point: transposes and
+//! raw accumulators), `cpu-f32` (`engine::cpu::conv2d`, the engine's f32 path in this
+//! build), `cpu-sgemm` (im2col + `matrixmultiply::sgemm`, the fast f32 baseline), and on the
+//! GPU `gpu-int` (`conv_int`) vs `gpu-f32` (`conv2d`) on the 1×1 shapes at batch 16 (GPU
+//! time; see `benches/gpu.rs`). Figures from lavapipe (a CPU rasteriser) make no GPU
+//! performance claim; the adapter is printed first. `PTQ4_BENCH_QUICK=1`: short run.
 
 mod common;
 
@@ -16,12 +21,15 @@ use std::time::Duration;
 
 use std::hint::black_box;
 
-use criterion::Criterion;
-use ptq4::engine::cpu::int::{conv2d_acc, PackedWeights, QTensor};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use ptq4::engine::cpu::int::{conv2d_acc, epi, transpose, CpuLayer, Isa, PackedWeights, QTensor};
 use ptq4::engine::gpu::conv_int::{conv_int_encode, pack_nhwc, GpuIntLayer};
 use ptq4::engine::gpu::{buffers, conv2d, GpuContext};
+use ptq4::engine::intexec::{Exec, IntModel};
 use ptq4::engine::requant::Epilogue;
-use ptq4::graph::{Activation, Conv2d};
+use ptq4::graph::{passes, Activation, Conv2d};
+use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
+use ptq4::quant::plan::make_plan;
 use ptq4::quant::QParams;
 use ptq4::tensor::Tensor;
 
@@ -56,6 +64,8 @@ fn layers() -> Vec<(&'static str, Conv2d, usize)> {
 
 struct Layer {
     x: QTensor,
+    /// The input codes channel-minor, as the integer model holds them.
+    x_nhwc: Vec<u8>,
     xf: Tensor,
     w: PackedWeights,
     wf: Tensor,
@@ -92,6 +102,7 @@ fn make(cv: &Conv2d, n: usize, hw: usize) -> Layer {
     let out = QParams::from_range(0.0, 6.0, 4).unwrap();
     let ep = Epilogue::new(&scales, None, xp.scale, &bias, cv.act, Some(out));
     Layer {
+        x_nhwc: transpose(&xc, n, cv.in_channels, hw * hw),
         x: QTensor {
             shape: xf.shape.clone(),
             codes: xc,
@@ -104,14 +115,74 @@ fn make(cv: &Conv2d, n: usize, hw: usize) -> Layer {
     }
 }
 
-/// The integer layer: accumulators, then the shared requantization to codes.
-fn run_int(l: &Layer, cv: &Conv2d) -> Vec<u8> {
-    let acc: Vec<f32> = conv2d_acc(&l.x, &l.w, cv)
-        .unwrap()
-        .into_iter()
-        .map(|a| a as f32)
-        .collect();
-    l.ep.codes(&acc, None, acc.len() / (l.x.shape[0] * cv.out_channels))
+/// The integer layer as the model runs it: NHWC codes in, requantized NHWC codes out.
+fn run_int(l: &Layer, cl: &CpuLayer, isa: Isa, hw: usize) -> Vec<u8> {
+    let cv = &cl.conv;
+    let (oh, ow) = cv.out_hw(hw, hw).unwrap();
+    let n = l.x.shape[0];
+    let mut out = vec![0u8; n * oh * ow * cv.out_channels];
+    let sink = |a: &[i32], a2: Option<&[i32]>, o: &mut [u8]| epi::codes_rows(isa, &l.ep, a, a2, o);
+    let dims = (n, hw, hw);
+    cl.run(
+        isa,
+        true,
+        &l.x_nhwc,
+        dims,
+        l.x.params.zero_point,
+        (oh, ow),
+        &mut out,
+        &sink,
+    );
+    out
+}
+
+/// Lite0 deploy W4A4 (data-free plan) and the prepared FP32 graph.
+fn lite0() -> Option<(IntModel, ptq4::Graph)> {
+    let m = match ptq4::io::fetch::fetch_one("efficientnet-lite0", false) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP whole-model int bench: {e}");
+            return None;
+        }
+    };
+    let raw = ptq4::io::model::load_graph(&m).ok()?;
+    let mut g = raw.clone();
+    passes::prepare(&mut g).ok()?;
+    let cfg = QuantConfig {
+        protocol: Protocol::Deploy,
+        ..QuantConfig::default()
+    };
+    let pts = quant_points(&g, &cfg);
+    let cal = ptq4::calib::data_free(&raw, &g, &pts).ok()?;
+    let plan = make_plan(&g, &cfg, &pts, &cal.stats, &cal.means, &cal.source).ok()?;
+    Some((IntModel::new(&g, &plan).ok()?, g))
+}
+
+fn whole_model(c: &mut Criterion) {
+    let Some((m, g)) = lite0() else { return };
+    eprintln!("integer kernels: {:?}", Isa::detect());
+    let mut group = c.benchmark_group("int/model");
+    for batch in [16usize, 1] {
+        let shape = [batch, 3, 224, 224];
+        let x = Tensor {
+            shape: shape.to_vec(),
+            data: (0..shape.iter().product::<usize>())
+                .map(|i| ((i % 255) as f32 - 127.0) / 128.0)
+                .collect(),
+        };
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(
+            BenchmarkId::new("cpu-int", format!("b{batch}")),
+            &x,
+            |b, x| b.iter(|| m.forward(x, Exec::Int).map(|y| y.data[0])),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("cpu-f32", format!("b{batch}")),
+            &x,
+            |b, x| b.iter(|| ptq4::engine::forward(&g, x.clone()).map(|y| y.data[0])),
+        );
+    }
+    group.finish();
 }
 
 /// im2col + sgemm per image and group (f32 baseline).
@@ -178,21 +249,16 @@ fn main() {
     } else {
         c.sample_size(10).measurement_time(Duration::from_secs(3))
     };
+    whole_model(&mut c);
+    let isa = Isa::detect();
     for (name, cv, hw) in layers() {
         let l = make(&cv, 1, hw);
+        let cl = CpuLayer::new(&cv, &l.w, None);
         c.bench_function(&format!("int/cpu-int/{name}"), |b| {
-            b.iter(|| black_box(run_int(&l, &cv)))
+            b.iter(|| black_box(run_int(&l, &cl, isa, hw)))
         });
         c.bench_function(&format!("int/cpu-acc/{name}"), |b| {
             b.iter(|| black_box(conv2d_acc(&l.x, &l.w, &cv).unwrap()))
-        });
-        let accf: Vec<f32> = conv2d_acc(&l.x, &l.w, &cv)
-            .unwrap()
-            .into_iter()
-            .map(|a| a as f32)
-            .collect();
-        c.bench_function(&format!("int/cpu-epi/{name}"), |b| {
-            b.iter(|| black_box(l.ep.codes(&accf, None, accf.len() / cv.out_channels)))
         });
         c.bench_function(&format!("int/cpu-sgemm/{name}"), |b| {
             b.iter(|| black_box(run_sgemm(&l, &cv)))

@@ -33,6 +33,11 @@ proptest! {
         let (codes, params) = rand_weights(c.out_channels, k, true, &mut seed);
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let got = int::conv2d_acc(&x, &packed, &c).unwrap();
+        // Every instruction set of this CPU, in parallel and on one thread, agrees.
+        for (i, isa) in int::Isa::available().into_iter().enumerate() {
+            let other = int::conv2d_acc_with(isa, i % 2 == 1, &x, &packed, &c).unwrap();
+            prop_assert_eq!(&other, &got, "{:?}", isa);
+        }
         let simv = sim::conv2d_acc(&x, &codes, &params, &c).unwrap();
         let want = oracle_conv(&x, &codes, &params, &c);
         for ((&a, &s), &o) in got.iter().zip(&simv).zip(&want) {
@@ -58,6 +63,10 @@ proptest! {
         let (codes, params) = rand_weights(o, f, true, &mut seed);
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let got = int::linear_acc(&x, &packed).unwrap();
+        for (i, isa) in int::Isa::available().into_iter().enumerate() {
+            let other = int::linear_acc_with(isa, i % 2 == 0, &x, &packed).unwrap();
+            prop_assert_eq!(&other, &got, "{:?}", isa);
+        }
         let simv = sim::linear_acc(&x, &codes, &params).unwrap();
         for i in 0..n {
             for r in 0..o {
@@ -97,6 +106,17 @@ fn random_deploy_plan_int_equals_sim_on_small_graph() {
         let b = m.forward(&x, Exec::Sim).unwrap();
         assert_eq!(a.shape, vec![2, 5]);
         assert_eq!(a.data, b.data, "seed {seed0}");
+        // Every instruction set, on the batch (image-parallel) and on one image (kernels
+        // in parallel).
+        for isa in int::Isa::available() {
+            assert_eq!(m.forward_int(&x, isa).unwrap().data, b.data, "{isa:?}");
+            let x1 = Tensor {
+                shape: vec![1, 3, 10, 12],
+                data: x.data[..3 * 10 * 12].to_vec(),
+            };
+            let one = m.forward_int(&x1, isa).unwrap();
+            assert_eq!(one.data[..], b.data[..5], "{isa:?} one image");
+        }
         assert!(a.data.iter().all(|v| v.is_finite()));
     }
 }

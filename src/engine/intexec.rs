@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::engine::cpu::int::{self, PackedWeights, QTensor};
+use crate::engine::cpu::int::{self, CpuLayer, Isa, PackedWeights, QTensor};
 use crate::engine::requant::{add_codes, gap_code, Epilogue};
 use crate::engine::sim;
 use crate::error::{Error, Result};
@@ -68,6 +68,8 @@ pub struct IntModel {
     pub input_shape: Vec<usize>,
     pub steps: Vec<Step>,
     pub output: String,
+    /// Per step: the layer's weights packed for the CPU integer kernels.
+    pub cpu: Vec<Option<CpuLayer>>,
 }
 
 fn per_tensor(plan: &Plan, value: &str) -> Result<QParams> {
@@ -144,16 +146,40 @@ impl IntModel {
                 out,
             });
         }
+        let cpu = steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Layer(l) => {
+                    let c = l
+                        .conv
+                        .clone()
+                        .unwrap_or_else(|| int::layer::linear_as_conv(&l.w));
+                    Some(CpuLayer::new(&c, &l.w, l.w2.as_ref()))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(IntModel {
             input,
             input_shape: g.input_shape.clone(),
             steps,
             output: g.output.clone(),
+            cpu,
         })
     }
 
     /// Quantizes an f32 NCHW batch with the input quantizer.
     pub fn quantize_input(&self, x: &Tensor) -> Result<QTensor> {
+        self.check_input(x)?;
+        Ok(QTensor {
+            shape: x.shape.clone(),
+            codes: x.data.iter().map(|&v| self.input.quantize(v)).collect(),
+            params: self.input,
+        })
+    }
+
+    /// The error of [`IntModel::quantize_input`] for a batch of the wrong shape.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
@@ -165,15 +191,14 @@ impl IntModel {
                 actual: x.shape.clone(),
             });
         }
-        Ok(QTensor {
-            shape: x.shape.clone(),
-            codes: x.data.iter().map(|&v| self.input.quantize(v)).collect(),
-            params: self.input,
-        })
+        Ok(())
     }
 
     /// Runs the model on an f32 NCHW batch and returns the f32 logits.
     pub fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor> {
+        if exec == Exec::Int {
+            return self.forward_int(x, Isa::detect());
+        }
         let mut values: HashMap<&str, QTensor> = HashMap::new();
         values.insert(Graph::INPUT, self.quantize_input(x)?);
         let mut remaining = self.reader_counts();

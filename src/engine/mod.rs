@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod exec;
 pub mod gpu;
 pub mod intexec;
+mod intfwd;
 pub mod layout;
 pub mod requant;
 pub mod sim;

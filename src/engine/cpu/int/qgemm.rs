@@ -1,0 +1,406 @@
+//! Integer GEMM on `u8` activation rows and `i8` weights, exact `i32` results:
+//! `out[r, c] = Σ_k (a[c, k] − z_w'[c]) · (x[r, k] − z_x)` over the real k < K.
+//!
+//! Layouts: the activation matrix is `rows × K4` bytes with row stride `lda` (K4 = K rounded
+//! up to 4; bytes past K are never read as products because their weights are 0). Weights are
+//! packed once ([`QWeights`]) into blocks of [`NR`] = 16 output channels, each block
+//! `[K4/4][16][4]` `i8`: per k-quad, 16 channels × 4 consecutive k — one 512-bit register,
+//! the `b` operand of AVX-512 VNNI `vpdpbusd` (u8 × i8, four products summed per `i32`
+//! lane) with the row's 4 bytes broadcast as `a`. A channel whose centred weights
+//! (q_s − z_s) fit `i8` stores them (z_w' = 0); a wider one (8-bit asymmetric) stores q_s and
+//! z_w' = z_s. Zero points are exact corrections of the raw sum S = Σ a·x:
+//! `out = S − z_x·Σ_k a[c, k] − z_w'[c]·(Σ_{k<K} x[r, k] − K·z_x)`. Every operation is
+//! wrapping `i32`; the true result fits `i32` (`IntModel` checks), so it is exact.
+//! Kernels: VNNI (8 rows × 32 channels of `zmm` accumulators), AVX2 (`vpmaddwd` on `i16`
+//! widened operands, 4 rows × 8 channels), portable (scalar) — all on the same packing.
+
+// The AVX-512 intrinsics are stable from Rust 1.89 (the toolchain here is newer than the
+// crate's declared 1.85 MSRV; they are only reached after run-time detection).
+#![allow(clippy::incompatible_msrv)]
+
+use super::isa::Isa;
+
+/// Output channels per packed block.
+pub const NR: usize = 16;
+/// Rows of a micro-tile.
+const MR: usize = 8;
+/// Widest micro-tile, in channels.
+const TN: usize = 2 * NR;
+
+/// Weights of one GEMM (one conv group) packed for the kernels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QWeights {
+    pub cout: usize,
+    /// Real reduction length.
+    pub k: usize,
+    /// K4 / 4.
+    pub kq: usize,
+    /// `ceil(cout / 16)` blocks of `kq · 64` bytes.
+    pub packed: Vec<i8>,
+    /// Σ_k a[c, k].
+    pub rowsum: Vec<i32>,
+    /// z_w' per channel.
+    pub off: Vec<i32>,
+    pub any_off: bool,
+}
+
+impl QWeights {
+    /// Packs `cout` channels of length `k`: `centred(c, dst)` writes the centred weights
+    /// (q_s − z_s) of channel `c` into `dst[..k]` in GEMM order; `zero[c]` is z_s.
+    pub fn new(
+        cout: usize,
+        k: usize,
+        mut centred: impl FnMut(usize, &mut [i32]),
+        zero: &[i32],
+    ) -> Self {
+        let kq = k.div_ceil(4);
+        let blocks = cout.div_ceil(NR);
+        let mut packed = vec![0i8; blocks * kq * 64];
+        let (mut rowsum, mut off) = (vec![0i32; cout], vec![0i32; cout]);
+        let mut row = vec![0i32; k];
+        for c in 0..cout {
+            centred(c, &mut row);
+            let fits = row.iter().all(|&v| (-128..=127).contains(&v));
+            if !fits {
+                // q_s = (q_s − z_s) + z_s lies in [−128, 127] for codes of at most 8 bits.
+                off[c] = zero[c];
+                row.iter_mut().for_each(|v| *v += zero[c]);
+            }
+            let (b, j) = (c / NR, c % NR);
+            for (kk, &v) in row.iter().enumerate() {
+                packed[(b * kq + kk / 4) * 64 + j * 4 + kk % 4] = v as i8;
+            }
+            rowsum[c] = row.iter().sum();
+        }
+        let any_off = off.iter().any(|&o| o != 0);
+        QWeights {
+            cout,
+            k,
+            kq,
+            packed,
+            rowsum,
+            off,
+            any_off,
+        }
+    }
+
+    /// Bytes of an activation row the kernels read (K4).
+    pub fn k4(&self) -> usize {
+        self.kq * 4
+    }
+}
+
+/// `out[r·ldc + c]` for rows `0..rows`, channels `0..cout` (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    isa: Isa,
+    x: &[u8],
+    lda: usize,
+    rows: usize,
+    w: &QWeights,
+    zx: i32,
+    out: &mut [i32],
+    ldc: usize,
+) {
+    if rows == 0 || w.cout == 0 {
+        return;
+    }
+    let k4 = w.k4();
+    assert!(lda >= k4 && x.len() >= (rows - 1) * lda + k4);
+    assert!(ldc >= w.cout && out.len() >= (rows - 1) * ldc + w.cout);
+    let blocks = w.cout.div_ceil(NR);
+    let bstride = w.kq * 64;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Vnni && !w.any_off {
+        // Accumulators start at the correction −z_x·Σa and go straight to `out`.
+        let mut corr = vec![0i32; blocks * NR];
+        for (d, &r) in corr.iter_mut().zip(&w.rowsum) {
+            *d = zx.wrapping_mul(r).wrapping_neg();
+        }
+        for r0 in (0..rows).step_by(MR) {
+            let mr = MR.min(rows - r0);
+            let rp: [*const u8; MR] =
+                std::array::from_fn(|i| x[(r0 + i.min(mr - 1)) * lda..][..k4].as_ptr());
+            let mut b = 0;
+            while b < blocks {
+                let nb = if b + 1 < blocks { 2 } else { 1 };
+                let c0 = b * NR;
+                let cn = (nb * NR).min(w.cout - c0);
+                let o = out[r0 * ldc + c0..].as_mut_ptr();
+                let (wp, cp) = (w.packed[b * bstride..].as_ptr(), corr[c0..].as_ptr());
+                // SAFETY: VNNI was detected; rows hold k4 bytes, blocks b..b+nb lie inside
+                // `packed` and `corr`, and rows r0..r0+mr, columns c0..c0+cn of `out` lie
+                // inside it (asserted above: out.len() ≥ (rows−1)·ldc + cout).
+                unsafe {
+                    if nb == 2 {
+                        tile_vnni_direct::<2>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                    } else {
+                        tile_vnni_direct::<1>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                    }
+                }
+                b += nb;
+            }
+        }
+        return;
+    }
+    let mut tile = [[0i32; TN]; MR];
+    let mut colsum = [0i32; MR];
+    let kz = (w.k as i32).wrapping_mul(zx);
+    for r0 in (0..rows).step_by(MR) {
+        let mr = MR.min(rows - r0);
+        // Rows past the end repeat the last row (computed, never stored).
+        let rp: [&[u8]; MR] = std::array::from_fn(|i| &x[(r0 + i.min(mr - 1)) * lda..][..k4]);
+        if w.any_off {
+            for (s, r) in colsum.iter_mut().zip(&rp) {
+                *s = r[..w.k]
+                    .iter()
+                    .fold(0i32, |a, &v| a.wrapping_add(v as i32))
+                    .wrapping_sub(kz);
+            }
+        }
+        let mut b = 0;
+        while b < blocks {
+            let nb = if b + 1 < blocks { 2 } else { 1 };
+            let wb = &w.packed[b * bstride..(b + nb) * bstride];
+            run_tile(isa, &rp, wb, w.kq, nb, &mut tile);
+            let c0 = b * NR;
+            let cn = (nb * NR).min(w.cout - c0);
+            for (i, t) in tile.iter().enumerate().take(mr) {
+                let o = &mut out[(r0 + i) * ldc + c0..][..cn];
+                let (rs, of) = (&w.rowsum[c0..c0 + cn], &w.off[c0..c0 + cn]);
+                let cs = colsum[i];
+                for (((d, &s), &rsum), &z) in o.iter_mut().zip(&t[..cn]).zip(rs).zip(of) {
+                    *d = s
+                        .wrapping_sub(zx.wrapping_mul(rsum))
+                        .wrapping_sub(z.wrapping_mul(cs));
+                }
+            }
+            b += nb;
+        }
+    }
+}
+
+/// Raw sums of one tile: `tile[i][j] = Σ_k x_i[k] · a[j, k]` for `nb` blocks.
+fn run_tile(
+    isa: Isa,
+    rp: &[&[u8]; MR],
+    wb: &[i8],
+    kq: usize,
+    nb: usize,
+    tile: &mut [[i32; TN]; MR],
+) {
+    assert!(wb.len() >= nb * kq * 64 && rp.iter().all(|r| r.len() >= kq * 4));
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ptrs: [*const u8; MR] = std::array::from_fn(|i| rp[i].as_ptr());
+        match isa {
+            // SAFETY: the ISA was detected (`Isa::available`), and the asserts above bound
+            // every read: kq quads per row, nb blocks of kq·64 bytes.
+            Isa::Vnni if nb == 2 => return unsafe { tile_vnni::<2>(&ptrs, wb.as_ptr(), kq, tile) },
+            // SAFETY: as above.
+            Isa::Vnni => return unsafe { tile_vnni::<1>(&ptrs, wb.as_ptr(), kq, tile) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { tile_avx2(&ptrs, wb.as_ptr(), kq, nb, tile) },
+            Isa::Portable => {}
+        }
+    }
+    tile_portable(rp, wb, kq, nb, tile);
+}
+
+fn tile_portable(rp: &[&[u8]; MR], wb: &[i8], kq: usize, nb: usize, tile: &mut [[i32; TN]; MR]) {
+    for (t, r) in tile.iter_mut().zip(rp) {
+        for b in 0..nb {
+            for j in 0..NR {
+                let mut s = 0i32;
+                for q in 0..kq {
+                    let wq = &wb[(b * kq + q) * 64 + j * 4..][..4];
+                    for (&xv, &wv) in r[q * 4..q * 4 + 4].iter().zip(wq) {
+                        s = s.wrapping_add(xv as i32 * wv as i32);
+                    }
+                }
+                t[b * NR + j] = s;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512vnni,avx512vl,avx512bw,avx512f")]
+unsafe fn tile_vnni<const NB: usize>(
+    rp: &[*const u8; MR],
+    w: *const i8,
+    kq: usize,
+    tile: &mut [[i32; TN]; MR],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_si512(); NB]; MR];
+    for q in 0..kq {
+        let mut wv = [_mm512_setzero_si512(); NB];
+        for (b, v) in wv.iter_mut().enumerate() {
+            // SAFETY: block b, quad q lies inside the nb·kq·64 bytes checked by the caller.
+            *v = unsafe { _mm512_loadu_si512(w.add((b * kq + q) * 64) as *const _) };
+        }
+        for (a, &r) in acc.iter_mut().zip(rp) {
+            // SAFETY: each row holds kq·4 bytes (checked by the caller).
+            let xv = _mm512_set1_epi32(unsafe { (r.add(4 * q) as *const i32).read_unaligned() });
+            for (ab, &wb) in a.iter_mut().zip(&wv) {
+                *ab = _mm512_dpbusd_epi32(*ab, xv, wb);
+            }
+        }
+    }
+    for (t, a) in tile.iter_mut().zip(&acc) {
+        for (b, &v) in a.iter().enumerate() {
+            // SAFETY: t holds TN ≥ NB·16 i32.
+            unsafe { _mm512_storeu_si512(t.as_mut_ptr().add(b * NR) as *mut _, v) };
+        }
+    }
+}
+
+/// The VNNI tile with accumulators starting at `corr` and masked stores of `mr` rows and
+/// `cn` columns to `out` (row stride `ldc`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512vnni,avx512vl,avx512bw,avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_vnni_direct<const NB: usize>(
+    rp: &[*const u8; MR],
+    w: *const i8,
+    kq: usize,
+    corr: *const i32,
+    out: *mut i32,
+    ldc: usize,
+    mr: usize,
+    cn: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut init = [_mm512_setzero_si512(); NB];
+    for (b, v) in init.iter_mut().enumerate() {
+        // SAFETY: corr holds NB·16 values from here (caller).
+        *v = unsafe { _mm512_loadu_si512(corr.add(b * NR) as *const _) };
+    }
+    let mut acc = [init; MR];
+    for q in 0..kq {
+        let mut wv = [_mm512_setzero_si512(); NB];
+        for (b, v) in wv.iter_mut().enumerate() {
+            // SAFETY: block b, quad q lies inside the packed weights (caller).
+            *v = unsafe { _mm512_loadu_si512(w.add((b * kq + q) * 64) as *const _) };
+        }
+        for (a, &r) in acc.iter_mut().zip(rp) {
+            // SAFETY: each row holds kq·4 bytes (caller).
+            let xv = _mm512_set1_epi32(unsafe { (r.add(4 * q) as *const i32).read_unaligned() });
+            for (ab, &wb) in a.iter_mut().zip(&wv) {
+                *ab = _mm512_dpbusd_epi32(*ab, xv, wb);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate().take(mr) {
+        for (b, &v) in a.iter().enumerate() {
+            let left = cn.saturating_sub(b * NR).min(NR);
+            let k: __mmask16 = if left == NR {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            };
+            // SAFETY: only the `left` valid columns of row i are written (caller's bounds).
+            unsafe { _mm512_mask_storeu_epi32(out.add(i * ldc + b * NR) as *mut _, k, v) };
+        }
+    }
+}
+
+/// AVX2: per k-quad and 4 channels, the 16 `i8` weights widen to `i16` (`[c][k0..k3]`);
+/// `vpmaddwd` with the row's 4 codes (as `i16`, repeated) gives per channel the sums of
+/// k0,k1 and of k2,k3, added at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(
+    rp: &[*const u8; MR],
+    w: *const i8,
+    kq: usize,
+    nb: usize,
+    tile: &mut [[i32; TN]; MR],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = 4;
+    for b in 0..nb {
+        for half in 0..2 {
+            for r0 in (0..MR).step_by(R) {
+                // acc[i][v]: row r0+i, channels 4v..4v+3 of this half-block, as pair sums.
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                for q in 0..kq {
+                    // SAFETY: 32 bytes at block b, quad q, half `half` lie inside the block.
+                    let p = unsafe { w.add((b * kq + q) * 64 + half * 32) };
+                    let w0 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p as *const _) });
+                    let w1 =
+                        _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.add(16) as *const _) });
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: each row holds kq·4 bytes.
+                        let x4 = unsafe { (rp[r0 + i].add(4 * q) as *const i32).read_unaligned() };
+                        let x16 = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(x4));
+                        let xv = _mm256_broadcastq_epi64(x16);
+                        a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(w0, xv));
+                        a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(w1, xv));
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    let mut s = [0i32; 16];
+                    // SAFETY: s holds 16 i32.
+                    unsafe {
+                        _mm256_storeu_si256(s.as_mut_ptr() as *mut _, a[0]);
+                        _mm256_storeu_si256(s.as_mut_ptr().add(8) as *mut _, a[1]);
+                    }
+                    let t = &mut tile[r0 + i][b * NR + half * 8..][..8];
+                    for (j, d) in t.iter_mut().enumerate() {
+                        *d = s[2 * j].wrapping_add(s[2 * j + 1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_isas_match_naive_with_both_zero_point_forms() {
+        let mut seed = 17u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as u32 % m) as i32
+        };
+        for (rows, k, cout) in [(1, 1, 1), (9, 7, 33), (17, 40, 16), (8, 13, 50)] {
+            let zero: Vec<i32> = (0..cout).map(|_| next(256) - 128).collect();
+            // Channel c: centred values, wide (up to ±255) on odd channels.
+            let cen: Vec<i32> = (0..cout * k)
+                .map(|i| {
+                    let c = i / k;
+                    let q = next(256) - 128; // q_s in i8
+                    if c % 2 == 1 {
+                        q - zero[c]
+                    } else {
+                        next(31) - 15
+                    }
+                })
+                .collect();
+            let x: Vec<u8> = (0..rows * (k + 5)).map(|_| next(256) as u8).collect();
+            let zx = next(256);
+            let w = QWeights::new(cout, k, |c, d| d.copy_from_slice(&cen[c * k..][..k]), &zero);
+            for isa in Isa::available() {
+                let mut out = vec![0i32; rows * (cout + 3)];
+                gemm(isa, &x, k + 5, rows, &w, zx, &mut out, cout + 3);
+                for r in 0..rows {
+                    for c in 0..cout {
+                        let want: i64 = (0..k)
+                            .map(|j| {
+                                cen[c * k + j] as i64 * (x[r * (k + 5) + j] as i64 - zx as i64)
+                            })
+                            .sum();
+                        assert_eq!(out[r * (cout + 3) + c] as i64, want, "{isa:?} {r} {c}");
+                    }
+                }
+            }
+        }
+    }
+}

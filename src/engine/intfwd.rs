@@ -1,0 +1,332 @@
+//! `IntModel::forward` with the integer kernels ([`Exec::Int`](super::intexec::Exec)):
+//! values are channel-minor (NHWC) `u8` code maps between layers, layer weights were packed
+//! once when the model was bound ([`CpuLayer`]), and every layer finishes with the shared
+//! requantization rule on its exact accumulators (`cpu::int::epi`), so codes and logits equal
+//! the exact simulation bit for bit.
+//!
+//! Batches of several images run every step up to the first linear layer image by image,
+//! one image per rayon task (kernels on one thread: no fork-join per small kernel, and an
+//! image's activations stay in cache); the remaining steps (the classifier) run on the whole
+//! batch. A single image runs every kernel in parallel instead.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
+use crate::engine::intexec::{IntModel, StepKind};
+use crate::engine::requant::{add_codes, gap_code};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::quant::QParams;
+use crate::tensor::Tensor;
+
+/// An NHWC code map of `n` images.
+#[derive(Clone, Debug)]
+struct Map {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    codes: Vec<u8>,
+    params: QParams,
+}
+
+enum Value {
+    Map(Map),
+    Logits(Tensor),
+}
+
+impl IntModel {
+    /// Runs the integer kernels with instruction set `isa` (tests force each one).
+    pub fn forward_int(&self, x: &Tensor, isa: Isa) -> Result<Tensor> {
+        self.forward_int_profiled(x, isa).map(|(t, _)| t)
+    }
+
+    /// [`IntModel::forward_int`], also returning the seconds spent in each step (summed over
+    /// the images of a batch, so CPU time in the image-parallel part).
+    pub fn forward_int_profiled(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
+        self.check_input(x)?;
+        let mut times = vec![0.0; self.steps.len()];
+        let n = x.shape[0];
+        let cut = if n > 1 {
+            self.steps
+                .iter()
+                .position(|s| matches!(&s.kind, StepKind::Layer(l) if l.conv.is_none()))
+                .unwrap_or(self.steps.len())
+        } else {
+            0
+        };
+        let readers = self.reader_counts();
+        let mut values: HashMap<&str, Map> = HashMap::new();
+        let mut remaining = readers.clone();
+        if cut > 0 {
+            let per: Vec<(HashMap<&str, Value>, Vec<f64>)> = (0..n)
+                .into_par_iter()
+                .map(|i| {
+                    let mut v = HashMap::new();
+                    v.insert(Graph::INPUT, Value::Map(self.input_map(x, i, i + 1, isa)));
+                    let mut rem = readers.clone();
+                    let mut t = vec![0.0; self.steps.len()];
+                    self.run_steps(0..cut, &mut v, &mut rem, isa, false, &mut t)?;
+                    Ok((v, t))
+                })
+                .collect::<Result<_>>()?;
+            for s in &self.steps[..cut] {
+                for i in &s.inputs {
+                    if let Some(r) = remaining.get_mut(i.as_str()) {
+                        *r -= 1;
+                    }
+                }
+            }
+            let mut merged: HashMap<&str, Value> = HashMap::new();
+            for (img, t) in per {
+                times.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+                for (k, v) in img {
+                    match (merged.get_mut(k), v) {
+                        (None, v) => {
+                            merged.insert(k, v);
+                        }
+                        (Some(Value::Map(m)), Value::Map(v)) => {
+                            m.n += v.n;
+                            m.codes.extend_from_slice(&v.codes);
+                        }
+                        (Some(Value::Logits(t)), Value::Logits(v)) => {
+                            t.shape[0] += v.shape[0];
+                            t.data.extend_from_slice(&v.data);
+                        }
+                        _ => return Err(Error::Engine(format!("value {k} changed kind"))),
+                    }
+                }
+            }
+            if let Some(Value::Logits(t)) = merged.remove(self.output.as_str()) {
+                return Ok((t, times));
+            }
+            for (k, v) in merged {
+                if let Value::Map(m) = v {
+                    values.insert(k, m);
+                }
+            }
+        } else {
+            values.insert(Graph::INPUT, self.input_map(x, 0, n, isa));
+        }
+        let mut v: HashMap<&str, Value> = values
+            .into_iter()
+            .map(|(k, m)| (k, Value::Map(m)))
+            .collect();
+        let range = cut..self.steps.len();
+        self.run_steps(range, &mut v, &mut remaining, isa, cut == 0, &mut times)?;
+        match v.remove(self.output.as_str()) {
+            Some(Value::Logits(t)) => Ok((t, times)),
+            _ => Err(Error::Engine(format!(
+                "output {} was not produced",
+                self.output
+            ))),
+        }
+    }
+
+    /// Images `i0..i1` of `x`, quantized, as an NHWC map.
+    fn input_map(&self, x: &Tensor, i0: usize, i1: usize, isa: Isa) -> Map {
+        let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+        let p = self.input;
+        let len = (i1 - i0) * c * h * w;
+        let mut planar = vec![0u8; len];
+        epi::quantize_slice(isa, &p, &x.data[i0 * c * h * w..][..len], &mut planar);
+        Map {
+            n: i1 - i0,
+            h,
+            w,
+            c,
+            codes: transpose(&planar, i1 - i0, c, h * w),
+            params: p,
+        }
+    }
+
+    fn run_steps<'s>(
+        &'s self,
+        range: std::ops::Range<usize>,
+        values: &mut HashMap<&'s str, Value>,
+        remaining: &mut HashMap<&'s str, usize>,
+        isa: Isa,
+        par: bool,
+        times: &mut [f64],
+    ) -> Result<()> {
+        for si in range {
+            let t0 = std::time::Instant::now();
+            let s = &self.steps[si];
+            let ins: Vec<&Map> = s
+                .inputs
+                .iter()
+                .map(|i| match values.get(i.as_str()) {
+                    Some(Value::Map(m)) => Ok(m),
+                    _ => Err(Error::Engine(format!("value {i} is not available"))),
+                })
+                .collect::<Result<_>>()?;
+            let y = match &s.kind {
+                StepKind::Layer(l) => {
+                    let cl = self.cpu[si]
+                        .as_ref()
+                        .ok_or_else(|| Error::Engine(format!("layer {} not packed", s.name)))?;
+                    layer(cl, &l.ep, ins[0], isa, par, l.conv.is_none())?
+                }
+                StepKind::Add => Value::Map(add(&ins, s.out)?),
+                StepKind::GlobalAvgPool => Value::Map(gap(ins[0], s.out)?),
+                StepKind::Flatten => Value::Map(flatten(ins[0])),
+            };
+            for i in &s.inputs {
+                if let Some(r) = remaining.get_mut(i.as_str()) {
+                    *r -= 1;
+                    if *r == 0 {
+                        values.remove(i.as_str());
+                    }
+                }
+            }
+            values.insert(s.name.as_str(), y);
+            times[si] += t0.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+}
+
+fn layer(
+    cl: &CpuLayer,
+    ep: &crate::engine::requant::Epilogue,
+    x: &Map,
+    isa: Isa,
+    par: bool,
+    linear: bool,
+) -> Result<Value> {
+    let c = &cl.conv;
+    let flat;
+    let x = if linear && x.h * x.w > 1 {
+        flat = flatten(x);
+        &flat
+    } else {
+        x
+    };
+    if x.c * x.h * x.w != c.in_channels * if linear { 1 } else { x.h * x.w } {
+        return Err(Error::Engine(format!(
+            "integer layer: input {}×{}×{} does not match {c:?}",
+            x.h, x.w, x.c
+        )));
+    }
+    let (oh, ow) = crate::engine::cpu::int::conv_out_hw(c, x.h, x.w)?;
+    let co = c.out_channels;
+    let len = x.n * oh * ow * co;
+    let dims = (x.n, x.h, x.w);
+    let zx = x.params.zero_point;
+    match ep.out {
+        Some(q) => {
+            let mut codes = vec![0u8; len];
+            let sink =
+                |a: &[i32], a2: Option<&[i32]>, o: &mut [u8]| epi::codes_rows(isa, ep, a, a2, o);
+            cl.run(isa, par, &x.codes, dims, zx, (oh, ow), &mut codes, &sink);
+            Ok(Value::Map(Map {
+                n: x.n,
+                h: oh,
+                w: ow,
+                c: co,
+                codes,
+                params: q,
+            }))
+        }
+        None => {
+            let mut reals = vec![0f32; len];
+            let sink = |a: &[i32], a2: Option<&[i32]>, o: &mut [f32]| epi::reals_rows(ep, a, a2, o);
+            cl.run(isa, par, &x.codes, dims, zx, (oh, ow), &mut reals, &sink);
+            let shape = if linear {
+                vec![x.n, co]
+            } else {
+                vec![x.n, co, oh, ow]
+            };
+            Tensor::from_vec(&shape, transpose(&reals, x.n, oh * ow, co)).map(Value::Logits)
+        }
+    }
+}
+
+/// NCHW flattening order: `[n, c·h·w]` as a 1×1 map.
+fn flatten(x: &Map) -> Map {
+    let codes = if x.h * x.w > 1 {
+        transpose(&x.codes, x.n, x.h * x.w, x.c)
+    } else {
+        x.codes.clone()
+    };
+    Map {
+        n: x.n,
+        h: 1,
+        w: 1,
+        c: x.c * x.h * x.w,
+        codes,
+        params: x.params,
+    }
+}
+
+/// Residual add; two inputs of at most 8-bit codes go through a table of every code pair
+/// (each entry computed by the shared rule, so identical) when that is smaller than the map.
+fn add(ins: &[&Map], out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("add without an output quantizer".into()))?;
+    let a = ins[0];
+    if ins
+        .iter()
+        .any(|t| (t.n, t.h, t.w, t.c) != (a.n, a.h, a.w, a.c))
+    {
+        return Err(Error::Engine("integer add: input shapes differ".into()));
+    }
+    let len = a.codes.len();
+    let codes = match ins {
+        [a, b] if ((a.params.qmax() + 1) * (b.params.qmax() + 1)) as usize <= len => {
+            let nb = b.params.qmax() as usize + 1;
+            let table: Vec<u8> = (0..(a.params.qmax() as usize + 1) * nb)
+                .map(|i| {
+                    let (qa, qb) = ((i / nb) as u8, (i % nb) as u8);
+                    add_codes([(a.params, qa), (b.params, qb)], &out)
+                })
+                .collect();
+            a.codes
+                .iter()
+                .zip(&b.codes)
+                .map(|(&qa, &qb)| table[qa as usize * nb + qb as usize])
+                .collect()
+        }
+        _ => (0..len)
+            .map(|i| add_codes(ins.iter().map(|t| (t.params, t.codes[i])), &out))
+            .collect(),
+    };
+    Ok(Map {
+        n: a.n,
+        h: a.h,
+        w: a.w,
+        c: a.c,
+        codes,
+        params: out,
+    })
+}
+
+/// Global average pooling of an NHWC map (exact integer sums per channel).
+fn gap(x: &Map, out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+    let (hw, c) = (x.h * x.w, x.c);
+    let z = x.params.zero_point as i64;
+    let mut codes = Vec::with_capacity(x.n * c);
+    let mut sums = vec![0i64; c];
+    for img in x.codes.chunks_exact(hw * c) {
+        sums.fill(0);
+        for px in img.chunks_exact(c) {
+            for (s, &q) in sums.iter_mut().zip(px) {
+                *s += q as i64;
+            }
+        }
+        codes.extend(
+            sums.iter()
+                .map(|&s| gap_code(&x.params, s - z * hw as i64, hw, &out)),
+        );
+    }
+    Ok(Map {
+        n: x.n,
+        h: 1,
+        w: 1,
+        c,
+        codes,
+        params: out,
+    })
+}
