@@ -259,7 +259,7 @@ impl PoolCase {
             &[self.n, self.c, self.hw[0], self.hw[1]],
             self.seed,
             scale_of(self.scale),
-            self.seed % 2 == 0,
+            self.seed.is_multiple_of(2),
         )
     }
 }

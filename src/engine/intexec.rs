@@ -214,7 +214,7 @@ impl IntModel {
                 .collect::<Result<_>>()?;
             let y = match &s.kind {
                 StepKind::Layer(l) => {
-                    let (acc, acc2, shape) = layer_acc(l, ins[0], exec)?;
+                    let (acc, acc2, shape) = sim_acc(l, ins[0])?;
                     let Some(out) = s.out else {
                         return logits(l, &acc, acc2.as_deref(), shape);
                     };
@@ -315,8 +315,9 @@ fn bind_layer(
 
 type Acc = (Vec<f32>, Option<Vec<f32>>, Vec<usize>);
 
-/// Accumulators of a layer as f32 values (exact integers, correctly rounded), and the shape.
-fn layer_acc(l: &IntLayer, x: &QTensor, exec: Exec) -> Result<Acc> {
+/// The simulation's accumulators of a layer as f32 values (exact integers, correctly
+/// rounded), and the shape.
+fn sim_acc(l: &IntLayer, x: &QTensor) -> Result<Acc> {
     let n = x.shape[0];
     let shape = match &l.conv {
         Some(c) => {
@@ -326,28 +327,15 @@ fn layer_acc(l: &IntLayer, x: &QTensor, exec: Exec) -> Result<Acc> {
         }
         None => vec![n, l.w.cout],
     };
-    let to_f = |v: Vec<i32>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
     let second = l.plan.second.as_ref();
-    let (acc, acc2) = match (exec, &l.conv) {
-        (Exec::Int, Some(c)) => (
-            to_f(int::conv2d_acc(x, &l.w, c)?),
-            l.w2.as_ref()
-                .map(|w2| int::conv2d_acc(x, w2, c).map(to_f))
-                .transpose()?,
-        ),
-        (Exec::Int, None) => (
-            to_f(int::linear_acc(x, &l.w)?),
-            l.w2.as_ref()
-                .map(|w2| int::linear_acc(x, w2).map(to_f))
-                .transpose()?,
-        ),
-        (Exec::Sim, Some(c)) => (
+    let (acc, acc2) = match &l.conv {
+        Some(c) => (
             sim::conv2d_acc(x, &l.plan.codes, &l.plan.params, c)?,
             second
                 .map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c))
                 .transpose()?,
         ),
-        (Exec::Sim, None) => (
+        None => (
             sim::linear_acc(x, &l.plan.codes, &l.plan.params)?,
             second
                 .map(|(p2, c2)| sim::linear_acc(x, c2, p2))

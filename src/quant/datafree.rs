@@ -137,9 +137,9 @@ pub fn conv_moments(
     bias: Option<&[f32]>,
 ) -> Result<Vec<Moments>> {
     let cin = input.len();
-    let ok = groups > 0 && cout > 0 && cin % groups == 0 && cout % groups == 0;
+    let ok = groups > 0 && cout > 0 && cin.is_multiple_of(groups) && cout.is_multiple_of(groups);
     let ipg = if ok { cin / groups } else { 0 };
-    if !ok || ipg == 0 || w.is_empty() || w.len() % (cout * ipg) != 0 {
+    if !ok || ipg == 0 || w.is_empty() || !w.len().is_multiple_of(cout * ipg) {
         return Err(Error::Quant(format!(
             "{} weights do not form a conv of {cin} → {cout} channels in {groups} groups",
             w.len()

@@ -70,7 +70,7 @@ pub fn unpack_i4(packed: &[u8], n: usize) -> Result<Vec<i8>> {
 }
 
 fn check_rows(n: usize, rows: usize) -> Result<usize> {
-    if rows == 0 || n % rows != 0 {
+    if rows == 0 || !n.is_multiple_of(rows) {
         return Err(Error::Quant(format!(
             "{n} codes do not split into {rows} rows"
         )));

@@ -215,7 +215,7 @@ pub fn minmax_per_tensor(x: &[f32], bits: u8) -> Result<QParams> {
 
 /// Splits a weight tensor into its `out_channels` contiguous rows (axis 0).
 pub fn weight_rows(w: &[f32], out_channels: usize) -> Result<std::slice::Chunks<'_, f32>> {
-    if out_channels == 0 || w.is_empty() || w.len() % out_channels != 0 {
+    if out_channels == 0 || w.is_empty() || !w.len().is_multiple_of(out_channels) {
         return Err(Error::Quant(format!(
             "{} weights do not split into {out_channels} output channels",
             w.len()
@@ -275,7 +275,7 @@ pub fn quantize_weights(w: &[f32], params: &[QParams]) -> Result<Vec<u8>> {
 
 /// Values of per-output-channel codes.
 pub fn dequantize_weights(codes: &[u8], params: &[QParams]) -> Result<Vec<f32>> {
-    if params.is_empty() || codes.len() % params.len() != 0 {
+    if params.is_empty() || !codes.len().is_multiple_of(params.len()) {
         return Err(Error::Quant(format!(
             "{} codes do not split into {} output channels",
             codes.len(),

@@ -146,7 +146,10 @@ pub fn conv2d_encode(
 }
 
 fn out_hw(c: &Conv2d, h: usize, w: usize) -> Result<(usize, usize)> {
-    if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+    if c.groups == 0
+        || !c.in_channels.is_multiple_of(c.groups)
+        || !c.out_channels.is_multiple_of(c.groups)
+    {
         return Err(Error::Engine(format!(
             "conv2d: groups {} must divide {} and {}",
             c.groups, c.in_channels, c.out_channels

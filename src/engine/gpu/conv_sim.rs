@@ -169,7 +169,7 @@ fn upload_tensor(
     x: &QParams,
     co: usize,
 ) -> Result<SimTensor> {
-    if params.len() != co || codes.len() % co.max(1) != 0 {
+    if params.len() != co || !codes.len().is_multiple_of(co.max(1)) {
         return Err(Error::Gpu("sim layer: inconsistent weight tensors".into()));
     }
     let k = codes.len() / co.max(1);

@@ -79,7 +79,7 @@ impl PlaneMoments {
 }
 
 fn check(what: &str, x: &[f32], hw: usize) -> Result<usize> {
-    if hw == 0 || x.is_empty() || x.len() % hw != 0 {
+    if hw == 0 || x.is_empty() || !x.len().is_multiple_of(hw) {
         return Err(Error::Engine(format!(
             "{what}: {} values do not split into planes of {hw}",
             x.len()

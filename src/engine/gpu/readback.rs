@@ -24,7 +24,7 @@ impl Readback {
         src: &wgpu::Buffer,
         bytes: u64,
     ) -> Result<usize> {
-        if bytes > src.size() || bytes % wgpu::COPY_BUFFER_ALIGNMENT != 0 {
+        if bytes > src.size() || !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
             return Err(Error::Gpu(format!(
                 "readback of {bytes} bytes from a {}-byte buffer",
                 src.size()

@@ -35,7 +35,10 @@ impl QTensor {
 
 /// Output size of `c` on an `h × w` input, or an error naming the shapes.
 pub fn conv_out_hw(c: &Conv2d, h: usize, w: usize) -> Result<(usize, usize)> {
-    if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+    if c.groups == 0
+        || !c.in_channels.is_multiple_of(c.groups)
+        || !c.out_channels.is_multiple_of(c.groups)
+    {
         return Err(Error::Engine(format!(
             "conv: groups {} must divide {} and {}",
             c.groups, c.in_channels, c.out_channels

@@ -7,7 +7,6 @@
 
 // The AVX-512 intrinsics are stable from Rust 1.89 (the toolchain here is newer than the
 // crate's declared 1.85 MSRV; they are only reached after run-time detection).
-#![allow(clippy::incompatible_msrv)]
 
 use super::isa::Isa;
 use crate::engine::requant::Epilogue;

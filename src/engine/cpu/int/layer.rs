@@ -92,7 +92,7 @@ impl CpuLayer {
             && c.stride == [1, 1]
             && c.padding == [0; 4]
             && c.groups == 1
-            && c.in_channels % 4 == 0
+            && c.in_channels.is_multiple_of(4)
     }
 
     /// Runs on `n` images of `h × w × C` codes (zero point `zx`) into `out`

@@ -37,7 +37,7 @@ impl PackedWeights {
     /// Packs unsigned per-channel codes (weight layout, `params.len()` equal rows).
     pub fn new(codes: &[u8], params: &[QParams]) -> Result<Self> {
         let cout = params.len();
-        if cout == 0 || codes.is_empty() || codes.len() % cout != 0 {
+        if cout == 0 || codes.is_empty() || !codes.len().is_multiple_of(cout) {
             return Err(Error::Quant(format!(
                 "{} weight codes do not split into {cout} output channels",
                 codes.len()
