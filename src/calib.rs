@@ -59,6 +59,7 @@ fn layer_inputs(g: &Graph) -> BTreeSet<String> {
 }
 
 struct CalibHook<'a> {
+    precise: bool,
     pass: u8,
     acc: BTreeMap<String, StatsAccumulator>,
     mean_of: &'a BTreeSet<String>,
@@ -96,6 +97,9 @@ impl CalibHook<'_> {
 impl Hook for CalibHook<'_> {
     fn wants_pre_activation(&self) -> bool {
         true
+    }
+    fn precise(&self) -> bool {
+        self.precise
     }
     fn input(&mut self, x: &mut Tensor) -> Result<()> {
         self.feed(Graph::INPUT, x)?;
@@ -236,6 +240,7 @@ fn calibrate_cpu(
 ) -> Result<Calibration> {
     let (acc, mean_of) = accumulators(g, points)?;
     let mut hook = CalibHook {
+        precise: std::env::var("PTQ4_CALIB_FAST").is_err(),
         pass: 1,
         acc,
         mean_of: &mean_of,

@@ -67,6 +67,7 @@ pub(crate) fn calibrate_gpu_with(
         }
     }
     let mut hook = CalibDevice {
+        precise: std::env::var("PTQ4_CALIB_FAST").is_err(),
         pass: 1,
         acc,
         mean_of,
@@ -116,6 +117,7 @@ struct Tables {
 }
 
 struct CalibDevice {
+    precise: bool,
     pass: u8,
     acc: BTreeMap<String, StatsAccumulator>,
     mean_of: BTreeSet<String>,
@@ -258,6 +260,9 @@ impl CalibDevice {
 impl DeviceHook for CalibDevice {
     fn wants_pre_activation(&self) -> bool {
         true
+    }
+    fn precise(&self) -> bool {
+        self.precise
     }
 
     fn observe(

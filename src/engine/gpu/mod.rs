@@ -19,6 +19,7 @@ pub mod mmse;
 pub mod moments;
 pub mod plane_stats;
 pub mod pool;
+pub mod precise;
 pub mod readback;
 
 pub use context::{GpuContext, Kernel, KernelSpec, Slot};
