@@ -22,7 +22,7 @@ const TIE_FRACTION: f64 = 5e-4;
 /// Uniform values around `offset` with a common scale, so sums of products cancel.
 fn offset_rand(shape: &[usize], offset: f32, seed: &mut u64) -> Tensor {
     let mut t = rand(shape, seed);
-    t.data.iter_mut().for_each(|v| *v = offset + *v);
+    t.data.iter_mut().for_each(|v| *v += offset);
     t
 }
 
@@ -41,7 +41,11 @@ fn assert_nearly_identical(what: &str, got: &[f32], want: &[f32]) -> usize {
         }
     }
     let frac = differ as f64 / got.len() as f64;
-    assert!(frac <= TIE_FRACTION, "{what}: {differ} of {} differ", got.len());
+    assert!(
+        frac <= TIE_FRACTION,
+        "{what}: {differ} of {} differ",
+        got.len()
+    );
     differ
 }
 
@@ -53,11 +57,11 @@ fn conv_f64(x: &Tensor, w: &Tensor, b: &[f32], c: &Conv2d) -> Vec<f32> {
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     let mut y = Vec::with_capacity(n * c.out_channels * oh * ow);
     for img in 0..n {
-        for o in 0..c.out_channels {
+        for (o, &bo) in b.iter().enumerate() {
             let g = o / cog;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut s = b[o] as f64;
+                    let mut s = bo as f64;
                     for i in 0..cig {
                         for ky in 0..kh {
                             for kx in 0..kw {

@@ -5,7 +5,9 @@
 //! buffers go to a [`BufferPool`] that later outputs reuse (fresh multi-MiB buffers cost a
 //! page fault per 4 KiB), and residual adds overwrite their dying first input.
 //!
-//! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors.
+//! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors; a
+//! hook whose [`Hook::precise`] is true (calibration) gets conv, linear and global average
+//! pooling from the precise kernels ([`cpu::precise`]) instead of the fast ones.
 //! [`forward`] (no hook) runs the leading nodes that touch large activations image by image
 //! (all of them for one image before the next, so the image's activations stay in cache;
 //! images run in parallel as rayon tasks, which removes a fork-join per small kernel call),

@@ -13,15 +13,19 @@
 //! these; inference keeps the fast kernels.
 //!
 //! Layouts as the fast kernels: x `[N, CI, H, W]`, w `[CO, CI/G, KH, KW]`, y
-//! `[N, CO, OH, OW]`; linear x `[N, IN]`, w `[OUT, IN]`. Conv: im2col per image and group
-//! in f64 and `matrixmultiply::dgemm` (its own threads) with C preset to the bias;
-//! depthwise: a direct f64 loop per plane on rayon.
+//! `[N, CO, OH, OW]`; linear x `[N, IN]`, w `[OUT, IN]`. Conv: per group, im2col of the
+//! whole batch in f64 (columns: image, then output pixel; a plain conversion for 1×1 convs)
+//! and one `matrixmultiply::dgemm` (its own threads) with C preset to the bias; depthwise:
+//! a direct f64 loop per plane on rayon.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Linear};
 use crate::tensor::Tensor;
+
+/// f64 elements of im2col and accumulator per GEMM (32 MiB).
+const CHUNK_ELEMS: usize = 4 << 20;
 
 /// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.
 fn dgemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], ldb: usize, c: &mut [f64]) {
@@ -92,25 +96,38 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
         (iy < h && ix < wd).then_some(iy * wd + ix)
     };
     if c.is_depthwise() {
-        let hw = h * wd;
+        // Each plane zero-padded in f64 once, then each tap added to a row of outputs
+        // (taps in (ky, kx) order; a padding tap adds w·0 = 0 exactly).
+        let [pt, pl, pb, pr] = c.padding;
+        let (ph, pw) = (h + pt + pb, wd + pl + pr);
+        let (sh, sw, dh, dw) = (c.stride[0], c.stride[1], c.dilation[0], c.dilation[1]);
         y.data
             .par_chunks_mut(ohw)
             .enumerate()
             .for_each(|(plane, out)| {
                 let ch = plane % co;
-                let xp = &x.data[plane * hw..(plane + 1) * hw];
+                let xp = &x.data[plane * h * wd..(plane + 1) * h * wd];
                 let wk = &w.data[ch * kh * kw..(ch + 1) * kh * kw];
-                for (o, v) in out.iter_mut().enumerate() {
-                    let (oy, ox) = (o / ow, o % ow);
-                    let mut acc = bias(ch);
+                let mut pad = vec![0f64; ph * pw];
+                for (iy, row) in xp.chunks(wd).enumerate() {
+                    let dst = &mut pad[(iy + pt) * pw + pl..(iy + pt) * pw + pl + wd];
+                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v as f64);
+                }
+                let mut acc = vec![0f64; ow];
+                for (oy, out_row) in out.chunks_mut(ow).enumerate() {
+                    acc.fill(bias(ch));
                     for ky in 0..kh {
+                        let row = &pad[(oy * sh + ky * dh) * pw..];
                         for kx in 0..kw {
-                            if let Some(i) = tap(oy, ox, ky, kx) {
-                                acc += wk[ky * kw + kx] as f64 * xp[i] as f64;
-                            }
+                            let wv = wk[ky * kw + kx] as f64;
+                            let taps = row[kx * dw..].iter().step_by(sw);
+                            acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
                         }
                     }
-                    *v = acc as f32;
+                    out_row
+                        .iter_mut()
+                        .zip(&acc)
+                        .for_each(|(d, &a)| *d = a as f32);
                 }
             });
         return Ok(y);
@@ -118,26 +135,42 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
     let (cig, cog) = (ci / c.groups, co / c.groups);
     let kdim = cig * kh * kw;
     let w64: Vec<f64> = w.data.iter().map(|&v| v as f64).collect();
-    let mut col = vec![0f64; kdim * ohw];
-    let mut acc = vec![0f64; cog * ohw];
-    for img in 0..n {
+    // One GEMM per group and chunk of images (columns: image, output pixel), the chunk
+    // bounded so the f64 operands stay around 32 MiB.
+    let per = (CHUNK_ELEMS / ((kdim + cog) * ohw).max(1)).clamp(1, n.max(1));
+    let pointwise = kh * kw == 1 && c.stride == [1, 1] && c.padding == [0; 4];
+    for i0 in (0..n).step_by(per) {
+        let nb = per.min(n - i0);
+        let cols = nb * ohw;
+        let mut col = vec![0f64; kdim * cols];
+        let mut acc = vec![0f64; cog * cols];
         for g in 0..c.groups {
-            let x0 = (img * ci + g * cig) * h * wd;
-            col.par_chunks_mut(ohw).enumerate().for_each(|(k, row)| {
-                let (ic, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
-                let plane = &x.data[x0 + ic * h * wd..x0 + (ic + 1) * h * wd];
-                for (o, v) in row.iter_mut().enumerate() {
-                    *v = tap(o / ow, o % ow, ky, kx).map_or(0.0, |i| plane[i] as f64);
+            col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
+                let (ic, ky, kx) = (g * cig + k / (kh * kw), (k / kw) % kh, k % kw);
+                for (j, seg) in row.chunks_mut(ohw).enumerate() {
+                    let p0 = ((i0 + j) * ci + ic) * h * wd;
+                    let plane = &x.data[p0..p0 + h * wd];
+                    if pointwise {
+                        seg.iter_mut().zip(plane).for_each(|(d, &v)| *d = v as f64);
+                        continue;
+                    }
+                    for (o, v) in seg.iter_mut().enumerate() {
+                        *v = tap(o / ow, o % ow, ky, kx).map_or(0.0, |i| plane[i] as f64);
+                    }
                 }
             });
-            for (m, row) in acc.chunks_mut(ohw).enumerate() {
+            for (m, row) in acc.chunks_mut(cols).enumerate() {
                 row.fill(bias(g * cog + m));
             }
             let wg = &w64[g * cog * kdim..(g + 1) * cog * kdim];
-            dgemm_acc(cog, kdim, ohw, wg, &col, ohw, &mut acc);
-            let y0 = (img * co + g * cog) * ohw;
-            for (d, s) in y.data[y0..y0 + cog * ohw].iter_mut().zip(&acc) {
-                *d = *s as f32;
+            dgemm_acc(cog, kdim, cols, wg, &col, cols, &mut acc);
+            for (m, row) in acc.chunks(cols).enumerate() {
+                for (j, seg) in row.chunks(ohw).enumerate() {
+                    let y0 = ((i0 + j) * co + g * cog + m) * ohw;
+                    for (d, s) in y.data[y0..y0 + ohw].iter_mut().zip(seg) {
+                        *d = *s as f32;
+                    }
+                }
             }
         }
     }

@@ -79,11 +79,29 @@ pub fn conv2d_precise_encode(
         let outputs = n * c.out_channels * (params.oh * params.ow) as usize;
         params.total = u32_of("conv2d outputs", outputs)?;
         let groups = outputs.div_ceil(256) as u64;
-        launch(ctx, enc, "conv2d_precise_depthwise", act, 0, [x, w, b, y], &params, groups)
+        launch(
+            ctx,
+            enc,
+            "conv2d_precise_depthwise",
+            act,
+            0,
+            [x, w, b, y],
+            &params,
+            groups,
+        )
     } else {
         let groups = params.total as u64;
         let wg = 4 * 1024 * 4;
-        launch(ctx, enc, "conv2d_precise_gemm", act, wg, [x, w, b, y], &params, groups)
+        launch(
+            ctx,
+            enc,
+            "conv2d_precise_gemm",
+            act,
+            wg,
+            [x, w, b, y],
+            &params,
+            groups,
+        )
     }
 }
 
@@ -113,7 +131,16 @@ pub fn linear_precise_encode(
     };
     let groups = (n * o).div_ceil(256) as u64;
     let act = act_code(l.act);
-    launch(ctx, enc, "linear_precise", act, 0, [x, w, b, y], &params, groups)
+    launch(
+        ctx,
+        enc,
+        "linear_precise",
+        act,
+        0,
+        [x, w, b, y],
+        &params,
+        groups,
+    )
 }
 
 /// Records the precise mean of each of `planes` planes of `h × w` values of `x` into `y`.
@@ -136,5 +163,14 @@ pub fn global_avg_pool_precise_encode(
     u32_of("pool inputs", planes * h * w)?;
     // Bindings 1 and 2 (weights, bias) are unused here: bind x read-only in their place.
     let groups = planes.div_ceil(64) as u64;
-    launch(ctx, enc, "global_avg_pool_precise", 0.0, 0, [x, x, x, y], &params, groups)
+    launch(
+        ctx,
+        enc,
+        "global_avg_pool_precise",
+        0.0,
+        0,
+        [x, x, x, y],
+        &params,
+        groups,
+    )
 }
