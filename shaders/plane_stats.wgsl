@@ -5,7 +5,8 @@
 struct Params { planes: u32, hw: u32, channels: u32, _p0: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-// plane_abs_dev only: `channels` channel means, then the tensor mean.
+// plane_abs_dev only: `channels` channel means, then the tensor mean, each as an f32 head;
+// then the same `channels + 1` f32 tails (mean = head + tail to ~2^-48 relative).
 @group(0) @binding(1) var<storage, read> means: array<f32>;
 // plane_moments: 2 per plane, (sum d, sum d^2, min, max) and (pivot, 0, 0, 0), d = x - pivot.
 // plane_abs_dev: 1 per plane, (sum |x - mean_c|, sum |x - mean_t|, 0, 0).
@@ -65,14 +66,19 @@ fn plane_abs_dev(
     let plane = plane_of(wid, nwg);
     if plane >= p.planes { return; }
     let start = plane * p.hw;
-    let mc = means[plane % p.channels];
+    let c = plane % p.channels;
+    let mc = means[c];
     let mt = means[p.channels];
+    let mcl = means[p.channels + 1u + c];
+    let mtl = means[2u * p.channels + 1u];
     var dc = 0.0;
     var dt = 0.0;
+    // (x - head) - tail: a mean rounded to f32 would bias every |x - mean| the same way
+    // (up to 6e-8 |mean|, much of b when |mean| >> b).
     for (var i = li; i < p.hw; i += 256u) {
         let v = x[start + i];
-        dc += abs(v - mc);
-        dt += abs(v - mt);
+        dc += abs((v - mc) - mcl);
+        dt += abs((v - mt) - mtl);
     }
     red[li] = vec4(dc, dt, 0.0, 0.0);
     workgroupBarrier();

@@ -28,12 +28,16 @@ pub struct LayerDiff {
 /// Reads every node output back (appended chunk after chunk).
 #[derive(Default)]
 struct Collect {
+    precise: bool,
     pending: Vec<String>,
     rb: Readback,
     values: HashMap<String, Vec<f32>>,
 }
 
 impl DeviceHook for Collect {
+    fn precise(&self) -> bool {
+        self.precise
+    }
     fn observe(
         &mut self,
         ctx: &GpuContext,
@@ -61,11 +65,15 @@ impl DeviceHook for Collect {
 }
 
 struct Diff {
+    precise: bool,
     gpu: HashMap<String, Vec<f32>>,
     out: Vec<LayerDiff>,
 }
 
 impl Hook for Diff {
+    fn precise(&self) -> bool {
+        self.precise
+    }
     fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
         let g = self.gpu.remove(&node.name).ok_or_else(|| {
             Error::Engine(format!(
@@ -104,10 +112,25 @@ impl Hook for Diff {
 
 /// Runs `g` (prepared) on `x` on both backends; one [`LayerDiff`] per node, in graph order.
 pub fn compare(ctx: &GpuContext, g: &Graph, x: &Tensor) -> Result<Vec<LayerDiff>> {
+    compare_with(ctx, g, x, false)
+}
+
+/// [`compare`] with the calibration-precision kernels on both backends when `precise`
+/// (then every difference is a near-tie of an exact sum: zero almost everywhere).
+pub fn compare_with(
+    ctx: &GpuContext,
+    g: &Graph,
+    x: &Tensor,
+    precise: bool,
+) -> Result<Vec<LayerDiff>> {
     let gg = GpuGraph::new(ctx, g)?;
-    let mut collect = Collect::default();
+    let mut collect = Collect {
+        precise,
+        ..Collect::default()
+    };
     gg.run(x, &[], &mut collect)?;
     let mut diff = Diff {
+        precise,
         gpu: collect.values,
         out: Vec::new(),
     };

@@ -5,7 +5,9 @@
 //! buffers go to a [`BufferPool`] that later outputs reuse (fresh multi-MiB buffers cost a
 //! page fault per 4 KiB), and residual adds overwrite their dying first input.
 //!
-//! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors.
+//! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors; a
+//! hook whose [`Hook::precise`] is true (calibration) gets conv, linear and global average
+//! pooling from the precise kernels ([`cpu::precise`]) instead of the fast ones.
 //! [`forward`] (no hook) runs the leading nodes that touch large activations image by image
 //! (all of them for one image before the next, so the image's activations stay in cache;
 //! images run in parallel as rayon tasks, which removes a fork-join per small kernel call),
@@ -30,6 +32,12 @@ pub trait Hook {
     /// Whether [`Hook::pre_activation`] is wanted (calibration measures pre-activation tensors);
     /// costs one extra pass over fused conv/linear outputs.
     fn wants_pre_activation(&self) -> bool {
+        false
+    }
+    /// Whether conv, linear and global average pooling run the calibration-precision
+    /// kernels ([`cpu::precise`]: nearly correctly rounded f32 of the exact sums, the
+    /// values the GPU's precise kernels give too) instead of the fast ones.
+    fn precise(&self) -> bool {
         false
     }
     /// The graph input batch, before any node reads it.
@@ -233,16 +241,19 @@ struct Executor<'g, 'h> {
     g: &'g Graph,
     hook: &'h mut dyn Hook,
     pre: bool,
+    precise: bool,
     pool: BufferPool,
 }
 
 impl<'g, 'h> Executor<'g, 'h> {
     fn new(g: &'g Graph, hook: &'h mut dyn Hook) -> Self {
         let pre = hook.wants_pre_activation();
+        let precise = hook.precise();
         Executor {
             g,
             hook,
             pre,
+            precise,
             pool: BufferPool::default(),
         }
     }
@@ -297,6 +308,27 @@ impl<'g, 'h> Executor<'g, 'h> {
         let g = self.g;
         let name = node.name.as_str();
         Ok(match &node.op {
+            Op::Conv2d(c) if self.precise => {
+                let w = g.param(name, "weight")?;
+                let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
+                let mut y = cpu::precise::conv2d(ins[0], w, b, c)?;
+                if self.pre {
+                    self.hook.pre_activation(node, &y)?;
+                }
+                apply_act(c.act, &mut y);
+                y
+            }
+            Op::Linear(l) if self.precise => {
+                let w = g.param(name, "weight")?;
+                let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
+                let mut y = cpu::precise::linear(ins[0], w, b, l)?;
+                if self.pre {
+                    self.hook.pre_activation(node, &y)?;
+                }
+                apply_act(l.act, &mut y);
+                y
+            }
+            Op::GlobalAvgPool if self.precise => cpu::precise::global_avg_pool(ins[0])?,
             Op::Conv2d(c) => {
                 let w = g.param(name, "weight")?;
                 let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());

@@ -19,6 +19,7 @@ pub mod mmse;
 pub mod moments;
 mod plane;
 pub mod pool;
+pub mod precise;
 pub mod reference;
 
 pub use conv::{conv2d, conv2d_into};

@@ -2,14 +2,17 @@
 //! [`crate::calib::calibrate_batches`] on the CPU, with the statistics reduced where the
 //! activations live and only small partials read back.
 //!
-//! The graph runs as a [`GpuGraph`] with a [`DeviceHook`] that wants pre-activation values
+//! The graph runs as a [`GpuGraph`] with the precise conv/linear/pooling kernels
+//! ([`super::precise`], the twins of the CPU calibration's), so the activations equal the
+//! CPU's up to rare near-ties, with a [`DeviceHook`] that wants pre-activation values
 //! (conv/linear run without their fused activation, are observed, then the activation is
 //! applied on the device). For each quantization point (pre-activation for conv/linear,
 //! the output otherwise, the graph input as is) and chunk of images:
 //! - pass 1: `plane_moments` per (image, channel) plane → rows `[count, sum, sumsq, min,
 //!   max]` rebuilt in f64 ([`PlaneMoments::row`]), merged image by image in input order
 //!   with `merge_device_pass1` (the CPU adds the same planes in the same order);
-//! - pass 2: `plane_abs_dev` (Σ|x − mean_c|, Σ|x − mean_t| per plane, summed in f64 in
+//! - pass 2: `plane_abs_dev` (Σ|x − mean_c|, Σ|x − mean_t| per plane with the f64 means
+//!   as f32 head + tail, summed in f64 in
 //!   plane order) and the `histogram` kernel with the accumulator's own f32 binning
 //!   (`lo`, `inv_width`) per channel and for the whole tensor, merged with
 //!   `merge_device_pass2`. Counts equal the CPU's exactly; sums differ by f32 rounding.
@@ -26,7 +29,7 @@ use super::buffers;
 use super::context::GpuContext;
 use super::graph::{DeviceHook, GpuGraph, Seen};
 use super::histogram::histogram_encode;
-use super::plane_stats::{plane_abs_dev_encode, plane_moments_encode, PlaneMoments};
+use super::plane_stats::{plane_abs_dev_encode, plane_moments_encode, split_means, PlaneMoments};
 use super::readback::Readback;
 use crate::calib::{accumulators, finish, Calibration};
 use crate::engine::cpu::histogram::MAX_BINS;
@@ -108,7 +111,8 @@ enum Pending {
     },
 }
 
-/// Pass-2 inputs of one point: means `[m_c…, m_t]`, channel and tensor `(lo, inv_width)`.
+/// Pass-2 inputs of one point: means `[m_c…, m_t]` (heads, then tails: `split_means`),
+/// channel and tensor `(lo, inv_width)`.
 struct Tables {
     means: wgpu::Buffer,
     channel: wgpu::Buffer,
@@ -139,7 +143,6 @@ impl CalibDevice {
                 .frame
                 .as_ref()
                 .ok_or_else(|| Error::Quant(format!("{name}: pass 2 before begin_pass2")))?;
-            let means: Vec<f32> = frame.mean.iter().map(|&m| m as f32).collect();
             let table = |b: &[crate::quant::stats::Binning]| -> Vec<[f32; 2]> {
                 b.iter().map(|b| [b.lo, b.inv_width]).collect()
             };
@@ -147,7 +150,7 @@ impl CalibDevice {
             self.tables.insert(
                 name.clone(),
                 Tables {
-                    means: buffers::upload(ctx, "calib means", &means),
+                    means: buffers::upload(ctx, "calib means", &split_means(&frame.mean)),
                     channel: buffers::upload(ctx, "calib bins", &table(&frame.binning[..c])),
                     tensor: buffers::upload(ctx, "calib bins", &table(&frame.binning[c..])),
                 },
@@ -257,6 +260,10 @@ impl CalibDevice {
 
 impl DeviceHook for CalibDevice {
     fn wants_pre_activation(&self) -> bool {
+        true
+    }
+    /// The statistics must not depend on this backend's summation order (module docs).
+    fn precise(&self) -> bool {
         true
     }
 

@@ -82,6 +82,45 @@ pub fn conv2d_encode(
     (h, wd): (usize, usize),
     c: &Conv2d,
 ) -> Result<()> {
+    let (params, depthwise) = conv2d_params(x, w, b, y, n, (h, wd), c)?;
+    let total = params.total as usize;
+    let (oh, ow) = (params.oh as usize, params.ow as usize);
+    let constants = [("ACT", act_code(c.act))];
+    let kernel = ctx.kernel(&KernelSpec {
+        name: "conv2d",
+        source: SOURCE,
+        entry: if depthwise {
+            "conv2d_depthwise"
+        } else {
+            "conv2d_gemm"
+        },
+        slots: &SLOTS,
+        constants: &constants,
+        workgroup_bytes: if depthwise { 0 } else { 2 * 1024 * 4 },
+    })?;
+    let groups = if depthwise {
+        buffers::fold(ctx, (n * c.out_channels * oh * ow).div_ceil(256) as u64)?
+    } else {
+        buffers::fold(ctx, total as u64)?
+    };
+    let pbuf = buffers::uniform(ctx, "conv2d params", &params);
+    let bg = buffers::bind(ctx, &kernel, &[x, w, b, y, &pbuf])?;
+    buffers::dispatch(enc, &kernel, &bg, groups);
+    Ok(())
+}
+
+/// Checks the buffers of a convolution of `n` images of `h × w` and builds its uniform;
+/// also whether it is depthwise (shared with the calibration-precision kernels).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_params(
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+    (h, wd): (usize, usize),
+    c: &Conv2d,
+) -> Result<(Conv2dParams, bool)> {
     let (oh, ow) = out_hw(c, h, wd)?;
     let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
     buffers::check_len("conv2d x", x, n * c.in_channels * h * wd)?;
@@ -121,28 +160,7 @@ pub fn conv2d_encode(
         _pad: [0; 3],
     };
     u32_of("conv2d outputs", n * c.out_channels * oh * ow)?;
-    let constants = [("ACT", act_code(c.act))];
-    let kernel = ctx.kernel(&KernelSpec {
-        name: "conv2d",
-        source: SOURCE,
-        entry: if depthwise {
-            "conv2d_depthwise"
-        } else {
-            "conv2d_gemm"
-        },
-        slots: &SLOTS,
-        constants: &constants,
-        workgroup_bytes: if depthwise { 0 } else { 2 * 1024 * 4 },
-    })?;
-    let groups = if depthwise {
-        buffers::fold(ctx, (n * c.out_channels * oh * ow).div_ceil(256) as u64)?
-    } else {
-        buffers::fold(ctx, total as u64)?
-    };
-    let pbuf = buffers::uniform(ctx, "conv2d params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, w, b, y, &pbuf])?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    Ok((params, depthwise))
 }
 
 fn out_hw(c: &Conv2d, h: usize, w: usize) -> Result<(usize, usize)> {

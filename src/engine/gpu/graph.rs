@@ -16,7 +16,8 @@
 //!   exact arithmetic of `QParams::fake_quant` (the `fake_quant` kernel; per channel = axis 1).
 //! - A [`DeviceHook`] sees values as they are produced (input, pre-activation of conv/linear
 //!   outputs, node outputs), records its own reductions into the chunk's encoder, and reads
-//!   them back once the chunk is submitted: device calibration and `compare` use it.
+//!   them back once the chunk is submitted: device calibration and `compare` use it. A hook
+//!   may ask for the calibration-precision kernels (`DeviceHook::precise`).
 
 mod steps;
 
@@ -53,6 +54,12 @@ pub trait DeviceHook {
     /// Whether [`Seen::PreActivation`] values are wanted (costs one extra pointwise pass per
     /// conv/linear with a fused activation).
     fn wants_pre_activation(&self) -> bool {
+        false
+    }
+    /// Whether conv, linear and global average pooling run the calibration-precision
+    /// kernels ([`crate::engine::gpu::precise`], the twins of the CPU's) instead of the
+    /// fast ones.
+    fn precise(&self) -> bool {
         false
     }
     /// A value of the current chunk: `buf` holds `shape` (batch axis first, f32). Work is

@@ -20,6 +20,7 @@ pub mod mmse;
 pub mod moments;
 pub mod plane_stats;
 pub mod pool;
+pub mod precise;
 pub mod readback;
 pub mod sim_model;
 

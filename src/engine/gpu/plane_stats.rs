@@ -10,7 +10,10 @@
 //!   shift keeps Σd² accurate when |mean| ≫ σ; the host rebuilds
 //!   `sum = hw·p + Σd`, `sumsq = Σd² + 2p·Σd + hw·p²` in f64 ([`PlaneMoments::row`]).
 //! - `plane_abs_dev` (pass 2): `(Σ|x − m_c|, Σ|x − m_t|, 0, 0)` per plane, channel
-//!   `c = plane % channels`, means `[m_0 … m_{C−1}, m_t]` (f32) bound at 1.
+//!   `c = plane % channels`, means `[m_0 … m_{C−1}, m_t]` bound at 1 as f32 heads
+//!   followed by f32 tails (`m = head + tail`, [`split_means`]); each term is
+//!   `|(x − head) − tail|`, so the means are not rounded to f32 (that would shift every
+//!   deviation of a channel the same way: up to 6e-8·|m|, much of b when |m| ≫ b).
 //!
 //! Bindings: 0 x, 1 means → 2 out → 3 [`PlaneStatsParams`]. The CPU twins
 //! ([`plane_moments_cpu`], [`plane_abs_dev_cpu`]) compute the same quantities in f64: the
@@ -115,14 +118,14 @@ pub fn plane_moments_cpu(x: &[f32], hw: usize) -> Result<Vec<PlaneMoments>> {
 
 /// CPU twin of `plane_abs_dev`: per plane (Σ|x − m_c|, Σ|x − m_t|) in f64 with the f32
 /// means the kernel binds.
-pub fn plane_abs_dev_cpu(x: &[f32], hw: usize, means: &[f32]) -> Result<Vec<[f64; 2]>> {
+pub fn plane_abs_dev_cpu(x: &[f32], hw: usize, means: &[f64]) -> Result<Vec<[f64; 2]>> {
     check("plane_abs_dev", x, hw)?;
     let c = channels_of(means)?;
-    let mt = means[c] as f64;
+    let mt = means[c];
     Ok(x.chunks(hw)
         .enumerate()
         .map(|(i, pl)| {
-            let mc = means[i % c] as f64;
+            let mc = means[i % c];
             pl.iter().fold([0.0, 0.0], |[a, b], &v| {
                 [a + (v as f64 - mc).abs(), b + (v as f64 - mt).abs()]
             })
@@ -130,8 +133,18 @@ pub fn plane_abs_dev_cpu(x: &[f32], hw: usize, means: &[f32]) -> Result<Vec<[f64
         .collect())
 }
 
+/// The device layout of f64 means: all f32 heads, then all f32 tails (`m − head`).
+pub fn split_means(means: &[f64]) -> Vec<f32> {
+    let heads: Vec<f32> = means.iter().map(|&m| m as f32).collect();
+    let tails = means
+        .iter()
+        .zip(&heads)
+        .map(|(&m, &h)| (m - h as f64) as f32);
+    heads.iter().copied().chain(tails).collect()
+}
+
 /// `C` from the `C + 1` means (at least one channel).
-fn channels_of(means: &[f32]) -> Result<usize> {
+fn channels_of<T>(means: &[T]) -> Result<usize> {
     match means.len() {
         0 | 1 => Err(Error::Engine(format!(
             "plane_abs_dev: {} means; need the channel means and the tensor mean",
@@ -192,7 +205,7 @@ pub fn plane_abs_dev_encode(
     hw: usize,
 ) -> Result<()> {
     buffers::check_len("plane_abs_dev x", x, planes * hw)?;
-    buffers::check_len("plane_abs_dev means", means, channels + 1)?;
+    buffers::check_len("plane_abs_dev means", means, 2 * (channels + 1))?;
     buffers::check_len("plane_abs_dev out", out, 4 * planes)?;
     let params = PlaneStatsParams {
         planes: u32_of("planes", planes)?,
@@ -227,12 +240,12 @@ pub fn plane_abs_dev(
     ctx: &GpuContext,
     x: &[f32],
     hw: usize,
-    means: &[f32],
+    means: &[f64],
 ) -> Result<Vec<[f64; 2]>> {
     let planes = check("plane_abs_dev", x, hw)?;
     let channels = channels_of(means)?;
     let xb = buffers::upload(ctx, "plane_abs_dev x", x);
-    let mb = buffers::upload(ctx, "plane_abs_dev means", means);
+    let mb = buffers::upload(ctx, "plane_abs_dev means", &split_means(means));
     let out = buffers::filled(ctx, "plane_abs_dev out", 4 * planes, buffers::SENTINEL_F32);
     let mut enc = ctx.encoder("plane_abs_dev");
     plane_abs_dev_encode(ctx, &mut enc, &xb, &mb, &out, planes, channels, hw)?;

@@ -9,7 +9,10 @@ use crate::engine::gpu::conv2d::conv2d_encode;
 use crate::engine::gpu::eltwise::eltwise_encode;
 use crate::engine::gpu::fake_quant::fake_quant_encode;
 use crate::engine::gpu::linear::linear_encode;
-use crate::engine::gpu::pool::pool_encode;
+use crate::engine::gpu::pool::{pool_encode, PoolKind};
+use crate::engine::gpu::precise::{
+    conv2d_precise_encode, global_avg_pool_precise_encode, linear_precise_encode,
+};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 use crate::graph::{Activation, Conv2d, Linear};
@@ -86,6 +89,7 @@ impl GpuGraph<'_> {
         let (oc, ohw) = c_hw(&self.shapes[s.out]);
         let len = m * oc * ohw;
         let y = pool.take(ctx, len);
+        let precise = hook.precise();
         let act = match &s.step {
             Step::Conv { c, w, b } => {
                 let (h, wd) = (in_shape[1], in_shape[2]);
@@ -93,7 +97,11 @@ impl GpuGraph<'_> {
                     act: if pre { Activation::None } else { c.act },
                     ..c.clone()
                 };
-                conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                if precise {
+                    conv2d_precise_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                } else {
+                    conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                }
                 c.act
             }
             Step::Linear { l, w, b } => {
@@ -101,8 +109,17 @@ impl GpuGraph<'_> {
                     act: if pre { Activation::None } else { l.act },
                     ..l.clone()
                 };
-                linear_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
+                if precise {
+                    linear_precise_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
+                } else {
+                    linear_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
+                }
                 l.act
+            }
+            Step::Pool(PoolKind::GlobalAvg, _) if precise => {
+                let (h, wd) = (in_shape[1], in_shape[2]);
+                global_avg_pool_precise_encode(ctx, enc, ins[0], &y, m * oc, (h, wd))?;
+                return Ok(y);
             }
             Step::Pointwise { c, w, b } => {
                 conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (ohw, 1), c)?;

@@ -1,0 +1,213 @@
+//! Calibration-precision conv2d, linear and global average pooling: each output is
+//! `round_f32(b + Σ w·x)` of the sum of the f32 products accumulated in f64 (the product
+//! of two f32 is exact in f64; the f64 sum errs by at most K·2⁻⁵³·Σ|w·x|), rounded once.
+//! Global average pooling rounds the f64 sum of a plane to f32 and divides by the count
+//! in f32.
+//!
+//! These are the twins of `engine::gpu::precise`, which reaches the same values with
+//! compensated f32 arithmetic: both are (nearly) the correctly rounded exact result, so
+//! calibration sees the same activations on both backends, bit for bit except in rare
+//! near-ties, whatever order each backend sums in. The fast kernels round every partial
+//! sum to f32 in their own order; their results differ between backends by many ulps where
+//! a sum cancels. Calibration (`engine::exec` with a hook whose `precise()` is true) uses
+//! these; inference keeps the fast kernels.
+//!
+//! Layouts as the fast kernels: x `[N, CI, H, W]`, w `[CO, CI/G, KH, KW]`, y
+//! `[N, CO, OH, OW]`; linear x `[N, IN]`, w `[OUT, IN]`. Conv: per group, im2col of the
+//! whole batch in f64 (columns: image, then output pixel; a plain conversion for 1×1 convs)
+//! and one `matrixmultiply::dgemm` (its own threads) with C preset to the bias; depthwise:
+//! a direct f64 loop per plane on rayon.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::graph::{Conv2d, Linear};
+use crate::tensor::Tensor;
+
+/// f64 elements of im2col and accumulator per GEMM (32 MiB).
+const CHUNK_ELEMS: usize = 4 << 20;
+
+/// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.
+fn dgemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], ldb: usize, c: &mut [f64]) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+    // SAFETY: the assert keeps every index of A, B and C (row-major, unit column stride)
+    // inside its slice; C is exclusively borrowed.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            1.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn shape_err(what: &str, expected: Vec<usize>, actual: &[usize]) -> Error {
+    Error::Shape {
+        node: what.into(),
+        expected,
+        actual: actual.to_vec(),
+    }
+}
+
+/// Precise convolution without activation (module docs); `b` optional bias per CO.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<Tensor> {
+    let (n, ci, h, wd) = x.dims4()?;
+    if ci != c.in_channels || w.shape != c.weight_shape() || c.groups == 0 {
+        return Err(shape_err("conv2d", c.weight_shape(), &w.shape));
+    }
+    if c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+        return Err(Error::Engine(format!(
+            "conv2d: groups {} must divide {} and {}",
+            c.groups, c.in_channels, c.out_channels
+        )));
+    }
+    if b.is_some_and(|b| b.len() != c.out_channels) {
+        return Err(Error::Engine("conv2d: bias length differs from CO".into()));
+    }
+    let (oh, ow) = c
+        .out_hw(h, wd)
+        .ok_or_else(|| Error::Engine(format!("conv2d: window does not fit {h}×{wd}")))?;
+    let co = c.out_channels;
+    let bias = |o: usize| b.map_or(0.0, |b| b[o] as f64);
+    let mut y = Tensor::zeros(&[n, co, oh, ow]);
+    let ohw = oh * ow;
+    if ohw == 0 {
+        return Ok(y);
+    }
+    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+    // Input coordinate of output (oy, ox) and tap (ky, kx), None in the padding.
+    let tap = |oy: usize, ox: usize, ky: usize, kx: usize| -> Option<usize> {
+        let iy = (oy * c.stride[0] + ky * c.dilation[0]).checked_sub(c.padding[0])?;
+        let ix = (ox * c.stride[1] + kx * c.dilation[1]).checked_sub(c.padding[1])?;
+        (iy < h && ix < wd).then_some(iy * wd + ix)
+    };
+    if c.is_depthwise() {
+        // Each plane zero-padded in f64 once, then each tap added to a row of outputs
+        // (taps in (ky, kx) order; a padding tap adds w·0 = 0 exactly).
+        let [pt, pl, pb, pr] = c.padding;
+        let (ph, pw) = (h + pt + pb, wd + pl + pr);
+        let (sh, sw, dh, dw) = (c.stride[0], c.stride[1], c.dilation[0], c.dilation[1]);
+        y.data
+            .par_chunks_mut(ohw)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let ch = plane % co;
+                let xp = &x.data[plane * h * wd..(plane + 1) * h * wd];
+                let wk = &w.data[ch * kh * kw..(ch + 1) * kh * kw];
+                let mut pad = vec![0f64; ph * pw];
+                for (iy, row) in xp.chunks(wd).enumerate() {
+                    let dst = &mut pad[(iy + pt) * pw + pl..(iy + pt) * pw + pl + wd];
+                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v as f64);
+                }
+                let mut acc = vec![0f64; ow];
+                for (oy, out_row) in out.chunks_mut(ow).enumerate() {
+                    acc.fill(bias(ch));
+                    for ky in 0..kh {
+                        let row = &pad[(oy * sh + ky * dh) * pw..];
+                        for kx in 0..kw {
+                            let wv = wk[ky * kw + kx] as f64;
+                            let taps = row[kx * dw..].iter().step_by(sw);
+                            acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
+                        }
+                    }
+                    out_row
+                        .iter_mut()
+                        .zip(&acc)
+                        .for_each(|(d, &a)| *d = a as f32);
+                }
+            });
+        return Ok(y);
+    }
+    let (cig, cog) = (ci / c.groups, co / c.groups);
+    let kdim = cig * kh * kw;
+    let w64: Vec<f64> = w.data.iter().map(|&v| v as f64).collect();
+    // One GEMM per group and chunk of images (columns: image, output pixel), the chunk
+    // bounded so the f64 operands stay around 32 MiB.
+    let per = (CHUNK_ELEMS / ((kdim + cog) * ohw).max(1)).clamp(1, n.max(1));
+    let pointwise = kh * kw == 1 && c.stride == [1, 1] && c.padding == [0; 4];
+    for i0 in (0..n).step_by(per) {
+        let nb = per.min(n - i0);
+        let cols = nb * ohw;
+        let mut col = vec![0f64; kdim * cols];
+        let mut acc = vec![0f64; cog * cols];
+        for g in 0..c.groups {
+            col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
+                let (ic, ky, kx) = (g * cig + k / (kh * kw), (k / kw) % kh, k % kw);
+                for (j, seg) in row.chunks_mut(ohw).enumerate() {
+                    let p0 = ((i0 + j) * ci + ic) * h * wd;
+                    let plane = &x.data[p0..p0 + h * wd];
+                    if pointwise {
+                        seg.iter_mut().zip(plane).for_each(|(d, &v)| *d = v as f64);
+                        continue;
+                    }
+                    for (o, v) in seg.iter_mut().enumerate() {
+                        *v = tap(o / ow, o % ow, ky, kx).map_or(0.0, |i| plane[i] as f64);
+                    }
+                }
+            });
+            for (m, row) in acc.chunks_mut(cols).enumerate() {
+                row.fill(bias(g * cog + m));
+            }
+            let wg = &w64[g * cog * kdim..(g + 1) * cog * kdim];
+            dgemm_acc(cog, kdim, cols, wg, &col, cols, &mut acc);
+            for (m, row) in acc.chunks(cols).enumerate() {
+                for (j, seg) in row.chunks(ohw).enumerate() {
+                    let y0 = ((i0 + j) * co + g * cog + m) * ohw;
+                    for (d, s) in y.data[y0..y0 + ohw].iter_mut().zip(seg) {
+                        *d = *s as f32;
+                    }
+                }
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Precise `x·Wᵀ + b` without activation (module docs).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&[f32]>, l: &Linear) -> Result<Tensor> {
+    let n = x.shape.first().copied().unwrap_or(0);
+    let (k, o) = (l.in_features, l.out_features);
+    if x.numel() != n * k || w.shape != [o, k] || b.is_some_and(|b| b.len() != o) {
+        return Err(shape_err("linear", vec![n, k], &x.shape));
+    }
+    let x64: Vec<f64> = x.data.iter().map(|&v| v as f64).collect();
+    // Wᵀ as a row-major [k, o] operand.
+    let mut wt = vec![0f64; k * o];
+    for (r, row) in w.data.chunks(k.max(1)).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            wt[i * o + r] = v as f64;
+        }
+    }
+    let mut acc: Vec<f64> = (0..n * o)
+        .map(|i| b.map_or(0.0, |b| b[i % o] as f64))
+        .collect();
+    dgemm_acc(n, k, o, &x64, &wt, o, &mut acc);
+    Tensor::from_vec(&[n, o], acc.iter().map(|&v| v as f32).collect())
+}
+
+/// Precise global average pooling `[N, C, H, W] → [N, C, 1, 1]` (module docs).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let hw = h * w;
+    if hw == 0 {
+        return Ok(Tensor::zeros(&[n, c, 1, 1]));
+    }
+    let data = (x.data.chunks(hw))
+        .map(|p| p.iter().map(|&v| v as f64).sum::<f64>() as f32 / hw as f32)
+        .collect();
+    Tensor::from_vec(&[n, c, 1, 1], data)
+}
