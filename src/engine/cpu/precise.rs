@@ -69,7 +69,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
     if ci != c.in_channels || w.shape != c.weight_shape() || c.groups == 0 {
         return Err(shape_err("conv2d", c.weight_shape(), &w.shape));
     }
-    if c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+    if !c.in_channels.is_multiple_of(c.groups) || !c.out_channels.is_multiple_of(c.groups) {
         return Err(Error::Engine(format!(
             "conv2d: groups {} must divide {} and {}",
             c.groups, c.in_channels, c.out_channels
