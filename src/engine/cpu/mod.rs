@@ -18,6 +18,7 @@ pub mod linear;
 pub mod mmse;
 pub mod moments;
 mod plane;
+pub mod pointwise;
 pub mod pool;
 pub mod reference;
 
