@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::elementwise::{copy_bias_act, prepare_out};
+use super::plane::copy_short;
 use crate::graph::Activation;
 use crate::tensor::Tensor;
 
@@ -237,7 +238,10 @@ fn pack_b(
             while done < len {
                 let (s, l) = (c / NR, c % NR);
                 let run = (NR - l).min(len - done);
-                bp[s * kc * NR + k * NR + l..][..run].copy_from_slice(&src[done..done + run]);
+                copy_short(
+                    &mut bp[s * kc * NR + k * NR + l..][..run],
+                    &src[done..done + run],
+                );
                 c += run;
                 done += run;
             }
