@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::elementwise::{copy_bias_act, prepare_out};
+use super::elementwise::{apply_act, prepare_out};
 use super::plane::copy_short;
 use crate::graph::Activation;
 use crate::tensor::Tensor;
@@ -176,40 +176,104 @@ unsafe fn task(
     let ncp = strips.len() * NR;
     let nrows = rows.len();
     let panels = nrows.div_ceil(MR);
+    let bias = |o: usize| b.map_or(0.0, |b| b[o]);
+    if g.ci == 0 {
+        cbuf.clear();
+        cbuf.resize(panels * MR * ncp, 0.0);
+        for p in 0..panels {
+            // SAFETY: the caller's contract.
+            unsafe { scatter(cbuf, ncp, g, &rows, p, (j0, j0, j1), &bias, act, dst) };
+        }
+        return;
+    }
     cbuf.resize(panels * MR * ncp, 0.0);
     bp.resize(KC.min(g.ci) * ncp, 0.0);
-    if g.ci == 0 {
-        cbuf.fill(0.0);
-    }
+    let last_pc = (g.ci - 1) / KC * KC;
     for pc in (0..g.ci).step_by(KC) {
         let kc = KC.min(g.ci - pc);
+        let last = pc == last_pc;
         pack_b(&x.data, g, pc, kc, (j0, j1), ncp, bp);
         for s in 0..strips.len() {
             let bs = &bp[s * kc * NR..(s + 1) * kc * NR];
+            let jt = j0 + s * NR;
+            // A last-block tile of NR columns of one image goes straight to the output.
+            let direct = last && jt + NR <= j1 && jt % g.hw + NR <= g.hw;
             for p in 0..panels {
                 // Rows past the block repeat its last row; their results are never stored.
                 let a: [&[f32]; MR] = std::array::from_fn(|r| {
                     let o = (rows.start + p * MR + r).min(rows.end - 1);
                     &w[o * g.ci + pc..o * g.ci + pc + kc]
                 });
-                let c = &mut cbuf[p * MR * ncp + s * NR..];
-                micro(isa, kc, a, bs, c, ncp, pc > 0);
+                let ct = cbuf[p * MR * ncp + s * NR..].as_mut_ptr();
+                let src = (pc > 0).then_some((ct.cast_const(), ncp));
+                if direct && (p + 1) * MR <= nrows {
+                    let o0 = rows.start + p * MR;
+                    let (img, pix) = (jt / g.hw, jt % g.hw);
+                    // SAFETY: rows o0..o0 + MR of image `img`, pixels pix..pix + NR: inside
+                    // the output, owned by this task (caller's contract); the tile of `cbuf`
+                    // read as `src` holds MR rows of NR at stride ncp.
+                    unsafe {
+                        let d = dst.ptr().add((img * g.co + o0) * g.hw + pix);
+                        micro(isa, kc, a, bs, src, (d, g.hw));
+                        for r in 0..MR {
+                            let row = std::slice::from_raw_parts_mut(d.add(r * g.hw), NR);
+                            epilogue(row, bias(o0 + r), act);
+                        }
+                    }
+                } else {
+                    // SAFETY: the tile lies inside `cbuf` (panels·MR rows of ncp).
+                    unsafe { micro(isa, kc, a, bs, src, (ct, ncp)) };
+                    if last {
+                        let cols = (j0, jt, j1.min(jt + NR));
+                        // SAFETY: the caller's contract.
+                        unsafe { scatter(cbuf, ncp, g, &rows, p, cols, &bias, act, dst) };
+                    }
+                }
             }
         }
     }
-    for (r, o) in rows.clone().enumerate() {
-        let bias = b.map_or(0.0, |b| b[o]);
-        let src = &cbuf[r * ncp..r * ncp + (j1 - j0)];
-        let mut j = j0;
-        while j < j1 {
-            let (img, p) = (j / g.hw, j % g.hw);
-            let len = (g.hw - p).min(j1 - j);
-            // SAFETY: channel `o` of image `img`, pixels p..p+len: inside the output and
+}
+
+/// `v = act(v + bias)`: the one epilogue of both store paths, so that an output element's
+/// value does not depend on which path stored it.
+#[inline]
+fn epilogue(v: &mut [f32], bias: f32, act: Activation) {
+    v.iter_mut().for_each(|x| *x += bias);
+    apply_act(v, act);
+}
+
+/// Writes panel `p` of `cbuf` (rows `p·MR..` of the block), columns `c0..c1` of the virtual
+/// matrix, into the NCHW output with the epilogue; `cbuf`'s rows hold the columns from `jb`
+/// on.
+///
+/// # Safety
+/// As for [`task`]: those output elements belong to the calling task.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter(
+    cbuf: &[f32],
+    ncp: usize,
+    g: Geo,
+    rows: &std::ops::Range<usize>,
+    p: usize,
+    (jb, c0, c1): (usize, usize, usize),
+    bias: &dyn Fn(usize) -> f32,
+    act: Activation,
+    dst: SharedOut,
+) {
+    let r_end = rows.len().min((p + 1) * MR);
+    for r in p * MR..r_end {
+        let o = rows.start + r;
+        let mut j = c0;
+        while j < c1 {
+            let (img, px) = (j / g.hw, j % g.hw);
+            let len = (g.hw - px).min(c1 - j);
+            // SAFETY: channel `o` of image `img`, pixels px..px + len: inside the output and
             // owned by this task (caller's contract).
             let d = unsafe {
-                std::slice::from_raw_parts_mut(dst.ptr().add((img * g.co + o) * g.hw + p), len)
+                std::slice::from_raw_parts_mut(dst.ptr().add((img * g.co + o) * g.hw + px), len)
             };
-            copy_bias_act(d, &src[j - j0..j - j0 + len], bias, act);
+            d.copy_from_slice(&cbuf[r * ncp + (j - jb)..][..len]);
+            epilogue(d, bias(o), act);
             j += len;
         }
     }
@@ -257,23 +321,34 @@ fn pack_b(
     }
 }
 
-/// `C[r][l] (+)= Σ_k a[r][k] · b[k·NR + l]` for an `MR × NR` tile of `c` (row stride `ldc`);
-/// `acc` continues the chains from the values in `c`.
-fn micro(isa: Isa, kc: usize, a: [&[f32]; MR], b: &[f32], c: &mut [f32], ldc: usize, acc: bool) {
+/// `D[r][l] = S[r][l] + Σ_k a[r][k] · b[k·NR + l]` for an `MR × NR` tile, `S` = 0 without
+/// `src` (the FMA chains continue from `S`). `src` and `dst` are (pointer, row stride).
+///
+/// # Safety
+/// `src` (if any) must be valid for reading and `dst` for writing `MR` rows of `NR` at their
+/// strides; `dst` may equal `src`.
+unsafe fn micro(
+    isa: Isa,
+    kc: usize,
+    a: [&[f32]; MR],
+    b: &[f32],
+    src: Option<(*const f32, usize)>,
+    dst: (*mut f32, usize),
+) {
     assert!(b.len() >= kc * NR && a.iter().all(|r| r.len() >= kc));
-    assert!(c.len() >= (MR - 1) * ldc + NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma {
         // SAFETY: `Avx2Fma` is only chosen when the CPU has AVX2 and FMA (`Isa::detect`);
-        // the asserts above cover every access.
-        unsafe { micro_avx2(kc, a, b, c, ldc, acc) };
+        // the assert covers `a` and `b`, the caller `src` and `dst`.
+        unsafe { micro_avx2(kc, a, b, src, dst) };
         return;
     }
     let _ = isa;
     let mut t = [[0.0f32; NR]; MR];
-    if acc {
+    if let Some((sp, ld)) = src {
         for (r, tr) in t.iter_mut().enumerate() {
-            tr.copy_from_slice(&c[r * ldc..r * ldc + NR]);
+            // SAFETY: the caller's contract.
+            tr.copy_from_slice(unsafe { std::slice::from_raw_parts(sp.add(r * ld), NR) });
         }
     }
     for k in 0..kc {
@@ -285,8 +360,10 @@ fn micro(isa: Isa, kc: usize, a: [&[f32]; MR], b: &[f32], c: &mut [f32], ldc: us
             }
         }
     }
+    let (dp, ld) = dst;
     for (r, tr) in t.iter().enumerate() {
-        c[r * ldc..r * ldc + NR].copy_from_slice(tr);
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(dp.add(r * ld), NR).copy_from_slice(tr) };
     }
 }
 
@@ -294,21 +371,26 @@ fn micro(isa: Isa, kc: usize, a: [&[f32]; MR], b: &[f32], c: &mut [f32], ldc: us
 /// per reduction step.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; bounds as asserted by [`micro`].
+/// The CPU must have AVX2 and FMA; bounds as for [`micro`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(kc: usize, a: [&[f32]; MR], b: &[f32], c: &mut [f32], ldc: usize, acc: bool) {
+unsafe fn micro_avx2(
+    kc: usize,
+    a: [&[f32]; MR],
+    b: &[f32],
+    src: Option<(*const f32, usize)>,
+    (dp, ldd): (*mut f32, usize),
+) {
     use std::arch::x86_64::*;
-    let cp = c.as_mut_ptr();
     let bp = b.as_ptr();
     let ap: [*const f32; MR] = std::array::from_fn(|r| a[r].as_ptr());
-    // SAFETY (all blocks below): indices stay within the bounds `micro` asserted.
+    // SAFETY (all blocks below): indices stay within the bounds `micro` and its caller give.
     let mut t = [[_mm256_setzero_ps(); 2]; MR];
-    if acc {
+    if let Some((sp, lds)) = src {
         for (r, tr) in t.iter_mut().enumerate() {
             unsafe {
-                tr[0] = _mm256_loadu_ps(cp.add(r * ldc));
-                tr[1] = _mm256_loadu_ps(cp.add(r * ldc + 8));
+                tr[0] = _mm256_loadu_ps(sp.add(r * lds));
+                tr[1] = _mm256_loadu_ps(sp.add(r * lds + 8));
             }
         }
     }
@@ -327,8 +409,8 @@ unsafe fn micro_avx2(kc: usize, a: [&[f32]; MR], b: &[f32], c: &mut [f32], ldc: 
     }
     for (r, tr) in t.iter().enumerate() {
         unsafe {
-            _mm256_storeu_ps(cp.add(r * ldc), tr[0]);
-            _mm256_storeu_ps(cp.add(r * ldc + 8), tr[1]);
+            _mm256_storeu_ps(dp.add(r * ldd), tr[0]);
+            _mm256_storeu_ps(dp.add(r * ldd + 8), tr[1]);
         }
     }
 }
