@@ -4,7 +4,9 @@
 //! `y[n,o,y,x] = act(b[o] + Σ_{i,ky,kx} w[o,i,ky,kx] · Xpad[n, g·cig + i, y·sy + ky·dy, x·sx + kx·dx])`
 //!
 //! Dispatch: convolutions with one input channel per group (depthwise, with any channel
-//! multiplier) run the direct kernel in [`super::depthwise`]; everything else is
+//! multiplier) run the direct kernel in [`super::depthwise`]; single-group 1×1 stride-1
+//! unpadded ones with at least `PW_MIN_K` input channels run the batched GEMM of
+//! [`super::pointwise`]; everything else is
 //! `Y_g[cog, cols] = W_g[cog, cig·kh·kw] · B_g[cig·kh·kw, cols]` per group with
 //! `matrixmultiply::sgemm`, where `B` comes from [`super::im2col`] or, for 1×1 stride-1
 //! unpadded convolutions on large maps, is the input itself. Small maps batch several images

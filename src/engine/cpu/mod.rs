@@ -15,6 +15,7 @@ pub mod histogram;
 mod im2col;
 pub mod int;
 pub mod linear;
+mod microkernel;
 pub mod mmse;
 pub mod moments;
 mod plane;
