@@ -10,6 +10,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+use ptq4::engine::cpu::linear::linear_with;
+use ptq4::engine::cpu::pointwise::{self, Isa};
 use ptq4::engine::cpu::{self, reference};
 use ptq4::graph::{same_padding, Activation, Conv2d, Linear, Pool};
 use ptq4::Tensor;
@@ -138,6 +140,21 @@ impl ConvCase {
     }
 
     fn run(&self) {
+        self.check(cpu::conv2d);
+    }
+
+    /// The pointwise GEMM with each kernel build this CPU runs (1×1 cases only).
+    fn run_pointwise(&self) {
+        for isa in Isa::available() {
+            self.check(|x, w, b, c| {
+                let mut out = Tensor::zeros(&[1]);
+                pointwise::conv1x1_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
+                out
+            });
+        }
+    }
+
+    fn check(&self, conv: impl Fn(&Tensor, &Tensor, Option<&[f32]>, &Conv2d) -> Tensor) {
         let c = self.conv();
         let scale = scale_of(self.scale);
         let x = tensor(
@@ -150,7 +167,7 @@ impl ConvCase {
         let b = self
             .bias
             .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
-        let got = cpu::conv2d(&x, &w, b.as_deref(), &c);
+        let got = conv(&x, &w, b.as_deref(), &c);
         let want = reference::conv2d(&x, &w, b.as_deref(), &c);
         let lin = Conv2d {
             act: Activation::None,
@@ -206,6 +223,38 @@ fn large_k_case() -> impl Strategy<Value = ConvCase> {
         ];
         k
     })
+}
+
+/// Pointwise cases for the batched GEMM: reductions across several `KC = 256` blocks, row
+/// blocks not a multiple of the 6-row tile, columns straddling images and 16-column strips.
+fn pointwise_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (
+            1usize..=3,
+            prop_oneof![1usize..=40, 250usize..=530],
+            1usize..=40,
+        ),
+        [1usize..=13, 1usize..=13],
+        (any::<bool>(), 0u8..3, 0u8..3, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, cig, cog), hw, (bias, act, scale, const_channel, seed))| ConvCase {
+                n,
+                groups: 1,
+                cig,
+                cog,
+                hw,
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                padding: [0; 4],
+                bias,
+                act,
+                scale,
+                const_channel,
+                seed,
+            },
+        )
 }
 
 /// Depthwise cases: one input channel per group, multiplier 1 or 2.
@@ -275,7 +324,6 @@ fn linear_oracle_case(n: usize, fi: usize, fo: usize, bias: bool, act: u8, seed:
     let x = tensor(&[n, fi, 1, 1], seed, 1.0, false);
     let w = tensor(&[fo, fi], seed ^ 7, 1.0, false);
     let b = bias.then(|| values(fo, seed ^ 9, 1.0));
-    let got = cpu::linear(&x, &w, b.as_deref(), &l);
     let want = reference::linear(&x, &w, b.as_deref(), &l);
     let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
     let lin = Linear {
@@ -283,7 +331,18 @@ fn linear_oracle_case(n: usize, fi: usize, fo: usize, bias: bool, act: u8, seed:
         ..l.clone()
     };
     let mag = reference::linear(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
+    let got = cpu::linear(&x, &w, b.as_deref(), &l);
     assert_close("linear", &got, &want, &mag, fi + usize::from(bias));
+    for isa in Isa::available() {
+        let got = linear_with(&x, &w, b.as_deref(), &l, isa);
+        assert_close(
+            &format!("linear {isa:?}"),
+            &got,
+            &want,
+            &mag,
+            fi + usize::from(bias),
+        );
+    }
 }
 
 /// f64 softmax over the last axis.
@@ -320,6 +379,11 @@ proptest! {
     }
 
     #[test]
+    fn conv2d_pointwise_gemm_matches_reference(k in pointwise_case()) {
+        k.run_pointwise();
+    }
+
+    #[test]
     fn conv2d_depthwise_matches_reference(k in depthwise_case()) {
         k.run();
     }
@@ -348,7 +412,7 @@ proptest! {
     }
 
     #[test]
-    fn linear_matches_reference(n in 1usize..=3, fi in 1usize..=70, fo in 1usize..=40, bias: bool, act in 0u8..3, seed: u64) {
+    fn linear_matches_reference(n in 1usize..=6, fi in 1usize..=70, fo in 1usize..=40, bias: bool, act in 0u8..3, seed: u64) {
         linear_oracle_case(n, fi, fo, bias, act, seed);
     }
 

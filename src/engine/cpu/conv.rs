@@ -4,7 +4,9 @@
 //! `y[n,o,y,x] = act(b[o] + Σ_{i,ky,kx} w[o,i,ky,kx] · Xpad[n, g·cig + i, y·sy + ky·dy, x·sx + kx·dx])`
 //!
 //! Dispatch: convolutions with one input channel per group (depthwise, with any channel
-//! multiplier) run the direct kernel in [`super::depthwise`]; everything else is
+//! multiplier) run the direct kernel in [`super::depthwise`]; single-group 1×1 stride-1
+//! unpadded ones with at least `PW_MIN_K` input channels run the batched GEMM of
+//! [`super::pointwise`]; everything else is
 //! `Y_g[cog, cols] = W_g[cog, cig·kh·kw] · B_g[cig·kh·kw, cols]` per group with
 //! `matrixmultiply::sgemm`, where `B` comes from [`super::im2col`] or, for 1×1 stride-1
 //! unpadded convolutions on large maps, is the input itself. Small maps batch several images
@@ -19,6 +21,7 @@ use super::depthwise;
 use super::elementwise::{bias_act, copy_bias_act, prepare_out};
 use super::gemm::{sgemm, sgemm_raw, MatRef, ST_LIMIT};
 use super::im2col::{im2col, im2col_cols, is_pointwise};
+use super::pointwise;
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
 
@@ -26,6 +29,11 @@ use crate::tensor::Tensor;
 /// once per 1024-column block of `B`: narrower products re-pack the weights per image, and a
 /// product just over 1024 columns re-packs them for a thin remainder.
 const TARGET_COLS: usize = 1024;
+
+/// Reduction length from which pointwise convolutions run [`pointwise`]'s batched GEMM;
+/// shorter ones (the first blocks' 16- and 32-channel inputs) are faster in the blocked path,
+/// which writes the output in place.
+const PW_MIN_K: usize = 40;
 
 /// Narrowest column block worth a task of its own in the blocked path.
 const MIN_BLOCK: usize = 128;
@@ -67,6 +75,10 @@ pub fn conv2d_into(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d, out: &
     debug_assert!(b.is_none_or(|b| b.len() == c.out_channels));
     if c.groups > 1 && ci == c.groups {
         return depthwise::conv2d_into(x, w, b, c, (oh, ow), out);
+    }
+    if c.groups == 1 && is_pointwise(c) && ci >= PW_MIN_K {
+        let isa = pointwise::Isa::detect();
+        return pointwise::conv1x1_into(x, &w.data, b, c.out_channels, c.act, out, isa);
     }
     let co = c.out_channels;
     prepare_out(out, &[n, co, oh, ow]);

@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::{apply_act, prepare_out};
-use super::plane::Polyphase;
+use super::plane::{copy_short, Polyphase};
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
 
@@ -68,7 +68,7 @@ pub(crate) fn conv2d_into(
                     taps_wide(fma, &pp.data, &offsets, wts, bias, wide);
                     apply_act(wide, c.act);
                     for (y, row) in dplane.chunks_exact_mut(ow).enumerate() {
-                        row.copy_from_slice(&wide[y * ws..y * ws + ow]);
+                        copy_short(row, &wide[y * ws..y * ws + ow]);
                     }
                 }
             },

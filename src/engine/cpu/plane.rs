@@ -17,6 +17,9 @@
 #[derive(Default)]
 pub(crate) struct Polyphase {
     pub data: Vec<f32>,
+    /// The geometry, fill and length of the last build: a rebuild with the same ones
+    /// rewrites only the input elements (the padding already holds `fill`).
+    built: Option<([usize; 8], u32)>,
     sy: usize,
     sx: usize,
     hs: usize,
@@ -63,9 +66,17 @@ impl Polyphase {
         let (pt, pl) = (pad[0], pad[1]);
         let planes = sy * sx * hs * ws;
         let len = planes.max(min_len);
+        let key = (
+            [h, w, pad[0], pad[1], pad[2], pad[3], len, sy * 1024 + sx],
+            fill.to_bits(),
+        );
+        let refill = self.built != Some(key);
+        self.built = Some(key);
         // Every element below is written exactly once: no clearing pass.
         self.data.resize(len, fill);
-        self.data[planes..].fill(fill);
+        if refill {
+            self.data[planes..].fill(fill);
+        }
         for ry in 0..sy {
             for rx in 0..sx {
                 // Columns j whose source column j·sx + rx − pl lies in [0, w).
@@ -76,11 +87,15 @@ impl Polyphase {
                     let drow = &mut self.data[base + i * ws..base + (i + 1) * ws];
                     let iy = i * sy + ry;
                     if iy < pt || iy - pt >= h || j_lo == j_hi {
-                        drow.fill(fill);
+                        if refill {
+                            drow.fill(fill);
+                        }
                         continue;
                     }
-                    drow[..j_lo].fill(fill);
-                    drow[j_hi..].fill(fill);
+                    if refill {
+                        drow[..j_lo].fill(fill);
+                        drow[j_hi..].fill(fill);
+                    }
                     let srow = &src[(iy - pt) * w..(iy - pt + 1) * w];
                     gather(&mut drow[j_lo..j_hi], &srow[j_lo * sx + rx - pl..], sx);
                 }
@@ -94,7 +109,7 @@ impl Polyphase {
 #[inline]
 pub(crate) fn gather(dst: &mut [f32], src: &[f32], step: usize) {
     match step {
-        1 => dst.copy_from_slice(&src[..dst.len()]),
+        1 => copy_short(dst, &src[..dst.len()]),
         2 => {
             let mut pairs = src.chunks_exact(2);
             let full = dst.len().min(pairs.len());
@@ -109,6 +124,80 @@ pub(crate) fn gather(dst: &mut [f32], src: &[f32], step: usize) {
             for (d, s) in dst.iter_mut().zip(src.iter().step_by(step)) {
                 *d = *s;
             }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small maps, as fixed-size moves (the
+/// general copy is a `memcpy` call, which costs more than moving 7–56 floats).
+#[inline]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert_eq!(n, src.len(), "copy_short: lengths differ");
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            copy8(&mut dst[i..i + 8], &src[i..i + 8]);
+            i += 8;
+        }
+        if i < n {
+            copy8(&mut dst[n - 8..], &src[n - 8..]);
+        }
+    } else if n >= 4 {
+        copy4(&mut dst[..4], &src[..4]);
+        copy4(&mut dst[n - 4..], &src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+#[inline(always)]
+fn copy8(dst: &mut [f32], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [f32; 8]>::try_from(dst), <&[f32; 8]>::try_from(src)) {
+        *d = *s;
+    }
+}
+
+#[inline(always)]
+fn copy4(dst: &mut [f32], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [f32; 4]>::try_from(dst), <&[f32; 4]>::try_from(src)) {
+        *d = *s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        for n in 0..40 {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+            let mut dst = vec![f32::NAN; n];
+            copy_short(&mut dst, &src);
+            assert_eq!(dst, src, "n = {n}");
+        }
+    }
+
+    /// A reused plane equals a fresh one after every rebuild, whether the geometry or fill
+    /// changed (padding rewritten) or not (padding kept).
+    #[test]
+    fn rebuilds_match_fresh_builds() {
+        let src: Vec<f32> = (0..35).map(|i| i as f32 + 1.0).collect();
+        let mut reused = Polyphase::default();
+        for (pad, stride, fill, min_len) in [
+            ([1, 1, 1, 1], [1, 1], 0.0, 0),
+            ([1, 1, 1, 1], [1, 1], 0.0, 0),
+            ([2, 1, 0, 2], [2, 2], 0.0, 90),
+            ([2, 1, 0, 2], [2, 2], f32::NEG_INFINITY, 90),
+            ([1, 1, 1, 1], [1, 1], 0.0, 0),
+        ] {
+            let mut fresh = Polyphase::default();
+            fresh.build(&src, 5, 7, pad, stride, fill, min_len);
+            reused.build(&src, 5, 7, pad, stride, fill, min_len);
+            assert_eq!(fresh.data, reused.data, "{pad:?} {stride:?} {fill}");
         }
     }
 }
