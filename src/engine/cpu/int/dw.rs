@@ -1,33 +1,62 @@
-//! Integer depthwise convolution on channel-minor (NHWC) `u8` codes, vectorized over
-//! channels: for one output row, `acc[ox, c] = Σ_{taps inside} (x[iy, ix, c] − z_x) ·
-//! w[ky, kx, c]` with centred `i16` weights `(q − z_w)` stored `[kh·kw][C]`. Padding taps
-//! hold the real 0 (q_x = z_x) and are skipped. Each product fits `i32`; the caller checks
-//! that the sum does. The channel loop is compiled again with AVX-512 BW / AVX2 enabled
-//! (integer ops: identical results).
+//! Integer depthwise convolution on channel-minor (NHWC) `u8` codes: for output pixel
+//! `(oy, ox)` and channel `c`, `acc = Σ_{taps inside} (x[iy, ix, c] − z_x) · w[ky, kx, c]`
+//! with centred `i16` weights `(q − z_w)`. Padding taps hold the real 0 (q_x = z_x) and add
+//! exactly 0. Each product fits `i32`; the caller checks that the sum does.
+//!
+//! Two algorithms, the same integers:
+//! - portable ([`Isa::Portable`]): per output row, taps `[kh·kw][C]`, loops over channels;
+//! - SIMD ([`Isa::Avx2`], [`Isa::Vnni`]; [`super::dwsimd`]): each needed input row is widened
+//!   once per band of output rows into *pair rows* of centred `i16` codes,
+//!   `P[u][c] = (x̃[u − pl][c], x̃[u − pl + dx][c])` (x̃ = q − z_x, 0 in the padding), so
+//!   that horizontally adjacent taps (kx = 2j, 2j + 1) of `vpmaddwd` / `vpdpwssd` are one
+//!   unaligned load; the weights are packed the same way, `[kh][⌈kw/2⌉][C][2]` (an odd last
+//!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
+use super::dwsimd::{self, PairRows};
 use super::isa::Isa;
 use super::weights::PackedWeights;
 use crate::graph::Conv2d;
 
-/// Centred depthwise taps `[kh·kw][C]`.
+/// Centred depthwise weights: taps `[kh·kw][C]` and tap pairs `[kh][np][C][2]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DwWeights {
     pub taps: Vec<i16>,
+    pub pairs: Vec<i16>,
     pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
 }
 
 impl DwWeights {
-    pub fn new(w: &PackedWeights) -> Self {
+    /// Packs depthwise weights of a `kernel[0] × kernel[1]` window (`w.k` taps per channel).
+    pub fn new(w: &PackedWeights, kernel: [usize; 2]) -> Self {
         let (c, k) = (w.cout, w.k);
+        let (kh, kw) = (kernel[0], kernel[1]);
+        assert_eq!(k, kh * kw, "depthwise weights hold one window per channel");
+        let np = kw.div_ceil(2);
         let mut taps = vec![0i16; k * c];
+        let mut pairs = vec![0i16; kh * np * c * 2];
         let mut row = vec![0i16; k];
         for ch in 0..c {
             w.centered_row(ch, &mut row);
             for (t, &v) in row.iter().enumerate() {
                 taps[t * c + ch] = v;
+                let (ky, kx) = (t / kw, t % kw);
+                pairs[((ky * np + kx / 2) * c + ch) * 2 + kx % 2] = v;
             }
         }
-        DwWeights { taps, c }
+        DwWeights {
+            taps,
+            pairs,
+            c,
+            kh,
+            kw,
+        }
+    }
+
+    /// Tap pairs per kernel row.
+    pub fn np(&self) -> usize {
+        self.kw.div_ceil(2)
     }
 }
 
@@ -40,41 +69,50 @@ pub struct Plane<'a> {
     pub zx: i32,
 }
 
-/// Accumulators of output row `oy` (`ow · C` values) into `acc`.
-pub fn row_acc(
+/// Reusable buffers of [`band_acc`].
+#[derive(Default)]
+pub struct DwScratch {
+    pairs: PairRows,
+    acc: Vec<i32>,
+    acc2: Vec<i32>,
+}
+
+/// Accumulators of output rows `oy0..oy0 + n` (`ow · C` values each) for the weights `w`
+/// and, for dual layers, `w2`: `sink(row, acc, acc2)` is called once per row, in order.
+#[allow(clippy::too_many_arguments)]
+pub fn band_acc(
     isa: Isa,
     x: Plane,
     w: &DwWeights,
+    w2: Option<&DwWeights>,
     c: &Conv2d,
-    oy: usize,
+    (oy0, n): (usize, usize),
     ow: usize,
-    acc: &mut [i32],
+    s: &mut DwScratch,
+    mut sink: impl FnMut(usize, &[i32], Option<&[i32]>),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the ISA was detected (`Isa::available`).
-        Isa::Vnni => return unsafe { row_avx512(x, w, c, oy, ow, acc) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { row_avx2(x, w, c, oy, ow, acc) },
-        Isa::Portable => {}
+    let ch = w.c;
+    s.acc.resize(ow * ch, 0);
+    s.acc2.resize(if w2.is_some() { ow * ch } else { 0 }, 0);
+    s.pairs.start(w, c, ow);
+    for (r, oy) in (oy0..oy0 + n).enumerate() {
+        if isa == Isa::Portable {
+            row_generic(x, w, c, oy, ow, &mut s.acc);
+            if let Some(w2) = w2 {
+                row_generic(x, w2, c, oy, ow, &mut s.acc2);
+            }
+        } else {
+            let rows = s.pairs.rows_for(isa, x, w, c, oy);
+            dwsimd::row(isa, &rows, w, c, ow, &mut s.acc);
+            if let Some(w2) = w2 {
+                dwsimd::row(isa, &rows, w2, c, ow, &mut s.acc2);
+            }
+        }
+        sink(r, &s.acc, w2.map(|_| &s.acc2[..]));
     }
-    let _ = isa;
-    row_generic(x, w, c, oy, ow, acc);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn row_avx512(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
-    row_generic(x, w, c, oy, ow, acc);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_avx2(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
-    row_generic(x, w, c, oy, ow, acc);
-}
-
-#[inline(always)]
+/// Accumulators of output row `oy` (`ow · C` values) into `acc`, the portable way.
 fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
     let ch = w.c;
     let (kh, kw) = (c.kernel[0], c.kernel[1]);

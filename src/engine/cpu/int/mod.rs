@@ -6,6 +6,7 @@
 
 pub mod conv;
 pub mod dw;
+pub mod dwsimd;
 pub mod epi;
 pub mod isa;
 pub mod layer;
