@@ -13,15 +13,19 @@
 //!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
 use super::dwsimd::{self, PairRows};
+use super::dwvnni;
 use super::isa::Isa;
 use super::weights::PackedWeights;
 use crate::graph::Conv2d;
 
-/// Centred depthwise weights: taps `[kh·kw][C]` and tap pairs `[kh][np][C][2]`.
+/// Centred depthwise weights: taps `[kh·kw][C]`, tap pairs `[kh][np][C][2]`, and when every
+/// value fits `i8`, tap quads `[kh][nq][C][4]` (nq = ⌈kw/4⌉) with their kernel-row sums
+/// `[kh][C]` (the zero-point correction of the quad kernel).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DwWeights {
     pub taps: Vec<i16>,
     pub pairs: Vec<i16>,
+    pub quads: Option<(Vec<i8>, Vec<i32>)>,
     pub c: usize,
     pub kh: usize,
     pub kw: usize,
@@ -45,9 +49,23 @@ impl DwWeights {
                 pairs[((ky * np + kx / 2) * c + ch) * 2 + kx % 2] = v;
             }
         }
+        let nq = kw.div_ceil(4);
+        let quads = taps.iter().all(|&v| i8::try_from(v).is_ok()).then(|| {
+            let mut q = vec![0i8; kh * nq * c * 4];
+            let mut sums = vec![0i32; kh * c];
+            for (t, row) in taps.chunks_exact(c).enumerate() {
+                let (ky, kx) = (t / kw, t % kw);
+                for (ch, &v) in row.iter().enumerate() {
+                    q[((ky * nq + kx / 4) * c + ch) * 4 + kx % 4] = v as i8;
+                    sums[ky * c + ch] += v as i32;
+                }
+            }
+            (q, sums)
+        });
         DwWeights {
             taps,
             pairs,
+            quads,
             c,
             kh,
             kw,
@@ -57,6 +75,11 @@ impl DwWeights {
     /// Tap pairs per kernel row.
     pub fn np(&self) -> usize {
         self.kw.div_ceil(2)
+    }
+
+    /// Tap quads per kernel row.
+    pub fn nq(&self) -> usize {
+        self.kw.div_ceil(4)
     }
 }
 
@@ -75,6 +98,7 @@ pub struct DwScratch {
     pairs: PairRows,
     acc: Vec<i32>,
     acc2: Vec<i32>,
+    corr: Vec<i32>,
 }
 
 /// Accumulators of output rows `oy0..oy0 + n` (`ow · C` values each) for the weights `w`
@@ -94,7 +118,8 @@ pub fn band_acc(
     let ch = w.c;
     s.acc.resize(ow * ch, 0);
     s.acc2.resize(if w2.is_some() { ow * ch } else { 0 }, 0);
-    s.pairs.start(w, c, ow);
+    let quad = isa == Isa::Vnni && w.quads.is_some() && w2.is_none_or(|w2| w2.quads.is_some());
+    s.pairs.start(w, c, ow, quad);
     for (r, oy) in (oy0..oy0 + n).enumerate() {
         if isa == Isa::Portable {
             row_generic(x, w, c, oy, ow, &mut s.acc);
@@ -103,9 +128,16 @@ pub fn band_acc(
             }
         } else {
             let rows = s.pairs.rows_for(isa, x, w, c, oy);
-            dwsimd::row(isa, &rows, w, c, ow, &mut s.acc);
-            if let Some(w2) = w2 {
-                dwsimd::row(isa, &rows, w2, c, ow, &mut s.acc2);
+            let zx = x.zx;
+            for (w, acc) in [(w, &mut s.acc)]
+                .into_iter()
+                .chain(w2.map(|w2| (w2, &mut s.acc2)))
+            {
+                if quad {
+                    dwvnni::row(isa, &rows, w, c, ow, zx, &mut s.corr, acc);
+                } else {
+                    dwsimd::row(isa, &rows, w, c, ow, acc);
+                }
             }
         }
         sink(r, &s.acc, w2.map(|_| &s.acc2[..]));

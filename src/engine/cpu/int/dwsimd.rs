@@ -9,13 +9,16 @@
 //! scalar on the same pair rows.
 
 use super::dw::{DwWeights, Plane};
+use super::dwvnni;
 use super::isa::Isa;
 use crate::graph::Conv2d;
 
-/// Pair rows of the input rows one band of output rows needs.
+/// Pair rows (or the quad rows of [`super::dwvnni`], viewed as bytes) of the input rows one
+/// band of output rows needs.
 #[derive(Default)]
 pub struct PairRows {
     buf: Vec<i16>,
+    quad: bool,
     /// `i16` values per row.
     len: usize,
     /// Input row held by each slot.
@@ -36,17 +39,29 @@ impl Rows<'_> {
     fn get(&self, ky: usize) -> Option<&[i16]> {
         self.sel[ky].map(|s| &self.buf[s * self.len..][..self.len])
     }
+
+    /// Kernel row `ky` as bytes (quad rows).
+    pub fn bytes(&self, ky: usize) -> Option<&[u8]> {
+        self.get(ky).map(bytemuck::cast_slice)
+    }
+
+    /// Bytes per row.
+    pub fn byte_len(&self) -> usize {
+        self.len * 2
+    }
 }
 
-/// Columns of a pair row.
-fn cols(w: &DwWeights, c: &Conv2d, ow: usize) -> usize {
-    (ow - 1) * c.stride[1] + 2 * (w.np() - 1) * c.dilation[1] + 1
+/// Columns of a pair row (`per` taps per load: 2), or of a quad row (4).
+pub fn cols(w: &DwWeights, c: &Conv2d, ow: usize, per: usize) -> usize {
+    (ow - 1) * c.stride[1] + per * (w.kw.div_ceil(per) - 1) * c.dilation[1] + 1
 }
 
 impl PairRows {
     /// Forgets the rows held (a new band, possibly of another image or layer).
-    pub fn start(&mut self, w: &DwWeights, c: &Conv2d, ow: usize) {
-        self.len = cols(w, c, ow) * 2 * w.c;
+    pub fn start(&mut self, w: &DwWeights, c: &Conv2d, ow: usize, quad: bool) {
+        // Both kinds hold 4 bytes per channel and column.
+        self.quad = quad;
+        self.len = cols(w, c, ow, if quad { 4 } else { 2 }) * 2 * w.c;
         self.buf.resize(w.kh * self.len, 0);
         self.tags.clear();
         self.tags.resize(w.kh, None);
@@ -81,7 +96,12 @@ impl PairRows {
                         .unwrap_or(0);
                     self.tags[s] = Some(iy);
                     let dst = &mut self.buf[s * self.len..][..self.len];
-                    build(isa, x, iy, w.c, c.padding[1], c.dilation[1], dst);
+                    let (pl, dx) = (c.padding[1], c.dilation[1]);
+                    if self.quad {
+                        dwvnni::build(isa, x, iy, w.c, pl, dx, bytemuck::cast_slice_mut(dst));
+                    } else {
+                        build(isa, x, iy, w.c, pl, dx, dst);
+                    }
                     s
                 }
             };
@@ -158,7 +178,7 @@ fn build_generic(x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst: &mut
 /// Accumulators of one output row (`ow · C` values) into `acc` from its pair rows.
 pub fn row(isa: Isa, rows: &Rows, w: &DwWeights, c: &Conv2d, ow: usize, acc: &mut [i32]) {
     let ch = w.c;
-    let need = cols(w, c, ow) * 2 * ch;
+    let need = cols(w, c, ow, 2) * 2 * ch;
     assert!(rows.len >= need && acc.len() >= ow * ch);
     assert_eq!(w.pairs.len(), w.kh * w.np() * ch * 2);
     let done = match isa {
@@ -178,7 +198,7 @@ pub fn row(isa: Isa, rows: &Rows, w: &DwWeights, c: &Conv2d, ow: usize, acc: &mu
 fn row_scalar(rows: &Rows, w: &DwWeights, c: &Conv2d, ow: usize, from: usize, acc: &mut [i32]) {
     let (ch, np) = (w.c, w.np());
     let (sx, dx) = (c.stride[1], c.dilation[1]);
-    for ox in 0..ow {
+    for ox in (0..ow).filter(|_| from < ch) {
         for (k, d) in acc[ox * ch..][..ch].iter_mut().enumerate().skip(from) {
             let mut s = 0i32;
             for ky in 0..w.kh {

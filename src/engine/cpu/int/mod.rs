@@ -7,6 +7,7 @@
 pub mod conv;
 pub mod dw;
 pub mod dwsimd;
+pub mod dwvnni;
 pub mod epi;
 pub mod isa;
 pub mod layer;
