@@ -64,7 +64,7 @@ proptest! {
         let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
         let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
         // Up to 4-bit weights (depthwise: the VNNI quad kernel) or up to 8 (pairs).
-        let wide = lcg(&mut seed) % 2 == 0;
+        let wide = lcg(&mut seed).is_multiple_of(2);
         let (codes, params) = rand_weights(c.out_channels, k, wide, &mut seed);
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let want = oracle_conv(&x, &codes, &params, &c);

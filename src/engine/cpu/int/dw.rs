@@ -184,3 +184,100 @@ fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Activation;
+    use crate::quant::QParams;
+
+    /// Dual weights (`w2`) on partial bands, narrow (quad kernel) and wide (pair kernel)
+    /// weights, full SIMD blocks plus tails: every ISA equals a naive sum.
+    #[test]
+    fn dual_bands_match_naive_on_every_isa() {
+        let mut seed = 5u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32 % m
+        };
+        for (ch, k, s, bits) in [(37, 3, 1, 4), (37, 5, 2, 8), (16, 5, 1, 3), (33, 3, 2, 8)] {
+            let (h, wd) = (9, 11);
+            let c = Conv2d {
+                in_channels: ch,
+                out_channels: ch,
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                padding: [k / 2, k / 2, k / 2 + 1, k / 2],
+                groups: ch,
+                bias: false,
+                act: Activation::None,
+            };
+            let (oh, ow) = c.out_hw(h, wd).unwrap();
+            let mut pack = || {
+                let p: Vec<QParams> = (0..ch)
+                    .map(|i| QParams::from_range(-1.0 - i as f32 * 0.1, 0.5, bits).unwrap())
+                    .collect();
+                let q: Vec<u8> = (0..ch * k * k).map(|_| next(1 << bits) as u8).collect();
+                (PackedWeights::new(&q, &p).unwrap(), q, p)
+            };
+            let (pw, q1, p1) = pack();
+            let (pw2, q2, p2) = pack();
+            let (w1, w2) = (
+                DwWeights::new(&pw, c.kernel),
+                DwWeights::new(&pw2, c.kernel),
+            );
+            assert_eq!(w1.quads.is_some(), bits < 8);
+            let codes: Vec<u8> = (0..h * wd * ch).map(|_| next(256) as u8).collect();
+            let x = Plane {
+                codes: &codes,
+                h,
+                w: wd,
+                zx: 131,
+            };
+            let naive = |q: &[u8], p: &[QParams], oy: usize, ox: usize, o: usize| {
+                let mut t = 0i64;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = (oy * s + ky) as isize - c.padding[0] as isize;
+                        let ix = (ox * s + kx) as isize - c.padding[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                            let v = codes[(iy as usize * wd + ix as usize) * ch + o] as i64;
+                            let wq = q[o * k * k + ky * k + kx] as i64 - p[o].zero_point as i64;
+                            t += (v - 131) * wq;
+                        }
+                    }
+                }
+                t
+            };
+            for isa in Isa::available() {
+                let mut s = DwScratch::default();
+                for (oy0, n) in [(0, oh), (1, oh - 1)] {
+                    let mut seen = 0;
+                    band_acc(
+                        isa,
+                        x,
+                        &w1,
+                        Some(&w2),
+                        &c,
+                        (oy0, n),
+                        ow,
+                        &mut s,
+                        |r, a, a2| {
+                            let a2 = a2.unwrap();
+                            for (i, (&v, &v2)) in a.iter().zip(a2).take(ow * ch).enumerate() {
+                                let (ox, o) = (i / ch, i % ch);
+                                assert_eq!(v as i64, naive(&q1, &p1, oy0 + r, ox, o), "{isa:?}");
+                                assert_eq!(v2 as i64, naive(&q2, &p2, oy0 + r, ox, o), "{isa:?}");
+                            }
+                            seen += 1;
+                        },
+                    );
+                    assert_eq!(seen, n);
+                }
+            }
+        }
+    }
+}
