@@ -3,12 +3,14 @@
 //! with centred `i16` weights `(q − z_w)`. Padding taps hold the real 0 (q_x = z_x) and add
 //! exactly 0. Each product fits `i32`; the caller checks that the sum does.
 //!
-//! Two algorithms, the same integers:
+//! Three algorithms, the same integers:
 //! - portable ([`Isa::Portable`]): per output row, taps `[kh·kw][C]`, loops over channels;
-//! - SIMD ([`Isa::Avx2`], [`Isa::Vnni`]; [`super::dwsimd`]): each needed input row is widened
-//!   once per band of output rows into *pair rows* of centred `i16` codes,
-//!   `P[u][c] = (x̃[u − pl][c], x̃[u − pl + dx][c])` (x̃ = q − z_x, 0 in the padding), so
-//!   that horizontally adjacent taps (kx = 2j, 2j + 1) of `vpmaddwd` / `vpdpwssd` are one
+//! - quads ([`Isa::Vnni`] with weights that fit `i8`, e.g. W4; [`super::dwvnni`]): four
+//!   horizontal taps of raw `u8` codes per `vpdpbusd` lane, exact zero-point correction;
+//! - pairs ([`Isa::Avx2`], and [`Isa::Vnni`] with wider weights; [`super::dwsimd`]): each
+//!   needed input row is widened once per band of output rows into *pair rows* of centred
+//!   `i16` codes, `P[u][c] = (x̃[u − pl][c], x̃[u − pl + dx][c])` (x̃ = q − z_x, 0 in the
+//!   padding), so that horizontally adjacent taps (kx = 2j, 2j + 1) of `vpmaddwd` / `vpdpwssd` are one
 //!   unaligned load; the weights are packed the same way, `[kh][⌈kw/2⌉][C][2]` (an odd last
 //!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
