@@ -5,17 +5,18 @@
 //!
 //! Three algorithms, the same integers:
 //! - portable ([`Isa::Portable`]): per output row, taps `[kh·kw][C]`, loops over channels;
-//! - quads ([`Isa::Vnni`] with weights that fit `i8`, e.g. W4; [`super::dwvnni`]): four
-//!   horizontal taps of raw `u8` codes per `vpdpbusd` lane, exact zero-point correction;
-//! - pairs ([`Isa::Avx2`], and [`Isa::Vnni`] with wider weights; [`super::dwsimd`]): each
+//! - quads ([`Isa::Vnni`] with weights that fit `i8`, [`Isa::Avx2`] with weights within
+//!   ±64, e.g. W4; [`super::dwquad`]): four horizontal taps of raw `u8` codes per
+//!   `vpdpbusd` lane (AVX2: `vpmaddubsw` + `vpmaddwd`), exact zero-point correction;
+//! - pairs (wider weights; [`super::dwsimd`]): each
 //!   needed input row is widened once per band of output rows into *pair rows* of centred
 //!   `i16` codes, `P[u][c] = (x̃[u − pl][c], x̃[u − pl + dx][c])` (x̃ = q − z_x, 0 in the
 //!   padding), so that horizontally adjacent taps (kx = 2j, 2j + 1) of `vpmaddwd` / `vpdpwssd` are one
 //!   unaligned load; the weights are packed the same way, `[kh][⌈kw/2⌉][C][2]` (an odd last
 //!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
+use super::dwquad;
 use super::dwsimd::{self, PairRows};
-use super::dwvnni;
 use super::isa::Isa;
 use super::weights::PackedWeights;
 use crate::graph::Conv2d;
@@ -28,6 +29,8 @@ pub struct DwWeights {
     pub taps: Vec<i16>,
     pub pairs: Vec<i16>,
     pub quads: Option<(Vec<i8>, Vec<i32>)>,
+    /// Every value within ±64: `vpmaddubsw` pair sums (≤ 2·255·64) cannot saturate.
+    pub small: bool,
     pub c: usize,
     pub kh: usize,
     pub kw: usize,
@@ -64,10 +67,12 @@ impl DwWeights {
             }
             (q, sums)
         });
+        let small = taps.iter().all(|&v| v.abs() <= 64);
         DwWeights {
             taps,
             pairs,
             quads,
+            small,
             c,
             kh,
             kw,
@@ -120,7 +125,12 @@ pub fn band_acc(
     let ch = w.c;
     s.acc.resize(ow * ch, 0);
     s.acc2.resize(if w2.is_some() { ow * ch } else { 0 }, 0);
-    let quad = isa == Isa::Vnni && w.quads.is_some() && w2.is_none_or(|w2| w2.quads.is_some());
+    let fits = |w: &DwWeights| match isa {
+        Isa::Vnni => w.quads.is_some(),
+        Isa::Avx2 => w.small,
+        Isa::Portable => false,
+    };
+    let quad = fits(w) && w2.is_none_or(fits);
     s.pairs.start(w, c, ow, quad);
     for (r, oy) in (oy0..oy0 + n).enumerate() {
         if isa == Isa::Portable {
@@ -136,7 +146,7 @@ pub fn band_acc(
                 .chain(w2.map(|w2| (w2, &mut s.acc2)))
             {
                 if quad {
-                    dwvnni::row(isa, &rows, w, c, ow, zx, &mut s.corr, acc);
+                    dwquad::row(isa, &rows, w, c, ow, zx, &mut s.corr, acc);
                 } else {
                     dwsimd::row(isa, &rows, w, c, ow, acc);
                 }

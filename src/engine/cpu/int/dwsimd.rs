@@ -9,11 +9,11 @@
 //! scalar on the same pair rows.
 
 use super::dw::{DwWeights, Plane};
-use super::dwvnni;
+use super::dwquad;
 use super::isa::Isa;
 use crate::graph::Conv2d;
 
-/// Pair rows (or the quad rows of [`super::dwvnni`], viewed as bytes) of the input rows one
+/// Pair rows (or the quad rows of [`super::dwquad`], viewed as bytes) of the input rows one
 /// band of output rows needs.
 #[derive(Default)]
 pub struct PairRows {
@@ -98,7 +98,7 @@ impl PairRows {
                     let dst = &mut self.buf[s * self.len..][..self.len];
                     let (pl, dx) = (c.padding[1], c.dilation[1]);
                     if self.quad {
-                        dwvnni::build(isa, x, iy, w.c, pl, dx, bytemuck::cast_slice_mut(dst));
+                        dwquad::build(isa, x, iy, w.c, pl, dx, bytemuck::cast_slice_mut(dst));
                     } else {
                         build(isa, x, iy, w.c, pl, dx, dst);
                     }

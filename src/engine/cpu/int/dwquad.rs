@@ -1,5 +1,7 @@
-//! AVX-512 VNNI depthwise kernel on *quad rows* of raw `u8` codes, for weights whose centred
-//! values all fit `i8`: `Q[u][c] = (q[u − pl], q[u − pl + dx], q[u − pl + 2dx],
+//! Depthwise kernels on *quad rows* of raw `u8` codes: AVX-512 VNNI for weights whose
+//! centred values all fit `i8`, AVX2 for weights within ±64 (`vpmaddubsw` sums two u8 × i8
+//! products into an `i16`, saturating; |2·255·64| < 2^15 never does, and `vpmaddwd` with
+//! ones adds the two pairs of a lane into `i32`): `Q[u][c] = (q[u − pl], q[u − pl + dx], q[u − pl + 2dx],
 //! q[u − pl + 3dx])` of channel `c` (code z_x in the horizontal padding), so that four
 //! horizontally adjacent taps are one `vpdpbusd` lane (u8 × i8). The zero point is an exact
 //! correction: Σ (q − z_x)·w = Σ q·w − z_x·Σ w over the kernel rows inside the image (the
@@ -15,9 +17,9 @@ use crate::graph::Conv2d;
 /// Quad row of input row `iy` into `dst` (`dst.len() / (4C)` columns).
 pub fn build(isa: Isa, x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Vnni {
-        // SAFETY: the ISA was detected (`Isa::available`).
-        return unsafe { build_avx512(x, iy, ch, pl, dx, dst) };
+    if isa != Isa::Portable {
+        // SAFETY: the ISA was detected (`Isa::available`); both include AVX2.
+        return unsafe { build_avx2(x, iy, ch, pl, dx, dst) };
     }
     let _ = isa;
     build_cols(x, iy, ch, pl, dx, dst);
@@ -27,7 +29,7 @@ pub fn build(isa: Isa, x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst
 /// 4 lane swaps for 128 bytes; 16: 8 unpacks), the last `C mod 16` channels bytewise.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn build_avx512(x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst: &mut [u8]) {
+unsafe fn build_avx2(x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst: &mut [u8]) {
     use std::arch::x86_64::*;
     let src = &x.codes[iy * x.w * ch..][..x.w * ch];
     let cols = dst.len() / (4 * ch);
@@ -116,8 +118,8 @@ fn build_cols(x: Plane, iy: usize, ch: usize, pl: usize, dx: usize, dst: &mut [u
 }
 
 /// Accumulators of one output row (`ow · C` values) into `acc` from its quad rows; `corr`
-/// is scratch for the per-channel correction. Channels past the last full block of 16 (all
-/// of them unless `isa` is [`Isa::Vnni`]) run scalar.
+/// is scratch for the per-channel correction. Channels past the last full block (16 for
+/// VNNI, 8 for AVX2; all of them for the portable ISA) run scalar.
 #[allow(clippy::too_many_arguments)]
 pub fn row(
     isa: Isa,
@@ -148,6 +150,9 @@ pub fn row(
         // SAFETY: the ISA was detected (`Isa::available`); the asserts above bound every
         // access (rows of `cols` columns × 4C bytes, acc ow·C, weights kh·nq·4C, corr C).
         Isa::Vnni => unsafe { row_avx512(rows, q, corr, (ch, nq, sx, dx), w.kh, ow, acc) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; `band_acc` picks this kernel only for weights within ±64.
+        Isa::Avx2 if w.small => unsafe { row_avx2(rows, q, corr, (ch, nq, sx, dx), w.kh, ow, acc) },
         _ => 0,
     };
     for ox in (0..ow).filter(|_| done < ch) {
@@ -221,6 +226,73 @@ unsafe fn row_avx512(
         let n = (ow - ox0).min(PX);
         for c0 in (0..full).step_by(16) {
             // SAFETY: pixels ox0..ox0 + n < ow, channels c0..c0 + 16 ≤ C.
+            unsafe {
+                if n == PX {
+                    block::<PX>(&r, ptrs, dims, ox0, c0, ap);
+                } else {
+                    for o in ox0..ox0 + n {
+                        block::<1>(&r, ptrs, dims, o, c0, ap);
+                    }
+                }
+            }
+        }
+        ox0 += n;
+    }
+    full
+}
+
+/// Full 8-channel blocks (weights within ±64); returns the channels done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_avx2(
+    rows: &Rows,
+    q: &[i8],
+    corr: &[i32],
+    dims: (usize, usize, usize, usize),
+    kh: usize,
+    ow: usize,
+    acc: &mut [i32],
+) -> usize {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn block<const N: usize>(
+        r: &[Option<*const u8>],
+        (wp, cp): (*const i8, *const i32),
+        (ch, nq, sx, dx): (usize, usize, usize, usize),
+        ox0: usize,
+        c0: usize,
+        acc: *mut i32,
+    ) {
+        // SAFETY (whole block): bounds asserted by `row`.
+        let init = unsafe { _mm256_loadu_si256(cp.add(c0) as _) };
+        let mut a = [init; N];
+        let ones = _mm256_set1_epi16(1);
+        for (ky, p) in r.iter().enumerate() {
+            let Some(p) = *p else { continue };
+            for j in 0..nq {
+                let wv = unsafe { _mm256_loadu_si256(wp.add(((ky * nq + j) * ch + c0) * 4) as _) };
+                for (i, a) in a.iter_mut().enumerate() {
+                    let col = (ox0 + i) * sx + 4 * j * dx;
+                    let xv = unsafe { _mm256_loadu_si256(p.add((col * ch + c0) * 4) as _) };
+                    *a =
+                        _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+                }
+            }
+        }
+        for (i, &a) in a.iter().enumerate() {
+            unsafe { _mm256_storeu_si256(acc.add((ox0 + i) * ch + c0) as _, a) };
+        }
+    }
+    let ch = dims.0;
+    let full = ch / 8 * 8;
+    let r: Vec<Option<*const u8>> = (0..kh).map(|k| rows.bytes(k).map(|p| p.as_ptr())).collect();
+    let ptrs = (q.as_ptr(), corr.as_ptr());
+    let ap = acc.as_mut_ptr();
+    let mut ox0 = 0;
+    while ox0 < ow {
+        let n = (ow - ox0).min(PX);
+        for c0 in (0..full).step_by(8) {
+            // SAFETY: pixels ox0..ox0 + n < ow, channels c0..c0 + 8 ≤ C.
             unsafe {
                 if n == PX {
                     block::<PX>(&r, ptrs, dims, ox0, c0, ap);
