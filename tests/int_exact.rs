@@ -56,6 +56,27 @@ proptest! {
         }
     }
 
+    /// The SIMD depthwise kernels (pair and quad rows, register blocks, scalar channel tails) and
+    /// the im2col runs, on every instruction set, in bands (parallel) and whole images.
+    #[test]
+    fn random_wide_conv_int_equals_oracle((c, [n, h, w], seed, xbits) in wide_conv_strategy()) {
+        let mut seed = seed;
+        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+        // Up to 4-bit weights (depthwise: the VNNI quad kernel) or up to 8 (pairs).
+        let wide = lcg(&mut seed).is_multiple_of(2);
+        let (codes, params) = rand_weights(c.out_channels, k, wide, &mut seed);
+        let packed = PackedWeights::new(&codes, &params).unwrap();
+        let want = oracle_conv(&x, &codes, &params, &c);
+        for isa in int::Isa::available() {
+            for par in [false, true] {
+                let got = int::conv2d_acc_with(isa, par, &x, &packed, &c).unwrap();
+                let got: Vec<i64> = got.iter().map(|&v| v as i64).collect();
+                prop_assert_eq!(&got, &want, "{:?} par {}", isa, par);
+            }
+        }
+    }
+
     #[test]
     fn random_linear_int_equals_sim(n in 1usize..5, f in 1usize..40, o in 1usize..9, seed in any::<u64>(), xbits in 1u8..9) {
         let mut seed = seed;

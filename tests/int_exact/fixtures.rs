@@ -139,6 +139,50 @@ pub fn conv_strategy() -> impl Strategy<Value = (Conv2d, [usize; 3], u64, u8)> {
         )
 }
 
+/// Convs for the wide kernels: depthwise with 1..40 channels (full SIMD blocks and scalar
+/// tails) or ungrouped with 1..12 input channels (im2col runs of up to 60 bytes), windows up
+/// to 5×5, any strides, dilations and paddings.
+pub fn wide_conv_strategy() -> impl Strategy<Value = (Conv2d, [usize; 3], u64, u8)> {
+    (
+        (any::<bool>(), 1usize..41, 1usize..13, 1usize..20),
+        (
+            prop::array::uniform2(1usize..6),
+            prop::array::uniform2(1usize..3),
+        ),
+        (
+            prop::array::uniform2(1usize..3),
+            prop::array::uniform4(0usize..3),
+        ),
+        (1usize..3, 1usize..12, 1usize..12),
+        (any::<u64>(), 1u8..9),
+    )
+        .prop_map(
+            |(
+                (dw, ch, ci, co),
+                (kernel, stride),
+                (dilation, padding),
+                (n, h, w),
+                (seed, xbits),
+            )| {
+                let (ci, co, groups) = if dw { (ch, ch, ch) } else { (ci, co, 1) };
+                let c = Conv2d {
+                    in_channels: ci,
+                    out_channels: co,
+                    kernel,
+                    stride,
+                    dilation,
+                    padding,
+                    groups,
+                    bias: false,
+                    act: Activation::None,
+                };
+                let h = h.max(dilation[0] * (kernel[0] - 1) + 1);
+                let w = w.max(dilation[1] * (kernel[1] - 1) + 1);
+                (c, [n, h, w], seed, xbits)
+            },
+        )
+}
+
 pub fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
     Node {
         name: name.into(),

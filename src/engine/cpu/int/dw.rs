@@ -1,33 +1,92 @@
-//! Integer depthwise convolution on channel-minor (NHWC) `u8` codes, vectorized over
-//! channels: for one output row, `acc[ox, c] = Σ_{taps inside} (x[iy, ix, c] − z_x) ·
-//! w[ky, kx, c]` with centred `i16` weights `(q − z_w)` stored `[kh·kw][C]`. Padding taps
-//! hold the real 0 (q_x = z_x) and are skipped. Each product fits `i32`; the caller checks
-//! that the sum does. The channel loop is compiled again with AVX-512 BW / AVX2 enabled
-//! (integer ops: identical results).
+//! Integer depthwise convolution on channel-minor (NHWC) `u8` codes: for output pixel
+//! `(oy, ox)` and channel `c`, `acc = Σ_{taps inside} (x[iy, ix, c] − z_x) · w[ky, kx, c]`
+//! with centred `i16` weights `(q − z_w)`. Padding taps hold the real 0 (q_x = z_x) and add
+//! exactly 0. Each product fits `i32`; the caller checks that the sum does.
+//!
+//! Three algorithms, the same integers:
+//! - portable ([`Isa::Portable`]): per output row, taps `[kh·kw][C]`, loops over channels;
+//! - quads ([`Isa::Vnni`] with weights that fit `i8`, [`Isa::Avx2`] with weights within
+//!   ±64, e.g. W4; [`super::dwquad`]): four horizontal taps of raw `u8` codes per
+//!   `vpdpbusd` lane (AVX2: `vpmaddubsw` + `vpmaddwd`), exact zero-point correction;
+//! - pairs (wider weights; [`super::dwsimd`]): each
+//!   needed input row is widened once per band of output rows into *pair rows* of centred
+//!   `i16` codes, `P[u][c] = (x̃[u − pl][c], x̃[u − pl + dx][c])` (x̃ = q − z_x, 0 in the
+//!   padding), so that horizontally adjacent taps (kx = 2j, 2j + 1) of `vpmaddwd` / `vpdpwssd` are one
+//!   unaligned load; the weights are packed the same way, `[kh][⌈kw/2⌉][C][2]` (an odd last
+//!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
+use super::dwquad;
+use super::dwsimd::{self, PairRows};
 use super::isa::Isa;
 use super::weights::PackedWeights;
 use crate::graph::Conv2d;
 
-/// Centred depthwise taps `[kh·kw][C]`.
+/// Centred depthwise weights: taps `[kh·kw][C]`, tap pairs `[kh][np][C][2]`, and when every
+/// value fits `i8`, tap quads `[kh][nq][C][4]` (nq = ⌈kw/4⌉) with their kernel-row sums
+/// `[kh][C]` (the zero-point correction of the quad kernel).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DwWeights {
     pub taps: Vec<i16>,
+    pub pairs: Vec<i16>,
+    pub quads: Option<(Vec<i8>, Vec<i32>)>,
+    /// Every value within ±64: `vpmaddubsw` pair sums (≤ 2·255·64) cannot saturate.
+    pub small: bool,
     pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
 }
 
 impl DwWeights {
-    pub fn new(w: &PackedWeights) -> Self {
+    /// Packs depthwise weights of a `kernel[0] × kernel[1]` window (`w.k` taps per channel).
+    pub fn new(w: &PackedWeights, kernel: [usize; 2]) -> Self {
         let (c, k) = (w.cout, w.k);
+        let (kh, kw) = (kernel[0], kernel[1]);
+        assert_eq!(k, kh * kw, "depthwise weights hold one window per channel");
+        let np = kw.div_ceil(2);
         let mut taps = vec![0i16; k * c];
+        let mut pairs = vec![0i16; kh * np * c * 2];
         let mut row = vec![0i16; k];
         for ch in 0..c {
             w.centered_row(ch, &mut row);
             for (t, &v) in row.iter().enumerate() {
                 taps[t * c + ch] = v;
+                let (ky, kx) = (t / kw, t % kw);
+                pairs[((ky * np + kx / 2) * c + ch) * 2 + kx % 2] = v;
             }
         }
-        DwWeights { taps, c }
+        let nq = kw.div_ceil(4);
+        let quads = taps.iter().all(|&v| i8::try_from(v).is_ok()).then(|| {
+            let mut q = vec![0i8; kh * nq * c * 4];
+            let mut sums = vec![0i32; kh * c];
+            for (t, row) in taps.chunks_exact(c).enumerate() {
+                let (ky, kx) = (t / kw, t % kw);
+                for (ch, &v) in row.iter().enumerate() {
+                    q[((ky * nq + kx / 4) * c + ch) * 4 + kx % 4] = v as i8;
+                    sums[ky * c + ch] += v as i32;
+                }
+            }
+            (q, sums)
+        });
+        let small = taps.iter().all(|&v| v.abs() <= 64);
+        DwWeights {
+            taps,
+            pairs,
+            quads,
+            small,
+            c,
+            kh,
+            kw,
+        }
+    }
+
+    /// Tap pairs per kernel row.
+    pub fn np(&self) -> usize {
+        self.kw.div_ceil(2)
+    }
+
+    /// Tap quads per kernel row.
+    pub fn nq(&self) -> usize {
+        self.kw.div_ceil(4)
     }
 }
 
@@ -40,41 +99,64 @@ pub struct Plane<'a> {
     pub zx: i32,
 }
 
-/// Accumulators of output row `oy` (`ow · C` values) into `acc`.
-pub fn row_acc(
+/// Reusable buffers of [`band_acc`].
+#[derive(Default)]
+pub struct DwScratch {
+    pairs: PairRows,
+    acc: Vec<i32>,
+    acc2: Vec<i32>,
+    corr: Vec<i32>,
+}
+
+/// Accumulators of output rows `oy0..oy0 + n` (`ow · C` values each) for the weights `w`
+/// and, for dual layers, `w2`: `sink(row, acc, acc2)` is called once per row, in order.
+#[allow(clippy::too_many_arguments)]
+pub fn band_acc(
     isa: Isa,
     x: Plane,
     w: &DwWeights,
+    w2: Option<&DwWeights>,
     c: &Conv2d,
-    oy: usize,
+    (oy0, n): (usize, usize),
     ow: usize,
-    acc: &mut [i32],
+    s: &mut DwScratch,
+    mut sink: impl FnMut(usize, &[i32], Option<&[i32]>),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the ISA was detected (`Isa::available`).
-        Isa::Vnni => return unsafe { row_avx512(x, w, c, oy, ow, acc) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { row_avx2(x, w, c, oy, ow, acc) },
-        Isa::Portable => {}
+    let ch = w.c;
+    s.acc.resize(ow * ch, 0);
+    s.acc2.resize(if w2.is_some() { ow * ch } else { 0 }, 0);
+    let fits = |w: &DwWeights| match isa {
+        Isa::Vnni => w.quads.is_some(),
+        Isa::Avx2 => w.small,
+        Isa::Portable => false,
+    };
+    let quad = fits(w) && w2.is_none_or(fits);
+    s.pairs.start(w, c, ow, quad);
+    for (r, oy) in (oy0..oy0 + n).enumerate() {
+        if isa == Isa::Portable {
+            row_generic(x, w, c, oy, ow, &mut s.acc);
+            if let Some(w2) = w2 {
+                row_generic(x, w2, c, oy, ow, &mut s.acc2);
+            }
+        } else {
+            let rows = s.pairs.rows_for(isa, x, w, c, oy);
+            let zx = x.zx;
+            for (w, acc) in [(w, &mut s.acc)]
+                .into_iter()
+                .chain(w2.map(|w2| (w2, &mut s.acc2)))
+            {
+                if quad {
+                    dwquad::row(isa, &rows, w, c, ow, zx, &mut s.corr, acc);
+                } else {
+                    dwsimd::row(isa, &rows, w, c, ow, acc);
+                }
+            }
+        }
+        sink(r, &s.acc, w2.map(|_| &s.acc2[..]));
     }
-    let _ = isa;
-    row_generic(x, w, c, oy, ow, acc);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn row_avx512(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
-    row_generic(x, w, c, oy, ow, acc);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_avx2(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
-    row_generic(x, w, c, oy, ow, acc);
-}
-
-#[inline(always)]
+/// Accumulators of output row `oy` (`ow · C` values) into `acc`, the portable way.
 fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &mut [i32]) {
     let ch = w.c;
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
@@ -109,6 +191,103 @@ fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &
                 for ((d, &q), &t) in a.iter_mut().zip(xs).zip(tap) {
                     // (q − z) and t are within ±255: the product fits i32.
                     *d += ((q as i16 - zx) as i32) * (t as i32);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Activation;
+    use crate::quant::QParams;
+
+    /// Dual weights (`w2`) on partial bands, narrow (quad kernel) and wide (pair kernel)
+    /// weights, full SIMD blocks plus tails: every ISA equals a naive sum.
+    #[test]
+    fn dual_bands_match_naive_on_every_isa() {
+        let mut seed = 5u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32 % m
+        };
+        for (ch, k, s, bits) in [(37, 3, 1, 4), (37, 5, 2, 8), (16, 5, 1, 3), (33, 3, 2, 8)] {
+            let (h, wd) = (9, 11);
+            let c = Conv2d {
+                in_channels: ch,
+                out_channels: ch,
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                padding: [k / 2, k / 2, k / 2 + 1, k / 2],
+                groups: ch,
+                bias: false,
+                act: Activation::None,
+            };
+            let (oh, ow) = c.out_hw(h, wd).unwrap();
+            let mut pack = || {
+                let p: Vec<QParams> = (0..ch)
+                    .map(|i| QParams::from_range(-1.0 - i as f32 * 0.1, 0.5, bits).unwrap())
+                    .collect();
+                let q: Vec<u8> = (0..ch * k * k).map(|_| next(1 << bits) as u8).collect();
+                (PackedWeights::new(&q, &p).unwrap(), q, p)
+            };
+            let (pw, q1, p1) = pack();
+            let (pw2, q2, p2) = pack();
+            let (w1, w2) = (
+                DwWeights::new(&pw, c.kernel),
+                DwWeights::new(&pw2, c.kernel),
+            );
+            assert_eq!(w1.quads.is_some(), bits < 8);
+            let codes: Vec<u8> = (0..h * wd * ch).map(|_| next(256) as u8).collect();
+            let x = Plane {
+                codes: &codes,
+                h,
+                w: wd,
+                zx: 131,
+            };
+            let naive = |q: &[u8], p: &[QParams], oy: usize, ox: usize, o: usize| {
+                let mut t = 0i64;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = (oy * s + ky) as isize - c.padding[0] as isize;
+                        let ix = (ox * s + kx) as isize - c.padding[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                            let v = codes[(iy as usize * wd + ix as usize) * ch + o] as i64;
+                            let wq = q[o * k * k + ky * k + kx] as i64 - p[o].zero_point as i64;
+                            t += (v - 131) * wq;
+                        }
+                    }
+                }
+                t
+            };
+            for isa in Isa::available() {
+                let mut s = DwScratch::default();
+                for (oy0, n) in [(0, oh), (1, oh - 1)] {
+                    let mut seen = 0;
+                    band_acc(
+                        isa,
+                        x,
+                        &w1,
+                        Some(&w2),
+                        &c,
+                        (oy0, n),
+                        ow,
+                        &mut s,
+                        |r, a, a2| {
+                            let a2 = a2.unwrap();
+                            for (i, (&v, &v2)) in a.iter().zip(a2).take(ow * ch).enumerate() {
+                                let (ox, o) = (i / ch, i % ch);
+                                assert_eq!(v as i64, naive(&q1, &p1, oy0 + r, ox, o), "{isa:?}");
+                                assert_eq!(v2 as i64, naive(&q2, &p2, oy0 + r, ox, o), "{isa:?}");
+                            }
+                            seen += 1;
+                        },
+                    );
+                    assert_eq!(seen, n);
                 }
             }
         }

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::dw::{self, DwWeights, Plane};
+use super::dw::{self, DwScratch, DwWeights, Plane};
 use super::isa::Isa;
 use super::qgemm::{gemm, QWeights};
 use super::weights::PackedWeights;
@@ -52,7 +52,7 @@ pub fn linear_as_conv(w: &PackedWeights) -> Conv2d {
 
 fn pack(c: &Conv2d, w: &PackedWeights) -> LayerWeights {
     if c.is_depthwise() {
-        return LayerWeights::Depthwise(DwWeights::new(w));
+        return LayerWeights::Depthwise(DwWeights::new(w, c.kernel));
     }
     let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
     let taps = c.kernel[0] * c.kernel[1];
@@ -117,67 +117,70 @@ impl CpuLayer {
         let out = &mut out[..n * ohw * co];
         let img_in = h * w * ci;
         let mut seq = Scratch::default();
-        let dw = matches!(self.w, LayerWeights::Depthwise(_));
+        let dws = match (&self.w, &self.w2) {
+            (LayerWeights::Depthwise(a), None) => Some((a, None)),
+            (LayerWeights::Depthwise(a), Some(LayerWeights::Depthwise(b))) => Some((a, Some(b))),
+            _ => None,
+        };
+        let dw = dws.is_some();
         // Unit of work: `rows` output pixels starting at global row r0.
         let unit = |s: &mut Scratch, r0: usize, o: &mut [T]| {
             let rows = o.len() / co;
             let (img, p0) = (r0 / ohw, r0 % ohw);
             let xi = &x[img * img_in..][..img_in];
-            s.acc.resize(rows * co, 0);
-            if self.w2.is_some() {
-                s.acc2.resize(rows * co, 0);
-            }
-            if dw {
+            if let Some((w1, w2)) = dws {
                 let plane = Plane {
                     codes: xi,
                     h,
                     w,
                     zx,
                 };
-                for (t, acc) in [
-                    (&self.w, &mut s.acc),
-                    (self.w2.as_ref().unwrap_or(&self.w), &mut s.acc2),
-                ]
-                .into_iter()
-                .take(1 + self.w2.is_some() as usize)
-                {
-                    let LayerWeights::Depthwise(dwt) = t else {
-                        unreachable!("depthwise layers pack depthwise weights")
+                let band = (p0 / ow, rows / ow);
+                dw::band_acc(isa, plane, w1, w2, c, band, ow, &mut s.dw, |r, a, a2| {
+                    sink(a, a2, &mut o[r * ow * co..][..ow * co])
+                });
+                return;
+            }
+            s.acc.resize(rows * co, 0);
+            if self.w2.is_some() {
+                s.acc2.resize(rows * co, 0);
+            }
+            let direct = self.direct();
+            for (t, acc) in [
+                (&self.w, &mut s.acc),
+                (self.w2.as_ref().unwrap_or(&self.w), &mut s.acc2),
+            ]
+            .into_iter()
+            .take(1 + self.w2.is_some() as usize)
+            {
+                let LayerWeights::Gemm(groups) = t else {
+                    unreachable!("GEMM layers pack GEMM weights")
+                };
+                let cog = co / c.groups;
+                for (g, qw) in groups.iter().enumerate() {
+                    let k4 = qw.k4();
+                    let a: &[u8] = if direct {
+                        &x[r0 * ci..(r0 + rows) * ci]
+                    } else {
+                        im2col(xi, (h, w), c, g, (p0, rows), (oh, ow), zx, k4, &mut s.cols);
+                        &s.cols
                     };
-                    dw::row_acc(isa, plane, dwt, c, p0 / ow, ow, acc);
-                }
-            } else {
-                let direct = self.direct();
-                for (t, acc) in [
-                    (&self.w, &mut s.acc),
-                    (self.w2.as_ref().unwrap_or(&self.w), &mut s.acc2),
-                ]
-                .into_iter()
-                .take(1 + self.w2.is_some() as usize)
-                {
-                    let LayerWeights::Gemm(groups) = t else {
-                        unreachable!("GEMM layers pack GEMM weights")
-                    };
-                    let cog = co / c.groups;
-                    for (g, qw) in groups.iter().enumerate() {
-                        let k4 = qw.k4();
-                        let a: &[u8] = if direct {
-                            &x[r0 * ci..(r0 + rows) * ci]
-                        } else {
-                            im2col(xi, (h, w), c, g, (p0, rows), (oh, ow), zx, k4, &mut s.cols);
-                            &s.cols
-                        };
-                        let lda = if direct { ci } else { k4 };
-                        gemm(isa, a, lda, rows, qw, zx, &mut acc[g * cog..], co);
-                    }
+                    let lda = if direct { ci } else { k4 };
+                    gemm(isa, a, lda, rows, qw, zx, &mut acc[g * cog..], co);
                 }
             }
             let a2 = self.w2.as_ref().map(|_| &s.acc2[..rows * co]);
             sink(&s.acc[..rows * co], a2, o);
         };
-        // Units: one output row (depthwise) or a panel, never across images except for
-        // direct GEMMs.
-        let step = if dw { ow } else { PANEL };
+        // Units: a band of output rows (depthwise; one band per image on one thread, else
+        // about 3 per thread: each band widens its input rows once) or a panel, never
+        // across images except for direct GEMMs.
+        let band = if par {
+            oh.div_ceil(3 * rayon::current_num_threads())
+        } else {
+            oh
+        };
+        let step = if dw { band.max(1) * ow } else { PANEL };
         let span = if dw || !self.direct() { ohw } else { n * ohw };
         if par {
             out.par_chunks_mut(span * co)
@@ -202,13 +205,17 @@ impl CpuLayer {
 /// Reusable per-task buffers.
 #[derive(Default)]
 struct Scratch {
+    dw: DwScratch,
     cols: Vec<u8>,
     acc: Vec<i32>,
     acc2: Vec<i32>,
 }
 
 /// NHWC im2col of output pixels `p0..p0 + rows` of group `g`: rows of `k4` bytes, order
-/// `(ky, kx, c)`, padding taps = `zx`, bytes past K = 0.
+/// `(ky, kx, c)`, padding taps = `zx`, bytes past K = 0. Ungrouped, horizontally undilated
+/// convs copy each kernel row inside the image as one run of `kw·C` bytes (contiguous in
+/// NHWC); runs of at most 16 bytes (the stem: 9) as one 16-byte copy whose excess the
+/// following writes overwrite (`dst` keeps 16 bytes of slack).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[u8],
@@ -221,25 +228,52 @@ fn im2col(
     k4: usize,
     dst: &mut Vec<u8>,
 ) {
+    const WIDE: usize = 16;
     let ci = c.in_channels;
     let cig = ci / c.groups;
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
-    dst.clear();
-    dst.resize(rows * k4, 0);
-    for (r, d) in dst.chunks_exact_mut(k4).enumerate() {
-        let (oy, ox) = ((p0 + r) / ow, (p0 + r) % ow);
+    let k = kh * kw * cig;
+    let run = kw * cig;
+    let runs = c.groups == 1 && c.dilation[1] == 1;
+    let (sx, pl) = (c.stride[1], c.padding[1] as isize);
+    // Every byte of the rows is written below: no clearing.
+    if dst.len() < rows * k4 + WIDE {
+        dst.resize(rows * k4 + WIDE, 0);
+    }
+    let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+    for r in 0..rows {
+        let d = &mut dst[r * k4..];
+        let ix0 = (ox * sx) as isize - pl;
+        let inside = runs && ix0 >= 0 && ix0 as usize + kw <= w;
         for ky in 0..kh {
             let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize - c.padding[0] as isize;
-            for kx in 0..kw {
-                let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize - c.padding[1] as isize;
-                let seg = &mut d[(ky * kw + kx) * cig..][..cig];
-                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                    seg.fill(zx as u8);
+            let seg = &mut d[ky * run..];
+            if iy < 0 || iy >= h as isize {
+                seg[..run].fill(zx as u8);
+            } else if inside {
+                let s = (iy as usize * w + ix0 as usize) * ci;
+                if run <= WIDE && s + WIDE <= x.len() {
+                    seg[..WIDE].copy_from_slice(&x[s..s + WIDE]);
                 } else {
-                    let s = (iy as usize * w + ix as usize) * ci + g * cig;
-                    seg.copy_from_slice(&x[s..s + cig]);
+                    seg[..run].copy_from_slice(&x[s..s + run]);
+                }
+            } else {
+                for kx in 0..kw {
+                    let ix = ix0 + (kx * c.dilation[1]) as isize;
+                    let seg = &mut seg[kx * cig..][..cig];
+                    if ix < 0 || ix >= w as isize {
+                        seg.fill(zx as u8);
+                    } else {
+                        let s = (iy as usize * w + ix as usize) * ci + g * cig;
+                        seg.copy_from_slice(&x[s..s + cig]);
+                    }
                 }
             }
+        }
+        d[k..k4].fill(0);
+        ox += 1;
+        if ox == ow {
+            (oy, ox) = (oy + 1, 0);
         }
     }
 }

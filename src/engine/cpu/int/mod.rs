@@ -6,6 +6,8 @@
 
 pub mod conv;
 pub mod dw;
+pub mod dwquad;
+pub mod dwsimd;
 pub mod epi;
 pub mod isa;
 pub mod layer;

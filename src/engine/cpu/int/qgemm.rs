@@ -11,7 +11,8 @@
 //! z_w' = z_s. Zero points are exact corrections of the raw sum S = Σ a·x:
 //! `out = S − z_x·Σ_k a[c, k] − z_w'[c]·(Σ_{k<K} x[r, k] − K·z_x)`. Every operation is
 //! wrapping `i32`; the true result fits `i32` (`IntModel` checks), so it is exact.
-//! Kernels: VNNI (8 rows × 32 channels of `zmm` accumulators), AVX2 (`vpmaddwd` on `i16`
+//! Kernels: VNNI (8 rows × 32 channels of `zmm` accumulators that start at both
+//! corrections, so 8-bit asymmetric layers such as the stem stay on it), AVX2 (`vpmaddwd` on `i16`
 //! widened operands, 4 rows × 8 channels), portable (scalar) — all on the same packing.
 
 // The AVX-512 intrinsics are stable from Rust 1.89 (the toolchain here is newer than the
@@ -110,16 +111,30 @@ pub fn gemm(
     let blocks = w.cout.div_ceil(NR);
     let bstride = w.kq * 64;
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Vnni && !w.any_off {
-        // Accumulators start at the correction −z_x·Σa and go straight to `out`.
+    if isa == Isa::Vnni {
+        // Accumulators start at the corrections −z_x·Σa − z_w'·(Σx − K·z_x) and go straight
+        // to `out`.
         let mut corr = vec![0i32; blocks * NR];
+        let mut off = vec![0i32; blocks * NR];
         for (d, &r) in corr.iter_mut().zip(&w.rowsum) {
             *d = zx.wrapping_mul(r).wrapping_neg();
         }
+        off[..w.cout].copy_from_slice(&w.off);
+        let kz = (w.k as i32).wrapping_mul(zx);
+        let mut cs = [0i32; MR];
         for r0 in (0..rows).step_by(MR) {
             let mr = MR.min(rows - r0);
             let rp: [*const u8; MR] =
                 std::array::from_fn(|i| x[(r0 + i.min(mr - 1)) * lda..][..k4].as_ptr());
+            if w.any_off {
+                for (i, d) in cs.iter_mut().enumerate() {
+                    let r = &x[(r0 + i.min(mr - 1)) * lda..][..w.k];
+                    *d = r
+                        .iter()
+                        .fold(0i32, |a, &v| a.wrapping_add(v as i32))
+                        .wrapping_sub(kz);
+                }
+            }
             let mut b = 0;
             while b < blocks {
                 let nb = if b + 1 < blocks { 2 } else { 1 };
@@ -127,14 +142,15 @@ pub fn gemm(
                 let cn = (nb * NR).min(w.cout - c0);
                 let o = out[r0 * ldc + c0..].as_mut_ptr();
                 let (wp, cp) = (w.packed[b * bstride..].as_ptr(), corr[c0..].as_ptr());
+                let op = w.any_off.then(|| (off[c0..].as_ptr(), &cs));
                 // SAFETY: VNNI was detected; rows hold k4 bytes, blocks b..b+nb lie inside
-                // `packed` and `corr`, and rows r0..r0+mr, columns c0..c0+cn of `out` lie
+                // `packed`, `corr` and `off`, and rows r0..r0+mr, columns c0..c0+cn of `out` lie
                 // inside it (asserted above: out.len() ≥ (rows−1)·ldc + cout).
                 unsafe {
                     if nb == 2 {
-                        tile_vnni_direct::<2>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                        tile_vnni_direct::<2>(&rp, wp, w.kq, (cp, op), o, ldc, mr, cn)
                     } else {
-                        tile_vnni_direct::<1>(&rp, wp, w.kq, cp, o, ldc, mr, cn)
+                        tile_vnni_direct::<1>(&rp, wp, w.kq, (cp, op), o, ldc, mr, cn)
                     }
                 }
                 b += nb;
@@ -255,8 +271,8 @@ unsafe fn tile_vnni<const NB: usize>(
     }
 }
 
-/// The VNNI tile with accumulators starting at `corr` and masked stores of `mr` rows and
-/// `cn` columns to `out` (row stride `ldc`).
+/// The VNNI tile with accumulators starting at `corr` (minus `off[c]·cs[i]` for row i when
+/// given) and masked stores of `mr` rows and `cn` columns to `out` (row stride `ldc`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512vnni,avx512vl,avx512bw,avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -264,7 +280,7 @@ unsafe fn tile_vnni_direct<const NB: usize>(
     rp: &[*const u8; MR],
     w: *const i8,
     kq: usize,
-    corr: *const i32,
+    (corr, off): (*const i32, Option<(*const i32, &[i32; MR])>),
     out: *mut i32,
     ldc: usize,
     mr: usize,
@@ -277,6 +293,15 @@ unsafe fn tile_vnni_direct<const NB: usize>(
         *v = unsafe { _mm512_loadu_si512(corr.add(b * NR) as *const _) };
     }
     let mut acc = [init; MR];
+    if let Some((off, cs)) = off {
+        for b in 0..NB {
+            // SAFETY: off holds NB·16 values from here (caller).
+            let o = unsafe { _mm512_loadu_si512(off.add(b * NR) as *const _) };
+            for (a, &c) in acc.iter_mut().zip(cs) {
+                a[b] = _mm512_sub_epi32(a[b], _mm512_mullo_epi32(o, _mm512_set1_epi32(c)));
+            }
+        }
+    }
     for q in 0..kq {
         let mut wv = [_mm512_setzero_si512(); NB];
         for (b, v) in wv.iter_mut().enumerate() {
