@@ -70,52 +70,6 @@ fn nib_hi(w: u32) -> u32 {
                               extractBits(v, 24u, 4u), extractBits(v, 28u, 4u)));
 }
 
-// Exact integer sum over the padded reduction of (q_w - z_w)(q_x - z_x) for output channel
-// c of tensor t at output pixel (nb, oy, ox), in the zero-point-expanded form with signed
-// activations x_s = q_x - 128:
-//   sum q_s x_s - zxs sum q_s - z_s sum x_s + K z_s zxs   (i32, wrapping: exact when the
-// true sum fits). Out-of-bounds taps read the code zx (real 0).
-fn conv_acc(t: u32, c: u32, nb: u32, oy: u32, ox: u32) -> i32 {
-    let info = chan[t * p.co + c];
-    let zfill = u32(p.zx) * 0x01010101u;
-    var dot: i32 = 0;
-    var sx: i32 = 0;
-    for (var ky = 0u; ky < p.kh; ky++) {
-        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
-        for (var kx = 0u; kx < p.kw; kx++) {
-            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
-            let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
-            let xb = ((nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
-            let tap = ky * p.kw + kx;
-            for (var j = 0u; j < p.cw8; j++) {
-                var x0 = zfill;
-                var x1 = zfill;
-                if inside {
-                    x0 = x[xb + 2u * j];
-                    x1 = x[xb + 2u * j + 1u];
-                }
-                x0 ^= 0x80808080u;
-                x1 ^= 0x80808080u;
-                var w0: u32;
-                var w1: u32;
-                if info.wide == NONE {
-                    let wv = wnib[((t * p.co + c) * p.kh * p.kw + tap) * p.cw8 + j];
-                    w0 = nib_lo(wv);
-                    w1 = nib_hi(wv);
-                } else {
-                    let wb = (info.wide * p.kh * p.kw + tap) * p.cw8 * 2u + 2u * j;
-                    w0 = wide[wb];
-                    w1 = wide[wb + 1u];
-                }
-                dot += dot4I8Packed(w0, x0) + dot4I8Packed(w1, x1);
-                sx += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u);
-            }
-        }
-    }
-    let zxs = p.zx - 128;
-    return dot - zxs * info.sumq - info.zs * sx + p.kpad * info.zs * zxs;
-}
-
 fn epilogue(c: u32, a0: i32, a1: i32) -> f32 {
     let i0 = chan[c];
     var yv: f32;
@@ -129,9 +83,13 @@ fn epilogue(c: u32, a0: i32, a1: i32) -> f32 {
     return act(yv);
 }
 
-// conv_acc for the four output channels c0..c0+3 of one output word: each input word is
-// loaded, sign-flipped and summed once for all four (channels past co repeat co - 1 and are
-// discarded by the caller).
+// Exact integer sums over the padded reduction of (q_w - z_w)(q_x - z_x) for the four
+// output channels c0..c0+3 of tensor t at output pixel (nb, oy, ox), in the
+// zero-point-expanded form with signed activations x_s = q_x - 128:
+//   sum q_s x_s - zxs sum q_s - z_s sum x_s + K z_s zxs   (i32, wrapping: exact when the
+// true sum fits). Out-of-bounds taps read the code zx (real 0). Each input word is loaded,
+// sign-flipped and summed once for all four channels (channels past co repeat co - 1 and
+// are discarded by the caller).
 fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
     var rows: array<u32, 4>;
     var wrow: array<u32, 4>;
@@ -187,23 +145,13 @@ fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
     return out;
 }
 
-// One invocation per (image, pixel, word of 4 output channels); logits: per output value.
+// One invocation per (image, pixel, word of 4 output channels): a code word (NHWC), or
+// with LOGITS four f32 values (NCHW).
 @compute @workgroup_size(64, 1, 1)
 fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 64u + gid.x;
     if i >= p.total { return; }
-    if LOGITS == 1u {
-        // i = ((nb * co + c) * oh + oy) * ow + ox
-        let ox = i % p.ow;
-        let oy = (i / p.ow) % p.oh;
-        let c = (i / (p.ow * p.oh)) % p.co;
-        let nb = i / (p.ow * p.oh * p.co);
-        var a1: i32 = 0;
-        if p.ntensor == 2u { a1 = conv_acc(1u, c, nb, oy, ox); }
-        y[i] = bitcast<u32>(epilogue(c, conv_acc(0u, c, nb, oy, ox), a1));
-        return;
-    }
     let wd = i % p.cw_out;
     let pix = i / p.cw_out;
     let ox = pix % p.ow;
@@ -215,13 +163,19 @@ fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
     var word = 0u;
     for (var b = 0u; b < 4u; b++) {
         let c = 4u * wd + b;
+        if LOGITS == 1u {
+            if c < p.co {
+                y[((nb * p.co + c) * p.oh + oy) * p.ow + ox] = bitcast<u32>(epilogue(c, a0[b], a1[b]));
+            }
+            continue;
+        }
         var q = u32(p.out_zero);
         if c < p.co {
             q = quantize(epilogue(c, a0[b], a1[b]));
         }
         word |= q << (8u * b);
     }
-    y[i] = word;
+    if LOGITS == 0u { y[i] = word; }
 }
 
 // Depthwise: channel c reads only input channel c; scalar integer products.

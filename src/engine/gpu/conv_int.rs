@@ -281,13 +281,15 @@ pub fn conv_int_encode(
     let cw_in = words_per_pixel(c.in_channels);
     let cw_out = words_per_pixel(c.out_channels);
     let logits = l.out.is_none();
-    let total = if logits {
+    // One invocation per output word of four channels; logits are written as NCHW f32.
+    let total = n * oh * ow * cw_out;
+    buffers::check_len("conv_int x", x, n * h * w * cw_in)?;
+    let y_len = if logits {
         n * c.out_channels * oh * ow
     } else {
-        n * oh * ow * cw_out
+        total
     };
-    buffers::check_len("conv_int x", x, n * h * w * cw_in)?;
-    buffers::check_len("conv_int y", y, total)?;
+    buffers::check_len("conv_int y", y, y_len)?;
     let cw8 = l.cig.div_ceil(8);
     let mut p = IntParams {
         n: u32_of("batch", n)?,
