@@ -42,6 +42,15 @@ pub struct IntLayer {
     pub plan: LayerQuant,
 }
 
+impl IntLayer {
+    /// The layer as a conv; a linear layer is a 1×1 conv on a 1×1 input.
+    pub fn as_conv(&self) -> Conv2d {
+        self.conv
+            .clone()
+            .unwrap_or_else(|| int::layer::linear_as_conv(&self.w))
+    }
+}
+
 /// What a step computes.
 #[derive(Clone, Debug)]
 pub enum StepKind {
@@ -149,13 +158,7 @@ impl IntModel {
         let cpu = steps
             .iter()
             .map(|s| match &s.kind {
-                StepKind::Layer(l) => {
-                    let c = l
-                        .conv
-                        .clone()
-                        .unwrap_or_else(|| int::layer::linear_as_conv(&l.w));
-                    Some(CpuLayer::new(&c, &l.w, l.w2.as_ref()))
-                }
+                StepKind::Layer(l) => Some(CpuLayer::new(&l.as_conv(), &l.w, l.w2.as_ref())),
                 _ => None,
             })
             .collect();

@@ -123,17 +123,7 @@ impl GpuSimLayer {
         let co = l.plan.params.len();
         let conv = Conv2d {
             act: Activation::None,
-            ..l.conv.clone().unwrap_or(Conv2d {
-                in_channels: l.plan.codes.len() / co.max(1),
-                out_channels: co,
-                kernel: [1, 1],
-                stride: [1, 1],
-                dilation: [1, 1],
-                padding: [0; 4],
-                groups: 1,
-                bias: false,
-                act: Activation::None,
-            })
+            ..l.as_conv()
         };
         let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
             .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))

@@ -17,7 +17,7 @@ use super::sim_model;
 use crate::engine::cpu::int::QTensor;
 use crate::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph};
+use crate::graph::Graph;
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -30,23 +30,8 @@ pub enum IntOutput {
     Logits(Tensor),
 }
 
-/// The conv a linear layer is on the device: 1×1 on a 1×1 input.
-fn conv_of(l: &IntLayer) -> Conv2d {
-    l.conv.clone().unwrap_or(Conv2d {
-        in_channels: l.w.k,
-        out_channels: l.w.cout,
-        kernel: [1, 1],
-        stride: [1, 1],
-        dilation: [1, 1],
-        padding: [0; 4],
-        groups: 1,
-        bias: false,
-        act: l.ep.act,
-    })
-}
-
 fn upload_layer(ctx: &GpuContext, l: &IntLayer) -> Result<GpuIntLayer> {
-    let c = conv_of(l);
+    let c = l.as_conv();
     let tensors: Vec<_> = std::iter::once(&l.w).chain(&l.w2).collect();
     GpuIntLayer::new(ctx, &tensors, &l.ep, c.kernel[0] * c.kernel[1])
 }
@@ -54,7 +39,7 @@ fn upload_layer(ctx: &GpuContext, l: &IntLayer) -> Result<GpuIntLayer> {
 /// Runs one integer layer on the device (uploads, runs, reads back).
 pub fn layer_int(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
     let (n, ci, h, w) = x.dims()?;
-    let c = conv_of(l);
+    let c = l.as_conv();
     let gl = upload_layer(ctx, l)?;
     let xb = buffers::upload(
         ctx,
@@ -206,7 +191,7 @@ impl GpuIntModel<'_> {
             let (n, c, h, w) = a.dims;
             let out = match &s.kind {
                 StepKind::Layer(l) => {
-                    let conv = conv_of(l);
+                    let conv = l.as_conv();
                     let gl = layers[si]
                         .as_ref()
                         .ok_or_else(|| fail("weights not uploaded"))?;
