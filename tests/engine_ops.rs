@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
 use ptq4::engine::cpu::linear::linear_with;
 use ptq4::engine::cpu::pointwise::{self, Isa};
-use ptq4::engine::cpu::{self, reference};
+use ptq4::engine::cpu::{self, reference, stem};
 use ptq4::graph::{same_padding, Activation, Conv2d, Linear, Pool};
 use ptq4::Tensor;
 
@@ -154,6 +154,28 @@ impl ConvCase {
         }
     }
 
+    /// The direct few-channel kernel with each build this CPU runs.
+    fn run_stem(&self) {
+        for isa in Isa::available() {
+            self.check(|x, w, b, c| {
+                let mut out = Tensor::zeros(&[1]);
+                stem::conv2d_into(x, &w.data, b, c, &mut out, isa);
+                out
+            });
+        }
+    }
+
+    /// The direct short-reduction pointwise kernel with each build this CPU runs.
+    fn run_pointwise_small(&self) {
+        for isa in Isa::available() {
+            self.check(|x, w, b, c| {
+                let mut out = Tensor::zeros(&[1]);
+                stem::conv1x1_small_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
+                out
+            });
+        }
+    }
+
     fn check(&self, conv: impl Fn(&Tensor, &Tensor, Option<&[f32]>, &Conv2d) -> Tensor) {
         let c = self.conv();
         let scale = scale_of(self.scale);
@@ -255,6 +277,30 @@ fn pointwise_case() -> impl Strategy<Value = ConvCase> {
                 seed,
             },
         )
+}
+
+/// Few-channel cases for the direct stem kernel: one group, 1–4 input channels, output
+/// channels not a multiple of the 4-channel tile, rows not a multiple of 16 columns.
+fn stem_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(), 1usize..=4, 1usize..=11, 16usize..=40).prop_map(|(mut k, cig, cog, w)| {
+        k.groups = 1;
+        k.cig = cig;
+        k.cog = cog;
+        // Some rows wider than one 16-column tile (the stem's are 7 tiles).
+        if k.seed % 2 == 0 {
+            k.hw[1] = w;
+        }
+        k
+    })
+}
+
+/// Short-reduction pointwise cases (maps of a multiple of 16 pixels).
+fn pointwise_small_case() -> impl Strategy<Value = ConvCase> {
+    (pointwise_case(), 1usize..=39, 1usize..=4, 1usize..=3).prop_map(|(mut k, cig, h, m)| {
+        k.cig = cig;
+        k.hw = if k.seed % 3 == 0 { [4, 4] } else { [h, 16 * m] };
+        k
+    })
 }
 
 /// Depthwise cases: one input channel per group, multiplier 1 or 2.
@@ -381,6 +427,16 @@ proptest! {
     #[test]
     fn conv2d_pointwise_gemm_matches_reference(k in pointwise_case()) {
         k.run_pointwise();
+    }
+
+    #[test]
+    fn conv2d_stem_matches_reference(k in stem_case()) {
+        k.run_stem();
+    }
+
+    #[test]
+    fn conv2d_pointwise_small_matches_reference(k in pointwise_small_case()) {
+        k.run_pointwise_small();
     }
 
     #[test]

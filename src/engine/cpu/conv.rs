@@ -4,9 +4,11 @@
 //! `y[n,o,y,x] = act(b[o] + Σ_{i,ky,kx} w[o,i,ky,kx] · Xpad[n, g·cig + i, y·sy + ky·dy, x·sx + kx·dx])`
 //!
 //! Dispatch: convolutions with one input channel per group (depthwise, with any channel
-//! multiplier) run the direct kernel in [`super::depthwise`]; single-group 1×1 stride-1
-//! unpadded ones with at least `PW_MIN_K` input channels run the batched GEMM of
-//! [`super::pointwise`]; everything else is
+//! multiplier) run the direct kernel in [`super::depthwise`]; single-group ones with at most
+//! [`stem::MAX_CI`] input channels (the stem) the direct kernel of [`super::stem`]; single-group
+//! 1×1 stride-1 unpadded ones with at least `PW_MIN_K` input channels the batched GEMM of
+//! [`super::pointwise`], with fewer (on maps of a multiple of 16 pixels) the direct
+//! short-reduction kernel of [`super::stem`]; everything else is
 //! `Y_g[cog, cols] = W_g[cog, cig·kh·kw] · B_g[cig·kh·kw, cols]` per group with
 //! `matrixmultiply::sgemm`, where `B` comes from [`super::im2col`] or, for 1×1 stride-1
 //! unpadded convolutions on large maps, is the input itself. Small maps batch several images
@@ -22,6 +24,7 @@ use super::elementwise::{bias_act, copy_bias_act, prepare_out};
 use super::gemm::{sgemm, sgemm_raw, MatRef, ST_LIMIT};
 use super::im2col::{im2col, im2col_cols, is_pointwise};
 use super::pointwise;
+use super::stem;
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
 
@@ -31,8 +34,9 @@ use crate::tensor::Tensor;
 const TARGET_COLS: usize = 1024;
 
 /// Reduction length from which pointwise convolutions run [`pointwise`]'s batched GEMM;
-/// shorter ones (the first blocks' 16- and 32-channel inputs) are faster in the blocked path,
-/// which writes the output in place.
+/// shorter ones (the first blocks' 16- to 32-channel inputs) are store-bound and faster in
+/// [`stem::conv1x1_small_into`] (maps of a multiple of 16 pixels) or the blocked path, which
+/// write the output in place.
 const PW_MIN_K: usize = 40;
 
 /// Narrowest column block worth a task of its own in the blocked path.
@@ -75,6 +79,14 @@ pub fn conv2d_into(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d, out: &
     debug_assert!(b.is_none_or(|b| b.len() == c.out_channels));
     if c.groups > 1 && ci == c.groups {
         return depthwise::conv2d_into(x, w, b, c, (oh, ow), out);
+    }
+    if stem::applies(c) {
+        let isa = stem::Isa::detect();
+        return stem::conv2d_into(x, &w.data, b, c, out, isa);
+    }
+    if c.groups == 1 && is_pointwise(c) && ci < PW_MIN_K && (h * wd) % stem::PW_ALIGN == 0 {
+        let isa = stem::Isa::detect();
+        return stem::conv1x1_small_into(x, &w.data, b, c.out_channels, c.act, out, isa);
     }
     if c.groups == 1 && is_pointwise(c) && ci >= PW_MIN_K {
         let isa = pointwise::Isa::detect();

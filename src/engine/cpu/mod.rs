@@ -23,6 +23,7 @@ pub mod pointwise;
 pub mod pool;
 pub mod precise;
 pub mod reference;
+pub mod stem;
 
 pub use conv::{conv2d, conv2d_into};
 pub use elementwise::{add, add_inplace, batch_norm, concat, relu, relu6, softmax};
