@@ -26,6 +26,10 @@ pub const MAX_CI: usize = 4;
 const RB: usize = 4;
 /// Output columns per register tile (two AVX2 vectors).
 const XB: usize = 16;
+/// Columns per chunk: tiles run rows, chunks, channel blocks, then the chunk's tiles, so a
+/// chunk's tap runs (`k·XC` floats) stay in L1 across the channel blocks and each output
+/// row is written in runs of up to `XC`.
+const XC: usize = 256;
 
 /// A raw output pointer shared by tasks that write disjoint rows of it.
 #[derive(Clone, Copy)]
@@ -253,22 +257,27 @@ unsafe fn rows(
     }
     let _ = isa;
     for y in ys {
-        for x0 in (0..g.ow).step_by(XB) {
-            let j = y * g.ws + x0;
+        for c0 in (0..g.ow).step_by(XC) {
             for o0 in (0..g.co).step_by(RB) {
-                let mut acc = [[0.0f32; XB]; RB];
-                for (t, &tp) in taps.iter().enumerate() {
-                    // SAFETY: the caller's contract.
-                    let run = unsafe { std::slice::from_raw_parts(tp.add(j), XB) };
-                    for (r, ar) in acc.iter_mut().enumerate() {
-                        let wv = w[(o0 + r).min(g.co - 1) * g.k + t];
-                        for (a, v) in ar.iter_mut().zip(run) {
-                            *a += wv * v;
+                let wr: [&[f32]; RB] =
+                    std::array::from_fn(|r| &w[(o0 + r).min(g.co - 1) * g.k..][..g.k]);
+                for x0 in (c0..g.ow.min(c0 + XC)).step_by(XB) {
+                    let j = y * g.ws + x0;
+                    let mut acc = [[0.0f32; XB]; RB];
+                    for (t, &tp) in taps.iter().enumerate() {
+                        let mut run = [0.0f32; XB];
+                        // SAFETY: the caller's contract.
+                        run.copy_from_slice(unsafe { std::slice::from_raw_parts(tp.add(j), XB) });
+                        for (ar, wrow) in acc.iter_mut().zip(&wr) {
+                            let wv = wrow[t];
+                            for (a, v) in ar.iter_mut().zip(&run) {
+                                *a += wv * v;
+                            }
                         }
                     }
+                    // SAFETY: the caller's contract.
+                    unsafe { store(g, &mut acc, bias, (o0, y, x0), d) };
                 }
-                // SAFETY: the caller's contract.
-                unsafe { store(g, &mut acc, bias, (o0, y, x0), d) };
             }
         }
     }
@@ -318,46 +327,48 @@ unsafe fn rows_avx2(
     // SAFETY (all blocks below): tap reads stay within the runs and weight reads within
     // `w` (rows clamped to co − 1, t < k); stores as in `store`.
     for y in ys {
-        for x0 in (0..g.ow).step_by(XB) {
-            let j = y * g.ws + x0;
+        for c0 in (0..g.ow).step_by(XC) {
             for o0 in (0..g.co).step_by(RB) {
-                let wr: [*const f32; RB] =
-                    std::array::from_fn(|r| w[(o0 + r).min(g.co - 1) * g.k..].as_ptr());
-                let mut acc = [[zero; 2]; RB];
-                for (t, &tp) in taps.iter().enumerate() {
-                    let (b0, b1) =
-                        unsafe { (_mm256_loadu_ps(tp.add(j)), _mm256_loadu_ps(tp.add(j + 8))) };
-                    for r in 0..RB {
-                        let a = unsafe { _mm256_broadcast_ss(&*wr[r].add(t)) };
-                        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
-                    }
-                }
-                if x0 + XB > g.ow || o0 + RB > g.co {
-                    let mut tile = [[0.0f32; XB]; RB];
-                    for (tr, ar) in tile.iter_mut().zip(&acc) {
-                        unsafe {
-                            _mm256_storeu_ps(tr.as_mut_ptr(), ar[0]);
-                            _mm256_storeu_ps(tr.as_mut_ptr().add(8), ar[1]);
+                for x0 in (c0..g.ow.min(c0 + XC)).step_by(XB) {
+                    let j = y * g.ws + x0;
+                    let wr: [*const f32; RB] =
+                        std::array::from_fn(|r| w[(o0 + r).min(g.co - 1) * g.k..].as_ptr());
+                    let mut acc = [[zero; 2]; RB];
+                    for (t, &tp) in taps.iter().enumerate() {
+                        let (b0, b1) =
+                            unsafe { (_mm256_loadu_ps(tp.add(j)), _mm256_loadu_ps(tp.add(j + 8))) };
+                        for r in 0..RB {
+                            let a = unsafe { _mm256_broadcast_ss(&*wr[r].add(t)) };
+                            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+                            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
                         }
                     }
-                    unsafe { store(g, &mut tile, bias, (o0, y, x0), d) };
-                    continue;
-                }
-                for (r, ar) in acc.iter().enumerate() {
-                    let bv = _mm256_set1_ps(bias[o0 + r]);
-                    let mut v = [_mm256_add_ps(ar[0], bv), _mm256_add_ps(ar[1], bv)];
-                    for e in &mut v {
-                        *e = match g.act {
-                            Activation::None => *e,
-                            Activation::Relu => _mm256_max_ps(*e, zero),
-                            Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(*e, zero), six),
-                        };
+                    if x0 + XB > g.ow || o0 + RB > g.co {
+                        let mut tile = [[0.0f32; XB]; RB];
+                        for (tr, ar) in tile.iter_mut().zip(&acc) {
+                            unsafe {
+                                _mm256_storeu_ps(tr.as_mut_ptr(), ar[0]);
+                                _mm256_storeu_ps(tr.as_mut_ptr().add(8), ar[1]);
+                            }
+                        }
+                        unsafe { store(g, &mut tile, bias, (o0, y, x0), d) };
+                        continue;
                     }
-                    unsafe {
-                        let p = d.add((o0 + r) * g.ohw + y * g.ow + x0);
-                        _mm256_storeu_ps(p, v[0]);
-                        _mm256_storeu_ps(p.add(8), v[1]);
+                    for (r, ar) in acc.iter().enumerate() {
+                        let bv = _mm256_set1_ps(bias[o0 + r]);
+                        let mut v = [_mm256_add_ps(ar[0], bv), _mm256_add_ps(ar[1], bv)];
+                        for e in &mut v {
+                            *e = match g.act {
+                                Activation::None => *e,
+                                Activation::Relu => _mm256_max_ps(*e, zero),
+                                Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(*e, zero), six),
+                            };
+                        }
+                        unsafe {
+                            let p = d.add((o0 + r) * g.ohw + y * g.ow + x0);
+                            _mm256_storeu_ps(p, v[0]);
+                            _mm256_storeu_ps(p.add(8), v[1]);
+                        }
                     }
                 }
             }
