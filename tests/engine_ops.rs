@@ -296,7 +296,7 @@ fn stem_case() -> impl Strategy<Value = ConvCase> {
 
 /// Short-reduction pointwise cases (maps of a multiple of 16 pixels).
 fn pointwise_small_case() -> impl Strategy<Value = ConvCase> {
-    (pointwise_case(), 1usize..=39, 1usize..=4, 1usize..=3).prop_map(|(mut k, cig, h, m)| {
+    (pointwise_case(), 1usize..=47, 1usize..=4, 1usize..=3).prop_map(|(mut k, cig, h, m)| {
         k.cig = cig;
         k.hw = if k.seed % 3 == 0 { [4, 4] } else { [h, 16 * m] };
         k

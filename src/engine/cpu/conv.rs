@@ -6,9 +6,9 @@
 //! Dispatch: convolutions with one input channel per group (depthwise, with any channel
 //! multiplier) run the direct kernel in [`super::depthwise`]; single-group ones with at most
 //! [`stem::MAX_CI`] input channels (the stem) the direct kernel of [`super::stem`]; single-group
-//! 1×1 stride-1 unpadded ones with at least `PW_MIN_K` input channels the batched GEMM of
-//! [`super::pointwise`], with fewer (on maps of a multiple of 16 pixels) the direct
-//! short-reduction kernel of [`super::stem`]; everything else is
+//! 1×1 stride-1 unpadded ones with fewer than `PW_SMALL_MAX_K` input channels on maps of a
+//! multiple of 16 pixels the direct short-reduction kernel of [`super::stem`], others with
+//! at least `PW_MIN_K` the batched GEMM of [`super::pointwise`]; everything else is
 //! `Y_g[cog, cols] = W_g[cog, cig·kh·kw] · B_g[cig·kh·kw, cols]` per group with
 //! `matrixmultiply::sgemm`, where `B` comes from [`super::im2col`] or, for 1×1 stride-1
 //! unpadded convolutions on large maps, is the input itself. Small maps batch several images
@@ -34,10 +34,14 @@ use crate::tensor::Tensor;
 const TARGET_COLS: usize = 1024;
 
 /// Reduction length from which pointwise convolutions run [`pointwise`]'s batched GEMM;
-/// shorter ones (the first blocks' 16- to 32-channel inputs) are store-bound and faster in
-/// [`stem::conv1x1_small_into`] (maps of a multiple of 16 pixels) or the blocked path, which
-/// write the output in place.
+/// shorter ones are faster in the blocked path, which writes the output in place.
 const PW_MIN_K: usize = 40;
+
+/// Reduction length below which pointwise convolutions on maps of a multiple of 16 pixels
+/// run [`stem::conv1x1_small_into`]: these (16–40 input channels at 112²…28²) are
+/// store-bound, and its register tiles write each output once with the epilogue fused,
+/// without packing or a tile buffer.
+const PW_SMALL_MAX_K: usize = 48;
 
 /// Narrowest column block worth a task of its own in the blocked path.
 const MIN_BLOCK: usize = 128;
@@ -84,7 +88,7 @@ pub fn conv2d_into(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d, out: &
         let isa = stem::Isa::detect();
         return stem::conv2d_into(x, &w.data, b, c, out, isa);
     }
-    if c.groups == 1 && is_pointwise(c) && ci < PW_MIN_K && (h * wd) % stem::PW_ALIGN == 0 {
+    if c.groups == 1 && is_pointwise(c) && ci < PW_SMALL_MAX_K && (h * wd) % stem::PW_ALIGN == 0 {
         let isa = stem::Isa::detect();
         return stem::conv1x1_small_into(x, &w.data, b, c.out_channels, c.act, out, isa);
     }
