@@ -202,9 +202,11 @@ impl ConvCase {
     }
 }
 
+/// General convs: up to 6 input channels per group, so single-group cases reach both the
+/// few-channel kernel of `cpu::stem` (≤ 4) and the im2col + GEMM path (5, 6).
 fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
-        (1usize..=3, 1usize..=4, 1usize..=3, 1usize..=3),
+        (1usize..=3, 1usize..=4, 1usize..=6, 1usize..=3),
         ([1usize..=13, 1usize..=13], [1usize..=5, 1usize..=5]),
         ([1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
         [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
