@@ -1,6 +1,8 @@
 //! Naive direct implementations of the engine's ops: the oracle that every fast kernel
 //! (CPU and GPU) is tested against. Written for obviousness, not speed; f64 accumulation.
 //! Layouts: activations NCHW, conv weights `[out, in/groups, kh, kw]`, linear `[out, in]`.
+//! Test support: callers pass shapes that fit (as graph shape inference guarantees); a
+//! window that does not fit the input panics rather than returning an error.
 
 use crate::graph::{Conv2d, Linear, Pool};
 use crate::tensor::Tensor;

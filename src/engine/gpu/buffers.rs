@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use super::context::{GpuContext, Kernel};
+use super::context::{GpuContext, Kernel, KernelSpec};
 use crate::error::{Error, Result};
 
 /// Bit pattern written into f32 outputs before a kernel runs: a NaN, so any element the
@@ -153,6 +153,26 @@ pub fn dispatch(
     pass.set_pipeline(&kernel.pipeline);
     pass.set_bind_group(0, group, &[]);
     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+}
+
+/// Records one dispatch of `spec` over `groups` workgroups (folded into y past the
+/// per-dimension limit) with `bufs` at bindings 0.. and `params` as the uniform after them:
+/// the launch sequence of every single-dispatch kernel.
+pub fn launch<P: Pod>(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    spec: &KernelSpec<'_>,
+    bufs: &[&wgpu::Buffer],
+    params: &P,
+    groups: u64,
+) -> Result<()> {
+    let kernel = ctx.kernel(spec)?;
+    let pbuf = uniform(ctx, spec.name, params);
+    let mut all = bufs.to_vec();
+    all.push(&pbuf);
+    let bg = bind(ctx, &kernel, &all)?;
+    dispatch(enc, &kernel, &bg, fold(ctx, groups)?);
+    Ok(())
 }
 
 /// `[x, y, 1]` with `x·y ≥ groups`, `x` and `y` within the per-dimension limit: a linear

@@ -86,7 +86,7 @@ pub fn conv2d_encode(
     let total = params.total as usize;
     let (oh, ow) = (params.oh as usize, params.ow as usize);
     let constants = [("ACT", act_code(c.act))];
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "conv2d",
         source: SOURCE,
         entry: if depthwise {
@@ -97,16 +97,13 @@ pub fn conv2d_encode(
         slots: &SLOTS,
         constants: &constants,
         workgroup_bytes: if depthwise { 0 } else { 2 * 1024 * 4 },
-    })?;
-    let groups = if depthwise {
-        buffers::fold(ctx, (n * c.out_channels * oh * ow).div_ceil(256) as u64)?
-    } else {
-        buffers::fold(ctx, total as u64)?
     };
-    let pbuf = buffers::uniform(ctx, "conv2d params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, w, b, y, &pbuf])?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    let groups = if depthwise {
+        (n * c.out_channels * oh * ow).div_ceil(256)
+    } else {
+        total
+    };
+    buffers::launch(ctx, enc, &spec, &[x, w, b, y], &params, groups as u64)
 }
 
 /// Checks the buffers of a convolution of `n` images of `h × w` and builds its uniform;

@@ -238,6 +238,7 @@ fn out_fields(p: &mut IntParams, out: Option<QParams>) {
     }
 }
 
+/// One invocation per output word (`p.total`), 64 per workgroup.
 fn launch(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
@@ -245,14 +246,7 @@ fn launch(
     bufs: &[&wgpu::Buffer],
     p: &IntParams,
 ) -> Result<()> {
-    let kernel = ctx.kernel(&spec)?;
-    let pbuf = buffers::uniform(ctx, spec.name, p);
-    let mut all: Vec<&wgpu::Buffer> = bufs.to_vec();
-    all.push(&pbuf);
-    let bg = buffers::bind(ctx, &kernel, &all)?;
-    let groups = buffers::fold(ctx, (p.total as u64).div_ceil(64))?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    buffers::launch(ctx, enc, &spec, bufs, p, (p.total as u64).div_ceil(64))
 }
 
 /// Records an integer conv (`c`; a linear layer is a 1×1 conv on a 1×1 input) of `n`

@@ -205,20 +205,15 @@ fn launch(
     bufs: [&wgpu::Buffer; 4],
     p: &SimParams,
 ) -> Result<()> {
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "conv_sim",
         source: SOURCE,
         entry,
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: 0,
-    })?;
-    let pbuf = buffers::uniform(ctx, entry, p);
-    let [a, b, c, y] = bufs;
-    let bg = buffers::bind(ctx, &kernel, &[a, b, c, y, &pbuf])?;
-    let groups = buffers::fold(ctx, (p.total as u64).div_ceil(64))?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    };
+    buffers::launch(ctx, enc, &spec, &bufs, p, (p.total as u64).div_ceil(64))
 }
 
 /// Records the accumulators (f32 NCHW, `n·CO·OH·OW`) of weight tensor `t` of `l` on `n`

@@ -63,23 +63,16 @@ pub fn eltwise_encode(
         }
     };
     buffers::check_len("eltwise y", y, len)?;
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "eltwise",
         source: SOURCE,
         entry: if concat.is_some() { "concat" } else { "add" },
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: 0,
-    })?;
-    let pbuf = buffers::uniform(ctx, "eltwise params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[a, b, y, &pbuf])?;
-    buffers::dispatch(
-        enc,
-        &kernel,
-        &bg,
-        buffers::fold(ctx, len.div_ceil(256) as u64)?,
-    );
-    Ok(())
+    };
+    let groups = len.div_ceil(256) as u64;
+    buffers::launch(ctx, enc, &spec, &[a, b, y], &params, groups)
 }
 
 /// `a + b` for tensors of equal shape (batch chunked under the binding limit).

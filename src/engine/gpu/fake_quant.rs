@@ -70,23 +70,16 @@ pub fn fake_quant_encode(
         inner: u32_of("inner", layout.inner.max(1))?,
         base: u32_of("fake_quant base", base)?,
     };
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "fake_quant",
         source: SOURCE,
         entry: "fake_quant",
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: 0,
-    })?;
-    let pbuf = buffers::uniform(ctx, "fake_quant params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, table, codes, values, &pbuf])?;
-    buffers::dispatch(
-        enc,
-        &kernel,
-        &bg,
-        buffers::fold(ctx, len.div_ceil(256) as u64)?,
-    );
-    Ok(())
+    };
+    let groups = len.div_ceil(256) as u64;
+    buffers::launch(ctx, enc, &spec, &[x, table, codes, values], &params, groups)
 }
 
 /// Codes and dequantized values of host data `x` (chunked under the binding limit;

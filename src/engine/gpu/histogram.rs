@@ -70,19 +70,16 @@ pub fn histogram_encode(
         _pad: [0; 2],
     };
     u32_of("histogram values", n * layout.channels * layout.inner)?;
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "histogram",
         source: SOURCE,
         entry: "histogram",
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: MAX_BINS * 4,
-    })?;
-    let pbuf = buffers::uniform(ctx, "histogram params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, table, counts, &pbuf])?;
-    let groups = buffers::fold(ctx, (n * layout.channels * segs) as u64)?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    };
+    let groups = (n * layout.channels * segs) as u64;
+    buffers::launch(ctx, enc, &spec, &[x, table, counts], &params, groups)
 }
 
 /// Counts `[channels][bins]` of host data `x` over per-channel `ranges`.

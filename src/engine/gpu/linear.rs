@@ -60,23 +60,16 @@ pub fn linear_encode(
         total: u32_of("linear outputs", n * o)?,
     };
     let constants = [("ACT", act_code(l.act))];
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "linear",
         source: SOURCE,
         entry: "linear",
         slots: &SLOTS,
         constants: &constants,
         workgroup_bytes: 0,
-    })?;
-    let pbuf = buffers::uniform(ctx, "linear params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, w, b, y, &pbuf])?;
-    buffers::dispatch(
-        enc,
-        &kernel,
-        &bg,
-        buffers::fold(ctx, (n * o).div_ceil(256) as u64)?,
-    );
-    Ok(())
+    };
+    let groups = (n * o).div_ceil(256) as u64;
+    buffers::launch(ctx, enc, &spec, &[x, w, b, y], &params, groups)
 }
 
 /// Runs `linear` on host tensors (batch chunked under the binding limit).

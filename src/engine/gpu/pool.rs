@@ -92,23 +92,20 @@ pub fn pool_encode(
         total: u32_of("pool outputs", total)?,
     };
     let entry = kind.entry(h * w);
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "pool",
         source: SOURCE,
         entry,
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: if entry == "global_avg_pool" { 1024 } else { 0 },
-    })?;
-    let groups = match entry {
-        "global_avg_pool" => buffers::fold(ctx, planes as u64)?,
-        "global_avg_pool_small" => buffers::fold(ctx, planes.div_ceil(64) as u64)?,
-        _ => buffers::fold(ctx, total.div_ceil(256) as u64)?,
     };
-    let pbuf = buffers::uniform(ctx, "pool params", &params);
-    let bg = buffers::bind(ctx, &kernel, &[x, y, &pbuf])?;
-    buffers::dispatch(enc, &kernel, &bg, groups);
-    Ok(())
+    let groups = match entry {
+        "global_avg_pool" => planes,
+        "global_avg_pool_small" => planes.div_ceil(64),
+        _ => total.div_ceil(256),
+    };
+    buffers::launch(ctx, enc, &spec, &[x, y], &params, groups as u64)
 }
 
 fn out_hw(kind: PoolKind, p: &Pool, h: usize, w: usize) -> Result<(usize, usize)> {

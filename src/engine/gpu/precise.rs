@@ -45,19 +45,15 @@ fn launch(
     groups: u64,
 ) -> Result<()> {
     let constants = [("ACT", act)];
-    let kernel = ctx.kernel(&KernelSpec {
+    let spec = KernelSpec {
         name: "conv2d_precise",
         source: SOURCE,
         entry,
         slots: &SLOTS,
         constants: &constants,
         workgroup_bytes,
-    })?;
-    let pbuf = buffers::uniform(ctx, "conv2d_precise params", params);
-    let [x, w, b, y] = bufs;
-    let bg = buffers::bind(ctx, &kernel, &[x, w, b, y, &pbuf])?;
-    buffers::dispatch(enc, &kernel, &bg, buffers::fold(ctx, groups)?);
-    Ok(())
+    };
+    buffers::launch(ctx, enc, &spec, &bufs, params, groups)
 }
 
 /// Records the precise convolution of `n` images of `h × w` (buffers as `conv2d_encode`).
