@@ -36,6 +36,26 @@ pub struct LinearParams {
 }
 const _: () = assert!(std::mem::size_of::<LinearParams>() == 16);
 
+/// Checks the buffers `[x, w, b, y]` of a linear layer on `n` rows and builds its uniform
+/// (shared with the calibration-precision kernel).
+pub(crate) fn linear_params(
+    [x, w, b, y]: [&wgpu::Buffer; 4],
+    n: usize,
+    l: &Linear,
+) -> Result<LinearParams> {
+    let (k, o) = (l.in_features, l.out_features);
+    buffers::check_len("linear x", x, n * k)?;
+    buffers::check_len("linear w", w, o * k)?;
+    buffers::check_len("linear b", b, o)?;
+    buffers::check_len("linear y", y, n * o)?;
+    Ok(LinearParams {
+        n: u32_of("batch", n)?,
+        k: u32_of("in_features", k)?,
+        o: u32_of("out_features", o)?,
+        total: u32_of("linear outputs", n * o)?,
+    })
+}
+
 /// Records `y = act(x·Wᵀ + b)` for `n` rows held in buffers.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_encode(
@@ -48,17 +68,8 @@ pub fn linear_encode(
     n: usize,
     l: &Linear,
 ) -> Result<()> {
-    let (k, o) = (l.in_features, l.out_features);
-    buffers::check_len("linear x", x, n * k)?;
-    buffers::check_len("linear w", w, o * k)?;
-    buffers::check_len("linear b", b, o)?;
-    buffers::check_len("linear y", y, n * o)?;
-    let params = LinearParams {
-        n: u32_of("batch", n)?,
-        k: u32_of("in_features", k)?,
-        o: u32_of("out_features", o)?,
-        total: u32_of("linear outputs", n * o)?,
-    };
+    let params = linear_params([x, w, b, y], n, l)?;
+    let o = params.o as usize;
     let constants = [("ACT", act_code(l.act))];
     let spec = KernelSpec {
         name: "linear",

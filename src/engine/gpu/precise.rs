@@ -113,19 +113,15 @@ pub fn linear_precise_encode(
     n: usize,
     l: &Linear,
 ) -> Result<()> {
-    let (k, o) = (l.in_features, l.out_features);
-    buffers::check_len("linear x", x, n * k)?;
-    buffers::check_len("linear w", w, o * k)?;
-    buffers::check_len("linear b", b, o)?;
-    buffers::check_len("linear y", y, n * o)?;
+    let lp = super::linear::linear_params([x, w, b, y], n, l)?;
     let params = Conv2dParams {
-        n: u32_of("batch", n)?,
-        ci: u32_of("in_features", k)?,
-        co: u32_of("out_features", o)?,
-        total: u32_of("linear outputs", n * o)?,
+        n: lp.n,
+        ci: lp.k,
+        co: lp.o,
+        total: lp.total,
         ..Conv2dParams::default()
     };
-    let groups = (n * o).div_ceil(256) as u64;
+    let groups = (lp.total as u64).div_ceil(256);
     let act = act_code(l.act);
     launch(
         ctx,
