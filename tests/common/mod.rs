@@ -32,10 +32,22 @@ pub fn test_context() -> Option<GpuContext> {
         Ok(ctx) => Some(ctx),
         Err(e) if gpu_required() => panic!("REQUIRE_GPU=1 but no GPU context: {e}"),
         Err(e) => {
-            eprintln!("SKIPPED: no GPU context ({e}); set REQUIRE_GPU=1 to make this fail");
+            skip_loudly(&format!(
+                "SKIPPED GPU tests: no GPU context ({e}); set REQUIRE_GPU=1 to make this fail"
+            ));
             None
         }
     }
+}
+
+/// Says why tests skip, once per test binary, on the process's stderr: the test harness
+/// captures `eprintln!` of passing tests, so a skip through it would be silent.
+pub fn skip_loudly(msg: &str) {
+    use std::io::Write;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+    });
 }
 
 /// A fixed-seed uniform value in [−1, 1) (64-bit LCG), for synthetic test tensors.

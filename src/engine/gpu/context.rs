@@ -2,7 +2,10 @@
 //! cache. Built by a fallible constructor; every kernel takes `&GpuContext`.
 //!
 //! Adapter choice honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`
-//! (`InstanceDescriptor::with_env` + `initialize_adapter_from_env_or_default`). The device
+//! (`InstanceDescriptor::with_env` + `initialize_adapter_from_env_or_default`). Without
+//! `WGPU_BACKEND` only the primary APIs (Vulkan, Metal, DX12) are tried: wgpu's GL backend
+//! would otherwise pick Mesa's llvmpipe through EGL on machines with no Vulkan driver, where
+//! it is very slow and can deadlock inside wgpu-hal; `WGPU_BACKEND=gl` still selects it. The device
 //! gets the adapter's own limits (wgpu's defaults are smaller) and no optional features:
 //! kernels need none.
 
@@ -74,17 +77,28 @@ impl std::fmt::Debug for GpuContext {
     }
 }
 
+/// The APIs adapters are looked for on: `WGPU_BACKEND` when set and not empty, else the
+/// primary ones.
+pub fn backends() -> wgpu::Backends {
+    match env("WGPU_BACKEND") {
+        Some(list) if !list.trim().is_empty() => wgpu::Backends::from_comma_list(&list),
+        _ => wgpu::Backends::PRIMARY,
+    }
+}
+
 impl GpuContext {
     /// Picks an adapter from the environment and opens a device on it.
     /// `Error::NoAdapter` when there is none (or `WGPU_ADAPTER_NAME` matches none).
     pub fn new() -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: backends(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle().with_env()
+        });
         // initialize_adapter_from_env panics when WGPU_ADAPTER_NAME matches nothing:
         // check the names first.
         if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
             let want = want.to_lowercase();
-            let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+            let adapters = pollster::block_on(instance.enumerate_adapters(backends()));
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
             if !names.iter().any(|n| n.to_lowercase().contains(&want)) {
                 return Err(Error::NoAdapter(format!(
@@ -95,7 +109,13 @@ impl GpuContext {
         let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
             &instance, None,
         ))
-        .map_err(|e| Error::NoAdapter(format!("{e} (WGPU_BACKEND={:?})", env("WGPU_BACKEND"))))?;
+        .map_err(|e| {
+            Error::NoAdapter(format!(
+                "{e} (WGPU_BACKEND={:?}; tried {:?})",
+                env("WGPU_BACKEND"),
+                backends()
+            ))
+        })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let packed_dot = instance
