@@ -105,34 +105,11 @@ pub struct ModelFile {
 impl ModelFile {
     /// Reads a model file: a regular file of at most [`MAX_MODEL_FILE_BYTES`].
     pub fn read(path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::ModelFile {
+        let bytes = read_capped(path)?;
+        Self::from_bytes(&bytes).map_err(|msg| Error::ModelFile {
             path: path.to_path_buf(),
             msg,
-        };
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() {
-            return Err(err(
-                "not a regular file (a directory, device or pipe cannot be a model)".into(),
-            ));
-        }
-        if meta.len() > MAX_MODEL_FILE_BYTES {
-            return Err(err(format!(
-                "{} bytes; model files of at most {MAX_MODEL_FILE_BYTES} bytes are read",
-                meta.len()
-            )));
-        }
-        // The cap holds even if the file grows while it is read.
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(MAX_MODEL_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
-            return Err(err(format!(
-                "grew past {MAX_MODEL_FILE_BYTES} bytes while being read"
-            )));
-        }
-        Self::from_bytes(&bytes).map_err(err)
+        })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
@@ -239,6 +216,39 @@ impl ModelFile {
             None => Err(format!("tensor {name} is missing")),
         }
     }
+}
+
+/// Reads a model or weight file whole: refuses anything that is not a regular file (a
+/// directory, `/dev/zero`, a pipe) and files above [`MAX_MODEL_FILE_BYTES`], before reading.
+pub fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    let err = |msg: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(err(
+            "not a regular file (a directory, device or pipe cannot be a model)".into(),
+        ));
+    }
+    if meta.len() > MAX_MODEL_FILE_BYTES {
+        return Err(err(format!(
+            "{} bytes; model files of at most {MAX_MODEL_FILE_BYTES} bytes are read",
+            meta.len()
+        )));
+    }
+    // The cap holds even if the file grows while it is read.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_MODEL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(err(format!(
+            "grew past {MAX_MODEL_FILE_BYTES} bytes while being read"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see a
