@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use crate::calib::{self, Calibration};
 use crate::engine::Backend;
-use crate::error::Result;
-use crate::graph::{passes, Graph};
+use crate::error::{Error, Result};
+use crate::graph::{passes, Graph, Op};
 use crate::io::dataset::Dataset;
 use crate::qmodel::QuantModel;
 use crate::quant::config::{quant_points, QuantConfig};
@@ -40,6 +40,20 @@ impl Prepared {
     }
 }
 
+/// Refuses, before any work, a prepared graph that a quantized file cannot hold: a
+/// BatchNorm left unfolded (its input is not a conv/linear layer read by it alone).
+pub fn check_quantizable(g: &Graph) -> Result<()> {
+    match g.nodes.iter().find(|n| matches!(n.op, Op::BatchNorm { .. })) {
+        Some(n) => Err(Error::Quant(format!(
+            "node {} (batch_norm) cannot be folded: its input {} is not a conv or linear layer \
+             read by it alone; quantized models hold only folded BatchNorms",
+            n.name,
+            n.inputs.first().map_or("?", String::as_str)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Statistics for the quantization points `cfg` implies.
 pub fn statistics(
     m: &Prepared,
@@ -48,6 +62,7 @@ pub fn statistics(
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
+    check_quantizable(&m.graph)?;
     let points = quant_points(&m.graph, cfg);
     match src {
         StatsSource::Images {
@@ -63,11 +78,20 @@ pub fn statistics(
     }
 }
 
-/// Plans and builds the quantized model from statistics.
+/// Plans and builds the quantized model from statistics. A `deploy` plan the integer
+/// kernels cannot run is refused here, naming the node.
 pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
+    check_quantizable(&m.graph)?;
     let points = quant_points(&m.graph, cfg);
     let plan = make_plan(&m.graph, cfg, &points, &cal.stats, &cal.means, &cal.source)?;
-    QuantModel::new(&m.graph, plan)
+    let q = QuantModel::new(&m.graph, plan)?;
+    if let Some(Err(why)) = &q.int {
+        return Err(Error::Quant(format!(
+            "--protocol deploy: the integer kernels cannot run this model: {why}; \
+             quantize with --protocol paper instead"
+        )));
+    }
+    Ok(q)
 }
 
 /// Statistics, plan and model in one call; returns the model and the seconds it took

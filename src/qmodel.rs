@@ -11,8 +11,14 @@
 //!
 //! Simulation: weights are dequantized once; at every activation quantization point the
 //! value is fake-quantized (quantize, then dequantize) after the producing node.
+//!
+//! Every model is checked ([`check::check_plan`]) when it is built and when it is read, and
+//! [`QuantModel::save`] parses its own bytes back with the loader `eval` uses before the
+//! file is put in place, so no file is written that cannot be read back.
 
-use std::collections::BTreeMap;
+mod check;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,7 @@ use crate::io::model::{self as mfile, Data, ModelFile, RawTensor};
 use crate::quant::config::{Protocol, QuantConfig};
 use crate::quant::pack::{pack_u4, unpack_u4};
 use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
+use crate::quant::scheme::MAX_BITS;
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -52,7 +59,14 @@ pub struct QuantModel {
 impl QuantModel {
     /// Builds the simulation of `plan` on the prepared graph `g`.
     pub fn new(g: &Graph, plan: Plan) -> Result<Self> {
+        check::check_plan(g, &plan).map_err(Error::Quant)?;
         let mut sim = g.clone();
+        let index: HashMap<String, usize> = sim
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         for l in &plan.layers {
             let w = dequantize_layer(l)?;
             let key = format!("{}.weight", l.node);
@@ -68,13 +82,11 @@ impl QuantModel {
                     data: l.bias.clone(),
                 },
             );
-            for n in &mut sim.nodes {
-                if n.name == l.node {
-                    match &mut n.op {
-                        crate::graph::Op::Conv2d(c) => c.bias = true,
-                        crate::graph::Op::Linear(li) => li.bias = true,
-                        _ => {}
-                    }
+            if let Some(&i) = index.get(&l.node) {
+                match &mut sim.nodes[i].op {
+                    crate::graph::Op::Conv2d(c) => c.bias = true,
+                    crate::graph::Op::Linear(li) => li.bias = true,
+                    _ => {}
                 }
             }
         }
@@ -168,8 +180,27 @@ impl QuantModel {
         Ok(f)
     }
 
+    /// Writes the model atomically, after parsing the bytes back with the loader `eval`
+    /// uses ([`QuantModel::from_file`] and its checks): a file that could not be read back
+    /// is never written. `deploy` models the integer kernels cannot run are refused.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.to_file()?.write(path)
+        if let Some(Err(why)) = &self.int {
+            return Err(Error::Quant(format!(
+                "--protocol deploy: the integer kernels cannot run this model: {why}"
+            )));
+        }
+        let bytes = self.to_file()?.to_bytes()?;
+        let mut back = ModelFile::from_bytes(&bytes).map_err(|msg| Error::ModelFile {
+            path: path.to_path_buf(),
+            msg: format!("the file about to be written does not parse: {msg}"),
+        })?;
+        QuantModel::from_file(&mut back, path).map_err(|e| {
+            Error::Quant(format!(
+                "refusing to write {}: it would not load back: {e}",
+                path.display()
+            ))
+        })?;
+        mfile::write_atomic(path, &bytes)
     }
 
     /// Loads a quantized model file (already read).
@@ -182,9 +213,7 @@ impl QuantModel {
             serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
                 .map_err(|e| err(format!("plan metadata: {e}")))?;
         // The structure: parameters are rebuilt from codes below.
-        let mut structure = f.clone();
-        structure.tensors.clear();
-        let mut g = graph_structure(&structure, path)?;
+        let mut g = graph_structure(f, path)?;
         let mut layers = Vec::new();
         for info in meta.layers {
             let shape = weight_shape(&g, &info.node).map_err(|e| err(e.to_string()))?;
@@ -220,6 +249,7 @@ impl QuantModel {
             layers,
             acts: meta.acts,
         };
+        check::check_plan(&g, &plan).map_err(err)?;
         QuantModel::new(&g, plan)
     }
 
@@ -230,13 +260,18 @@ impl QuantModel {
 }
 
 /// The graph of a quantized file, with bias flags set so parameters can be filled in.
+/// Placeholder weights are allocated only for layers whose codes are in the file, so the
+/// memory used stays proportional to the file's size.
 fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
     let err = |msg: String| Error::ModelFile {
         path: path.to_path_buf(),
         msg,
     };
     // Parse the graph JSON the same way FP32 files do, without requiring parameter tensors.
-    let mut probe = f.clone();
+    let mut probe = ModelFile {
+        metadata: f.metadata.clone(),
+        tensors: BTreeMap::new(),
+    };
     let gm: serde_json::Value = serde_json::from_str(
         probe
             .meta(mfile::KEY_GRAPH)
@@ -259,9 +294,18 @@ fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
                     )))
                 }
             };
+            let numel = crate::graph::limits::checked_numel(&shape, &format!("node {}", n.name))?;
+            let codes = format!("{}.weight.codes", n.name);
+            let stored = f.tensors.get(&codes).map_or(0, |t| t.byte_len());
+            if stored < numel.div_ceil(2) {
+                return Err(err(format!(
+                    "tensor {codes}: {stored} bytes cannot hold the {numel} codes of {} {:?}",
+                    n.name, shape
+                )));
+            }
             probe.tensors.insert(
                 format!("{}.{p}", n.name),
-                RawTensor::f32(shape.clone(), vec![0.0; shape.iter().product()]),
+                RawTensor::f32(shape.clone(), vec![0.0; numel]),
             );
         }
     }
@@ -283,8 +327,13 @@ fn put_codes(
     codes: &[u8],
 ) -> Result<()> {
     let c = params.len();
-    let per = codes.len() / c.max(1);
-    debug_assert_eq!(shape[0], c);
+    if c == 0 || shape.first() != Some(&c) || codes.len() % c != 0 {
+        return Err(Error::Quant(format!(
+            "{key}: {c} channel quantizers and {} codes for shape {shape:?}",
+            codes.len()
+        )));
+    }
+    let per = codes.len() / c;
     let mut data = Vec::with_capacity(codes.len());
     for (p, row) in params.iter().zip(codes.chunks(per.max(1))) {
         if p.bits <= 4 {
@@ -338,11 +387,14 @@ fn take_codes(
     else {
         return Err(format!("{key}: wrong tensor types"));
     };
-    let c = shape[0];
-    if scale.len() != c || zero.len() != c || bits.len() != c {
+    let c = shape.first().copied().unwrap_or(0);
+    if c == 0 || scale.len() != c || zero.len() != c || bits.len() != c {
         return Err(format!("{key}: expected {c} per-channel quantizers"));
     }
-    let n: usize = shape.iter().product();
+    if let Some((i, b)) = bits.iter().enumerate().find(|(_, &b)| b > MAX_BITS) {
+        return Err(format!("{key}.bits: channel {i} has {b} bits; at most {MAX_BITS}"));
+    }
+    let n = crate::graph::limits::checked_numel(shape, key).map_err(|e| e.to_string())?;
     let params: Vec<QParams> = (0..c)
         .map(|i| QParams {
             scale: scale[i],

@@ -9,7 +9,8 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// A tensor of zeros.
+    /// A tensor of zeros. The shape must come from a validated graph (see
+    /// `graph::limits`); sizes read from files go through [`Tensor::checked_zeros`].
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
@@ -17,12 +18,22 @@ impl Tensor {
         }
     }
 
+    /// A tensor of zeros, refusing shapes whose size overflows or exceeds
+    /// [`MAX_ELEMENTS`](crate::graph::limits::MAX_ELEMENTS) before allocating.
+    pub fn checked_zeros(shape: &[usize]) -> Result<Self> {
+        let n = crate::graph::limits::checked_numel(shape, "tensor")?;
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; n],
+        })
+    }
+
     /// Wraps `data`, checking that its length matches the shape.
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Self> {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(data.len()) {
             return Err(Error::Engine(format!(
-                "tensor of shape {shape:?} needs {n} values, got {}",
+                "tensor of shape {shape:?} does not hold {} values",
                 data.len()
             )));
         }

@@ -5,6 +5,7 @@
 //! [`Graph::INPUT`]. Shapes are per sample (no batch axis): `[C, H, W]` for feature maps,
 //! `[F]` after `Flatten`/`GlobalAvgPool`... (GlobalAvgPool keeps `[C, 1, 1]`).
 
+pub mod limits;
 pub mod op;
 pub mod passes;
 mod shape;
@@ -40,6 +41,34 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
+    /// Checks sizes against [`limits::MAX_SPATIAL`] (before any image is resized to them),
+    /// 0 < size <= resize, 1 or 3 channels, finite means and finite non-zero deviations.
+    pub fn validate(&self) -> Result<()> {
+        limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")?;
+        limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")?;
+        if self.resize < self.size {
+            return Err(Error::Graph(format!(
+                "preprocess resize {} is smaller than the crop size {}",
+                self.resize, self.size
+            )));
+        }
+        if !matches!(self.channels, 1 | 3) {
+            return Err(Error::Graph(format!(
+                "preprocess channels is {}; must be 1 or 3",
+                self.channels
+            )));
+        }
+        if self.mean.iter().any(|m| !m.is_finite())
+            || self.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+        {
+            return Err(Error::Graph(format!(
+                "preprocess mean {:?} and std {:?} must be finite, std non-zero",
+                self.mean, self.std
+            )));
+        }
+        Ok(())
+    }
+
     /// EfficientNet-Lite: `(x − 127) / 128`, shorter side to 256·size/224, center crop.
     pub fn efficientnet(size: usize) -> Self {
         Preprocess {
@@ -99,6 +128,13 @@ impl Graph {
     /// Checks names, topological order, parameter presence and shapes, and returns the
     /// per-sample shape of every value. A bad model fails here, before any compute.
     pub fn validate(&self) -> Result<HashMap<String, Vec<usize>>> {
+        if self.nodes.len() > limits::MAX_NODES {
+            return Err(Error::Graph(format!(
+                "{} nodes; at most {} are supported",
+                self.nodes.len(),
+                limits::MAX_NODES
+            )));
+        }
         let mut seen: HashSet<&str> = HashSet::new();
         seen.insert(Self::INPUT);
         for n in &self.nodes {
@@ -128,6 +164,31 @@ impl Graph {
         shape::infer(self)
     }
 
+    /// Checks parameter values of a loaded FP32 graph: every value finite, BatchNorm
+    /// variances non-negative. The error names the tensor.
+    pub fn check_values(&self) -> Result<()> {
+        for (key, t) in &self.params {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Graph(format!(
+                    "tensor {key}: value {} at index {i} is not finite",
+                    t.data[i]
+                )));
+            }
+        }
+        for n in &self.nodes {
+            if let Op::BatchNorm { .. } = n.op {
+                let var = self.param(&n.name, "running_var")?;
+                if let Some(i) = var.data.iter().position(|&v| v < 0.0) {
+                    return Err(Error::Graph(format!(
+                        "tensor {}.running_var: variance {} at channel {i} is negative",
+                        n.name, var.data[i]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes nodes whose values never reach the output.
     pub fn prune(&mut self) {
         let mut live: HashSet<String> = HashSet::new();
@@ -137,30 +198,15 @@ impl Graph {
                 live.extend(n.inputs.iter().cloned());
             }
         }
-        let dead: Vec<String> = self
+        let dead: HashSet<String> = self
             .nodes
             .iter()
             .filter(|n| !live.contains(&n.name))
             .map(|n| n.name.clone())
             .collect();
         self.nodes.retain(|n| live.contains(&n.name));
-        for d in dead {
-            let prefix = format!("{d}.");
-            self.params.retain(|k, _| !k.starts_with(&prefix));
-        }
-    }
-
-    /// Replaces every read of value `from` by `to` (and the graph output).
-    pub(crate) fn rewire(&mut self, from: &str, to: &str) {
-        for n in &mut self.nodes {
-            for i in &mut n.inputs {
-                if i == from {
-                    *i = to.to_string();
-                }
-            }
-        }
-        if self.output == from {
-            self.output = to.to_string();
-        }
+        // Keys are `<node>.<param>` and parameter names have no dot.
+        self.params
+            .retain(|k, _| k.rsplit_once('.').is_none_or(|(n, _)| !dead.contains(n)));
     }
 }

@@ -54,14 +54,14 @@ impl Conv2d {
             self.kernel[0],
             self.stride[0],
             self.dilation[0],
-            self.padding[0] + self.padding[2],
+            self.padding[0].checked_add(self.padding[2])?,
         )?;
         let ow = window_out(
             w,
             self.kernel[1],
             self.stride[1],
             self.dilation[1],
-            self.padding[1] + self.padding[3],
+            self.padding[1].checked_add(self.padding[3])?,
         )?;
         Some((oh, ow))
     }
@@ -93,14 +93,14 @@ impl Pool {
             self.kernel[0],
             self.stride[0],
             1,
-            self.padding[0] + self.padding[2],
+            self.padding[0].checked_add(self.padding[2])?,
         )?;
         let ow = window_out(
             w,
             self.kernel[1],
             self.stride[1],
             1,
-            self.padding[1] + self.padding[3],
+            self.padding[1].checked_add(self.padding[3])?,
         )?;
         Some((oh, ow))
     }
@@ -166,7 +166,8 @@ impl Op {
     }
 }
 
-/// Output length of a sliding window; `None` when the (dilated) window exceeds the padded input.
+/// Output length of a sliding window; `None` when the (dilated) window exceeds the padded
+/// input, when the stride is 0 or when the sizes overflow.
 pub fn window_out(
     len: usize,
     k: usize,
@@ -174,8 +175,8 @@ pub fn window_out(
     dilation: usize,
     pad_total: usize,
 ) -> Option<usize> {
-    let span = dilation * (k.max(1) - 1) + 1;
-    let padded = len + pad_total;
+    let span = dilation.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+    let padded = len.checked_add(pad_total)?;
     if padded < span || stride == 0 {
         return None;
     }
@@ -184,9 +185,11 @@ pub fn window_out(
 
 /// TF "SAME" padding for one axis: `(before, after)`. total = max((ceil(in/s)−1)·s + (k−1)·d + 1 − in, 0);
 /// floor(total/2) goes before, the rest after (stride 2 on an even size: 0 before, 1 after).
+/// Zero sizes are taken as 1 (no padding from them) rather than underflowing.
 pub fn same_padding(len: usize, k: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let stride = stride.max(1);
     let out = len.div_ceil(stride);
-    let span = dilation * (k - 1) + 1;
-    let total = ((out - 1) * stride + span).saturating_sub(len);
+    let span = dilation * (k.max(1) - 1) + 1;
+    let total = (out.saturating_sub(1) * stride + span).saturating_sub(len);
     (total / 2, total - total / 2)
 }

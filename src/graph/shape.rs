@@ -1,9 +1,71 @@
-//! Shape inference and parameter checks. Shapes are per sample.
+//! Shape inference and parameter checks. Shapes are per sample. Every size read from a
+//! file is checked against [`limits`] before it is used in arithmetic, so a crafted file
+//! yields an error naming the node, never an overflow, a division by zero or a huge
+//! allocation.
 
 use std::collections::HashMap;
 
+use super::limits::{self, check_size, MAX_CHANNELS, MAX_SPATIAL};
 use super::{Graph, Node, Op};
 use crate::error::{Error, Result};
+
+/// Checks the attributes of `node`'s op: sizes in range, groups dividing the channels,
+/// padding within bounds, BatchNorm eps finite and positive.
+fn check_attrs(node: &Node) -> Result<()> {
+    let at = |what: &str| format!("node {} ({}): {what}", node.name, node.op.kind());
+    let window = |k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4]| -> Result<()> {
+        for i in 0..2 {
+            check_size(k[i], MAX_SPATIAL, &at("kernel size"))?;
+            check_size(s[i], MAX_SPATIAL, &at("stride"))?;
+            check_size(d[i], MAX_SPATIAL, &at("dilation"))?;
+        }
+        if let Some(&pad) = p.iter().find(|&&x| x > MAX_SPATIAL) {
+            return Err(Error::Graph(at(&format!(
+                "padding {pad} exceeds {MAX_SPATIAL}"
+            ))));
+        }
+        Ok(())
+    };
+    match &node.op {
+        Op::Conv2d(c) => {
+            check_size(c.in_channels, MAX_CHANNELS, &at("in_channels"))?;
+            check_size(c.out_channels, MAX_CHANNELS, &at("out_channels"))?;
+            if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+                return Err(Error::Graph(at(&format!(
+                    "groups {} must be at least 1 and divide in {} and out {} channels",
+                    c.groups, c.in_channels, c.out_channels
+                ))));
+            }
+            window(c.kernel, c.stride, c.dilation, c.padding)?;
+            limits::checked_numel(&c.weight_shape(), &at("weight"))?;
+        }
+        Op::MaxPool(p) | Op::AvgPool(p) => {
+            window(p.kernel, p.stride, [1, 1], p.padding)?;
+            // A window lying wholly in the padding would average nothing.
+            let k = [p.kernel[0], p.kernel[1], p.kernel[0], p.kernel[1]];
+            if p.padding.iter().zip(k).any(|(&pad, k)| pad >= k) {
+                return Err(Error::Graph(at(&format!(
+                    "padding {:?} must be smaller than the kernel {:?}",
+                    p.padding, p.kernel
+                ))));
+            }
+        }
+        Op::Linear(l) => {
+            check_size(l.in_features, limits::MAX_ELEMENTS, &at("in_features"))?;
+            check_size(l.out_features, MAX_CHANNELS, &at("out_features"))?;
+            limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
+        }
+        Op::BatchNorm { eps } => {
+            if !eps.is_finite() || *eps <= 0.0 {
+                return Err(Error::Graph(at(&format!(
+                    "eps {eps} must be finite and positive"
+                ))));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
 
 fn shape_err(node: &Node, expected: Vec<usize>, actual: Vec<usize>) -> Error {
     Error::Shape {
@@ -50,26 +112,32 @@ fn chw(node: &Node, s: &[usize]) -> Result<(usize, usize, usize)> {
 
 pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
-    if g.input_shape.len() != 3 {
+    let [c, h, w] = g.input_shape[..] else {
         return Err(Error::Graph(format!(
             "input shape must be [C, H, W], got {:?}",
             g.input_shape
         )));
-    }
+    };
+    check_size(c, MAX_CHANNELS, "input channels")?;
+    check_size(h, MAX_SPATIAL, "input height")?;
+    check_size(w, MAX_SPATIAL, "input width")?;
+    limits::checked_numel(&g.input_shape, "input")?;
     shapes.insert(Graph::INPUT.to_string(), g.input_shape.clone());
     for node in &g.nodes {
-        let ins: Vec<&Vec<usize>> = node.inputs.iter().map(|i| &shapes[i]).collect();
+        check_attrs(node)?;
+        let ins: Vec<&Vec<usize>> = node
+            .inputs
+            .iter()
+            .map(|i| {
+                shapes.get(i).ok_or_else(|| {
+                    Error::Graph(format!("node {} reads {i}, which is not defined", node.name))
+                })
+            })
+            .collect::<Result<_>>()?;
         let out = match &node.op {
             Op::Conv2d(c) => {
                 arity(node, 1)?;
                 let (ci, h, w) = chw(node, ins[0])?;
-                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0
-                {
-                    return Err(Error::Graph(format!(
-                        "node {}: groups {} must divide in {} and out {} channels",
-                        node.name, c.groups, c.in_channels, c.out_channels
-                    )));
-                }
                 if ci != c.in_channels {
                     return Err(shape_err(node, vec![c.in_channels, h, w], ins[0].clone()));
                 }
@@ -87,7 +155,9 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
             }
             Op::BatchNorm { .. } => {
                 arity(node, 1)?;
-                let c = ins[0][0];
+                let c = *ins[0].first().ok_or_else(|| {
+                    Error::Graph(format!("node {}: input has no channel axis", node.name))
+                })?;
                 for p in ["weight", "bias", "running_mean", "running_var"] {
                     check_param(g, node, p, vec![c])?;
                 }
@@ -135,23 +205,25 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
                     )));
                 }
                 let (_, h, w) = chw(node, ins[0])?;
-                let mut c = 0;
+                let mut c: usize = 0;
                 for s in &ins {
                     let (ci, hi, wi) = chw(node, s)?;
                     if (hi, wi) != (h, w) {
                         return Err(shape_err(node, vec![ci, h, w], (*s).clone()));
                     }
-                    c += ci;
+                    c = c.checked_add(ci).ok_or_else(|| {
+                        Error::Graph(format!("node {}: channel count overflows", node.name))
+                    })?;
                 }
                 vec![c, h, w]
             }
             Op::Flatten => {
                 arity(node, 1)?;
-                vec![ins[0].iter().product()]
+                vec![limits::checked_numel(ins[0], &format!("node {}", node.name))?]
             }
             Op::Linear(l) => {
                 arity(node, 1)?;
-                let f: usize = ins[0].iter().product();
+                let f = limits::checked_numel(ins[0], &format!("node {}", node.name))?;
                 if f != l.in_features {
                     return Err(shape_err(node, vec![l.in_features], ins[0].clone()));
                 }
@@ -162,6 +234,7 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
                 vec![l.out_features]
             }
         };
+        limits::checked_numel(&out, &format!("node {} output", node.name))?;
         shapes.insert(node.name.clone(), out);
     }
     Ok(shapes)

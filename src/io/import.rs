@@ -17,7 +17,7 @@ const SKIPPED_SUFFIX: &str = ".num_batches_tracked";
 /// (`efficientnet-lite0` .. `efficientnet-lite4`) with its weights.
 pub fn import_pth(path: &Path, arch: &str) -> Result<Graph> {
     let variant: LiteVariant = arch.parse()?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::model::read_capped(path)?;
     let sd = pickle::read_state_dict(&bytes).map_err(|e| match e {
         Error::Pickle(m) => Error::Pickle(format!("{}: {m}", path.display())),
         e => e,

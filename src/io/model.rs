@@ -5,15 +5,26 @@
 //! Metadata keys: `ptq4.format` (= [`FORMAT_VERSION`]), `ptq4.kind` (`fp32` | `quant`),
 //! `ptq4.graph` (the graph without parameters), `ptq4.preprocess`, and for quantized models
 //! `ptq4.plan`.
+//!
+//! Writing is deterministic: the header is laid out here (not through the safetensors
+//! crate, which takes metadata as a `HashMap` and so orders keys at random) following the
+//! safetensors format exactly: a u64 little-endian header length, then the JSON header
+//! (`__metadata__` with its keys sorted, then each tensor's `dtype`, `shape` and
+//! `data_offsets`, tensors ordered by descending dtype alignment then name, as the crate
+//! orders them) padded with spaces to a multiple of 8 bytes, then the data. Reading goes
+//! through the safetensors crate. Files above [`MAX_MODEL_FILE_BYTES`] and anything that
+//! is not a regular file are refused before reading.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::graph::limits::MAX_MODEL_FILE_BYTES;
 use crate::graph::{Graph, Node, Preprocess};
 use crate::tensor::Tensor;
 
@@ -42,6 +53,14 @@ impl RawTensor {
         RawTensor {
             shape,
             data: Data::F32(data),
+        }
+    }
+    /// Number of values held.
+    pub fn element_count(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => v.len(),
+            Data::U8(v) => v.len(),
+            Data::I32(v) => v.len(),
         }
     }
     pub fn byte_len(&self) -> usize {
@@ -84,8 +103,9 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
+    /// Reads a model file: a regular file of at most [`MAX_MODEL_FILE_BYTES`].
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_capped(path)?;
         Self::from_bytes(&bytes).map_err(|msg| Error::ModelFile {
             path: path.to_path_buf(),
             msg,
@@ -130,16 +150,49 @@ impl ModelFile {
         Ok(ModelFile { metadata, tensors })
     }
 
+    /// The file's bytes: the same model always gives the same bytes (module docs).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        safetensors::tensor::serialize(
-            self.tensors.iter().map(|(k, v)| (k.as_str(), v)),
-            Some(meta),
-        )
-        .map_err(|e| Error::ModelFile {
-            path: "<memory>".into(),
-            msg: e.to_string(),
-        })
+        let mut order: Vec<(&String, &RawTensor)> = self.tensors.iter().collect();
+        order.sort_by(|(ln, l), (rn, r)| r.dtype().cmp(&l.dtype()).then(ln.cmp(rn)));
+        let mut header = String::from("{\"__metadata__\":");
+        header.push_str(&serde_json::to_string(&self.metadata)?);
+        let mut offset = 0usize;
+        for (name, t) in &order {
+            let expected = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if expected != Some(t.element_count()) {
+                return Err(Error::ModelFile {
+                    path: "<memory>".into(),
+                    msg: format!(
+                        "tensor {name}: shape {:?} does not match its {} values",
+                        t.shape,
+                        t.element_count()
+                    ),
+                });
+            }
+            let end = offset + t.byte_len();
+            header.push(',');
+            header.push_str(&serde_json::to_string(name.as_str())?);
+            header.push_str(&format!(
+                ":{{\"dtype\":{},\"shape\":{},\"data_offsets\":[{offset},{end}]}}",
+                serde_json::to_string(&t.dtype())?,
+                serde_json::to_string(&t.shape)?
+            ));
+            offset = end;
+        }
+        header.push('}');
+        let mut header = header.into_bytes();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + header.len() + offset);
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(&header);
+        for (_, t) in order {
+            match &t.data {
+                Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Data::U8(v) => out.extend_from_slice(v),
+                Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            }
+        }
+        Ok(out)
     }
 
     /// Writes atomically: a temporary file in the same directory, then rename.
@@ -163,6 +216,39 @@ impl ModelFile {
             None => Err(format!("tensor {name} is missing")),
         }
     }
+}
+
+/// Reads a model or weight file whole: refuses anything that is not a regular file (a
+/// directory, `/dev/zero`, a pipe) and files above [`MAX_MODEL_FILE_BYTES`], before reading.
+pub fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    let err = |msg: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(err(
+            "not a regular file (a directory, device or pipe cannot be a model)".into(),
+        ));
+    }
+    if meta.len() > MAX_MODEL_FILE_BYTES {
+        return Err(err(format!(
+            "{} bytes; model files of at most {MAX_MODEL_FILE_BYTES} bytes are read",
+            meta.len()
+        )));
+    }
+    // The cap holds even if the file grows while it is read.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_MODEL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(err(format!(
+            "grew past {MAX_MODEL_FILE_BYTES} bytes while being read"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see a
@@ -252,6 +338,7 @@ pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
             params.insert(key, t);
         }
     }
+    preprocess.validate().map_err(|e| err(e.to_string()))?;
     let g = Graph {
         name: gm.name,
         input_shape: gm.input_shape,
@@ -261,6 +348,7 @@ pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
         preprocess,
     };
     g.validate()?;
+    g.check_values()?;
     Ok(g)
 }
 

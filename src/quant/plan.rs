@@ -69,6 +69,8 @@ pub struct Plan {
     pub acts: Vec<ActQuant>,
 }
 
+/// SQNR in dB with signal and error floored at 1e-30 so the value is always finite (plans
+/// are JSON, which has no infinities): all-zero weights quantized exactly report 0 dB.
 fn sqnr_db(w: &[f32], approx: &[f32]) -> f64 {
     let s: f64 = w.iter().map(|&v| (v as f64).powi(2)).sum();
     let e: f64 = w
@@ -76,7 +78,7 @@ fn sqnr_db(w: &[f32], approx: &[f32]) -> f64 {
         .zip(approx)
         .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
         .sum();
-    10.0 * (s / e.max(1e-30)).log10()
+    10.0 * (s.max(1e-30) / e.max(1e-30)).log10()
 }
 
 /// Dequantized weights, with the second tensor added when present.
@@ -317,5 +319,6 @@ fn hist_sqnr(chans: &[ChannelStats], params: &[QParams], act: Activation) -> Res
             err += h.total() as f64 * mse_on_histogram(h, (lo as f64, hi as f64), q.bits, act)?;
         }
     }
-    Ok(10.0 * (sig / err.max(1e-30)).log10())
+    // Floored as in `sqnr_db`, so an activation that is always 0 reports a finite value.
+    Ok(10.0 * (sig.max(1e-30) / err.max(1e-30)).log10())
 }

@@ -1,0 +1,39 @@
+//! Limits on sizes read from untrusted model files, checked before anything is allocated.
+//! Each is far above any CNN this tool targets (EfficientNet-Lite4: 13 M parameters,
+//! 300×300 inputs) and far below what would exhaust a workstation's memory.
+
+use crate::error::{Error, Result};
+
+/// Largest model file read (bytes): 4 GiB, 80× EfficientNet-Lite4's FP32 file.
+pub const MAX_MODEL_FILE_BYTES: u64 = 4 << 30;
+/// Largest tensor or per-sample activation (elements): 2^28 f32 = 1 GiB.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+/// Largest spatial side (input height/width, preprocess size and resize, kernel, padding).
+pub const MAX_SPATIAL: usize = 16_384;
+/// Most channels, features or classes of one layer.
+pub const MAX_CHANNELS: usize = 1 << 20;
+/// Most nodes in a graph: 100× EfficientNet-Lite4's few hundred.
+pub const MAX_NODES: usize = 100_000;
+
+/// The number of elements of `shape`, or an error naming `what` when the product
+/// overflows or exceeds [`MAX_ELEMENTS`].
+pub fn checked_numel(shape: &[usize], what: &str) -> Result<usize> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            Error::Graph(format!(
+                "{what}: shape {shape:?} has more than {MAX_ELEMENTS} elements"
+            ))
+        })?;
+    Ok(n)
+}
+
+/// Checks that `v` lies in `1..=max`, naming `what`.
+pub fn check_size(v: usize, max: usize, what: &str) -> Result<()> {
+    if v == 0 || v > max {
+        return Err(Error::Graph(format!("{what} is {v}; must be 1..={max}")));
+    }
+    Ok(())
+}
