@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Standard output could not be written (a closed pipe is not an error: see the CLI).
+    #[error("writing to stdout: {0}")]
+    Stdout(std::io::Error),
     #[error("model file {path}: {msg}")]
     ModelFile { path: PathBuf, msg: String },
     #[error("torch pickle: {0}")]

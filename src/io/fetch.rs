@@ -14,8 +14,12 @@
 //! ```
 //!
 //! Entries appear atomically: everything is built in a work folder under `tmp/` and renamed
-//! into place, so a present entry is a complete one and a second fetch is a no-op.
+//! into place, so a present entry is a complete one and a second fetch is a no-op. A present
+//! entry is still re-verified before use (image files against their pinned sha256, a model
+//! against the stamp `<model>.sha256` written after it was built); a damaged one is fetched
+//! again. Work folders of interrupted fetches are removed by the next fetch.
 
+mod cache;
 mod catalog;
 mod pip;
 
@@ -27,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+pub use cache::stamp_path;
 pub use catalog::CATALOG;
 pub use pip::pip_download;
 
@@ -145,7 +150,8 @@ pub fn fetch_entries(
     Ok(out)
 }
 
-/// Fetches one entry unless its cache path already exists; returns the cache path.
+/// Fetches one entry unless its cache path already holds a verified copy; returns the cache
+/// path. A damaged entry is reported on stderr, removed and fetched again.
 pub fn fetch_entry(
     entry: &Entry,
     home: &Path,
@@ -153,12 +159,25 @@ pub fn fetch_entry(
     download: &Download,
     progress: bool,
 ) -> Result<PathBuf> {
+    cache::remove_stale_work(home);
     let target = cache_path(home, entry);
     if target.exists() {
-        if progress {
-            eprintln!("{}: already in {}", entry.name, target.display());
+        match cache::damage(entry, &target) {
+            None => {
+                if progress {
+                    eprintln!("{}: already in {}", entry.name, target.display());
+                }
+                return Ok(target);
+            }
+            Some(why) => {
+                eprintln!(
+                    "{}: the cached copy {} failed verification ({why}); fetching it again",
+                    entry.name,
+                    target.display()
+                );
+                cache::remove(&target)?;
+            }
         }
-        return Ok(target);
     }
     let work = WorkDir::new(home, entry.name)?;
     let dl = work.0.join("download");
@@ -176,6 +195,7 @@ pub fn fetch_entry(
     if progress {
         eprintln!("{}: {} file(s) verified", entry.name, extracted.len());
     }
+    let mut stamp = None;
     let built = match entry.kind {
         Kind::Model { arch } => {
             let pth = extracted.first().ok_or_else(|| {
@@ -193,6 +213,8 @@ pub fn fetch_entry(
                     model.display()
                 )));
             }
+            let bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
+            stamp = Some(cache::stamp_of(&bytes));
             model
         }
         Kind::Images => files,
@@ -205,6 +227,9 @@ pub fn fetch_entry(
         if !target.exists() {
             return Err(Error::io(&target, e));
         }
+    }
+    if let Some(stamp) = stamp {
+        crate::io::model::write_atomic(&stamp_path(&target), stamp.as_bytes())?;
     }
     if progress {
         eprintln!("{}: cached in {}", entry.name, target.display());
