@@ -71,3 +71,10 @@ impl Error {
         }
     }
 }
+
+/// Writes one line of progress or warning to stderr. Unlike `eprintln!`, a closed or full
+/// stderr (`ptq4 ... 2>&1 | head`) is ignored instead of panicking.
+pub fn note(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

