@@ -63,6 +63,19 @@ pub fn canonical(p: &Path) -> PathBuf {
     cur
 }
 
+/// Whether two existing paths are one file (hard links included; Unix only).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    let _ = (a, b);
+    false
+}
+
 /// Refuses, as a usage error and before any work, outputs that equal an input or another
 /// output, or that lie inside the fetch cache `cache`. `inputs` and `outputs` are
 /// `(option, path)`; inputs that do not exist as paths (fetchable names) are skipped.
@@ -80,7 +93,7 @@ pub fn check_outputs(
     let mut seen: Vec<(&str, PathBuf)> = Vec::new();
     for (opt, p) in outputs {
         let c = canonical(p);
-        if let Some((iopt, _)) = ins.iter().find(|(_, i)| *i == c) {
+        if let Some((iopt, _)) = ins.iter().find(|(_, i)| *i == c || same_file(i, &c)) {
             return Err(Error::Usage(format!(
                 "{opt} {}: is the {iopt} input; writing there would destroy it (choose another \
                  output path)",
@@ -140,6 +153,15 @@ mod tests {
             .to_string();
         assert!(msg.contains("ptq4 cache"), "{msg}");
         check_outputs(&ins, &[("-o", &out)], &cache).unwrap();
+        #[cfg(unix)]
+        {
+            let link = d.path().join("link.safetensors");
+            std::fs::hard_link(&input, &link).unwrap();
+            let msg = check_outputs(&ins, &[("-o", &link)], &cache)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("--model input"), "{msg}");
+        }
     }
 
     #[test]
