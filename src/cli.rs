@@ -2,6 +2,9 @@
 //! validated here once and turned into library calls; human output goes to stdout (or one
 //! JSON object with `--json`), progress to stderr.
 
+mod guard;
+
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -17,6 +20,17 @@ use crate::model::{LoadedModel, Runner, Source};
 use crate::pipeline::{self, Prepared, StatsSource};
 use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
 use crate::quant::PriorChoice;
+
+pub use guard::{check_outputs, emit, message};
+
+/// A count that must be at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,7 +77,9 @@ pub struct MethodArgs {
     /// Prior for ACIQ: laplace, gauss, or auto (per tensor, lower histogram error).
     #[arg(long, default_value = "laplace", value_parser = parse_prior)]
     pub prior: PriorChoice,
-    /// Per-channel bit allocation: none, w (weights), a (activations, paper only), wa.
+    /// Per-channel bit allocation: none, w (weights), a (activations; paper protocol only),
+    /// wa (both; with --protocol deploy, weights only: deployed activations have one
+    /// bit-width per tensor).
     #[arg(long, value_enum, default_value_t = BitAlloc::Wa)]
     pub bit_alloc: BitAlloc,
     /// Bias correction of weights (on by default).
@@ -114,16 +130,19 @@ pub struct QuantizeArgs {
     #[arg(long, conflicts_with = "data_free")]
     pub calib: Option<String>,
     /// Calibration inputs to use (after view expansion), spread over the set.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive, conflicts_with = "data_free")]
     pub calib_n: usize,
     /// No images: activation statistics from BatchNorm parameters.
     #[arg(long)]
     pub data_free: bool,
     #[command(flatten)]
     pub method: MethodArgs,
-    #[arg(long, default_value_t = 1, value_parser = parse_views)]
+    /// Views per calibration image: 1, or 12 (see eval --views); needs --calib.
+    #[arg(long, default_value_t = 1, value_parser = parse_views, conflicts_with = "data_free")]
     pub views: usize,
-    #[arg(long, default_value_t = 16)]
+    /// Calibration images per forward pass.
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     pub batch: usize,
     /// Where calibration runs: auto, gpu, cpu.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -153,7 +172,7 @@ pub struct AblateArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub abits: u8,
     /// Calibration inputs (after view expansion); default: all of them.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub calib_n: Option<usize>,
     /// Only this protocol (default: both).
     #[arg(long, value_enum)]
@@ -225,7 +244,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch: u64,
     /// Use only the first N (expanded) inputs.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub limit: Option<usize>,
     /// 1: the standard crop; 12: whole image, four corners and centre (80 %), each mirrored.
     #[arg(long, default_value_t = 1, value_parser = parse_views)]
@@ -282,21 +301,21 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// A path that exists, or a fetchable name (fetched now if needed).
+/// A path that exists, or a fetchable name: its cache entry, verified (and fetched now if
+/// missing or damaged).
 pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(name_or_path);
     if p.exists() {
         return Ok(p.to_path_buf());
     }
-    if let Some(cached) = fetch::resolve(name_or_path) {
-        return Ok(cached);
-    }
     if fetch::lookup(name_or_path).is_ok() {
+        // Quiet when already cached: the entry is only re-verified.
+        let progress = fetch::resolve(name_or_path).is_none();
         let got = fetch::fetch(
             &[name_or_path.to_string()],
             &fetch::home(),
             &crate::io::import::convert_pth,
-            true,
+            progress,
         )?;
         if let Some(p) = got.get(name_or_path) {
             return Ok(p.clone());
@@ -310,6 +329,9 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
+    for n in &a.names {
+        fetch::lookup(n).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let got = fetch::fetch(
         &a.names,
         &fetch::home(),
@@ -321,25 +343,29 @@ fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.clone(), v.display().to_string().into()))
             .collect();
-        println!("{}", serde_json::Value::Object(obj));
+        emit(&format!("{}\n", serde_json::Value::Object(obj)))?;
     } else {
+        let mut out = String::new();
         for (k, v) in &got {
-            println!("{k}\t{}", v.display());
+            writeln!(out, "{k}\t{}", v.display())?;
         }
+        emit(&out)?;
     }
     Ok(())
 }
 
 fn cmd_import(a: ImportArgs) -> anyhow::Result<()> {
-    let g = crate::io::import::import_pth(&a.file, &a.arch)?;
+    check_outputs(&[("FILE", &a.file)], &[("-o", &a.output)], &fetch::home())?;
+    let g = crate::io::import::import_pth(&a.file, &a.arch)
+        .with_context(|| format!("importing {}", a.file.display()))?;
     mfile::save_graph(&g, &a.output)?;
-    println!(
-        "{}: {} nodes, {} parameters -> {}",
+    emit(&format!(
+        "{}: {} nodes, {} parameters -> {}\n",
         g.name,
         g.nodes.len(),
         g.param_count(),
         a.output.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -347,17 +373,21 @@ fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
     let path = resolve(&a.model)?;
     let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string(&m.inspect_json()?)?);
+        emit(&format!("{}\n", serde_json::to_string(&m.inspect_json()?)?))?;
     } else {
-        print!("{}", m.inspect_text()?);
+        emit(&m.inspect_text()?)?;
     }
     Ok(())
 }
 
 fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
-    let model = LoadedModel::load(&resolve(&a.model)?)?;
+    let load = |name: &str| -> anyhow::Result<LoadedModel> {
+        let path = resolve(name)?;
+        LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))
+    };
+    let model = load(&a.model)?;
     let reference = match &a.reference {
-        Some(r) => Some(LoadedModel::load(&resolve(r)?)?),
+        Some(r) => Some(load(r)?),
         None => None,
     };
     let data = Dataset::open(&resolve(&a.data)?)?;
@@ -384,38 +414,48 @@ fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
         if let Some(d) = &diffs {
             v["compare"] = serde_json::to_value(d)?;
         }
-        println!("{v}");
+        emit(&format!("{v}\n"))?;
     } else {
-        println!("model      {}", a.model);
-        println!(
+        let mut o = String::new();
+        writeln!(o, "model      {}", a.model)?;
+        writeln!(
+            o,
             "data       {} (n = {}, views = {})",
             a.data, report.n, report.views
-        );
+        )?;
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v));
-        println!("top-1      {}", pct(report.top1));
-        println!("top-5      {}", pct(report.top5));
+        writeln!(o, "top-1      {}", pct(report.top1))?;
+        writeln!(o, "top-5      {}", pct(report.top5))?;
         if let (Some(a1), Some(a5), Some(kl)) =
             (report.agreement_top1, report.agreement_top5, report.kl_mean)
         {
-            println!(
+            writeln!(
+                o,
                 "agreement  top-1 {:.2} %, top-5 {:.2} %, KL {kl:.4}",
                 100.0 * a1,
                 100.0 * a5
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            o,
             "speed      {:.1} images/s on {}",
             report.images_per_s, report.backend
-        );
+        )?;
         if let Some(d) = &diffs {
-            println!(
+            writeln!(
+                o,
                 "\n{:<36} {:>12} {:>12}",
                 "layer (GPU vs CPU, first batch)", "max |diff|", "max rel"
-            );
+            )?;
             for l in d {
-                println!("{:<36} {:>12.3e} {:>12.3e}", l.node, l.max_abs, l.max_rel);
+                writeln!(
+                    o,
+                    "{:<36} {:>12.3e} {:>12.3e}",
+                    l.node, l.max_abs, l.max_rel
+                )?;
             }
         }
+        emit(&o)?;
     }
     Ok(())
 }
@@ -436,7 +476,8 @@ fn compare_backends(
 }
 
 fn load_fp32(name: &str) -> anyhow::Result<Prepared> {
-    let m = LoadedModel::load(&resolve(name)?)?;
+    let path = resolve(name)?;
+    let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let g = m
         .fp32()
         .ok_or_else(|| Error::Usage(format!("{name} is already quantized: give an FP32 model")))?;
@@ -449,8 +490,26 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             Error::Usage("give --calib DIR (calibration images) or --data-free".into()).into(),
         );
     }
+    if a.method.protocol == Protocol::Deploy && a.method.bit_alloc == BitAlloc::A {
+        return Err(Error::Usage(
+            "--bit-alloc a needs --protocol paper: deployed activations have one bit-width \
+             per tensor (use --bit-alloc none or w with --protocol deploy)"
+                .into(),
+        )
+        .into());
+    }
+    let mut outputs = vec![("-o", a.output.as_path())];
+    if let Some(r) = &a.report {
+        outputs.push(("--report", r.as_path()));
+    }
+    let mut inputs = vec![("--model", Path::new(&a.model))];
+    if let Some(c) = &a.calib {
+        inputs.push(("--calib", Path::new(c)));
+    }
+    check_outputs(&inputs, &outputs, &fetch::home())?;
     let m = load_fp32(&a.model)?;
     let cfg = a.method.config();
+    check_dual(&m, &cfg)?;
     let data = match &a.calib {
         Some(c) => Some(Dataset::open(&resolve(c)?)?),
         None => None,
@@ -476,14 +535,36 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     if a.json {
         let out = serde_json::json!({"output": a.output.display().to_string(), "seconds": secs,
             "weight_bytes": bytes, "fp32_weight_bytes": fp32_bytes, "plan": plan});
-        println!("{out}");
+        emit(&format!("{out}\n"))?;
     } else {
-        print!("{}", q.plan_text());
-        println!(
-            "quantized in {secs:.2} s; weights {bytes} bytes ({:.1} % of FP32 {fp32_bytes}) -> {}",
+        emit(&format!(
+            "{}quantized in {secs:.2} s; weights {bytes} bytes ({:.1} % of FP32 {fp32_bytes}) \
+             -> {}\n",
+            q.plan_text(),
             100.0 * bytes as f64 / fp32_bytes as f64,
             a.output.display()
-        );
+        ))?;
+    }
+    Ok(())
+}
+
+/// `--dual K` must not exceed the layers that are quantized below 8 bits.
+fn check_dual(m: &Prepared, cfg: &QuantConfig) -> anyhow::Result<()> {
+    use crate::graph::Op;
+    let kept = cfg.kept_layers(&m.graph);
+    let n = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv2d(_) | Op::Linear(_)) && !kept.contains(&n.name))
+        .count();
+    if cfg.dual > n {
+        return Err(Error::Usage(format!(
+            "--dual {}: the model has only {n} conv/linear layers below 8 bits (--keep-8bit \
+             layers excluded); give --dual 0..={n}",
+            cfg.dual
+        ))
+        .into());
     }
     Ok(())
 }
@@ -509,9 +590,9 @@ fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
     };
     let r = eval::ablate::ablate(&m, &a.model, &calib, &eval_set, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        emit(&format!("{}\n", serde_json::to_string(&r)?))?;
     } else {
-        print!("{}", r.markdown());
+        emit(&r.markdown())?;
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Standard output could not be written (a closed pipe is not an error: see the CLI).
+    #[error("writing to stdout: {0}")]
+    Stdout(std::io::Error),
     #[error("model file {path}: {msg}")]
     ModelFile { path: PathBuf, msg: String },
     #[error("torch pickle: {0}")]
@@ -67,4 +70,11 @@ impl Error {
             source,
         }
     }
+}
+
+/// Writes one line of progress or warning to stderr. Unlike `eprintln!`, a closed or full
+/// stderr (`ptq4 ... 2>&1 | head`) is ignored instead of panicking.
+pub fn note(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

