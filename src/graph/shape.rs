@@ -130,7 +130,10 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
             .iter()
             .map(|i| {
                 shapes.get(i).ok_or_else(|| {
-                    Error::Graph(format!("node {} reads {i}, which is not defined", node.name))
+                    Error::Graph(format!(
+                        "node {} reads {i}, which is not defined",
+                        node.name
+                    ))
                 })
             })
             .collect::<Result<_>>()?;
@@ -219,7 +222,10 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
             }
             Op::Flatten => {
                 arity(node, 1)?;
-                vec![limits::checked_numel(ins[0], &format!("node {}", node.name))?]
+                vec![limits::checked_numel(
+                    ins[0],
+                    &format!("node {}", node.name),
+                )?]
             }
             Op::Linear(l) => {
                 arity(node, 1)?;
