@@ -55,12 +55,10 @@ fn check_attrs(node: &Node) -> Result<()> {
             check_size(l.out_features, MAX_CHANNELS, &at("out_features"))?;
             limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
         }
-        Op::BatchNorm { eps } => {
-            if !eps.is_finite() || *eps <= 0.0 {
-                return Err(Error::Graph(at(&format!(
-                    "eps {eps} must be finite and positive"
-                ))));
-            }
+        Op::BatchNorm { eps } if !eps.is_finite() || *eps <= 0.0 => {
+            return Err(Error::Graph(at(&format!(
+                "eps {eps} must be finite and positive"
+            ))));
         }
         _ => {}
     }

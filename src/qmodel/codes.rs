@@ -79,7 +79,7 @@ pub(super) fn put_codes(
     codes: &[u8],
 ) -> Result<()> {
     let c = params.len();
-    if c == 0 || shape.first() != Some(&c) || codes.len() % c != 0 {
+    if c == 0 || shape.first() != Some(&c) || !codes.len().is_multiple_of(c) {
         return Err(Error::Quant(format!(
             "{key}: {c} channel quantizers and {} codes for shape {shape:?}",
             codes.len()
