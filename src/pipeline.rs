@@ -43,7 +43,11 @@ impl Prepared {
 /// Refuses, before any work, a prepared graph that a quantized file cannot hold: a
 /// BatchNorm left unfolded (its input is not a conv/linear layer read by it alone).
 pub fn check_quantizable(g: &Graph) -> Result<()> {
-    match g.nodes.iter().find(|n| matches!(n.op, Op::BatchNorm { .. })) {
+    match g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::BatchNorm { .. }))
+    {
         Some(n) => Err(Error::Quant(format!(
             "node {} (batch_norm) cannot be folded: its input {} is not a conv or linear layer \
              read by it alone; quantized models hold only folded BatchNorms",

@@ -99,11 +99,20 @@ fn the_small_graph_is_valid() {
 #[test]
 fn zero_sizes_are_refused_naming_the_node() {
     let cases: Vec<(Graph, &[&str])> = vec![
-        (with_conv(|c| c.kernel = [0, 3]), &["c1", "kernel size is 0"]),
+        (
+            with_conv(|c| c.kernel = [0, 3]),
+            &["c1", "kernel size is 0"],
+        ),
         (with_conv(|c| c.stride = [1, 0]), &["c1", "stride is 0"]),
         (with_conv(|c| c.dilation = [0, 1]), &["c1", "dilation is 0"]),
-        (with_conv(|c| c.in_channels = 0), &["c1", "in_channels is 0"]),
-        (with_conv(|c| c.out_channels = 0), &["c1", "out_channels is 0"]),
+        (
+            with_conv(|c| c.in_channels = 0),
+            &["c1", "in_channels is 0"],
+        ),
+        (
+            with_conv(|c| c.out_channels = 0),
+            &["c1", "out_channels is 0"],
+        ),
         (with_conv(|c| c.groups = 0), &["c1", "groups 0"]),
         (with_conv(|c| c.groups = 2), &["c1", "groups 2"]),
     ];
@@ -138,9 +147,18 @@ fn huge_sizes_are_refused_before_allocating() {
             with_conv(|c| c.out_channels = usize::MAX / 2),
             &["c1", "out_channels"],
         ),
-        (with_conv(|c| c.kernel = [1 << 20, 1 << 20]), &["c1", "kernel"]),
-        (with_conv(|c| c.padding = [1 << 40, 0, 0, 0]), &["c1", "padding"]),
-        (with_conv(|c| c.dilation = [1 << 40, 1]), &["c1", "dilation"]),
+        (
+            with_conv(|c| c.kernel = [1 << 20, 1 << 20]),
+            &["c1", "kernel"],
+        ),
+        (
+            with_conv(|c| c.padding = [1 << 40, 0, 0, 0]),
+            &["c1", "padding"],
+        ),
+        (
+            with_conv(|c| c.dilation = [1 << 40, 1]),
+            &["c1", "dilation"],
+        ),
         (
             // Each size within its limit, the weight (2^16 × 2^16 × 3 × 3 values) not.
             with_conv(|c| {
@@ -200,16 +218,25 @@ fn a_long_chain_loads_and_prepares() {
     let mut prev = "input".to_string();
     for i in 0..blocks {
         let (c, b, r) = (format!("c{i}"), format!("b{i}"), format!("r{i}"));
-        g.nodes.push(node(&c, Op::Conv2d(conv(1, 1, 1, 1, 1)), &[&prev]));
+        g.nodes
+            .push(node(&c, Op::Conv2d(conv(1, 1, 1, 1, 1)), &[&prev]));
         g.nodes.push(node(&b, Op::BatchNorm { eps: 1e-3 }, &[&c]));
         g.nodes.push(node(&r, Op::Relu6, &[&b]));
-        g.params
-            .insert(format!("{c}.weight"), Tensor::from_vec(&[1, 1, 1, 1], vec![1.0]).unwrap());
+        g.params.insert(
+            format!("{c}.weight"),
+            Tensor::from_vec(&[1, 1, 1, 1], vec![1.0]).unwrap(),
+        );
         for p in ["weight", "running_var"] {
-            g.params.insert(format!("{b}.{p}"), Tensor::from_vec(&[1], vec![1.0]).unwrap());
+            g.params.insert(
+                format!("{b}.{p}"),
+                Tensor::from_vec(&[1], vec![1.0]).unwrap(),
+            );
         }
         for p in ["bias", "running_mean"] {
-            g.params.insert(format!("{b}.{p}"), Tensor::from_vec(&[1], vec![0.0]).unwrap());
+            g.params.insert(
+                format!("{b}.{p}"),
+                Tensor::from_vec(&[1], vec![0.0]).unwrap(),
+            );
         }
         prev = r;
     }
@@ -226,7 +253,11 @@ fn a_long_chain_loads_and_prepares() {
             panic!("{} is not a conv", n.name)
         };
         assert!(c.bias && c.act == Activation::Relu6, "{}", n.name);
-        let want = if i == 0 { "input".to_string() } else { format!("c{}", i - 1) };
+        let want = if i == 0 {
+            "input".to_string()
+        } else {
+            format!("c{}", i - 1)
+        };
         assert_eq!(n.inputs, vec![want]);
     }
 }
@@ -236,7 +267,9 @@ fn non_regular_and_oversized_files_are_refused_before_reading() {
     let dir = tempfile::tempdir().unwrap();
     let msg = ModelFile::read(dir.path()).unwrap_err().to_string();
     assert_names(&msg, &["not a regular file"]);
-    let msg = ModelFile::read(Path::new("/dev/zero")).unwrap_err().to_string();
+    let msg = ModelFile::read(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
     assert_names(&msg, &["/dev/zero", "not a regular file"]);
     // A sparse file one byte over the cap: refused from its size, never read.
     let big = dir.path().join("big.safetensors");
@@ -245,7 +278,10 @@ fn non_regular_and_oversized_files_are_refused_before_reading() {
         .set_len(MAX_MODEL_FILE_BYTES + 1)
         .unwrap();
     let msg = ModelFile::read(&big).unwrap_err().to_string();
-    assert_names(&msg, &["big.safetensors", &MAX_MODEL_FILE_BYTES.to_string()]);
+    assert_names(
+        &msg,
+        &["big.safetensors", &MAX_MODEL_FILE_BYTES.to_string()],
+    );
 }
 
 #[test]

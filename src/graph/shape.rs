@@ -55,12 +55,10 @@ fn check_attrs(node: &Node) -> Result<()> {
             check_size(l.out_features, MAX_CHANNELS, &at("out_features"))?;
             limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
         }
-        Op::BatchNorm { eps } => {
-            if !eps.is_finite() || *eps <= 0.0 {
-                return Err(Error::Graph(at(&format!(
-                    "eps {eps} must be finite and positive"
-                ))));
-            }
+        Op::BatchNorm { eps } if !eps.is_finite() || *eps <= 0.0 => {
+            return Err(Error::Graph(at(&format!(
+                "eps {eps} must be finite and positive"
+            ))));
         }
         _ => {}
     }
@@ -130,7 +128,10 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
             .iter()
             .map(|i| {
                 shapes.get(i).ok_or_else(|| {
-                    Error::Graph(format!("node {} reads {i}, which is not defined", node.name))
+                    Error::Graph(format!(
+                        "node {} reads {i}, which is not defined",
+                        node.name
+                    ))
                 })
             })
             .collect::<Result<_>>()?;
@@ -219,7 +220,10 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
             }
             Op::Flatten => {
                 arity(node, 1)?;
-                vec![limits::checked_numel(ins[0], &format!("node {}", node.name))?]
+                vec![limits::checked_numel(
+                    ins[0],
+                    &format!("node {}", node.name),
+                )?]
             }
             Op::Linear(l) => {
                 arity(node, 1)?;

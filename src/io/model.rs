@@ -187,9 +187,13 @@ impl ModelFile {
         out.extend_from_slice(&header);
         for (_, t) in order {
             match &t.data {
-                Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Data::F32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
                 Data::U8(v) => out.extend_from_slice(v),
-                Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Data::I32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             }
         }
         Ok(out)

@@ -34,7 +34,7 @@ pub fn check_qparams(p: &QParams, what: &str) -> Result<(), String> {
 /// Checks the quantizers of a weight tensor `key` and that every code fits its channel's
 /// bit-width (codes channel by channel, `codes.len() / params.len()` each).
 fn check_weights(params: &[QParams], codes: &[u8], key: &str) -> Result<(), String> {
-    if params.is_empty() || codes.len() % params.len() != 0 {
+    if params.is_empty() || !codes.len().is_multiple_of(params.len()) {
         return Err(format!(
             "{key}: {} codes for {} channel quantizers",
             codes.len(),

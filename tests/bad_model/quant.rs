@@ -59,7 +59,10 @@ fn the_quantized_small_graph_saves_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.safetensors");
     q.save(&path).unwrap();
-    assert!(matches!(LoadedModel::load(&path).unwrap(), LoadedModel::Quant(_)));
+    assert!(matches!(
+        LoadedModel::load(&path).unwrap(),
+        LoadedModel::Quant(_)
+    ));
 }
 
 #[test]
@@ -102,7 +105,10 @@ fn bad_quantizers_codes_and_biases_are_refused_naming_the_tensor() {
             t.shape = vec![c.len()];
         }
     });
-    assert_names(&msg, &["fc.weight.codes", "9 bytes cannot hold the 20 codes"]);
+    assert_names(
+        &msg,
+        &["fc.weight.codes", "9 bytes cannot hold the 20 codes"],
+    );
     let msg = tampered(|f| {
         let t = f.tensors.get_mut("fc.weight.codes").unwrap();
         if let Data::U8(c) = &mut t.data {
@@ -138,7 +144,8 @@ fn plans_not_matching_the_graph_are_refused() {
     assert_names(&msg, &["nope", "not a value"]);
     // A layer claiming 2^40 output channels: refused before any allocation.
     let msg = tampered(|f| {
-        let g = f.metadata["ptq4.graph"].replace("\"out_features\":5", "\"out_features\":1099511627776");
+        let g = f.metadata["ptq4.graph"]
+            .replace("\"out_features\":5", "\"out_features\":1099511627776");
         f.metadata.insert("ptq4.graph".into(), g);
     });
     assert_names(&msg, &["node fc", "elements"]);

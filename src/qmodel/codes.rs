@@ -1,0 +1,184 @@
+//! The tensors of a quantized file: per-channel codes, scales, zero points and bit-widths
+//! (layout in the parent module's docs), and the graph structure they are read into.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node};
+use crate::io::model::{self as mfile, Data, ModelFile, RawTensor};
+use crate::quant::pack::{pack_u4, unpack_u4};
+use crate::quant::scheme::MAX_BITS;
+use crate::quant::QParams;
+
+/// The graph of a quantized file, with bias flags set so parameters can be filled in.
+/// Placeholder weights are allocated only for layers whose codes are in the file, so the
+/// memory used stays proportional to the file's size.
+pub(super) fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
+    let err = |msg: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    // Parse the graph JSON the same way FP32 files do, without requiring parameter tensors.
+    let mut probe = ModelFile {
+        metadata: f.metadata.clone(),
+        tensors: BTreeMap::new(),
+    };
+    let gm: serde_json::Value = serde_json::from_str(
+        probe
+            .meta(mfile::KEY_GRAPH)
+            .ok_or_else(|| err("no graph".into()))?,
+    )?;
+    let nodes: Vec<Node> =
+        serde_json::from_value(gm["nodes"].clone()).map_err(|e| err(format!("graph: {e}")))?;
+    for n in &nodes {
+        for p in n.op.param_names() {
+            let shape = match (&n.op, *p) {
+                (crate::graph::Op::Conv2d(c), "weight") => c.weight_shape(),
+                (crate::graph::Op::Linear(l), "weight") => vec![l.out_features, l.in_features],
+                (crate::graph::Op::Conv2d(c), _) => vec![c.out_channels],
+                (crate::graph::Op::Linear(l), _) => vec![l.out_features],
+                _ => {
+                    return Err(err(format!(
+                        "node {} of kind {} in a quantized graph",
+                        n.name,
+                        n.op.kind()
+                    )))
+                }
+            };
+            let numel = crate::graph::limits::checked_numel(&shape, &format!("node {}", n.name))?;
+            let codes = format!("{}.weight.codes", n.name);
+            let stored = f.tensors.get(&codes).map_or(0, |t| t.byte_len());
+            if stored < numel.div_ceil(2) {
+                return Err(err(format!(
+                    "tensor {codes}: {stored} bytes cannot hold the {numel} codes of {} {:?}",
+                    n.name, shape
+                )));
+            }
+            probe.tensors.insert(
+                format!("{}.{p}", n.name),
+                RawTensor::f32(shape.clone(), vec![0.0; numel]),
+            );
+        }
+    }
+    probe.metadata.insert(mfile::KEY_KIND.into(), "fp32".into());
+    mfile::graph_from_file(&mut probe, path)
+}
+
+pub(super) fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
+    Ok(g.param(node, "weight")?.shape.clone())
+}
+
+/// Codes are stored channel by channel: channels of at most 4 bits as nibbles (two per
+/// byte, low nibble first, each channel starting on a byte), wider channels one byte per code.
+pub(super) fn put_codes(
+    f: &mut ModelFile,
+    key: &str,
+    shape: &[usize],
+    params: &[QParams],
+    codes: &[u8],
+) -> Result<()> {
+    let c = params.len();
+    if c == 0 || shape.first() != Some(&c) || !codes.len().is_multiple_of(c) {
+        return Err(Error::Quant(format!(
+            "{key}: {c} channel quantizers and {} codes for shape {shape:?}",
+            codes.len()
+        )));
+    }
+    let per = codes.len() / c;
+    let mut data = Vec::with_capacity(codes.len());
+    for (p, row) in params.iter().zip(codes.chunks(per.max(1))) {
+        if p.bits <= 4 {
+            data.extend(pack_u4(row)?);
+        } else {
+            data.extend_from_slice(row);
+        }
+    }
+    let n = data.len();
+    f.tensors.insert(
+        format!("{key}.codes"),
+        RawTensor {
+            shape: vec![n],
+            data: Data::U8(data),
+        },
+    );
+    f.tensors.insert(
+        format!("{key}.scale"),
+        RawTensor::f32(vec![c], params.iter().map(|p| p.scale).collect()),
+    );
+    f.tensors.insert(
+        format!("{key}.zero"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::I32(params.iter().map(|p| p.zero_point).collect()),
+        },
+    );
+    f.tensors.insert(
+        format!("{key}.bits"),
+        RawTensor {
+            shape: vec![c],
+            data: Data::U8(params.iter().map(|p| p.bits).collect()),
+        },
+    );
+    Ok(())
+}
+
+pub(super) fn take_codes(
+    f: &mut ModelFile,
+    key: &str,
+    shape: &[usize],
+) -> std::result::Result<(Vec<QParams>, Vec<u8>), String> {
+    let mut take = |suffix: &str| {
+        f.tensors
+            .remove(&format!("{key}.{suffix}"))
+            .ok_or(format!("tensor {key}.{suffix} is missing"))
+    };
+    let (codes, scale, zero, bits) = (take("codes")?, take("scale")?, take("zero")?, take("bits")?);
+    let (Data::U8(codes), Data::F32(scale), Data::I32(zero), Data::U8(bits)) =
+        (codes.data, scale.data, zero.data, bits.data)
+    else {
+        return Err(format!("{key}: wrong tensor types"));
+    };
+    let c = shape.first().copied().unwrap_or(0);
+    if c == 0 || scale.len() != c || zero.len() != c || bits.len() != c {
+        return Err(format!("{key}: expected {c} per-channel quantizers"));
+    }
+    if let Some((i, b)) = bits.iter().enumerate().find(|(_, &b)| b > MAX_BITS) {
+        return Err(format!(
+            "{key}.bits: channel {i} has {b} bits; at most {MAX_BITS}"
+        ));
+    }
+    let n = crate::graph::limits::checked_numel(shape, key).map_err(|e| e.to_string())?;
+    let params: Vec<QParams> = (0..c)
+        .map(|i| QParams {
+            scale: scale[i],
+            zero_point: zero[i],
+            bits: bits[i],
+        })
+        .collect();
+    let per = n / c.max(1);
+    let stored: usize = params
+        .iter()
+        .map(|p| if p.bits <= 4 { per.div_ceil(2) } else { per })
+        .sum();
+    if codes.len() != stored {
+        return Err(format!(
+            "{key}: {} code bytes, the bit-widths need {stored}",
+            codes.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for p in &params {
+        if p.bits <= 4 {
+            out.extend(
+                unpack_u4(&codes[at..at + per.div_ceil(2)], per).map_err(|e| e.to_string())?,
+            );
+            at += per.div_ceil(2);
+        } else {
+            out.extend_from_slice(&codes[at..at + per]);
+            at += per;
+        }
+    }
+    Ok((params, out))
+}
