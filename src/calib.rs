@@ -1,12 +1,12 @@
 //! Statistics for planning, at every activation quantization point.
 //!
-//! - From images: the engine runs over the calibration inputs twice (METHOD §2; the
+//! - From images: the engine runs over the calibration inputs twice (docs/METHOD.md §2; the
 //!   two-pass design of [`crate::quant::stats`]): pass 1 gathers per-channel count, sum,
 //!   sum of squares, min and max; pass 2 the mean absolute deviation and histograms. Only
 //!   the accumulators are kept, never activations, so memory does not grow with the number
 //!   of images. Statistics are taken on the pre-activation tensor of conv/linear outputs
 //!   (after folded BN, before the fused ReLU), as ACIQ prescribes.
-//! - Data-free (METHOD §6): each conv followed by BatchNorm has pre-activation channels
+//! - Data-free (docs/METHOD.md §6): each conv followed by BatchNorm has pre-activation channels
 //!   N(β_c, γ_c²); moments propagate through residual sums (independent channels: means and
 //!   variances add), fused activations (exact clipped-Gaussian moments), pooling (mean kept;
 //!   variance kept as an upper bound, since averaging only shrinks it), convs without

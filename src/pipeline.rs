@@ -22,7 +22,7 @@ pub enum StatsSource<'a> {
         views: usize,
         batch: usize,
     },
-    /// BatchNorm statistics and moment propagation (METHOD §6).
+    /// BatchNorm statistics and moment propagation (docs/METHOD.md §6).
     DataFree,
 }
 

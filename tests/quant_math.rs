@@ -1,4 +1,4 @@
-//! Properties of the quantization math (METHOD.md §1–§6): the α* table, allocation
+//! Properties of the quantization math (docs/METHOD.md §1–§6): the α* table, allocation
 //! invariants, bias-correction moments, ACIQ/MMSE against min-max, dual tensors, exact
 //! round trips, ties, determinism, packing and streaming statistics.
 
@@ -46,7 +46,7 @@ fn stats(x: &[f32], n: usize, c: usize, hw: usize) -> TensorStats {
     acc.finalize().unwrap()
 }
 
-/// The paper's α* table agrees with the exact minimisers of METHOD §2's error formulas to
+/// The paper's α* table agrees with the exact minimisers of docs/METHOD.md §2's error formulas to
 /// within one unit of the second decimal, but its entries are neither all rounded nor all
 /// truncated (3.8972 → 3.89, 5.0286 → 5.03, 2.5591 → 2.55), so "to 2 decimals" is checked as
 /// |α* − table| < 0.01.

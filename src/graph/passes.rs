@@ -1,7 +1,7 @@
 //! Graph passes run by `prepare`: fold BatchNorm into the preceding conv/linear, then fuse
 //! ReLU/ReLU6 into the op that produces their input (marking that output half-range).
 //!
-//! Folding (METHOD.md §1): with k = γ/√(var+eps), `W ← W·k` per output channel and
+//! Folding (docs/METHOD.md §1): with k = γ/√(var+eps), `W ← W·k` per output channel and
 //! `b ← (b − mean)·k + β`, computed in f64 so the folded model matches the unfolded one to
 //! f32 rounding.
 //!

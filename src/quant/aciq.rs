@@ -1,5 +1,5 @@
 //! ACIQ analytical clipping (Banner et al. 2019 §4 "Analytical Clipping for Integer
-//! Quantization", eqs. for the Laplace and Gaussian priors; METHOD.md §2).
+//! Quantization", eqs. for the Laplace and Gaussian priors; docs/METHOD.md §2).
 //!
 //! Clipping to a window of width 2α and quantizing with 2^M bins has expected squared error
 //! (per unit scale: b = 1 for Laplace, σ = 1 for Gauss; α in those units)
@@ -29,8 +29,8 @@
 //! Prior choice ([`choose_prior`]): `Laplace` (default), `Gauss`, or `Auto` = per tensor,
 //! the prior whose windows give the lower total squared error on the collected histograms
 //! (count-weighted sum over the channels passed; ties go to Laplace). Statistics without
-//! histograms (data-free) resolve `Auto` to Laplace, METHOD's default; the caller records the
-//! resolved prior in the plan.
+//! histograms (data-free) resolve `Auto` to Laplace, the default (docs/METHOD.md §2); the
+//! caller records the resolved prior in the plan.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Per-channel bit allocation (Banner et al. 2019 §5, "Per-channel bit allocation";
-//! METHOD.md §3).
+//! docs/METHOD.md §3).
 //!
 //! Minimising the noise Σ α_i²/(3·B_i²) subject to Σ B_i = C·2^M̄ (B_i = 2^(M_i) bins) gives
 //! ```text
@@ -17,15 +17,15 @@
 //!   tolerance. Once targets on both sides of M̄ are known, a retarget that leaves that
 //!   bracket is replaced by the bracket's midpoint; and if the 10 retargets end outside the
 //!   tolerance, the search goes on (deviation, documented) for up to 40 more rounds: bisection
-//!   of the bracket, or METHOD's step while there is none, until |mean − M̄| ≤ 0.01 or the
+//!   of the bracket, or the plain step while there is none, until |mean − M̄| ≤ 0.01 or the
 //!   bracket is narrower than 1e-9 (no such allocation exists, e.g. 3 channels and M̄ = 2.5).
-//!   Where METHOD's rule converges this changes nothing.
+//!   Where the plain retargeting converges this changes nothing (docs/METHOD.md §3).
 //! - `round` is round-half-to-even, as everywhere.
 //! - A channel with α_i = 0 gets 0 bits (it is constant). If every α_i is 0, every channel
 //!   gets clamp(round(M̄), 0, 8) bits: nothing to trade between channels.
-//! - α_i is whatever spread the caller passes: by METHOD's default the channel's standard
-//!   deviation (for weights, of the output channel's weights); for activations with ACIQ the
-//!   caller then clips each channel with the α* of its own M_i.
+//! - α_i is whatever spread the caller passes: by default (docs/METHOD.md §3) the channel's
+//!   standard deviation (for weights, of the output channel's weights); for activations with
+//!   ACIQ the caller then clips each channel with the α* of its own M_i.
 //!
 //! Larger α_i never gets fewer bits: M_i is monotone in α_i for a fixed target.
 
@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 pub const MAX_CHANNEL_BITS: u8 = 8;
 /// Retargeting rounds after the first allocation.
 pub const RETARGETS: usize = 10;
-/// Bisection rounds allowed after METHOD's retargets (see the module docs).
+/// Bisection rounds allowed after the plain retargets (see the module docs).
 pub const EXTRA_ROUNDS: usize = 40;
 /// Accepted distance between the achieved mean bit-width and the target.
 pub const MEAN_TOLERANCE: f64 = 0.01;
@@ -149,8 +149,8 @@ pub fn allocate_bits(alpha: &[f64], mean_bits: f64) -> Result<Allocation> {
     Ok(best)
 }
 
-/// METHOD's default spread for weights: the population standard deviation of each output
-/// channel's weights (axis 0), in f64.
+/// The default spread for weights (docs/METHOD.md §3): the population standard deviation of
+/// each output channel's weights (axis 0), in f64.
 pub fn weight_spreads(w: &[f32], out_channels: usize) -> Result<Vec<f64>> {
     Ok(weight_rows(w, out_channels)?
         .map(|row| {

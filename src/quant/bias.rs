@@ -1,5 +1,5 @@
 //! Bias correction of quantized weights (Banner et al. 2019 §6, "Bias correction",
-//! `w ← ξ_c(w + μ_c)`; METHOD.md §4, the reference code's variance-then-mean correction).
+//! `w ← ξ_c(w + μ_c)`; docs/METHOD.md §4, the reference code's variance-then-mean correction).
 //!
 //! Per output channel c, with W_c the float weights and Q_c their quantized values:
 //! ```text
@@ -10,10 +10,11 @@
 //! so mean(W^bc) = mean(W) and std(W^bc) = std(W) (population std, f64 arithmetic).
 //!
 //! Choices left open, made here:
-//! - METHOD writes std(Q_c) + 1e-8; the epsilon only guards a zero denominator, which is
-//!   handled explicitly: if Q_c is constant (0 bits, or every weight in one bin) the spread
-//!   cannot be restored, f_c = 1 and only the mean is corrected (same values as METHOD's
-//!   formula in exact arithmetic, without a 1e8 factor). Otherwise no epsilon, so both
+//! - The reference code divides by std(Q_c) + 1e-8 (docs/METHOD.md §4); the epsilon only
+//!   guards a zero denominator, which is handled explicitly: if Q_c is constant (0 bits, or
+//!   every weight in one bin) the spread cannot be restored, f_c = 1 and only the mean is
+//!   corrected (same values as the reference formula in exact arithmetic, without a 1e8
+//!   factor). Otherwise no epsilon, so both
 //!   moments match to f32 rounding.
 //!
 //! Deployment (so simulation equals the integer kernel): the factor goes into the channel's

@@ -1,5 +1,5 @@
 //! What to quantize and how: the user's choices ([`QuantConfig`]) and where the two
-//! protocols of METHOD.md §7 put activation quantization points ([`quant_points`]).
+//! protocols of docs/METHOD.md §7 put activation quantization points ([`quant_points`]).
 //!
 //! - `paper`: per-channel activation quantizers at every conv output (half-range where a
 //!   ReLU/ReLU6 is fused); conv outputs that feed pooling stay at 8 bits; residual sums,
@@ -35,7 +35,7 @@ pub enum ClipMethod {
     Mmse,
 }
 
-/// Which tensors get per-channel bit allocation (METHOD §3).
+/// Which tensors get per-channel bit allocation (docs/METHOD.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BitAlloc {

@@ -1,4 +1,4 @@
-//! Data-free activation statistics (METHOD.md §6, beyond the paper): moments of each
+//! Data-free activation statistics (docs/METHOD.md §6, beyond the paper): moments of each
 //! pre-activation channel read from BatchNorm and propagated through ops without BN.
 //!
 //! After a conv followed by BatchNorm(γ, β), the normalised value is modelled as N(0, 1), so

@@ -1,5 +1,5 @@
 //! Dual 4-bit tensors for poorly approximated layers (OMSE, Choukroun et al. 2019 §3.3;
-//! METHOD.md §5).
+//! docs/METHOD.md §5).
 //!
 //! ```text
 //! W ≈ s₁Q₁ + s₂Q₂,   Q₁ = Q(W) with the caller's per-channel quantizers,
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::scheme::{dequantize_weights, minmax_weights_per_channel, quantize_weights, QParams};
 use crate::error::{Error, Result};
 
-/// Bits of the dual tensors (METHOD: a second 4-bit tensor).
+/// Bits of the dual tensors (docs/METHOD.md §5: a second 4-bit tensor).
 pub const DUAL_BITS: u8 = 4;
 
 /// Two per-output-channel quantizations whose values add up to the approximation of W.

@@ -1,4 +1,4 @@
-//! MMSE clipping (OMSE, Choukroun et al. 2019 §3.1–3.2; METHOD.md §5): choose the clip window
+//! MMSE clipping (OMSE, Choukroun et al. 2019 §3.1–3.2; docs/METHOD.md §5): choose the clip window
 //! [lo, hi] minimising the mean squared error ‖X − Q(X)‖²/n of the §1 quantizer
 //! ([`QParams::from_range`], so the window is widened to include 0 and z is rounded exactly
 //! as deployed).

@@ -1,18 +1,18 @@
 //! Quantization math, pure and host-only (no device code): it takes host slices or statistics
-//! structs and returns plain structs. METHOD.md is the specification; each module cites the
-//! paper's section and documents the choices METHOD leaves open.
+//! structs and returns plain structs. docs/METHOD.md describes the method; each module cites
+//! the paper's section and documents the choices the papers leave open.
 //!
 //! | module | what | source |
 //! |---|---|---|
-//! | [`scheme`] | uniform asymmetric quantizer: `QParams`, quantize / dequantize / fake-quant, per-tensor and per-channel min-max, 0-bit constants, signed code view | METHOD §1 |
-//! | [`stats`] | streaming two-pass calibration statistics: moments, mean absolute deviation, histograms; the CPU reference of the device reductions | METHOD §2, §5 |
+//! | [`scheme`] | uniform asymmetric quantizer: `QParams`, quantize / dequantize / fake-quant, per-tensor and per-channel min-max, 0-bit constants, signed code view | docs/METHOD.md §1 |
+//! | [`stats`] | streaming two-pass calibration statistics: moments, mean absolute deviation, histograms; the CPU reference of the device reductions | docs/METHOD.md §2, §5 |
 //! | [`aciq`] | α* for Laplace/Gauss priors (any M), half-range and signed clip windows, `auto` prior | Banner et al. §4 |
 //! | [`alloc`] | per-channel bit allocation B_i ∝ α_i^(2/3), mean-bit retargeting | Banner et al. §5 |
 //! | [`bias`] | bias correction as a channel-scale factor and a mean shift, deployed via the bias | Banner et al. §6 |
 //! | [`mmse`] | MMSE clip search on histograms (activations) and raw values (weight kernels) | Choukroun et al. §3 |
 //! | [`dual`] | W ≈ s₁Q₁ + s₂Q₂, relative error, the K worst layers | Choukroun et al. §3.3 |
 //! | [`pack`] | 4-bit codes two per byte, low nibble first | ONNX INT4 |
-//! | [`datafree`] | statistics from BatchNorm and moment propagation | METHOD §6 |
+//! | [`datafree`] | statistics from BatchNorm and moment propagation | docs/METHOD.md §6 |
 //!
 //! A planner combines them per layer, e.g. for a conv output with fused ReLU in the `paper`
 //! protocol: `stats::StatsAccumulator` → `TensorStats` → `alloc::allocate_bits` over the

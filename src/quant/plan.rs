@@ -1,6 +1,6 @@
 //! The planner: from a prepared graph, its activation statistics and a [`QuantConfig`], the
 //! complete quantization of every layer — per-channel weight codes and quantizers (with bias
-//! correction folded into scales and biases, METHOD §4), optional dual tensors (§5), and a
+//! correction folded into scales and biases, docs/METHOD.md §4), optional dual tensors (§5), and a
 //! quantizer per activation quantization point (§2, §3, §5). A plan is a plain value: it can
 //! be printed, saved and re-applied. Same inputs, same plan, bit for bit.
 

@@ -1,4 +1,4 @@
-//! The uniform asymmetric quantizer (METHOD.md §1; Banner et al. 2019 §2 and the reference
+//! The uniform asymmetric quantizer (docs/METHOD.md §1; Banner et al. 2019 §2 and the reference
 //! code's GEMMLOWP quantizer).
 //!
 //! ```text
@@ -11,11 +11,11 @@
 //! ```
 //! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. The code uses the
 //! exact arithmetic of the GPU kernel (`engine::cpu::fake_quant`): `x·inv` with the f32
-//! reciprocal `inv = 1/s` taken once, rounded, then `+ z` (an integer, so this is METHOD's
+//! reciprocal `inv = 1/s` taken once, rounded, then `+ z` (an integer, so this is the textbook
 //! `round(x/s + z)` up to the rounding of `x/s` itself); WGSL division is only accurate to
 //! 2.5 ULP, so CPU and GPU share the multiply and agree code for code.
 //!
-//! Choices METHOD leaves open, made here:
+//! Choices the papers leave open, made here (docs/METHOD.md §1):
 //! - The window is widened to contain 0 before the scale is computed, so a window lying
 //!   entirely on one side of 0 (a signed ACIQ window of a channel with a large mean) still
 //!   represents 0 exactly, at the cost of range. z is therefore always in [0, 2^M − 1].
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Smallest scale (METHOD §1).
+/// Smallest scale (docs/METHOD.md §1).
 pub const SCALE_FLOOR: f32 = 1e-8;
 /// Widest code supported (codes are `u8`).
 pub const MAX_BITS: u8 = 8;

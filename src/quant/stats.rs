@@ -1,5 +1,5 @@
 //! Streaming calibration statistics per channel (axis 1 of NCHW, over N·H·W) and per tensor,
-//! with memory independent of the number of images (METHOD.md §2: b = mean |x − mean|,
+//! with memory independent of the number of images (docs/METHOD.md §2: b = mean |x − mean|,
 //! σ = standard deviation, both on the pre-activation tensor; §5: histograms for MMSE).
 //!
 //! Two passes over the same calibration data:

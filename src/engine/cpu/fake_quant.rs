@@ -1,4 +1,4 @@
-//! Fake quantization (METHOD.md §1), the CPU twin of `shaders/fake_quant.wgsl` and the
+//! Fake quantization (docs/METHOD.md §1), the CPU twin of `shaders/fake_quant.wgsl` and the
 //! definition of its exact arithmetic. Per channel `c` (see [`ChannelLayout`]) with scale
 //! `s`, integer-valued zero point `z` and `bits` M:
 //!
@@ -10,7 +10,7 @@
 //!
 //! Every step is one correctly rounded f32 operation (no division, no `a·b + c` that a GPU
 //! compiler could fuse into an FMA), so GPU codes and values equal these bit for bit.
-//! This differs from METHOD.md's `round(x/s + z)` only at exact ties with an odd `z` (the
+//! This differs from the textbook `round(x/s + z)` only at exact ties with an odd `z` (the
 //! tie is broken on x·(1/s), before adding z); ptq4 uses this rule everywhere
 //! (`QParams::quantize`). `x·(1/s)` replaces `x/s` because WGSL division is only accurate
 //! to 2.5 ULP. `bits = 0` gives

@@ -1,10 +1,10 @@
-//! MMSE clip search over histograms (Choukroun et al., METHOD.md §5), the CPU twin of
+//! MMSE clip search over histograms (Choukroun et al., docs/METHOD.md §5), the CPU twin of
 //! `shaders/mmse.wgsl`, in f64.
 //!
 //! Channel `c` has a histogram of `bins` counts over `[lo, hi]` (which must contain 0, so
 //! that clipping toward 0 keeps 0 inside) and a bit-width `M ≥ 1`. Candidate `j` scales the
 //! window by `f_j` (the grid, e.g. [`clip_grid`]): `[a, b] = [lo·f_j, hi·f_j]`, quantized
-//! with METHOD.md §1's asymmetric quantizer:
+//! with docs/METHOD.md §1's asymmetric quantizer:
 //!
 //! ```text
 //! s = max((b − a)/(2^M − 1), 1e-8)    z = round(−a/s)

@@ -1,6 +1,6 @@
 //! Per-channel moments, the CPU twin of `shaders/moments.wgsl`: over all elements of a
 //! channel (see [`ChannelLayout`]; for NCHW that is N·H·W values),
-//! `min`, `max`, `mean = Σx/n`, `mad = Σ|x − mean|/n` (Laplace b, METHOD.md §2) and
+//! `min`, `max`, `mean = Σx/n`, `mad = Σ|x − mean|/n` (Laplace b, docs/METHOD.md §2) and
 //! `std = √(Σ(x − mean)²/n)` (population σ). Two passes in f64: the mean first, then the
 //! deviations from it, so a large common offset does not cancel the spread.
 
