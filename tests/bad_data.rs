@@ -143,7 +143,7 @@ fn truncated_and_corrupt_images_named() {
     let d = tempfile::tempdir().unwrap();
     let jpg = d.path().join("cut.jpg");
     RgbImage::from_fn(300, 200, |x, y| {
-        Rgb([(x * 7 ^ y * 3) as u8, (y * 5) as u8, x as u8])
+        Rgb([((x * 7) ^ (y * 3)) as u8, (y * 5) as u8, x as u8])
     })
     .save(&jpg)
     .unwrap();
