@@ -171,6 +171,7 @@ impl Dataset {
         let t = Tensor::from_vec(&[range.len(), pre.channels, pre.size, pre.size], data)?;
         Ok((t, labels))
     }
+
     /// Checks that the labels of the images holding samples `samples` (with `views` views)
     /// are classes of a model with `classes` outputs; the error names the first file
     /// whose label is not, its label and the class count.
