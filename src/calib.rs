@@ -15,7 +15,9 @@
 //!
 //! The image path runs on either backend ([`calibrate_batches`]): the CPU engine with a
 //! [`Hook`], or the device ([`crate::engine::gpu::calib`]) reducing statistics where the
-//! activations live; both share the decoded batches ([`load_batches`]) and the accumulators.
+//! activations live; both share the accumulators and walk the same [`Batches`]: for
+//! images, [`CalibInputs`] decodes each batch when a pass reaches it, so memory stays flat
+//! in the number of images ([`inputs`]).
 //! Both run the forward with the precise conv/linear/global-average-pool kernels
 //! ([`crate::engine::cpu::precise`] and its GPU twin: each output the exact sum rounded
 //! once), so the statistics do not depend on either backend's f32 summation order: clip
@@ -25,7 +27,11 @@
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias.
 
+mod inputs;
+
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use inputs::{Batches, CalibInputs};
 
 use crate::engine::{self, Backend, Hook};
 use crate::error::{Error, Result};
@@ -143,12 +149,12 @@ pub fn calibrate(
     progress: bool,
 ) -> Result<Calibration> {
     g.validate()?;
-    let batches = load_batches(g, data, views, n, batch)?;
-    calibrate_batches(g, points, &batches, &Backend::Cpu, progress)
+    let inputs = CalibInputs::new(g, data, views, n, batch)?;
+    calibrate_batches(g, points, &inputs, &Backend::Cpu, progress)
 }
 
-/// Decodes the calibration inputs once (both passes and both backends reuse them): `n`
-/// inputs (after view expansion) of `data` spread over it, stacked `batch` at a time.
+/// All the calibration inputs [`CalibInputs`] would decode batch by batch, decoded at once
+/// (for callers that reuse them; memory grows with `n`).
 pub fn load_batches(
     g: &Graph,
     data: &Dataset,
@@ -156,22 +162,10 @@ pub fn load_batches(
     n: usize,
     batch: usize,
 ) -> Result<Vec<Tensor>> {
-    let idx = spread_indices(data.len_views(views), n);
-    if idx.is_empty() {
-        return Err(Error::Dataset(format!(
-            "{}: no calibration images",
-            data.root.display()
-        )));
-    }
-    let mut batches = Vec::new();
-    for chunk in idx.chunks(batch.max(1)) {
-        let mut parts = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            parts.push(data.load_batch(i..i + 1, &g.preprocess, views)?.0);
-        }
-        batches.push(stack(parts)?);
-    }
-    Ok(batches)
+    let inputs = CalibInputs::new(g, data, views, n, batch)?;
+    (0..inputs.count())
+        .map(|i| Ok(inputs.batch(i)?.into_owned()))
+        .collect()
 }
 
 /// One accumulator per quantization point (channels from the value's shape) and the
@@ -213,16 +207,16 @@ pub(crate) fn finish(
     })
 }
 
-/// Two-pass calibration over decoded `batches` on `backend` (the GPU path is
-/// [`crate::engine::gpu::calib::calibrate_gpu`]).
-pub fn calibrate_batches(
+/// Two-pass calibration over `batches` (decoded tensors or [`CalibInputs`]) on `backend`
+/// (the GPU path is [`crate::engine::gpu::calib::calibrate_gpu`]).
+pub fn calibrate_batches<B: Batches + ?Sized>(
     g: &Graph,
     points: &[QuantPoint],
-    batches: &[Tensor],
+    batches: &B,
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
-    let images: usize = batches.iter().map(|b| b.shape[0]).sum();
+    let images = batches.inputs();
     if images == 0 {
         return Err(Error::Dataset("no calibration images".into()));
     }
@@ -237,10 +231,10 @@ pub fn calibrate_batches(
     cal
 }
 
-fn calibrate_cpu(
+fn calibrate_cpu<B: Batches + ?Sized>(
     g: &Graph,
     points: &[QuantPoint],
-    batches: &[Tensor],
+    batches: &B,
     bar: &indicatif::ProgressBar,
 ) -> Result<Calibration> {
     let (acc, mean_of) = accumulators(g, points)?;
@@ -257,24 +251,14 @@ fn calibrate_cpu(
                 a.begin_pass2()?;
             }
         }
-        for x in batches {
-            engine::run(g, x.clone(), &mut hook)?;
-            bar.inc(x.shape[0] as u64);
+        for i in 0..batches.count() {
+            let x = batches.batch(i)?.into_owned();
+            let n = x.shape[0] as u64;
+            engine::run(g, x, &mut hook)?;
+            bar.inc(n);
         }
     }
-    let images = batches.iter().map(|b| b.shape[0]).sum();
-    finish(&hook.acc, hook.sums, images)
-}
-
-/// Concatenates single-image batches along N.
-fn stack(parts: Vec<Tensor>) -> Result<Tensor> {
-    let first = parts
-        .first()
-        .ok_or_else(|| Error::Engine("empty batch".into()))?;
-    let mut shape = first.shape.clone();
-    shape[0] = parts.iter().map(|t| t.shape[0]).sum();
-    let data = parts.into_iter().flat_map(|t| t.data).collect();
-    Tensor::from_vec(&shape, data)
+    finish(&hook.acc, hook.sums, batches.inputs())
 }
 
 /// Data-free statistics from the BatchNorm parameters of `raw` (the unfolded graph) for the

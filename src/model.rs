@@ -167,6 +167,9 @@ impl LoadedModel {
 }
 
 impl Model for LoadedModel {
+    fn name(&self) -> &str {
+        &self.graph().name
+    }
     fn preprocess(&self) -> &Preprocess {
         &self.graph().preprocess
     }
@@ -254,6 +257,9 @@ impl<'a> Runner<'a> {
 }
 
 impl Model for Runner<'_> {
+    fn name(&self) -> &str {
+        &self.source.graph().name
+    }
     fn preprocess(&self) -> &Preprocess {
         &self.source.graph().preprocess
     }

@@ -75,8 +75,8 @@ pub fn statistics(
             views,
             batch,
         } => {
-            let batches = calib::load_batches(&m.graph, data, views, n, batch)?;
-            calib::calibrate_batches(&m.graph, &points, &batches, backend, progress)
+            let inputs = calib::CalibInputs::new(&m.graph, data, views, n, batch)?;
+            calib::calibrate_batches(&m.graph, &points, &inputs, backend, progress)
         }
         StatsSource::DataFree => calib::data_free(&m.raw, &m.graph, &points),
     }

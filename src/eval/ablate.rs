@@ -133,10 +133,10 @@ pub fn ablate(
         }
     }
     let t = Instant::now();
-    let batches =
-        crate::calib::load_batches(&m.graph, calib, o.eval.views, o.calib_n, o.eval.batch)?;
+    let inputs =
+        crate::calib::CalibInputs::new(&m.graph, calib, o.eval.views, o.calib_n, o.eval.batch)?;
     let cal_images =
-        crate::calib::calibrate_batches(&m.graph, &points, &batches, &o.backend, o.eval.progress)?;
+        crate::calib::calibrate_batches(&m.graph, &points, &inputs, &o.backend, o.eval.progress)?;
     let t_images = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cal_free = crate::calib::data_free(&m.raw, &m.graph, &points)?;

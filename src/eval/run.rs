@@ -13,6 +13,8 @@ use crate::tensor::Tensor;
 
 /// Anything that maps an input batch to logits.
 pub trait Model: Sync {
+    /// The model's name, for errors about its metadata.
+    fn name(&self) -> &str;
     fn preprocess(&self) -> &Preprocess;
     fn forward(&self, x: Tensor) -> Result<Tensor>;
     /// Where it runs, e.g. `cpu` or `gpu (llvmpipe, Vulkan)`.
@@ -79,6 +81,7 @@ pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> 
             data.root.display()
         )));
     }
+    model.preprocess().validate(model.name())?;
     let bar = crate::report::progress(total as u64, "eval", opts.progress);
     let mut logits = Vec::new();
     let mut labels = Vec::with_capacity(total);
@@ -92,6 +95,7 @@ pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> 
         let y = model.forward(x)?;
         secs += t.elapsed().as_secs_f64();
         classes = y.numel() / (end - start);
+        data.check_labels(start..end, opts.views, classes)?;
         logits.extend_from_slice(&y.data);
         labels.extend(l);
         bar.inc((end - start) as u64);

@@ -79,6 +79,39 @@ impl Preprocess {
             channels: 3,
         }
     }
+
+    /// Checks the metadata before any image is read, so a bad model is blamed on the model
+    /// (named `model`) rather than on the first image: 1 or 3 channels, `0 < size ≤
+    /// resize`, a `resize × resize` view within [`MAX_RESIZED_PIXELS`], finite means and
+    /// positive finite stds for the channels used.
+    ///
+    /// [`MAX_RESIZED_PIXELS`]: crate::io::preprocess::MAX_RESIZED_PIXELS
+    pub fn validate(&self, model: &str) -> Result<()> {
+        use crate::io::preprocess::MAX_RESIZED_PIXELS;
+        let c = self.channels;
+        let problem = if c != 1 && c != 3 {
+            format!("{c} channels (1 or 3 supported)")
+        } else if self.size == 0 || self.resize < self.size {
+            format!(
+                "size {} and resize {} (need 0 < size ≤ resize)",
+                self.size, self.resize
+            )
+        } else if (self.resize as u64).saturating_mul(self.resize as u64) > MAX_RESIZED_PIXELS {
+            format!(
+                "resize {} over the {MAX_RESIZED_PIXELS} px a view may have",
+                self.resize
+            )
+        } else if let Some(k) = (0..c).find(|&k| !self.mean[k].is_finite()) {
+            format!("mean[{k}] = {}", self.mean[k])
+        } else if let Some(k) = (0..c).find(|&k| !(self.std[k].is_finite() && self.std[k] > 0.0)) {
+            format!("std[{k}] = {} (need a positive finite value)", self.std[k])
+        } else {
+            return Ok(());
+        };
+        Err(Error::Graph(format!(
+            "{model}'s preprocessing metadata is invalid: {problem}; fix or re-import the model"
+        )))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -8,10 +8,16 @@
 //!   index of the subfolder among the sorted names;
 //! - anything else: unlabelled.
 //!
+//! Listing follows symbolic links but enters each folder (by canonical path) once, so a
+//! link loop terminates and no image is listed twice through it. Every non-folder entry
+//! with an image extension is listed, so a broken link or an unreadable file is reported
+//! by name when it is loaded rather than skipped.
+//!
 //! Items are sorted by path. Batches index the expanded set of `len() · views` samples,
 //! image-major: sample `i` is view `i % views` (order in [`preprocess::VIEWS_12`]) of image
 //! `i / views`, and carries that image's label. Output: NCHW f32, one row per sample.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -71,10 +77,11 @@ impl Dataset {
                 labels,
             });
         }
-        let (files, dirs) = list(path)?;
+        let mut seen = Seen::default();
+        let (files, dirs) = list(path, &mut seen)?;
         let images: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
         let ds = if !images.is_empty() {
-            if let Some(d) = dirs.iter().find(|d| has_images(d)) {
+            if let Some(d) = dirs.iter().find(|d| has_images(d, &seen)) {
                 return Err(Error::Dataset(format!(
                     "{} mixes images with image subfolders ({}); use one layout",
                     path.display(),
@@ -83,7 +90,7 @@ impl Dataset {
             }
             flat(path, images)
         } else {
-            folders(path, &dirs)?
+            folders(path, &dirs, &mut seen)?
         };
         if ds.items.is_empty() {
             return Err(Error::Dataset(format!(
@@ -132,6 +139,7 @@ impl Dataset {
         pre: &Preprocess,
         views: usize,
     ) -> Result<(Tensor, Vec<Option<usize>>)> {
+        pre.validate("the model")?;
         let all = preprocess::views(views)?;
         let total = self.len_views(views);
         if range.start > range.end || range.end > total {
@@ -162,6 +170,29 @@ impl Dataset {
         let labels = range.clone().map(|s| self.items[s / views].label).collect();
         let t = Tensor::from_vec(&[range.len(), pre.channels, pre.size, pre.size], data)?;
         Ok((t, labels))
+    }
+
+    /// Checks that the labels of the images holding samples `samples` (with `views` views)
+    /// are classes of a model with `classes` outputs; the error names the first file
+    /// whose label is not, its label and the class count.
+    pub fn check_labels(&self, samples: Range<usize>, views: usize, classes: usize) -> Result<()> {
+        let v = views.max(1);
+        let items = self.items.get(samples.start / v..samples.end.div_ceil(v));
+        let bad = items
+            .into_iter()
+            .flatten()
+            .find_map(|it| it.label.filter(|&l| l >= classes).map(|l| (it, l)));
+        match bad {
+            Some((it, l)) => Err(Error::Image {
+                path: it.path.clone(),
+                msg: format!(
+                    "label {l} is not a class of the model, which has {classes} classes \
+                     (labels 0..={})",
+                    classes.saturating_sub(1)
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -199,7 +230,7 @@ fn flat(root: &Path, images: Vec<PathBuf>) -> Dataset {
     }
 }
 
-fn folders(root: &Path, dirs: &[PathBuf]) -> Result<Dataset> {
+fn folders(root: &Path, dirs: &[PathBuf], seen: &mut Seen) -> Result<Dataset> {
     let names: Vec<String> = dirs
         .iter()
         .map(|d| {
@@ -212,7 +243,7 @@ fn folders(root: &Path, dirs: &[PathBuf]) -> Result<Dataset> {
     let mut items = Vec::new();
     for (k, dir) in dirs.iter().enumerate() {
         let label = numeric.as_ref().map_or(k, |ns| ns[k]);
-        for path in images_below(dir)? {
+        for path in images_below(dir, seen)? {
             items.push(Item {
                 path,
                 label: Some(label),
@@ -243,8 +274,16 @@ pub fn is_image(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-/// Sorted (files, subfolders) of `dir`, hidden entries skipped.
-fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// Canonical paths of the folders already listed.
+type Seen = HashSet<PathBuf>;
+
+/// Sorted (files, subfolders) of `dir`, hidden entries skipped; empty when `dir` was
+/// already listed (a link back to it). Files are all entries that are not folders.
+fn list(dir: &Path, seen: &mut Seen) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    if !seen.insert(canonical) {
+        return Ok((vec![], vec![]));
+    }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for entry in rd {
@@ -257,7 +296,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         }
         if p.is_dir() {
             dirs.push(p);
-        } else if p.is_file() {
+        } else {
             files.push(p);
         }
     }
@@ -266,15 +305,16 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     Ok((files, dirs))
 }
 
-fn images_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    let (files, dirs) = list(dir)?;
+fn images_below(dir: &Path, seen: &mut Seen) -> Result<Vec<PathBuf>> {
+    let (files, dirs) = list(dir, seen)?;
     let mut out: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
     for d in dirs {
-        out.extend(images_below(&d)?);
+        out.extend(images_below(&d, seen)?);
     }
     Ok(out)
 }
 
-fn has_images(dir: &Path) -> bool {
-    images_below(dir).is_ok_and(|v| !v.is_empty())
+/// Whether images lie below `dir` (not counting folders listed in `seen`).
+fn has_images(dir: &Path, seen: &Seen) -> bool {
+    images_below(dir, &mut seen.clone()).is_ok_and(|v| !v.is_empty())
 }

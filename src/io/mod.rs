@@ -5,6 +5,7 @@
 pub mod dataset;
 pub mod fetch;
 pub mod import;
+pub mod jpeg;
 pub mod model;
 pub mod pickle;
 pub mod preprocess;

@@ -16,14 +16,28 @@
 //! crops and the centre crop, each spanning [`CROP_FRACTION`] of the width and of the height,
 //! each followed by its mirror: whole, whole·m, TL, TL·m, TR, TR·m, BL, BL·m, BR, BR·m,
 //! centre, centre·m.
+//!
+//! Images are untrusted: the `MAX_*` limits below bound the memory and time one image may
+//! cost; an image over a limit is refused, naming the file, before it is decoded (header
+//! dimensions) or resized (target size).
 
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, ImageBuffer, Pixel};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, Limits, Pixel};
 
 use crate::error::{Error, Result};
 use crate::graph::Preprocess;
+
+/// Longest image side decoded: above any camera sensor (~12,000 px) and far above ImageNet.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Pixels decoded per image: 64 Mpx lets 48 MP photos through at 192 MB as 8-bit RGB.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+/// Bytes the decoder may allocate: 64 Mpx at 8 bytes (16-bit RGBA PNG).
+pub const MAX_DECODE_BYTES: u64 = 8 * MAX_IMAGE_PIXELS;
+/// Pixels of one view after the resize: 4 Mpx (~80 MB with the resize's f32 RGBA
+/// intermediate), i.e. an aspect ratio up to 64:1 at `resize` 256.
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 22;
 
 /// Fraction of each side a corner or centre crop spans.
 pub const CROP_FRACTION: f64 = 0.8;
@@ -78,9 +92,10 @@ pub fn views(n: usize) -> Result<&'static [View]> {
 }
 
 /// `(x, y, w, h)` of `region` in a `width × height` image. Crops span
-/// `max(1, round(CROP_FRACTION · side))`; the centre crop starts at `⌊(side − crop) / 2⌋`.
+/// `max(1, round(CROP_FRACTION · side))` of a non-empty side (0 of an empty one); the
+/// centre crop starts at `⌊(side − crop) / 2⌋`. The box always lies inside the image.
 pub fn region_box(region: Region, width: u32, height: u32) -> (u32, u32, u32, u32) {
-    let crop = |s: u32| ((CROP_FRACTION * s as f64).round() as u32).clamp(1, s.max(1));
+    let crop = |s: u32| ((CROP_FRACTION * s as f64).round() as u32).clamp(s.min(1), s);
     let (cw, ch) = (crop(width), crop(height));
     let (rx, by) = (width - cw, height - ch);
     match region {
@@ -93,9 +108,16 @@ pub fn region_box(region: Region, width: u32, height: u32) -> (u32, u32, u32, u3
     }
 }
 
-/// Size after resizing the shorter side of `width × height` to `resize`.
+/// Size after resizing the shorter side of `width × height` to `resize`: the longer side
+/// is `⌊resize · long / short⌋`, saturated at `u32::MAX` (also when `short` is 0), so
+/// callers compare the result with [`MAX_RESIZED_PIXELS`] instead of overflowing.
 pub fn resize_shorter_dims(width: u32, height: u32, resize: u32) -> (u32, u32) {
-    let scaled = |long: u32, short: u32| (resize as u64 * long as u64 / short as u64) as u32;
+    let scaled =
+        |long: u32, short: u32| match (resize as u64 * long as u64).checked_div(short as u64) {
+            Some(v) => u32::try_from(v).unwrap_or(u32::MAX),
+            None if resize == 0 || long == 0 => 0,
+            None => u32::MAX,
+        };
     if width <= height {
         (resize, scaled(height, width))
     } else {
@@ -114,18 +136,66 @@ pub fn center_crop_offset(len: u32, size: u32) -> u32 {
     }
 }
 
-/// Decodes an image file (format from its content); errors name the file.
+/// Decodes an image file (format from its content, else its extension); errors name the
+/// file. Only regular, non-empty files are opened (a FIFO would block); a JPEG must reach
+/// its end-of-image marker ([`super::jpeg`]: the decoder accepts truncated scans); the
+/// header's dimensions are checked against [`check_dimensions`] before any pixel is
+/// decoded.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
     let err = |msg: String| Error::Image {
         path: path.to_path_buf(),
         msg,
     };
-    image::ImageReader::open(path)
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(err("empty file (0 bytes)".into()));
+    }
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| Error::io(path, e))?;
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let complete = super::jpeg::reaches_eoi(std::io::BufReader::new(file))
+            .map_err(|e| Error::io(path, e))?;
+        if !complete {
+            return Err(err(
+                "truncated: the JPEG data ends before its end-of-image marker".into(),
+            ));
+        }
+    }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits.clone());
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| err(format!("cannot read the header: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    check_dimensions(w, h).map_err(err)?;
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits
+        .reserve(decoder.total_bytes())
+        .and_then(|()| decoder.set_limits(limits))
+        .map_err(|e| err(e.to_string()))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| err(format!("corrupt or truncated: {e}")))
+}
+
+/// Refuses an empty image, or one over [`MAX_IMAGE_SIDE`] or [`MAX_IMAGE_PIXELS`].
+pub fn check_dimensions(width: u32, height: u32) -> std::result::Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("empty image ({width}×{height})"));
+    }
+    if width.max(height) > MAX_IMAGE_SIDE || width as u64 * height as u64 > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{width}×{height} is too large: ptq4 decodes at most {MAX_IMAGE_SIDE} px a side \
+             and {MAX_IMAGE_PIXELS} px in all; downscale the image"
+        ));
+    }
+    Ok(())
 }
 
 /// One view of `img` as `channels × size × size` floats (CHW), following the module docs.
@@ -169,19 +239,18 @@ where
     P: Pixel<Subpixel = u8> + 'static,
 {
     let (w, h) = img.dimensions();
-    if w == 0 || h == 0 {
-        return Err(Error::Dataset("empty image".into()));
-    }
-    if pre.size == 0 || pre.resize < pre.size {
-        return Err(Error::Dataset(format!(
-            "preprocessing needs 0 < size <= resize, got size {} and resize {}",
-            pre.size, pre.resize
-        )));
-    }
+    check_dimensions(w, h).map_err(Error::Dataset)?;
+    pre.validate("the model")?;
     let (size, resize) = (to_u32(pre.size)?, to_u32(pre.resize)?);
     let (x, y, cw, ch) = region_box(view.region, w, h);
     let sub = imageops::crop_imm(img, x, y, cw, ch);
     let (nw, nh) = resize_shorter_dims(cw, ch, resize);
+    if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS || nw < size || nh < size {
+        return Err(Error::Dataset(format!(
+            "resizing the {cw}×{ch} view's shorter side to {resize} makes it {nw}×{nh}, over \
+             the {MAX_RESIZED_PIXELS} px ptq4 allows (aspect ratio too extreme); crop the image"
+        )));
+    }
     let resized = imageops::resize(&*sub, nw, nh, FilterType::Triangle);
     let (ox, oy) = (center_crop_offset(nw, size), center_crop_offset(nh, size));
     let (s, c) = (pre.size, pre.channels);

@@ -31,7 +31,7 @@ use super::graph::{DeviceHook, GpuGraph, Seen};
 use super::histogram::histogram_encode;
 use super::plane_stats::{plane_abs_dev_encode, plane_moments_encode, split_means, PlaneMoments};
 use super::readback::Readback;
-use crate::calib::{accumulators, finish, Calibration};
+use crate::calib::{accumulators, finish, Batches, Calibration};
 use crate::engine::cpu::histogram::MAX_BINS;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
@@ -51,11 +51,11 @@ pub fn calibrate_gpu(
 }
 
 /// [`calibrate_gpu`] advancing `bar` by the images of each batch and pass.
-pub(crate) fn calibrate_gpu_with(
+pub(crate) fn calibrate_gpu_with<B: Batches + ?Sized>(
     ctx: &GpuContext,
     g: &Graph,
     points: &[QuantPoint],
-    batches: &[Tensor],
+    batches: &B,
     bar: &ProgressBar,
 ) -> Result<Calibration> {
     let gg = GpuGraph::new(ctx, g)?;
@@ -86,13 +86,13 @@ pub(crate) fn calibrate_gpu_with(
             }
             hook.build_tables(ctx)?;
         }
-        for x in batches {
-            gg.run(x, &[], &mut hook)?;
+        for i in 0..batches.count() {
+            let x = batches.batch(i)?;
+            gg.run(&x, &[], &mut hook)?;
             bar.inc(x.shape[0] as u64);
         }
     }
-    let images = batches.iter().map(|b| b.shape[0]).sum();
-    finish(&hook.acc, hook.sums, images)
+    finish(&hook.acc, hook.sums, batches.inputs())
 }
 
 /// A recorded reduction waiting for its readback.
