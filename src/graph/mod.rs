@@ -41,34 +41,6 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
-    /// Checks sizes against [`limits::MAX_SPATIAL`] (before any image is resized to them),
-    /// 0 < size <= resize, 1 or 3 channels, finite means and finite non-zero deviations.
-    pub fn validate(&self) -> Result<()> {
-        limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")?;
-        limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")?;
-        if self.resize < self.size {
-            return Err(Error::Graph(format!(
-                "preprocess resize {} is smaller than the crop size {}",
-                self.resize, self.size
-            )));
-        }
-        if !matches!(self.channels, 1 | 3) {
-            return Err(Error::Graph(format!(
-                "preprocess channels is {}; must be 1 or 3",
-                self.channels
-            )));
-        }
-        if self.mean.iter().any(|m| !m.is_finite())
-            || self.std.iter().any(|s| !s.is_finite() || *s == 0.0)
-        {
-            return Err(Error::Graph(format!(
-                "preprocess mean {:?} and std {:?} must be finite, std non-zero",
-                self.mean, self.std
-            )));
-        }
-        Ok(())
-    }
-
     /// EfficientNet-Lite: `(x − 127) / 128`, shorter side to 256·size/224, center crop.
     pub fn efficientnet(size: usize) -> Self {
         Preprocess {
@@ -81,15 +53,22 @@ impl Preprocess {
     }
 
     /// Checks the metadata before any image is read, so a bad model is blamed on the model
-    /// (named `model`) rather than on the first image: 1 or 3 channels, `0 < size ≤
-    /// resize`, a `resize × resize` view within [`MAX_RESIZED_PIXELS`], finite means and
-    /// positive finite stds for the channels used.
+    /// (named `model`) rather than on the first image: sizes within
+    /// [`limits::MAX_SPATIAL`], 1 or 3 channels, `0 < size ≤ resize`, a `resize × resize`
+    /// view within [`MAX_RESIZED_PIXELS`], finite means and positive finite stds for the
+    /// channels used. Called at load and again where images are prepared.
     ///
     /// [`MAX_RESIZED_PIXELS`]: crate::io::preprocess::MAX_RESIZED_PIXELS
     pub fn validate(&self, model: &str) -> Result<()> {
         use crate::io::preprocess::MAX_RESIZED_PIXELS;
         let c = self.channels;
-        let problem = if c != 1 && c != 3 {
+        let limit = limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")
+            .and_then(|()| {
+                limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")
+            });
+        let problem = if let Err(e) = limit {
+            e.to_string()
+        } else if c != 1 && c != 3 {
             format!("{c} channels (1 or 3 supported)")
         } else if self.size == 0 || self.resize < self.size {
             format!(

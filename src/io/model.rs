@@ -394,7 +394,9 @@ pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
             params.insert(key, t);
         }
     }
-    preprocess.validate().map_err(|e| err(e.to_string()))?;
+    preprocess
+        .validate(&gm.name)
+        .map_err(|e| err(e.to_string()))?;
     let g = Graph {
         name: gm.name,
         input_shape: gm.input_shape,
