@@ -305,7 +305,7 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
             &[name_or_path.to_string()],
             &fetch::home(),
             &crate::io::import::convert_pth,
-            true,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )?;
         if let Some(p) = got.get(name_or_path) {
             return Ok(p.clone());
@@ -323,7 +323,7 @@ fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
         &a.names,
         &fetch::home(),
         &crate::io::import::convert_pth,
-        !a.json,
+        !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     )?;
     if a.json {
         let obj: serde_json::Map<String, serde_json::Value> = got

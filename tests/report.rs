@@ -186,11 +186,11 @@ fn every_chart_is_xml_and_draws_bars_lines_and_labels() {
     let html = page(&q, &cal, true);
     assert_self_contained(&html);
     let charts = svgs(&html);
-    // weight SQNR, activation SQNR, one window chart per activation point (3 here),
-    // weight bits, activation bits (paper: per channel), the ablation bars.
+    // weight SQNR, activation SQNR, the chosen windows, one candidate chart per activation
+    // point (3 here), weight bits, activation bits (paper: per channel), the ablation bars.
     let points = q.plan.acts.len().min(ptq4::report::page::WORST_POINTS);
     assert_eq!(points, 3, "paper points of the tiny graph: c1, dw, pw");
-    assert_eq!(charts.len(), 2 + points + 2 + 1, "charts in the page");
+    assert_eq!(charts.len(), 3 + points + 2 + 1, "charts in the page");
     for (i, s) in charts.iter().enumerate() {
         let (shapes, texts) = drawn(s);
         assert!(shapes >= 4, "chart {i} draws only {shapes} shapes");

@@ -55,10 +55,26 @@ pub fn hbars(
     labels: &[String],
     values: &[Option<f64>],
 ) -> Result<String> {
+    let spans: Vec<Option<(f64, f64)>> = values.iter().map(|v| v.map(|v| (0.0, v))).collect();
+    hspans(title, x_desc, labels, &spans)
+}
+
+/// Horizontal bars from `lo` to `hi`, one per label (top to bottom); `None` left empty.
+pub fn hspans(
+    title: &str,
+    x_desc: &str,
+    labels: &[String],
+    spans: &[Option<(f64, f64)>],
+) -> Result<String> {
     let n = labels.len().max(1);
     let height = 60 + 16 * n as u32;
-    let finite = values.iter().flatten().copied().filter(|v| v.is_finite());
+    let finite = spans
+        .iter()
+        .flatten()
+        .flat_map(|&(a, b)| [a, b])
+        .filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((0.0f64, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = (lo - 0.02 * (hi - lo), hi + 0.05 * (hi - lo));
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(4);
     let label_w = (longest as u32 * 7 + 12).min(320);
     svg((560, height), |root| {
@@ -67,7 +83,7 @@ pub fn hbars(
             .margin(8)
             .x_label_area_size(34)
             .y_label_area_size(label_w)
-            .build_cartesian_2d(lo..hi * 1.05, (0..n as i32).into_segmented())
+            .build_cartesian_2d(lo..hi, (0..n as i32).into_segmented())
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -84,13 +100,13 @@ pub fn hbars(
             .x_desc(x_desc)
             .draw()
             .map_err(err)?;
-        let bars = values.iter().enumerate().filter_map(|(i, v)| {
-            let v = (*v)?.clamp(lo, hi * 1.05);
+        let bars = spans.iter().enumerate().filter_map(|(i, v)| {
+            let (a, b) = (*v)?;
             let row = n as i32 - 1 - i as i32;
             let mut r = Rectangle::new(
                 [
-                    (0.0, SegmentValue::Exact(row)),
-                    (v, SegmentValue::Exact(row + 1)),
+                    (a.clamp(lo, hi), SegmentValue::Exact(row)),
+                    (b.clamp(lo, hi), SegmentValue::Exact(row + 1)),
                 ],
                 RGBColor(31, 119, 180).filled(),
             );

@@ -141,7 +141,7 @@ fn activation_sqnr(r: &ReportInput) -> Result<(Vec<Option<f64>>, bool)> {
 
 fn sqnr(h: &mut String, r: &ReportInput, asq: &(Vec<Option<f64>>, bool)) -> Result<()> {
     let q = r.q;
-    h.push_str("<h2>Signal-to-quantization-noise ratio per layer</h2><p class=\"note\">Higher is better; every 6 dB is about one bit. Weights: the deployed weights against FP32. Activations: the quantizer on the calibration histogram.</p><div class=\"row\">");
+    h.push_str("<h2>Per layer: signal-to-quantization-noise ratio and clip windows</h2><p class=\"note\">SQNR: higher is better; every 6 dB is about one bit. Weights: the deployed weights against FP32. Activations: the quantizer on the calibration histogram. Clip windows: the range each activation quantization point keeps (per-channel points: the widest channel).</p><div class=\"row\">");
     let names: Vec<String> = q.plan.layers.iter().map(|l| l.node.clone()).collect();
     let w: Vec<Option<f64>> = q.plan.layers.iter().map(|l| Some(l.info.sqnr_db)).collect();
     h.push_str(&charts::hbars("weight SQNR", "dB", &names, &w)?);
@@ -153,24 +153,55 @@ fn sqnr(h: &mut String, r: &ReportInput, asq: &(Vec<Option<f64>>, bool)) -> Resu
             "activation SQNR"
         };
         h.push_str(&charts::hbars(title, "dB", &names, &asq.0)?);
-        h.push_str("</div>\n");
-    } else {
+    }
+    h.push_str(&window_spans(r)?);
+    h.push_str("</div>\n");
+    if asq.0.iter().all(Option::is_none) {
         let _ = write!(
             h,
-            "</div><p class=\"note\">No activation SQNR: the plan's statistics ({}) have no histograms.</p>\n",
+            "<p class=\"note\">No activation SQNR: the plan's statistics ({}) have no histograms.</p>\n",
             esc(&q.plan.source)
         );
     }
     Ok(())
 }
 
+/// The chosen clip window of every activation point, as one chart.
+fn window_spans(r: &ReportInput) -> Result<String> {
+    let acts = &r.q.plan.acts;
+    let labels: Vec<String> = acts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} ({} bits)",
+                a.value,
+                a.params.iter().map(|p| p.bits).max().unwrap_or(0)
+            )
+        })
+        .collect();
+    let spans: Vec<Option<(f64, f64)>> = acts
+        .iter()
+        .map(|a| {
+            let w = a
+                .params
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |w, p| {
+                    let (lo, hi) = p.window();
+                    (w.0.min(lo as f64), w.1.max(hi as f64))
+                });
+            w.0.is_finite().then_some(w)
+        })
+        .collect();
+    charts::hspans("activation clip windows", "value", &labels, &spans)
+}
+
 fn windows(h: &mut String, r: &ReportInput, asq: &[Option<f64>]) -> Result<()> {
-    h.push_str("<h2>Clip windows of the worst activation points</h2>");
+    let acts = &r.q.plan.acts;
+    h.push_str("<h2>The worst activation points: candidate clip windows</h2>");
     let Some(stats) = r.stats else {
         h.push_str("<p class=\"note\">No statistics: the quantized file stores the chosen windows, not the calibration histograms. Run <code>ptq4 report --model Q --calib DIR</code> (or <code>ptq4 quantize --report-html</code>) to draw them.</p>\n");
         return Ok(());
     };
-    let acts = &r.q.plan.acts;
     let pts = worst_points(acts, asq, |v| stats.contains_key(v), WORST_POINTS);
     let hist = pts
         .iter()
