@@ -202,7 +202,7 @@ pub fn window_chart(p: &PointWindows) -> Result<String> {
         xlo = xlo.min(mean - 4.0 * std);
         xhi = xhi.max(mean + 4.0 * std);
     }
-    if !(xhi > xlo) {
+    if xhi.partial_cmp(&xlo) != Some(std::cmp::Ordering::Greater) {
         xhi = xlo + 1.0;
     }
     let pad = 0.03 * (xhi - xlo);

@@ -157,9 +157,9 @@ fn sqnr(h: &mut String, r: &ReportInput, asq: &(Vec<Option<f64>>, bool)) -> Resu
     h.push_str(&window_spans(r)?);
     h.push_str("</div>\n");
     if asq.0.iter().all(Option::is_none) {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p class=\"note\">No activation SQNR: the plan's statistics ({}) have no histograms.</p>\n",
+            "<p class=\"note\">No activation SQNR: the plan's statistics ({}) have no histograms.</p>",
             esc(&q.plan.source)
         );
     }
