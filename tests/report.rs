@@ -269,6 +269,36 @@ fn the_cli_writes_reports_and_rejects_fp32_models_and_foreign_json() {
     }
     let r2 = std::fs::read_to_string(&r2).unwrap();
     assert!(r2.contains("top-1 agreement with FP32") && r2.contains("No statistics"));
+    // With images, the histograms are recomputed through the quantized weights.
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for i in 0..3u32 {
+        let img = image::RgbImage::from_fn(24, 20, |x, y| {
+            image::Rgb([
+                (x * 10 + i * 40) as u8,
+                (y * 12) as u8,
+                ((x * y + i) % 255) as u8,
+            ])
+        });
+        img.save(imgs.join(format!("{i}.png"))).unwrap();
+    }
+    let r3 = dir.path().join("r3.html");
+    bin()
+        .args(["report", "--backend", "cpu", "--calib-n", "3", "--model"])
+        .arg(&q)
+        .arg("--calib")
+        .arg(&imgs)
+        .arg("-o")
+        .arg(&r3)
+        .assert()
+        .success();
+    let r3 = std::fs::read_to_string(&r3).unwrap();
+    assert!(r3.contains("recomputed on 3 images through the quantized weights"));
+    assert!(r3.contains("activation SQNR (on the report&apos;s histograms)"));
+    assert!(
+        r3.matches("(chosen)").count() >= 3,
+        "candidate windows drawn"
+    );
     let out = dir.path().join("x.html");
     bin()
         .arg("report")
