@@ -119,7 +119,7 @@ pub fn hspans(
 }
 
 /// The fraction of channels at each bit-width, one stacked bar per layer (graph order).
-pub fn bit_stacks(title: &str, layers: &[Vec<u8>]) -> Result<String> {
+pub fn bit_stacks(title: &str, x_desc: &str, layers: &[Vec<u8>]) -> Result<String> {
     let n = layers.len().max(1);
     svg((1100, 300), |root| {
         let (plot, legend) = root.split_horizontally(1010);
@@ -133,7 +133,7 @@ pub fn bit_stacks(title: &str, layers: &[Vec<u8>]) -> Result<String> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_desc("layer (graph order)")
+            .x_desc(x_desc)
             .y_desc("fraction of channels")
             .draw()
             .map_err(err)?;

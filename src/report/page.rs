@@ -172,11 +172,13 @@ fn window_spans(r: &ReportInput) -> Result<String> {
     let labels: Vec<String> = acts
         .iter()
         .map(|a| {
-            format!(
-                "{} ({} bits)",
-                a.value,
-                a.params.iter().map(|p| p.bits).max().unwrap_or(0)
-            )
+            let lo = a.params.iter().map(|p| p.bits).min().unwrap_or(0);
+            let hi = a.params.iter().map(|p| p.bits).max().unwrap_or(0);
+            if lo == hi {
+                format!("{} ({hi} bits)", a.value)
+            } else {
+                format!("{} ({lo}..{hi} bits)", a.value)
+            }
         })
         .collect();
     let spans: Vec<Option<(f64, f64)>> = acts
@@ -236,6 +238,7 @@ fn bits(h: &mut String, r: &ReportInput) -> Result<()> {
         .collect();
     h.push_str(&charts::bit_stacks(
         "weights: channels per bit-width, each layer",
+        "layer (graph order)",
         &w,
     )?);
     let a: Vec<Vec<u8>> = q
@@ -247,6 +250,7 @@ fn bits(h: &mut String, r: &ReportInput) -> Result<()> {
     if a.iter().any(|b| b.len() > 1) {
         h.push_str(&charts::bit_stacks(
             "activations: channels per bit-width, each quantization point",
+            "activation quantization point (graph order)",
             &a,
         )?);
     }
