@@ -185,6 +185,42 @@ fn gauss(x: f64, mean: f64, std: f64, scale: f64) -> f64 {
     scale * (-0.5 * z * z).exp() / (std.max(1e-12) * (2.0 * std::f64::consts::PI).sqrt())
 }
 
+/// The legend of [`window_chart`], in two columns below the plot.
+fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, p: &PointWindows) -> Result<()> {
+    let data = if p.hist.is_some() {
+        "histogram of the calibration values"
+    } else {
+        "assumed N(mean, std²) (no histogram)"
+    };
+    let mut entries: Vec<(String, RGBAColor, u32)> = vec![
+        (
+            "plan window (widest channel)".into(),
+            RGBColor(255, 215, 0).mix(0.5),
+            10,
+        ),
+        (data.into(), BLUE.mix(0.6), 3),
+    ];
+    for (c, colour) in p.candidates.iter().zip(WINDOW_COLOURS.iter()) {
+        let chosen = if c.chosen { " (chosen)" } else { "" };
+        entries.push((
+            format!("{} [{:.3}, {:.3}]{chosen}", c.name, c.lo, c.hi),
+            colour.to_rgba(),
+            if c.chosen { 4 } else { 2 },
+        ));
+    }
+    for (i, (label, colour, width)) in entries.into_iter().enumerate() {
+        let (x, y) = (10 + 275 * (i % 2) as i32, 10 + 20 * (i / 2) as i32);
+        area.draw(&PathElement::new(
+            vec![(x, y + 6), (x + 18, y + 6)],
+            colour.stroke_width(width),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(label, (x + 24, y), (FONT, 11)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 /// The point's histogram (log counts) or, without one, its assumed Gaussian, with every
 /// candidate window drawn as a pair of vertical lines and the chosen one shaded.
 pub fn window_chart(p: &PointWindows) -> Result<String> {
@@ -212,8 +248,10 @@ pub fn window_chart(p: &PointWindows) -> Result<String> {
         None => 2.0 * gauss(mean, mean, std, 1.0),
     };
     let title = format!("{} ({} bits, plan: {})", p.value, p.bits, p.clip);
-    svg((540, 300), |root| {
-        let mut builder = ChartBuilder::on(root);
+    svg((560, 370), |root| {
+        let (top, bottom) = root.split_vertically(300);
+        legend(&bottom, p)?;
+        let mut builder = ChartBuilder::on(&top);
         let chart = builder
             .caption(&title, (FONT, 14))
             .margin(8)
@@ -242,14 +280,7 @@ pub fn window_chart(p: &PointWindows) -> Result<String> {
                     .map_err(err)?;
                 chart
                     .draw_series(std::iter::once(shade(p.plan_window, $ybot, ymax)))
-                    .map_err(err)?
-                    .label("plan window (widest channel)")
-                    .legend(move |(x, y)| {
-                        Rectangle::new(
-                            [(x, y - 5), (x + 14, y + 5)],
-                            RGBColor(255, 215, 0).mix(0.5).filled(),
-                        )
-                    });
+                    .map_err(err)?;
                 match &p.hist {
                     Some(h) => {
                         let bars =
@@ -273,37 +304,15 @@ pub fn window_chart(p: &PointWindows) -> Result<String> {
                         });
                         chart
                             .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
-                            .map_err(err)?
-                            .label("assumed N(mean, std²)")
-                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE));
+                            .map_err(err)?;
                     }
                 }
                 for (c, colour) in p.candidates.iter().zip(WINDOW_COLOURS.iter()) {
                     let style = colour.stroke_width(if c.chosen { 4 } else { 2 });
                     let lines =
                         [c.lo, c.hi].map(|x| PathElement::new(vec![(x, $ybot), (x, ymax)], style));
-                    let label = if c.chosen {
-                        format!("{} [{:.3}, {:.3}] (chosen)", c.name, c.lo, c.hi)
-                    } else {
-                        format!("{} [{:.3}, {:.3}]", c.name, c.lo, c.hi)
-                    };
-                    let col = *colour;
-                    chart
-                        .draw_series(lines)
-                        .map_err(err)?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 14, y)], col.stroke_width(3))
-                        });
+                    chart.draw_series(lines).map_err(err)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FONT, 10))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(err)?;
             }};
         }
         if p.hist.is_some() {
