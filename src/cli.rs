@@ -57,6 +57,8 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// The ablation table: each method alone and combined, both protocols, against FP32.
     Ablate(AblateArgs),
+    /// An HTML report of a quantized model: plan, per-layer SQNR, clip windows, bits.
+    Report(ReportArgs),
 }
 
 /// Method flags shared by quantize.
@@ -153,6 +155,9 @@ pub struct QuantizeArgs {
     /// Write the plan (per-layer bits, clips, SQNR) as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also write the HTML report (as `ptq4 report`, with this run's statistics) here.
+    #[arg(long)]
+    pub report_html: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -179,6 +184,9 @@ pub struct AblateArgs {
     pub protocol: Option<Protocol>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Also write the HTML report of the combined method with the ablation table here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -290,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Quantize(a) => cmd_quantize(a),
         Command::Ablate(a) => cmd_ablate(a),
+        Command::Report(a) => cmd_report(a),
     }
 }
 
@@ -315,7 +324,7 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
             &[name_or_path.to_string()],
             &fetch::home(),
             &crate::io::import::convert_pth,
-            progress,
+            progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )?;
         if let Some(p) = got.get(name_or_path) {
             return Ok(p.clone());
@@ -336,7 +345,7 @@ fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
         &a.names,
         &fetch::home(),
         &crate::io::import::convert_pth,
-        !a.json,
+        !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     )?;
     if a.json {
         let obj: serde_json::Map<String, serde_json::Value> = got
@@ -502,6 +511,9 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(r) = &a.report {
         outputs.push(("--report", r.as_path()));
     }
+    if let Some(r) = &a.report_html {
+        outputs.push(("--report-html", r.as_path()));
+    }
     let mut inputs = vec![("--model", Path::new(&a.model))];
     if let Some(c) = &a.calib {
         inputs.push(("--calib", Path::new(c)));
@@ -524,8 +536,22 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         None => StatsSource::DataFree,
     };
     let backend = a.backend.resolve()?;
-    let (q, secs) = pipeline::quantize(&m, &cfg, src, &backend, !a.json)?;
+    let t = std::time::Instant::now();
+    let cal = pipeline::statistics(&m, &cfg, src, &backend, !a.json)?;
+    let q = pipeline::quantize_with(&m, &cfg, &cal)?;
+    let secs = t.elapsed().as_secs_f64();
     q.save(&a.output)?;
+    if let Some(path) = &a.report_html {
+        let input = crate::report::ReportInput {
+            model: a.model.clone(),
+            q: &q,
+            stats: Some(&cal.stats),
+            stats_note: format!("{}, through the FP32 weights", cal.source),
+            ablation: None,
+            backend: backend.describe(),
+        };
+        crate::report::write(&input, path)?;
+    }
     let plan = q.plan_json();
     if let Some(r) = &a.report {
         mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
@@ -570,6 +596,14 @@ fn check_dual(m: &Prepared, cfg: &QuantConfig) -> anyhow::Result<()> {
 }
 
 fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
+    if let Some(html) = &a.html {
+        let inputs = [
+            ("--model", Path::new(&a.model)),
+            ("--calib", Path::new(&a.calib)),
+            ("--eval", Path::new(&a.eval)),
+        ];
+        check_outputs(&inputs, &[("--html", html.as_path())], &fetch::home())?;
+    }
     let m = load_fp32(&a.model)?;
     let calib_path = resolve(&a.calib)?;
     let eval_path = resolve(&a.eval)?;
@@ -588,11 +622,123 @@ fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
             .map_or(vec![Protocol::Paper, Protocol::Deploy], |p| vec![p]),
         backend: a.run.backend.resolve()?,
     };
-    let r = eval::ablate::ablate(&m, &a.model, &calib, &eval_set, &opts)?;
+    if !a.json {
+        emit(eval::ablate::TABLE_HEAD)?;
+    }
+    // A stdout error here shows again, and is returned, at the summary below.
+    let mut on_row = |r: &eval::ablate::Row| {
+        if !a.json {
+            let _ = emit(&format!("{}\n", r.markdown()));
+        }
+    };
+    let (r, cal) = eval::ablate::ablate_with(&m, &a.model, &calib, &eval_set, &opts, &mut on_row)?;
     if a.json {
         emit(&format!("{}\n", serde_json::to_string(&r)?))?;
     } else {
-        emit(&r.markdown())?;
+        emit(&format!("\n{}\n", r.summary()))?;
+    }
+    if let Some(path) = &a.html {
+        let p = opts.protocols[0];
+        let (method, cfg, _) = eval::ablate::methods(a.wbits, a.abits, p)
+            .into_iter()
+            .find(|(name, _, free)| name.starts_with("aciq + alloc") && !free)
+            .ok_or_else(|| Error::Report("the ablation has no combined method".into()))?;
+        let q = pipeline::quantize_with(&m, &cfg, &cal)?;
+        let input = crate::report::ReportInput {
+            model: format!("{} ({method}, {p:?})", a.model),
+            q: &q,
+            stats: Some(&cal.stats),
+            stats_note: format!("{}, through the FP32 weights", cal.source),
+            ablation: Some(&r),
+            backend: opts.backend.describe(),
+        };
+        crate::report::write(&input, path)?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A quantized model file (written by `ptq4 quantize`).
+    #[arg(long)]
+    pub model: String,
+    /// An ablation table to include (the output of `ptq4 ablate --json`).
+    #[arg(long)]
+    pub ablation: Option<PathBuf>,
+    /// Images (folder or fetchable name) to recompute the activation histograms on, through
+    /// the quantized weights; without it the clip windows are not drawn.
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Calibration inputs to use, spread over the set.
+    #[arg(long, default_value_t = 32)]
+    pub calib_n: usize,
+    /// Where the statistics pass runs: auto, gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// The HTML file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// No progress; print one JSON object naming the file.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
+    let mut inputs = vec![("--model", Path::new(&a.model))];
+    if let Some(p) = &a.ablation {
+        inputs.push(("--ablation", p.as_path()));
+    }
+    check_outputs(&inputs, &[("-o", a.output.as_path())], &fetch::home())?;
+    let path = resolve(&a.model)?;
+    let LoadedModel::Quant(q) = LoadedModel::load(&path)? else {
+        return Err(Error::Usage(format!(
+            "{}: an FP32 model; give a quantized one (ptq4 quantize -o FILE)",
+            a.model
+        ))
+        .into());
+    };
+    let ablation: Option<eval::ablate::Ablation> = match &a.ablation {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: not an ablation table (ptq4 ablate --json): {e}",
+                    p.display()
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let (cal, backend) = match &a.calib {
+        Some(c) => {
+            let data = Dataset::open(&resolve(c)?)?;
+            let backend = a.backend.resolve()?;
+            let cal = crate::report::recalibrate(&q, &data, a.calib_n, 16, &backend, !a.json)?;
+            (Some(cal), backend.describe())
+        }
+        None => (None, "-".to_string()),
+    };
+    let input = crate::report::ReportInput {
+        model: a.model.clone(),
+        q: &q,
+        stats: cal.as_ref().map(|c| &c.stats),
+        stats_note: cal.as_ref().map_or(String::new(), |c| {
+            format!(
+                "recomputed on {} through the quantized weights (the file keeps no FP32 weights)",
+                c.source
+            )
+        }),
+        ablation: ablation.as_ref(),
+        backend,
+    };
+    crate::report::write(&input, &a.output)?;
+    if a.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::json!({"output": a.output.display().to_string()})
+        ))?;
+    } else {
+        emit(&format!("report -> {}\n", a.output.display()))?;
     }
     Ok(())
 }

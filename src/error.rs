@@ -57,6 +57,10 @@ pub enum Error {
     #[error("no GPU adapter: {0}; rerun with --backend cpu")]
     NoAdapter(String),
 
+    // --- reports ---
+    #[error("report: {0}")]
+    Report(String),
+
     // --- usage ---
     #[error("{0}")]
     Usage(String),

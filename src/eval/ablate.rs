@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{accuracy, agreement};
 use super::run::{collect_logits, EvalOptions};
@@ -17,7 +17,7 @@ use crate::model::{Runner, Source};
 use crate::pipeline::{self, Prepared};
 use crate::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub protocol: Protocol,
     pub method: String,
@@ -31,7 +31,7 @@ pub struct Row {
     pub statistics: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ablation {
     pub model: String,
     pub wbits: u8,
@@ -112,6 +112,19 @@ pub fn ablate(
     eval: &Dataset,
     o: &AblateOptions,
 ) -> Result<Ablation> {
+    Ok(ablate_with(m, name, calib, eval, o, &mut |_| {})?.0)
+}
+
+/// [`ablate`], calling `on_row` with each row as soon as it is measured, and returning the
+/// image calibration too (for a report of the combined method).
+pub fn ablate_with(
+    m: &Prepared,
+    name: &str,
+    calib: &Dataset,
+    eval: &Dataset,
+    o: &AblateOptions,
+    on_row: &mut dyn FnMut(&Row),
+) -> Result<(Ablation, Calibration)> {
     let super::run::Logits {
         values: fp,
         labels,
@@ -143,7 +156,7 @@ pub fn ablate(
     let t_free = t.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for &p in &o.protocols {
-        rows.push(Row {
+        let fp_row = Row {
             protocol: p,
             method: "fp32".into(),
             top1: accuracy(&fp, classes, &labels, 1),
@@ -153,7 +166,9 @@ pub fn ablate(
             kl_mean: 0.0,
             quantize_s: 0.0,
             statistics: "-".into(),
-        });
+        };
+        on_row(&fp_row);
+        rows.push(fp_row);
         for (method, cfg, free) in methods(o.wbits, o.abits, p) {
             let (cal, t_stats): (&Calibration, f64) = if free {
                 (&cal_free, t_free)
@@ -170,7 +185,7 @@ pub fn ablate(
             )?
             .values;
             let a = agreement(&ql, &fp, classes);
-            rows.push(Row {
+            let row = Row {
                 protocol: p,
                 method: method.into(),
                 top1: accuracy(&ql, classes, &labels, 1),
@@ -180,10 +195,12 @@ pub fn ablate(
                 kl_mean: a.kl_mean,
                 quantize_s: secs,
                 statistics: cal.source.clone(),
-            });
+            };
+            on_row(&row);
+            rows.push(row);
         }
     }
-    Ok(Ablation {
+    let ablation = Ablation {
         model: name.into(),
         wbits: o.wbits,
         abits: o.abits,
@@ -192,15 +209,36 @@ pub fn ablate(
         calibration: cal_images.source.clone(),
         kept_8bit: QuantConfig::baseline(o.wbits, o.abits, Protocol::Paper).kept_layers(&m.graph),
         rows,
-    })
+    };
+    Ok((ablation, cal_images))
+}
+
+/// The header of the Markdown table of rows.
+pub const TABLE_HEAD: &str = "| protocol | method | top-1 | top-5 | agree top-1 | agree top-5 | KL | quantize s | statistics |\n|---|---|---|---|---|---|---|---|---|\n";
+
+impl Row {
+    /// The row as one line of the Markdown table.
+    pub fn markdown(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+        format!(
+            "| {:?} | {} | {} | {} | {:.1} | {:.1} | {:.4} | {:.2} | {} |",
+            self.protocol,
+            self.method,
+            pct(self.top1),
+            pct(self.top5),
+            100.0 * self.agreement_top1,
+            100.0 * self.agreement_top5,
+            self.kl_mean,
+            self.quantize_s,
+            self.statistics
+        )
+    }
 }
 
 impl Ablation {
-    pub fn markdown(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
+    /// The line above the table: what was measured on what.
+    pub fn summary(&self) -> String {
+        format!(
             "{} W{}A{}: evaluated on n = {} inputs (views {}), calibrated on {}; kept at 8 bits: {}\n",
             self.model,
             self.wbits,
@@ -209,24 +247,17 @@ impl Ablation {
             self.views,
             self.calibration,
             self.kept_8bit.join(", ")
-        );
-        let _ = writeln!(s, "| protocol | method | top-1 | top-5 | agree top-1 | agree top-5 | KL | quantize s | statistics |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+        )
+    }
+
+    /// The summary line and the whole table.
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = self.summary();
+        s.push('\n');
+        s.push_str(TABLE_HEAD);
         for r in &self.rows {
-            let _ = writeln!(
-                s,
-                "| {:?} | {} | {} | {} | {:.1} | {:.1} | {:.4} | {:.2} | {} |",
-                r.protocol,
-                r.method,
-                pct(r.top1),
-                pct(r.top5),
-                100.0 * r.agreement_top1,
-                100.0 * r.agreement_top5,
-                r.kl_mean,
-                r.quantize_s,
-                r.statistics
-            );
+            let _ = writeln!(s, "{}", r.markdown());
         }
         s
     }

@@ -62,8 +62,8 @@ impl Preprocess {
     pub fn validate(&self, model: &str) -> Result<()> {
         use crate::io::preprocess::MAX_RESIZED_PIXELS;
         let c = self.channels;
-        let limit = limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")
-            .and_then(|()| {
+        let limit =
+            limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size").and_then(|()| {
                 limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")
             });
         let problem = if let Err(e) = limit {
