@@ -17,6 +17,9 @@ use ptq4::zoo::efficientnet::LiteVariant;
 /// The path loaders put in their messages (nothing is read from it).
 const PATH: &str = "fuzz-input";
 
+/// The image target's decoder allocation limit.
+pub const IMAGE_MAX_ALLOC: u64 = 64 << 10;
+
 /// A model file as `LoadedModel::load` reads it (from bytes instead of a path): the
 /// safetensors container, the kind, then the FP32 graph (validated and prepared) or the
 /// quantized model; an accepted model is also inspected (`ptq4 inspect`, JSON and text).
@@ -63,14 +66,18 @@ pub fn pickle(bytes: &[u8]) -> Result<(), String> {
 
 /// An image as the dataset reads it: format guessed from the content and decoded (as
 /// `preprocess::decode` does with a file), then preprocessed to RGB with the 12 test-time
-/// views and to grey with the standard view. The sizes are small so that one execution stays
-/// cheap; the code path is the one real models use.
+/// views and to grey with the standard view. To keep one execution cheap the output size is
+/// small and the decoder may allocate at most [`IMAGE_MAX_ALLOC`] (`decode` keeps the image
+/// crate's default of 512 MiB: a corrupt JPEG header claiming 8000 × 8000 pixels decodes,
+/// slowly, to a mostly blank image); the code paths are those real models use.
 pub fn image(bytes: &[u8]) -> Result<(), String> {
-    let img = image::ImageReader::new(Cursor::new(bytes))
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
         .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(IMAGE_MAX_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
     let rgb = Preprocess {
         size: 3,
         resize: 4,

@@ -127,7 +127,8 @@ impl W {
     }
     fn global(&mut self, module: &str, name: &str) -> &mut Self {
         self.op(b'c');
-        self.0.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
         self
     }
     fn str(&mut self, s: &str) -> &mut Self {
@@ -160,15 +161,31 @@ fn pickle() -> Vec<u8> {
     w.proto().op(0x8a).op(10);
     w.0.extend_from_slice(&MAGIC.to_le_bytes()[..10]);
     w.op(b'.').proto().int(1001).op(b'.');
-    w.proto().op(b'}').op(b'(').str("protocol_version").int(1001);
-    w.str("little_endian").op(0x88).str("type_sizes").op(b'}').op(b'(');
+    w.proto()
+        .op(b'}')
+        .op(b'(')
+        .str("protocol_version")
+        .int(1001);
+    w.str("little_endian")
+        .op(0x88)
+        .str("type_sizes")
+        .op(b'}')
+        .op(b'(');
     w.str("short").int(2).str("int").int(4).str("long").int(4);
     w.op(b'u').op(b'u').op(b'.');
     // (name, storage class, key, storage size, offset, shape, stride)
     let ts: [(&str, &str, &str, u16, u16, &[u16], &[u16]); 3] = [
         ("conv.weight", "FloatStorage", "k0", 6, 0, &[2, 3], &[3, 1]),
         ("conv.bias", "FloatStorage", "k1", 3, 1, &[2], &[1]),
-        ("bn.num_batches_tracked", "LongStorage", "k2", 1, 0, &[], &[]),
+        (
+            "bn.num_batches_tracked",
+            "LongStorage",
+            "k2",
+            1,
+            0,
+            &[],
+            &[],
+        ),
     ];
     w.proto().global("collections", "OrderedDict").memo(b'r', 0);
     w.op(b')').op(b'R').memo(b'r', 1).op(b'(');
@@ -197,7 +214,12 @@ fn pickle() -> Vec<u8> {
         }
         w.op(0x89).memo(b'j', 0).op(b')').op(b'R').op(b't').op(b'R');
     }
-    w.op(b'u').op(b'}').str("_metadata").memo(b'j', 0).op(b')').op(b'R');
+    w.op(b'u')
+        .op(b'}')
+        .str("_metadata")
+        .memo(b'j', 0)
+        .op(b')')
+        .op(b'R');
     w.op(b's').op(b'b').op(b'.');
     w.proto().op(b']').memo(b'r', 0).op(b'(');
     w.str("k0").str("k1").str("k2").op(b'e').op(b'.');
@@ -221,7 +243,11 @@ fn images() -> Vec<(String, Vec<u8>)> {
     let deep = ImageBuffer::from_fn(5, 2, |x, y| Luma([(x * 9000 + y * 100) as u16]));
     let mut out = Vec::new();
     for (name, img, format) in [
-        ("seed-rgb.png", DynamicImage::from(rgb.clone()), ImageFormat::Png),
+        (
+            "seed-rgb.png",
+            DynamicImage::from(rgb.clone()),
+            ImageFormat::Png,
+        ),
         ("seed-grey.png", grey.clone().into(), ImageFormat::Png),
         ("seed-rgba.png", rgba.into(), ImageFormat::Png),
         ("seed-grey16.png", deep.into(), ImageFormat::Png),
