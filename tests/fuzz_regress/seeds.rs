@@ -153,6 +153,17 @@ impl W {
     }
 }
 
+/// A state-dict entry: name, storage class, storage key, storage size, offset, shape, stride.
+type TensorRef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    u16,
+    &'static [u16],
+    &'static [u16],
+);
+
 /// `{"conv.weight": f32 [2, 3], "conv.bias": f32 [2] (a view at offset 1 of a 3-element
 /// storage), "bn.num_batches_tracked": i64 []}`: magic, protocol, system info, the
 /// state-dict pickle (memoized globals, as torch writes it), the storage keys, the storages.
@@ -173,8 +184,7 @@ fn pickle() -> Vec<u8> {
         .op(b'(');
     w.str("short").int(2).str("int").int(4).str("long").int(4);
     w.op(b'u').op(b'u').op(b'.');
-    // (name, storage class, key, storage size, offset, shape, stride)
-    let ts: [(&str, &str, &str, u16, u16, &[u16], &[u16]); 3] = [
+    let ts: [TensorRef; 3] = [
         ("conv.weight", "FloatStorage", "k0", 6, 0, &[2, 3], &[3, 1]),
         ("conv.bias", "FloatStorage", "k1", 3, 1, &[2], &[1]),
         (
