@@ -1,0 +1,6 @@
+#![no_main]
+//! libFuzzer target: [`ptq4_fuzz::harness::qmodel`] on arbitrary bytes.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = ptq4_fuzz::harness::qmodel(data);
+});

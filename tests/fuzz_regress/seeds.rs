@@ -1,0 +1,272 @@
+//! The fuzz seeds, built by the library itself: a small FP32 model touching every operator,
+//! the same model quantized (`paper` and `deploy` protocols, one with a dual layer), a
+//! BatchNorm-like legacy torch state dict (the opcodes `torch.save` emits), and small PNG and
+//! JPEG images (RGB, grey, RGBA, 16-bit). `PTQ4_FUZZ_WRITE_SEEDS=1` writes them to
+//! `fuzz/corpus/<target>/seed-*` (see `fuzz/README.md`).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
+use ptq4::engine::Backend;
+use ptq4::graph::{Activation, Graph, Linear, Op, Pool, Preprocess};
+use ptq4::io::model::graph_to_file;
+use ptq4::io::pickle::MAGIC;
+use ptq4::pipeline::{quantize, Prepared, StatsSource};
+use ptq4::quant::config::{Protocol, QuantConfig};
+use ptq4::Tensor;
+
+use crate::common::{conv, node, rand};
+
+/// `(target, file name, bytes)` of every seed.
+pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = vec![("model", "seed-fp32".to_string(), fp32())];
+    for (name, protocol, dual) in [
+        ("seed-quant-paper", Protocol::Paper, 0),
+        ("seed-quant-deploy", Protocol::Deploy, 0),
+        ("seed-quant-dual", Protocol::Paper, 1),
+    ] {
+        let q = quant(protocol, dual);
+        out.push(("model", name.to_string(), q.clone()));
+        out.push(("qmodel", name.to_string(), q));
+    }
+    out.push(("pickle", "seed-bn".to_string(), pickle()));
+    for (name, bytes) in images() {
+        out.push(("image", name, bytes));
+    }
+    out
+}
+
+/// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → max pool ‖ avg pool → concat
+/// → GAP → flatten → linear → softmax, on a 3 × 8 × 8 input.
+fn graph() -> Graph {
+    let seed = &mut 7u64;
+    let mut params = BTreeMap::new();
+    let mut bn = |name: &str, c: usize, params: &mut BTreeMap<String, Tensor>| {
+        params.insert(format!("{name}.weight"), rand(&[c], seed));
+        params.insert(format!("{name}.bias"), rand(&[c], seed));
+        params.insert(format!("{name}.running_mean"), rand(&[c], seed));
+        let v = rand(&[c], seed);
+        let data = v.data.iter().map(|x| x.abs() + 0.1).collect();
+        let var = Tensor {
+            shape: v.shape,
+            data,
+        };
+        params.insert(format!("{name}.running_var"), var);
+    };
+    bn("bn1", 4, &mut params);
+    bn("bn2", 4, &mut params);
+    let seed = &mut 11u64;
+    params.insert("c1.weight".into(), rand(&[4, 3, 3, 3], seed));
+    params.insert("dw.weight".into(), rand(&[4, 1, 3, 3], seed));
+    params.insert("fc.weight".into(), rand(&[5, 8], seed));
+    params.insert("fc.bias".into(), rand(&[5], seed));
+    let pool = Pool {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1, 1, 1],
+    };
+    let fc = Linear {
+        in_features: 8,
+        out_features: 5,
+        bias: true,
+        act: Activation::None,
+    };
+    Graph {
+        name: "fuzz-seed".into(),
+        input_shape: vec![3, 8, 8],
+        nodes: vec![
+            node("c1", Op::Conv2d(conv(3, 4, 3, 1, 1)), &["input"]),
+            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node("r1", Op::Relu6, &["bn1"]),
+            node("dw", Op::Conv2d(conv(4, 4, 3, 1, 4)), &["r1"]),
+            node("bn2", Op::BatchNorm { eps: 1e-3 }, &["dw"]),
+            node("r2", Op::Relu, &["bn2"]),
+            node("add", Op::Add, &["r2", "r1"]),
+            node("mp", Op::MaxPool(pool.clone()), &["add"]),
+            node("ap", Op::AvgPool(pool), &["add"]),
+            node("cat", Op::Concat, &["mp", "ap"]),
+            node("gap", Op::GlobalAvgPool, &["cat"]),
+            node("flat", Op::Flatten, &["gap"]),
+            node("fc", Op::Linear(fc), &["flat"]),
+            node("prob", Op::Softmax, &["fc"]),
+        ],
+        output: "prob".into(),
+        params,
+        preprocess: Preprocess::efficientnet(8),
+    }
+}
+
+fn fp32() -> Vec<u8> {
+    graph_to_file(&graph()).unwrap().to_bytes().unwrap()
+}
+
+/// The seed graph quantized data-free (BatchNorm statistics), W4A4.
+fn quant(protocol: Protocol, dual: usize) -> Vec<u8> {
+    let m = Prepared::new(graph()).unwrap();
+    let cfg = QuantConfig {
+        protocol,
+        dual,
+        ..QuantConfig::default()
+    };
+    let (q, _) = quantize(&m, &cfg, StatsSource::DataFree, &Backend::Cpu, false).unwrap();
+    q.to_file().unwrap().to_bytes().unwrap()
+}
+
+/// Pickle opcodes, protocol 2, as `torch.save` writes them.
+#[derive(Default)]
+struct W(Vec<u8>);
+
+impl W {
+    fn op(&mut self, b: u8) -> &mut Self {
+        self.0.push(b);
+        self
+    }
+    fn proto(&mut self) -> &mut Self {
+        self.op(0x80).op(2)
+    }
+    fn global(&mut self, module: &str, name: &str) -> &mut Self {
+        self.op(b'c');
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.op(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    fn int(&mut self, v: u16) -> &mut Self {
+        if v < 256 {
+            self.op(b'K').op(v as u8)
+        } else {
+            self.op(b'M');
+            self.0.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+    }
+    fn memo(&mut self, op: u8, i: u32) -> &mut Self {
+        self.op(op);
+        self.0.extend_from_slice(&i.to_le_bytes());
+        self
+    }
+}
+
+/// A state-dict entry: name, storage class, storage key, storage size, offset, shape, stride.
+type TensorRef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    u16,
+    &'static [u16],
+    &'static [u16],
+);
+
+/// `{"conv.weight": f32 [2, 3], "conv.bias": f32 [2] (a view at offset 1 of a 3-element
+/// storage), "bn.num_batches_tracked": i64 []}`: magic, protocol, system info, the
+/// state-dict pickle (memoized globals, as torch writes it), the storage keys, the storages.
+fn pickle() -> Vec<u8> {
+    let mut w = W::default();
+    w.proto().op(0x8a).op(10);
+    w.0.extend_from_slice(&MAGIC.to_le_bytes()[..10]);
+    w.op(b'.').proto().int(1001).op(b'.');
+    w.proto()
+        .op(b'}')
+        .op(b'(')
+        .str("protocol_version")
+        .int(1001);
+    w.str("little_endian")
+        .op(0x88)
+        .str("type_sizes")
+        .op(b'}')
+        .op(b'(');
+    w.str("short").int(2).str("int").int(4).str("long").int(4);
+    w.op(b'u').op(b'u').op(b'.');
+    let ts: [TensorRef; 3] = [
+        ("conv.weight", "FloatStorage", "k0", 6, 0, &[2, 3], &[3, 1]),
+        ("conv.bias", "FloatStorage", "k1", 3, 1, &[2], &[1]),
+        (
+            "bn.num_batches_tracked",
+            "LongStorage",
+            "k2",
+            1,
+            0,
+            &[],
+            &[],
+        ),
+    ];
+    w.proto().global("collections", "OrderedDict").memo(b'r', 0);
+    w.op(b')').op(b'R').memo(b'r', 1).op(b'(');
+    for (i, (name, class, key, size, offset, shape, stride)) in ts.iter().enumerate() {
+        w.str(name);
+        if i == 0 {
+            w.global("torch._utils", "_rebuild_tensor_v2").memo(b'r', 2);
+        } else {
+            w.memo(b'j', 2);
+        }
+        w.op(b'(').op(b'(').str("storage").global("torch", class);
+        w.str(key).str("cpu").int(*size).op(b'N').op(b't').op(b'Q');
+        w.int(*offset);
+        for dims in [shape, stride] {
+            match dims.len() {
+                0 => w.op(b')'),
+                1 => w.int(dims[0]).op(0x85),
+                _ => {
+                    w.op(b'(');
+                    dims.iter().for_each(|&d| {
+                        w.int(d);
+                    });
+                    w.op(b't')
+                }
+            };
+        }
+        w.op(0x89).memo(b'j', 0).op(b')').op(b'R').op(b't').op(b'R');
+    }
+    w.op(b'u')
+        .op(b'}')
+        .str("_metadata")
+        .memo(b'j', 0)
+        .op(b')')
+        .op(b'R');
+    w.op(b's').op(b'b').op(b'.');
+    w.proto().op(b']').memo(b'r', 0).op(b'(');
+    w.str("k0").str("k1").str("k2").op(b'e').op(b'.');
+    let mut out = w.0;
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    for (count, data) in [
+        (6i64, f32s(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        (3, f32s(&[0.5, -0.5, 7.0])),
+        (1, 42i64.to_le_bytes().to_vec()),
+    ] {
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend(data);
+    }
+    out
+}
+
+fn images() -> Vec<(String, Vec<u8>)> {
+    let rgb = ImageBuffer::from_fn(7, 5, |x, y| Rgb([(x * 30) as u8, (y * 40) as u8, 200]));
+    let grey = ImageBuffer::from_fn(4, 9, |x, y| Luma([(x * 50 + y * 5) as u8]));
+    let rgba = ImageBuffer::from_fn(3, 3, |x, y| Rgba([(x * 80) as u8, 9, (y * 80) as u8, 128]));
+    let deep = ImageBuffer::from_fn(5, 2, |x, y| Luma([(x * 9000 + y * 100) as u16]));
+    let mut out = Vec::new();
+    for (name, img, format) in [
+        (
+            "seed-rgb.png",
+            DynamicImage::from(rgb.clone()),
+            ImageFormat::Png,
+        ),
+        ("seed-grey.png", grey.clone().into(), ImageFormat::Png),
+        ("seed-rgba.png", rgba.into(), ImageFormat::Png),
+        ("seed-grey16.png", deep.into(), ImageFormat::Png),
+        ("seed-rgb.jpg", rgb.into(), ImageFormat::Jpeg),
+        ("seed-grey.jpg", grey.into(), ImageFormat::Jpeg),
+    ] {
+        let mut bytes = Cursor::new(Vec::new());
+        img.write_to(&mut bytes, format).unwrap();
+        out.push((name.to_string(), bytes.into_inner()));
+    }
+    out
+}
