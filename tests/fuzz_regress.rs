@@ -3,8 +3,7 @@
 //! (`fuzz/crashes/<target>/`) goes through its loader without a panic (an error is fine);
 //! the seeds are accepted whole, so the corpus reaches past the parsers; and a short
 //! mutation pass (proptest: byte flips, overwrites, inserts, deletions, truncations and
-//! boundary numbers in the JSON metadata) runs every loader on mutated seeds. Crashes whose
-//! fix is pending elsewhere wait in `fuzz/pending/` (not read here). The coverage-guided
+//! boundary numbers in the JSON metadata) runs every loader on mutated seeds. The coverage-guided
 //! fuzzer itself is `cargo fuzz` (see `fuzz/README.md`).
 
 mod common;

@@ -38,8 +38,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
 }
 
 /// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → max pool ‖ avg pool → concat
-/// → GAP → flatten → linear → softmax, on a 3 × 8 × 8 input.
-fn graph() -> Graph {
+/// → GAP → flatten → linear → softmax, on a 3 × 8 × 8 input. With `integer`, only what the
+/// `deploy` integer kernels run: the pools, concat and softmax are left out.
+fn graph(integer: bool) -> Graph {
     let seed = &mut 7u64;
     let mut params = BTreeMap::new();
     let mut bn = |name: &str, c: usize, params: &mut BTreeMap<String, Tensor>| {
@@ -59,7 +60,8 @@ fn graph() -> Graph {
     let seed = &mut 11u64;
     params.insert("c1.weight".into(), rand(&[4, 3, 3, 3], seed));
     params.insert("dw.weight".into(), rand(&[4, 1, 3, 3], seed));
-    params.insert("fc.weight".into(), rand(&[5, 8], seed));
+    let features = if integer { 4 } else { 8 };
+    params.insert("fc.weight".into(), rand(&[5, features], seed));
     params.insert("fc.bias".into(), rand(&[5], seed));
     let pool = Pool {
         kernel: [3, 3],
@@ -67,12 +69,12 @@ fn graph() -> Graph {
         padding: [1, 1, 1, 1],
     };
     let fc = Linear {
-        in_features: 8,
+        in_features: features,
         out_features: 5,
         bias: true,
         act: Activation::None,
     };
-    Graph {
+    let mut g = Graph {
         name: "fuzz-seed".into(),
         input_shape: vec![3, 8, 8],
         nodes: vec![
@@ -94,16 +96,25 @@ fn graph() -> Graph {
         output: "prob".into(),
         params,
         preprocess: Preprocess::efficientnet(8),
+    };
+    if integer {
+        g.nodes
+            .retain(|n| !matches!(n.name.as_str(), "mp" | "ap" | "cat" | "prob"));
+        for n in g.nodes.iter_mut().filter(|n| n.name == "gap") {
+            n.inputs = vec!["add".into()];
+        }
+        g.output = "fc".into();
     }
+    g
 }
 
 fn fp32() -> Vec<u8> {
-    graph_to_file(&graph()).unwrap().to_bytes().unwrap()
+    graph_to_file(&graph(false)).unwrap().to_bytes().unwrap()
 }
 
 /// The seed graph quantized data-free (BatchNorm statistics), W4A4.
 fn quant(protocol: Protocol, dual: usize) -> Vec<u8> {
-    let m = Prepared::new(graph()).unwrap();
+    let m = Prepared::new(graph(protocol == Protocol::Deploy)).unwrap();
     let cfg = QuantConfig {
         protocol,
         dual,
