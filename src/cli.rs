@@ -525,10 +525,20 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     };
     let backend = a.backend.resolve()?;
     let (q, secs) = pipeline::quantize(&m, &cfg, src, &backend, !a.json)?;
-    q.save(&a.output)?;
+    // The report first: a report path that cannot be written leaves no model behind, and a
+    // model that cannot be saved takes a report it created with it.
     let plan = q.plan_json();
     if let Some(r) = &a.report {
+        let existed = r.exists();
         mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        if let Err(e) = q.save(&a.output) {
+            if !existed {
+                let _ = std::fs::remove_file(r);
+            }
+            return Err(e.into());
+        }
+    } else {
+        q.save(&a.output)?;
     }
     let fp32_bytes: usize = m.graph.params.values().map(|t| t.numel() * 4).sum();
     let bytes = q.weight_bytes()?;

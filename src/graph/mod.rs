@@ -42,10 +42,16 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// Checks sizes against [`limits::MAX_SPATIAL`] (before any image is resized to them),
-    /// 0 < size <= resize, 1 or 3 channels, finite means and finite non-zero deviations.
+    /// 0 < size <= resize, a resized square image (counted as 3 channels) within [`limits::MAX_ELEMENTS`], 1 or
+    /// 3 channels, finite means and finite non-zero deviations.
     pub fn validate(&self) -> Result<()> {
         limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")?;
         limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")?;
+        // The resized image (shorter side = resize) is held before the crop.
+        limits::checked_numel(
+            &[self.channels.max(3), self.resize, self.resize],
+            "preprocess resize",
+        )?;
         if self.resize < self.size {
             return Err(Error::Graph(format!(
                 "preprocess resize {} is smaller than the crop size {}",
