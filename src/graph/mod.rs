@@ -42,8 +42,9 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// Checks sizes against [`limits::MAX_SPATIAL`] (before any image is resized to them),
-    /// 0 < size <= resize, a resized square image (counted as 3 channels) within [`limits::MAX_ELEMENTS`], 1 or
-    /// 3 channels, finite means and finite non-zero deviations.
+    /// 0 < size <= resize, a resized square image (counted as 3 channels) within
+    /// [`limits::MAX_ELEMENTS`], 1 or 3 channels, finite means and finite non-zero
+    /// deviations.
     pub fn validate(&self) -> Result<()> {
         limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size")?;
         limits::check_size(self.resize, limits::MAX_SPATIAL, "preprocess resize")?;
