@@ -540,7 +540,21 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let cal = pipeline::statistics(&m, &cfg, src, &backend, !a.json)?;
     let q = pipeline::quantize_with(&m, &cfg, &cal)?;
     let secs = t.elapsed().as_secs_f64();
-    q.save(&a.output)?;
+    // The report first: a report path that cannot be written leaves no model behind, and a
+    // model that cannot be saved takes a report it created with it.
+    let plan = q.plan_json();
+    if let Some(r) = &a.report {
+        let existed = r.exists();
+        mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        if let Err(e) = q.save(&a.output) {
+            if !existed {
+                let _ = std::fs::remove_file(r);
+            }
+            return Err(e.into());
+        }
+    } else {
+        q.save(&a.output)?;
+    }
     if let Some(path) = &a.report_html {
         let input = crate::report::ReportInput {
             model: a.model.clone(),
@@ -551,10 +565,6 @@ fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             backend: backend.describe(),
         };
         crate::report::write(&input, path)?;
-    }
-    let plan = q.plan_json();
-    if let Some(r) = &a.report {
-        mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
     }
     let fp32_bytes: usize = m.graph.params.values().map(|t| t.numel() * 4).sum();
     let bytes = q.weight_bytes()?;

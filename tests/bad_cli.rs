@@ -384,3 +384,51 @@ fn damaged_cache_entry_is_not_used() {
     assert!(!err.contains("already in"), "{err}");
     assert!(!photos.exists());
 }
+
+/// An output inside an input folder would overwrite or add to the user's images
+/// (`-o calib/img.jpg` replaced a calibration image with a model file).
+#[test]
+fn outputs_inside_an_input_folder_are_refused() {
+    let (d, m) = scratch();
+    let home = d.path().join("home");
+    let calib = d.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    let img = calib.join("cat_1.jpg");
+    std::fs::write(&img, b"an image").unwrap();
+    for out in [img.clone(), calib.join("q.safetensors")] {
+        fails(
+            ptq4(&home)
+                .args(["quantize", "--backend", "cpu", "--model"])
+                .arg(&m)
+                .arg("--calib")
+                .arg(&calib)
+                .arg("-o")
+                .arg(&out),
+            2,
+            &["-o", "inside the --calib folder"],
+        );
+    }
+    assert_eq!(std::fs::read(&img).unwrap(), b"an image");
+    let left: Vec<_> = std::fs::read_dir(&calib).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "nothing added to the folder: {left:?}");
+}
+
+/// A report that cannot be written fails the command before the model is written, so a
+/// failed run leaves no output behind.
+#[test]
+fn unwritable_report_leaves_no_model() {
+    let (d, m) = scratch();
+    let q = d.path().join("q.safetensors");
+    fails(
+        ptq4(&d.path().join("home"))
+            .args(["quantize", "--data-free", "--backend", "cpu", "--model"])
+            .arg(&m)
+            .arg("-o")
+            .arg(&q)
+            .arg("--report")
+            .arg(m.join("plan.json")),
+        1,
+        &["plan.json"],
+    );
+    assert!(!q.exists(), "a model was left behind by a failed run");
+}

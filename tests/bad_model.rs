@@ -328,3 +328,66 @@ fn the_binary_reports_bad_files_without_panicking() {
         assert_names(&err, parts);
     }
 }
+
+/// A FIFO is refused from its type before it is opened (opening one blocks until a writer
+/// comes: `ptq4 inspect fifo` hung).
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(ModelFile::read(&p).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let res = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("reading a FIFO blocked");
+    assert_names(
+        &res.unwrap_err(),
+        &["model.safetensors", "not a regular file"],
+    );
+}
+
+/// Preprocessing sizes within MAX_SPATIAL but not what the graph takes: a crop larger than
+/// the input (12000² images for a 8×8 graph ran out of memory) and a resized image above
+/// the element limit are refused at load.
+#[test]
+fn preprocess_larger_than_the_input_is_refused() {
+    let mut g = small_graph();
+    g.preprocess.size = 12_000;
+    g.preprocess.resize = 12_000;
+    assert_names(&load_err(&g), &["preprocessing metadata", "resize 12000"]);
+    // Within the resize limit (2000² px ≤ MAX_RESIZED_PIXELS) but far larger than the input.
+    let mut g = small_graph();
+    g.preprocess.size = 2_000;
+    g.preprocess.resize = 2_000;
+    assert_names(&load_err(&g), &["preprocess crops 2000×2000", "[3, 8, 8]"]);
+    // A crop as large as the input's larger side still loads.
+    let mut g = small_graph();
+    g.input_shape = vec![3, 6, 8];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.safetensors");
+    save_graph(&g, &p).unwrap();
+    LoadedModel::load(&p).unwrap();
+}
+
+/// Inputs within every limit can still be too large to batch: evaluation splits batches so
+/// that one holds at most MAX_BATCH_INPUT_BYTES of images (8000×8000 inputs at batch 16
+/// ran out of memory under a 4 GiB limit).
+#[test]
+fn huge_inputs_are_evaluated_in_smaller_batches() {
+    use ptq4::eval::run::{batch_cap, MAX_BATCH_INPUT_BYTES};
+    assert_eq!(batch_cap(&Preprocess::efficientnet(8000), 16), 1);
+    assert_eq!(batch_cap(&Preprocess::efficientnet(224), 16), 16);
+    assert_eq!(batch_cap(&Preprocess::efficientnet(224), 0), 1);
+    let per_image = 3 * 2000 * 2000 * 4;
+    let b = batch_cap(&Preprocess::efficientnet(2000), 1 << 40);
+    assert!(b >= 1 && b * per_image <= MAX_BATCH_INPUT_BYTES, "{b}");
+}

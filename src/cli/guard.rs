@@ -100,6 +100,14 @@ pub fn check_outputs(
                 p.display()
             )));
         }
+        if let Some((iopt, i)) = ins.iter().find(|(_, i)| i.is_dir() && c.starts_with(i)) {
+            return Err(Error::Usage(format!(
+                "{opt} {}: is inside the {iopt} folder {}; writing there would change or \
+                 overwrite its files (choose a path outside it)",
+                p.display(),
+                i.display()
+            )));
+        }
         if let Some((oopt, _)) = seen.iter().find(|(_, o)| *o == c) {
             return Err(Error::Usage(format!(
                 "{opt} {}: is also the {oopt} output; give each output its own path",
@@ -153,6 +161,15 @@ mod tests {
             .to_string();
         assert!(msg.contains("ptq4 cache"), "{msg}");
         check_outputs(&ins, &[("-o", &out)], &cache).unwrap();
+        let folder = d.path().join("images");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.jpg"), b"x").unwrap();
+        for o in [folder.join("a.jpg"), folder.join("new.safetensors")] {
+            let msg = check_outputs(&[("--calib", &folder)], &[("-o", &o)], &cache)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("inside the --calib folder"), "{msg}");
+        }
         #[cfg(unix)]
         {
             let link = d.path().join("link.safetensors");

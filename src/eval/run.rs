@@ -70,6 +70,22 @@ pub struct Logits {
     pub secs: f64,
 }
 
+/// Most bytes of preprocessed images in one batch: a larger `--batch` is split (results do
+/// not depend on the batch). A model with 8000×8000 inputs ran out of memory at batch 16.
+pub const MAX_BATCH_INPUT_BYTES: usize = 256 << 20;
+
+/// `batch` (at least 1), lowered so that one batch of `pre`'s crops stays within
+/// [`MAX_BATCH_INPUT_BYTES`].
+pub fn batch_cap(pre: &Preprocess, batch: usize) -> usize {
+    let per_image = pre
+        .channels
+        .saturating_mul(pre.size)
+        .saturating_mul(pre.size)
+        .saturating_mul(4)
+        .max(1);
+    batch.clamp(1, (MAX_BATCH_INPUT_BYTES / per_image).max(1))
+}
+
 /// Logits of `model` over the dataset, in order, and the seconds spent in `forward`.
 pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> Result<Logits> {
     let total = data
@@ -88,8 +104,9 @@ pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> 
     let mut classes = 0;
     let mut secs = 0.0;
     let mut start = 0;
+    let batch = batch_cap(model.preprocess(), opts.batch);
     while start < total {
-        let end = (start + opts.batch.max(1)).min(total);
+        let end = (start + batch).min(total);
         let (x, l) = data.load_batch(start..end, model.preprocess(), opts.views)?;
         let t = Instant::now();
         let y = model.forward(x)?;

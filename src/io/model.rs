@@ -229,12 +229,19 @@ pub fn read_capped(path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         msg,
     };
+    // Checked before opening too: opening a FIFO blocks until a writer comes.
+    let not_regular =
+        || err("not a regular file (a directory, device or pipe cannot be a model)".into());
+    if !std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .is_file()
+    {
+        return Err(not_regular());
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
-        return Err(err(
-            "not a regular file (a directory, device or pipe cannot be a model)".into(),
-        ));
+        return Err(not_regular());
     }
     if meta.len() > MAX_MODEL_FILE_BYTES {
         return Err(err(format!(
@@ -406,6 +413,15 @@ pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
         preprocess,
     };
     g.validate()?;
+    // Images are cropped to size × size before they meet the graph: a crop larger than the
+    // graph's input is a forged file, and would allocate batches of images it cannot take.
+    let size = g.preprocess.size;
+    if g.input_shape[1..].iter().all(|&d| size > d) {
+        return Err(err(format!(
+            "preprocess crops {size}×{size} images, larger than the graph's input {:?}",
+            g.input_shape
+        )));
+    }
     g.check_values()?;
     Ok(g)
 }
