@@ -5,58 +5,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
-use ptq4::graph::{Activation, Graph, Linear, Op, Preprocess};
 use ptq4::io::fetch::{sha256_hex, stamp_path};
 use ptq4::io::model::save_graph;
-use ptq4::Tensor;
-
-use common::{conv, node, rand};
 
 /// conv → BN → ReLU → GAP → flatten → linear: two layers, both kept at 8 bits by default.
 fn tiny_model(path: &Path) {
-    let mut seed = 5;
-    let mut params = BTreeMap::new();
-    params.insert("c1.weight".into(), rand(&[4, 3, 3, 3], &mut seed));
-    for p in ["weight", "bias", "running_mean"] {
-        params.insert(format!("bn.{p}"), rand(&[4], &mut seed));
-    }
-    params.insert(
-        "bn.running_var".into(),
-        Tensor {
-            shape: vec![4],
-            data: vec![0.5; 4],
-        },
-    );
-    params.insert("fc.weight".into(), rand(&[2, 4], &mut seed));
-    params.insert("fc.bias".into(), rand(&[2], &mut seed));
-    let fc = Linear {
-        in_features: 4,
-        out_features: 2,
-        bias: true,
-        act: Activation::None,
-    };
-    let g = Graph {
-        name: "tiny".into(),
-        input_shape: vec![3, 8, 8],
-        nodes: vec![
-            node("c1", Op::Conv2d(conv(3, 4, 3, 1, 1)), &["input"]),
-            node("bn", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
-            node("r", Op::Relu, &["bn"]),
-            node("gap", Op::GlobalAvgPool, &["r"]),
-            node("flat", Op::Flatten, &["gap"]),
-            node("fc", Op::Linear(fc), &["flat"]),
-        ],
-        output: "fc".into(),
-        params,
-        preprocess: Preprocess::efficientnet(8),
-    };
-    save_graph(&g, path).unwrap();
+    save_graph(&common::small_classifier("tiny", 2), path).unwrap();
 }
 
 /// A scratch folder with the tiny model in it, and a private cache.

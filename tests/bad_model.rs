@@ -7,7 +7,6 @@ mod common;
 #[path = "bad_model/quant.rs"]
 mod quant;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -17,40 +16,11 @@ use ptq4::io::model::{save_graph, ModelFile};
 use ptq4::model::LoadedModel;
 use ptq4::Tensor;
 
-use common::{conv, node, rand};
+use common::{conv, node};
 
-/// conv c1 (3→4, 3×3) → BatchNorm bn1 → ReLU r1 → global pool → flatten → linear fc (4→5).
+/// The shared small classifier with 5 classes.
 pub fn small_graph() -> Graph {
-    let mut seed = 7;
-    let mut params = BTreeMap::new();
-    params.insert("c1.weight".to_string(), rand(&[4, 3, 3, 3], &mut seed));
-    for p in ["weight", "bias", "running_mean"] {
-        params.insert(format!("bn1.{p}"), rand(&[4], &mut seed));
-    }
-    params.insert(
-        "bn1.running_var".into(),
-        Tensor {
-            shape: vec![4],
-            data: vec![0.5, 1.0, 1.5, 2.0],
-        },
-    );
-    params.insert("fc.weight".into(), rand(&[5, 4], &mut seed));
-    params.insert("fc.bias".into(), rand(&[5], &mut seed));
-    Graph {
-        name: "small".into(),
-        input_shape: vec![3, 8, 8],
-        nodes: vec![
-            node("c1", Op::Conv2d(conv(3, 4, 3, 1, 1)), &["input"]),
-            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
-            node("r1", Op::Relu, &["bn1"]),
-            node("gap", Op::GlobalAvgPool, &["r1"]),
-            node("flat", Op::Flatten, &["gap"]),
-            node("fc", Op::Linear(linear(4, 5)), &["flat"]),
-        ],
-        output: "fc".into(),
-        params,
-        preprocess: Preprocess::efficientnet(8),
-    }
+    common::small_classifier("small", 5)
 }
 
 pub fn linear(i: usize, o: usize) -> Linear {

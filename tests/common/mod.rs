@@ -90,3 +90,45 @@ pub fn node(name: &str, op: ptq4::graph::Op, inputs: &[&str]) -> ptq4::graph::No
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
     }
 }
+
+/// conv c1 (3→4, 3×3) → BatchNorm bn1 → ReLU r1 → global pool → flatten → linear fc
+/// (4→`classes`), on a 3 × 8 × 8 input: the smallest model with every stage of the pipeline.
+pub fn small_classifier(name: &str, classes: usize) -> ptq4::graph::Graph {
+    use ptq4::graph::{Graph, Linear, Op, Preprocess};
+    let mut seed = 7;
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("c1.weight".to_string(), rand(&[4, 3, 3, 3], &mut seed));
+    for p in ["weight", "bias", "running_mean"] {
+        params.insert(format!("bn1.{p}"), rand(&[4], &mut seed));
+    }
+    params.insert(
+        "bn1.running_var".into(),
+        ptq4::Tensor {
+            shape: vec![4],
+            data: vec![0.5, 1.0, 1.5, 2.0],
+        },
+    );
+    params.insert("fc.weight".into(), rand(&[classes, 4], &mut seed));
+    params.insert("fc.bias".into(), rand(&[classes], &mut seed));
+    let fc = Linear {
+        in_features: 4,
+        out_features: classes,
+        bias: true,
+        act: ptq4::graph::Activation::None,
+    };
+    Graph {
+        name: name.into(),
+        input_shape: vec![3, 8, 8],
+        nodes: vec![
+            node("c1", Op::Conv2d(conv(3, 4, 3, 1, 1)), &["input"]),
+            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node("r1", Op::Relu, &["bn1"]),
+            node("gap", Op::GlobalAvgPool, &["r1"]),
+            node("flat", Op::Flatten, &["gap"]),
+            node("fc", Op::Linear(fc), &["flat"]),
+        ],
+        output: "fc".into(),
+        params,
+        preprocess: Preprocess::efficientnet(8),
+    }
+}
