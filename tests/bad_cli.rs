@@ -391,3 +391,24 @@ fn unwritable_report_leaves_no_model() {
     );
     assert!(!q.exists(), "a model was left behind by a failed run");
 }
+
+/// With neither `PTQ4_HOME` nor `HOME` set, a fetch never writes into the working directory
+/// (the cache falls back to the system temporary folder). No registry is reachable here
+/// (`PATH` is emptied, so pip cannot run): the fetch fails, and the folder stays empty.
+#[test]
+fn no_home_never_caches_into_the_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("ptq4")
+        .unwrap()
+        .current_dir(cwd.path())
+        .env_remove("PTQ4_HOME")
+        .env_remove("HOME")
+        .env("PATH", "")
+        .args(["fetch", "photos"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(left.is_empty(), "the working directory got {left:?}");
+}

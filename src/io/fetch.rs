@@ -67,13 +67,15 @@ pub struct Member<'a> {
     pub sha256: &'a str,
 }
 
-/// The cache root: `$PTQ4_HOME`, else `$HOME/.cache/ptq4`, else `.cache/ptq4`.
+/// The cache root: `$PTQ4_HOME`, else `$HOME/.cache/ptq4`, else `ptq4-cache` in the system
+/// temporary folder (never the working directory: downloads there would land among the
+/// user's files).
 pub fn home() -> PathBuf {
     match std::env::var_os("PTQ4_HOME") {
         Some(h) if !h.is_empty() => PathBuf::from(h),
         _ => match std::env::var_os("HOME") {
             Some(h) if !h.is_empty() => PathBuf::from(h).join(".cache").join("ptq4"),
-            _ => PathBuf::from(".cache").join("ptq4"),
+            _ => std::env::temp_dir().join("ptq4-cache"),
         },
     }
 }
