@@ -9,6 +9,8 @@
 mod common;
 #[path = "../fuzz/src/harness.rs"]
 mod harness;
+#[path = "common/pickle_writer.rs"]
+mod pickle_writer;
 #[path = "fuzz_regress/seeds.rs"]
 mod seeds;
 

@@ -5,73 +5,10 @@
 use ptq4::io::pickle::{read_state_dict, Entry, StorageType, MAGIC};
 use ptq4::Error;
 
-/// Emits pickle opcodes.
-#[derive(Default)]
-struct W(Vec<u8>);
+#[path = "common/pickle_writer.rs"]
+mod pickle_writer;
 
-impl W {
-    fn op(&mut self, b: u8) -> &mut Self {
-        self.0.push(b);
-        self
-    }
-    fn proto(&mut self) -> &mut Self {
-        self.op(0x80).op(2)
-    }
-    fn stop(&mut self) -> &mut Self {
-        self.op(b'.')
-    }
-    fn mark(&mut self) -> &mut Self {
-        self.op(b'(')
-    }
-    fn global(&mut self, module: &str, name: &str) -> &mut Self {
-        self.op(b'c');
-        self.0
-            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
-        self
-    }
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.op(b'X');
-        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-        self
-    }
-    fn int(&mut self, v: usize) -> &mut Self {
-        if v < 256 {
-            self.op(b'K').op(v as u8)
-        } else if v < 65536 {
-            self.op(b'M');
-            self.0.extend_from_slice(&(v as u16).to_le_bytes());
-            self
-        } else {
-            self.op(b'J');
-            self.0.extend_from_slice(&(v as i32).to_le_bytes());
-            self
-        }
-    }
-    fn ints(&mut self, v: &[usize]) -> &mut Self {
-        match v.len() {
-            0 => self.op(b')'),
-            1 => self.int(v[0]).op(0x85),
-            _ => {
-                self.mark();
-                for &x in v {
-                    self.int(x);
-                }
-                self.op(b't')
-            }
-        }
-    }
-    fn put(&mut self, i: u32) -> &mut Self {
-        self.op(b'r');
-        self.0.extend_from_slice(&i.to_le_bytes());
-        self
-    }
-    fn get(&mut self, i: u32) -> &mut Self {
-        self.op(b'j');
-        self.0.extend_from_slice(&i.to_le_bytes());
-        self
-    }
-}
+use pickle_writer::W;
 
 /// One state-dict entry: a view of a storage.
 #[derive(Clone)]

@@ -17,6 +17,7 @@ use ptq4::quant::config::{Protocol, QuantConfig};
 use ptq4::Tensor;
 
 use crate::common::{conv, node, rand};
+use crate::pickle_writer::W;
 
 /// `(target, file name, bytes)` of every seed.
 pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -124,46 +125,6 @@ fn quant(protocol: Protocol, dual: usize) -> Vec<u8> {
     q.to_file().unwrap().to_bytes().unwrap()
 }
 
-/// Pickle opcodes, protocol 2, as `torch.save` writes them.
-#[derive(Default)]
-struct W(Vec<u8>);
-
-impl W {
-    fn op(&mut self, b: u8) -> &mut Self {
-        self.0.push(b);
-        self
-    }
-    fn proto(&mut self) -> &mut Self {
-        self.op(0x80).op(2)
-    }
-    fn global(&mut self, module: &str, name: &str) -> &mut Self {
-        self.op(b'c');
-        self.0
-            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
-        self
-    }
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.op(b'X');
-        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-        self
-    }
-    fn int(&mut self, v: u16) -> &mut Self {
-        if v < 256 {
-            self.op(b'K').op(v as u8)
-        } else {
-            self.op(b'M');
-            self.0.extend_from_slice(&v.to_le_bytes());
-            self
-        }
-    }
-    fn memo(&mut self, op: u8, i: u32) -> &mut Self {
-        self.op(op);
-        self.0.extend_from_slice(&i.to_le_bytes());
-        self
-    }
-}
-
 /// A state-dict entry: name, storage class, storage key, storage size, offset, shape, stride.
 type TensorRef = (
     &'static str,
@@ -208,41 +169,46 @@ fn pickle() -> Vec<u8> {
             &[],
         ),
     ];
-    w.proto().global("collections", "OrderedDict").memo(b'r', 0);
-    w.op(b')').op(b'R').memo(b'r', 1).op(b'(');
+    w.proto().global("collections", "OrderedDict").put(0);
+    w.op(b')').op(b'R').put(1).op(b'(');
     for (i, (name, class, key, size, offset, shape, stride)) in ts.iter().enumerate() {
         w.str(name);
         if i == 0 {
-            w.global("torch._utils", "_rebuild_tensor_v2").memo(b'r', 2);
+            w.global("torch._utils", "_rebuild_tensor_v2").put(2);
         } else {
-            w.memo(b'j', 2);
+            w.get(2);
         }
         w.op(b'(').op(b'(').str("storage").global("torch", class);
-        w.str(key).str("cpu").int(*size).op(b'N').op(b't').op(b'Q');
-        w.int(*offset);
+        w.str(key)
+            .str("cpu")
+            .int(*size as usize)
+            .op(b'N')
+            .op(b't')
+            .op(b'Q');
+        w.int(*offset as usize);
         for dims in [shape, stride] {
             match dims.len() {
                 0 => w.op(b')'),
-                1 => w.int(dims[0]).op(0x85),
+                1 => w.int(dims[0] as usize).op(0x85),
                 _ => {
                     w.op(b'(');
                     dims.iter().for_each(|&d| {
-                        w.int(d);
+                        w.int(d as usize);
                     });
                     w.op(b't')
                 }
             };
         }
-        w.op(0x89).memo(b'j', 0).op(b')').op(b'R').op(b't').op(b'R');
+        w.op(0x89).get(0).op(b')').op(b'R').op(b't').op(b'R');
     }
     w.op(b'u')
         .op(b'}')
         .str("_metadata")
-        .memo(b'j', 0)
+        .get(0)
         .op(b')')
         .op(b'R');
     w.op(b's').op(b'b').op(b'.');
-    w.proto().op(b']').memo(b'r', 0).op(b'(');
+    w.proto().op(b']').put(0).op(b'(');
     w.str("k0").str("k1").str("k2").op(b'e').op(b'.');
     let mut out = w.0;
     let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
