@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
-use ptq4::engine::gpu::{
-    buffers, conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool, GpuContext,
-    GpuGraph,
-};
-use ptq4::engine::intexec::{Exec, IntModel};
+use ptq4::engine::device::{buffers, GpuContext};
+use ptq4::engine::exec::int_model::{Exec, IntModel};
+use ptq4::engine::exec::GpuGraph;
+use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};

@@ -23,9 +23,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ptq4::engine::cpu::int::{conv2d_acc, epi, transpose, CpuLayer, Isa, PackedWeights, QTensor};
+use ptq4::engine::device::{buffers, GpuContext};
+use ptq4::engine::exec::int_model::{Exec, IntModel};
+use ptq4::engine::gpu::conv2d;
 use ptq4::engine::gpu::conv_int::{conv_int_encode, pack_nhwc, GpuIntLayer};
-use ptq4::engine::gpu::{buffers, conv2d, GpuContext};
-use ptq4::engine::intexec::{Exec, IntModel};
 use ptq4::engine::requant::Epilogue;
 use ptq4::graph::{passes, Activation, Conv2d};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};

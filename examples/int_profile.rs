@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ptq4::engine::cpu::int::Isa;
-use ptq4::engine::intexec::{IntModel, StepKind};
+use ptq4::engine::exec::int_model::{IntModel, StepKind};
 use ptq4::graph::passes;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;

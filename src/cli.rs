@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::intexec::Exec;
+use crate::engine::exec::int_model::Exec;
 use crate::engine::{Backend, BackendChoice};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};

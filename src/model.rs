@@ -6,9 +6,10 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::engine::gpu::int_model::GpuIntModel;
-use crate::engine::gpu::{GpuContext, GpuGraph};
-use crate::engine::intexec::Exec;
+use crate::engine::device::GpuContext;
+use crate::engine::exec::int_gpu::GpuIntModel;
+use crate::engine::exec::int_model::Exec;
+use crate::engine::exec::GpuGraph;
 use crate::engine::{self, Backend};
 use crate::error::Error;
 use crate::error::Result;

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::intexec::{Exec, IntModel};
+use crate::engine::exec::int_model::{Exec, IntModel};
 use crate::engine::{self, Hook};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};

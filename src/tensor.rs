@@ -10,7 +10,7 @@ pub struct Tensor {
 
 impl Tensor {
     /// A tensor of zeros. The shape must come from a validated graph (see
-    /// `graph::limits`); sizes read from files go through [`Tensor::checked_zeros`].
+    /// `limits`); sizes read from files go through [`Tensor::checked_zeros`].
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
@@ -19,9 +19,9 @@ impl Tensor {
     }
 
     /// A tensor of zeros, refusing shapes whose size overflows or exceeds
-    /// [`MAX_ELEMENTS`](crate::graph::limits::MAX_ELEMENTS) before allocating.
+    /// [`MAX_ELEMENTS`](crate::limits::MAX_ELEMENTS) before allocating.
     pub fn checked_zeros(shape: &[usize]) -> Result<Self> {
-        let n = crate::graph::limits::checked_numel(shape, "tensor")?;
+        let n = crate::limits::checked_numel(shape, "tensor")?;
         Ok(Tensor {
             shape: shape.to_vec(),
             data: vec![0.0; n],

@@ -15,8 +15,8 @@ use ptq4::graph::{Graph, Preprocess};
 use ptq4::io::dataset::Dataset;
 use ptq4::io::preprocess::{
     center_crop_offset, decode, preprocess, region_box, resize_shorter_dims, Region,
-    MAX_RESIZED_PIXELS,
 };
+use ptq4::limits::MAX_RESIZED_PIXELS;
 use ptq4::{Result, Tensor};
 
 /// EfficientNet-Lite0's preprocessing (224 from 256).

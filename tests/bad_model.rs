@@ -10,9 +10,9 @@ mod quant;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use ptq4::graph::limits::MAX_MODEL_FILE_BYTES;
 use ptq4::graph::{Activation, Graph, Linear, Op, Preprocess};
 use ptq4::io::model::{save_graph, ModelFile};
+use ptq4::limits::MAX_MODEL_FILE_BYTES;
 use ptq4::model::LoadedModel;
 use ptq4::Tensor;
 

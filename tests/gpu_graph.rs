@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use ptq4::engine::compare::compare_with;
-use ptq4::engine::gpu::{plane_stats, GpuGraph};
+use ptq4::engine::exec::GpuGraph;
+use ptq4::engine::gpu::plane_stats;
 use ptq4::engine::{self, compare, Backend, BackendChoice};
 use ptq4::graph::{passes, Activation, Graph, Linear, Op, Preprocess};
 use ptq4::Tensor;

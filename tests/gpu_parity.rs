@@ -18,7 +18,7 @@ mod stats;
 use std::sync::OnceLock;
 
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use ptq4::engine::gpu::GpuContext;
+use ptq4::engine::device::GpuContext;
 
 /// One context for the whole test binary (device creation on lavapipe is slow).
 pub fn ctx() -> Option<&'static GpuContext> {

@@ -11,9 +11,9 @@ mod gpu_sim;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};
-use ptq4::engine::intexec::{Exec, IntModel};
+use ptq4::engine::exec::exact_cpu;
+use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::requant::Epilogue;
-use ptq4::engine::sim;
 use ptq4::graph::{passes, Op};
 use ptq4::quant::config::{quant_points, BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;
@@ -38,7 +38,7 @@ proptest! {
             let other = int::conv2d_acc_with(isa, i % 2 == 1, &x, &packed, &c).unwrap();
             prop_assert_eq!(&other, &got, "{:?}", isa);
         }
-        let simv = sim::conv2d_acc(&x, &codes, &params, &c).unwrap();
+        let simv = exact_cpu::conv2d_acc(&x, &codes, &params, &c).unwrap();
         let want = oracle_conv(&x, &codes, &params, &c);
         for ((&a, &s), &o) in got.iter().zip(&simv).zip(&want) {
             prop_assert_eq!(a as i64, o);
@@ -88,7 +88,7 @@ proptest! {
             let other = int::linear_acc_with(isa, i % 2 == 0, &x, &packed).unwrap();
             prop_assert_eq!(&other, &got, "{:?}", isa);
         }
-        let simv = sim::linear_acc(&x, &codes, &params).unwrap();
+        let simv = exact_cpu::linear_acc(&x, &codes, &params).unwrap();
         for i in 0..n {
             for r in 0..o {
                 let want: i64 = (0..f)

@@ -8,10 +8,10 @@ mod common;
 
 use common::{conv, rand};
 use ptq4::engine::cpu::precise;
-use ptq4::engine::gpu::precise::{
+use ptq4::engine::device::{buffers, GpuContext};
+use ptq4::engine::gpu::conv2d_precise::{
     conv2d_precise_encode, global_avg_pool_precise_encode, linear_precise_encode,
 };
-use ptq4::engine::gpu::{buffers, GpuContext};
 use ptq4::graph::{Activation, Conv2d, Linear};
 use ptq4::Tensor;
 

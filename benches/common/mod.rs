@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use criterion::Criterion;
-use ptq4::engine::gpu::GpuContext;
+use ptq4::engine::device::GpuContext;
 
 /// Times `iters` submissions of what `record` encodes, from an idle device to an idle device.
 pub fn gpu_time(

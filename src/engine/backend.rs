@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::gpu::GpuContext;
+use super::device::GpuContext;
 use crate::error::Result;
 
 /// What the user asked for.

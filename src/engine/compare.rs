@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::exec::{self, Hook};
-use super::gpu::graph::{DeviceHook, GpuGraph, Seen};
-use super::gpu::readback::Readback;
-use super::gpu::GpuContext;
+use super::device::readback::Readback;
+use super::device::GpuContext;
+use super::exec::float_cpu::{self as exec, Hook};
+use super::exec::float_gpu::{DeviceHook, GpuGraph, Seen};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;

@@ -3,7 +3,7 @@
 //! both tensors of dual layers), plus per-channel scale (f32) and zero point (i32) of each
 //! tensor, plus the f32 bias. Activations and buffers are not counted.
 
-use crate::engine::intexec::{IntModel, StepKind};
+use crate::engine::exec::int_model::{IntModel, StepKind};
 use crate::graph::{Graph, Op};
 
 /// Weight memory of a model, by part.

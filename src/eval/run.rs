@@ -98,7 +98,7 @@ pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> 
         )));
     }
     model.preprocess().validate(model.name())?;
-    let bar = crate::report::progress(total as u64, "eval", opts.progress);
+    let bar = crate::progress::progress(total as u64, "eval", opts.progress);
     let mut logits = Vec::new();
     let mut labels = Vec::with_capacity(total);
     let mut classes = 0;

@@ -5,7 +5,6 @@
 //! [`Graph::INPUT`]. Shapes are per sample (no batch axis): `[C, H, W]` for feature maps,
 //! `[F]` after `Flatten`/`GlobalAvgPool`... (GlobalAvgPool keeps `[C, 1, 1]`).
 
-pub mod limits;
 pub mod op;
 pub mod passes;
 mod shape;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use op::{same_padding, Activation, Conv2d, Linear, Op, Pool};
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,9 +58,9 @@ impl Preprocess {
     /// view within [`MAX_RESIZED_PIXELS`], finite means and positive finite stds for the
     /// channels used. Called at load and again where images are prepared.
     ///
-    /// [`MAX_RESIZED_PIXELS`]: crate::io::preprocess::MAX_RESIZED_PIXELS
+    /// [`MAX_RESIZED_PIXELS`]: crate::limits::MAX_RESIZED_PIXELS
     pub fn validate(&self, model: &str) -> Result<()> {
-        use crate::io::preprocess::MAX_RESIZED_PIXELS;
+        use crate::limits::MAX_RESIZED_PIXELS;
         let c = self.channels;
         let limit =
             limits::check_size(self.size, limits::MAX_SPATIAL, "preprocess size").and_then(|()| {

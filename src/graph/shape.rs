@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::limits::{self, check_size, MAX_CHANNELS, MAX_SPATIAL};
 use super::{Graph, Node, Op};
 use crate::error::{Error, Result};
+use crate::limits::{self, check_size, MAX_CHANNELS, MAX_SPATIAL};
 
 /// Checks the attributes of `node`'s op: sizes in range, groups dividing the channels,
 /// padding within bounds, BatchNorm eps finite and positive.

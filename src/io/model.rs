@@ -24,8 +24,8 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::limits::MAX_MODEL_FILE_BYTES;
 use crate::graph::{Graph, Node, Preprocess};
+use crate::limits::MAX_MODEL_FILE_BYTES;
 use crate::tensor::Tensor;
 
 pub const FORMAT_VERSION: &str = "1";

@@ -29,15 +29,7 @@ use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, Limits, Pixel}
 use crate::error::{Error, Result};
 use crate::graph::Preprocess;
 
-/// Longest image side decoded: above any camera sensor (~12,000 px) and far above ImageNet.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Pixels decoded per image: 64 Mpx lets 48 MP photos through at 192 MB as 8-bit RGB.
-pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
-/// Bytes the decoder may allocate: 64 Mpx at 8 bytes (16-bit RGBA PNG).
-pub const MAX_DECODE_BYTES: u64 = 8 * MAX_IMAGE_PIXELS;
-/// Pixels of one view after the resize: 4 Mpx (~80 MB with the resize's f32 RGBA
-/// intermediate), i.e. an aspect ratio up to 64:1 at `resize` 256.
-pub const MAX_RESIZED_PIXELS: u64 = 1 << 22;
+use crate::limits::{MAX_DECODE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_RESIZED_PIXELS};
 
 /// Fraction of each side a corner or centre crop spans.
 pub const CROP_FRACTION: f64 = 0.8;

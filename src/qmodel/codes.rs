@@ -46,7 +46,7 @@ pub(super) fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
                     )))
                 }
             };
-            let numel = crate::graph::limits::checked_numel(&shape, &format!("node {}", n.name))?;
+            let numel = crate::limits::checked_numel(&shape, &format!("node {}", n.name))?;
             let codes = format!("{}.weight.codes", n.name);
             let stored = f.tensors.get(&codes).map_or(0, |t| t.byte_len());
             if stored < numel.div_ceil(2) {
@@ -148,7 +148,7 @@ pub(super) fn take_codes(
             "{key}.bits: channel {i} has {b} bits; at most {MAX_BITS}"
         ));
     }
-    let n = crate::graph::limits::checked_numel(shape, key).map_err(|e| e.to_string())?;
+    let n = crate::limits::checked_numel(shape, key).map_err(|e| e.to_string())?;
     let params: Vec<QParams> = (0..c)
         .map(|i| QParams {
             scale: scale[i],

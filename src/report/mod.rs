@@ -1,11 +1,9 @@
-//! Output for people: progress bars on stderr, Markdown tables, and the HTML report
+//! Output for people: Markdown tables, and the HTML report
 //! ([`page`]: summary, per-layer SQNR, clip windows on histograms, bits, ablation).
 
 pub mod charts;
 pub mod page;
 pub mod windows;
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::calib::{self, Calibration};
 use crate::engine::Backend;
@@ -15,21 +13,6 @@ use crate::qmodel::QuantModel;
 use crate::quant::config::QuantPoint;
 
 pub use page::{render, write, ReportInput};
-
-/// A progress bar on stderr; hidden when `show` is false or stderr is not a terminal.
-pub fn progress(len: u64, what: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(what.to_string());
-    bar
-}
 
 /// Statistics of the plan's activation points, recomputed on `n` inputs of `data` through
 /// the dequantized weights of `q` (a quantized file keeps no FP32 weights, so these are

@@ -1,7 +1,7 @@
 //! Shared test helpers: fetched models and data, and the GPU test device, with loud skips.
 #![allow(dead_code)]
 
-use ptq4::engine::gpu::GpuContext;
+use ptq4::engine::device::GpuContext;
 
 use std::path::PathBuf;
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{common, node, SCALE_REL_TOL};
 use ptq4::calib::calibrate_batches;
-use ptq4::engine::gpu::calib::calibrate_gpu;
+use ptq4::calib::device::calibrate_gpu;
 use ptq4::engine::Backend;
 use ptq4::graph::{Activation, Conv2d, Graph, Linear, Op, Preprocess};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};

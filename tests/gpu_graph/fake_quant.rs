@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{common, node, rand, small_graph};
-use ptq4::engine::gpu::graph::{DeviceHook, Seen};
-use ptq4::engine::gpu::{GpuContext, GpuGraph};
+use ptq4::engine::device::GpuContext;
+use ptq4::engine::exec::float_gpu::{DeviceHook, Seen};
+use ptq4::engine::exec::GpuGraph;
 use ptq4::engine::{self, Hook};
 use ptq4::graph::{Activation, Graph, Node, Op, Pool, Preprocess};
 use ptq4::quant::plan::ActQuant;
@@ -133,7 +134,7 @@ fn fake_quant_graph_codes_equal_cpu() {
 /// Collects every quantized (post-quantizer) value the device produces.
 #[derive(Default)]
 struct Grab {
-    rb: ptq4::engine::gpu::readback::Readback,
+    rb: ptq4::engine::device::readback::Readback,
     names: Vec<String>,
     got: BTreeMap<String, Vec<f32>>,
 }

@@ -2,8 +2,9 @@
 //! forward on the 20 labelled images, and calibration on a few photos.
 
 use super::{common, LITE0_LOGIT_REL_TOL, LITE0_SCALE_REL_TOL};
+use ptq4::calib::device::calibrate_gpu;
 use ptq4::calib::{calibrate_batches, load_batches};
-use ptq4::engine::gpu::{calib::calibrate_gpu, GpuGraph};
+use ptq4::engine::exec::GpuGraph;
 use ptq4::engine::{self, Backend};
 use ptq4::graph::{passes, Graph};
 use ptq4::io::dataset::Dataset;

@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use ptq4::engine::cpu::{
     fake_quant as cpu_fq, histogram as cpu_hist, moments as cpu_mom, reference,
 };
-use ptq4::engine::gpu::{buffers, conv2d, fake_quant, histogram, moments, GpuContext};
+use ptq4::engine::device::{buffers, GpuContext};
+use ptq4::engine::gpu::{conv2d, fake_quant, histogram, moments};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::{Activation, Conv2d};
 use ptq4::{Error, Tensor};

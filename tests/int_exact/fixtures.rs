@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::QTensor;
-use ptq4::engine::intexec::IntModel;
+use ptq4::engine::exec::int_model::IntModel;
 use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;

@@ -2,9 +2,9 @@
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights, QTensor};
-use ptq4::engine::intexec::Exec;
+use ptq4::engine::exec::exact_cpu;
+use ptq4::engine::exec::int_model::Exec;
 use ptq4::engine::requant::Epilogue;
-use ptq4::engine::sim;
 use ptq4::graph::{Activation, Conv2d};
 use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::QParams;
@@ -13,9 +13,10 @@ use ptq4::tensor::Tensor;
 use super::common;
 use super::fixtures::*;
 
-use ptq4::engine::gpu::int_model::{layer_int, IntOutput};
-use ptq4::engine::gpu::GpuContext;
-use ptq4::engine::intexec::IntLayer;
+use ptq4::engine::device::GpuContext;
+use ptq4::engine::exec::int_gpu::layer_int;
+use ptq4::engine::exec::int_model::IntLayer;
+use ptq4::engine::exec::int_model::IntOutput;
 use ptq4::quant::plan::{LayerInfo, LayerQuant};
 
 pub(super) fn gpu() -> Option<&'static GpuContext> {
@@ -112,12 +113,12 @@ pub(super) fn cpu_layer(x: &QTensor, l: &IntLayer, exec: Exec) -> IntOutput {
                 .map(|w2| to_f(int::linear_acc(x, w2).unwrap())),
         ),
         (Exec::Sim, Some(c)) => (
-            sim::conv2d_acc(x, &l.plan.codes, &l.plan.params, c).unwrap(),
-            second.map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c).unwrap()),
+            exact_cpu::conv2d_acc(x, &l.plan.codes, &l.plan.params, c).unwrap(),
+            second.map(|(p2, c2)| exact_cpu::conv2d_acc(x, c2, p2, c).unwrap()),
         ),
         (Exec::Sim, None) => (
-            sim::linear_acc(x, &l.plan.codes, &l.plan.params).unwrap(),
-            second.map(|(p2, c2)| sim::linear_acc(x, c2, p2).unwrap()),
+            exact_cpu::linear_acc(x, &l.plan.codes, &l.plan.params).unwrap(),
+            second.map(|(p2, c2)| exact_cpu::linear_acc(x, c2, p2).unwrap()),
         ),
     };
     let n = x.shape[0];

@@ -2,10 +2,9 @@
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::QTensor;
-use ptq4::engine::gpu::sim_model::layer_sim;
-use ptq4::engine::gpu::GpuContext;
-use ptq4::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
-use ptq4::engine::sim;
+use ptq4::engine::device::GpuContext;
+use ptq4::engine::exec::exact_gpu::layer_sim;
+use ptq4::engine::exec::int_model::{Exec, IntLayer, IntModel, StepKind};
 use ptq4::graph::{Activation, Conv2d, Graph};
 use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::QParams;
@@ -101,7 +100,7 @@ proptest! {
         let (h, w) = (h + 2 - 2 * pad, w + 2 - 2 * pad);
         let x = wide_input(&[1 + (seed / 2 % 2) as usize, c.in_channels, h, w], &mut seed);
         let wts = wide_weights(c.out_channels, cin * 9, &mut seed);
-        prop_assert!(!sim::exact_in_f32(&wts.0, &wts.1, &x.params));
+        prop_assert!(!ptq4::engine::exact::exact_in_f32(&wts.0, &wts.1, &x.params));
         let l = make_layer(Some(c), wts, dual, logits, x.params.scale, &mut seed);
         check_layer(ctx, &x, &l)?;
     }
@@ -112,7 +111,7 @@ proptest! {
         let mut seed = seed;
         let x = wide_input(&[n, f], &mut seed);
         let wts = wide_weights(o, f, &mut seed);
-        prop_assert!(!sim::exact_in_f32(&wts.0, &wts.1, &x.params));
+        prop_assert!(!ptq4::engine::exact::exact_in_f32(&wts.0, &wts.1, &x.params));
         let l = make_layer(None, wts, dual, logits, x.params.scale, &mut seed);
         check_layer(ctx, &x, &l)?;
     }
@@ -162,7 +161,9 @@ fn chunked_layers(m: &IntModel) -> Vec<String> {
         if let StepKind::Layer(l) = &s.kind {
             let t = std::iter::once((&l.plan.codes, &l.plan.params))
                 .chain(l.plan.second.as_ref().map(|(p, c)| (c, p)));
-            if t.into_iter().any(|(c, p)| !sim::exact_in_f32(c, p, &x)) {
+            if t.into_iter()
+                .any(|(c, p)| !ptq4::engine::exact::exact_in_f32(c, p, &x))
+            {
                 out.push(s.name.clone());
             }
         }

@@ -4,12 +4,12 @@
 //! Global average pooling rounds the f64 sum of a plane to f32 and divides by the count
 //! in f32.
 //!
-//! These are the twins of `engine::gpu::precise`, which reaches the same values with
+//! These are the twins of `engine::gpu::conv2d_precise`, which reaches the same values with
 //! compensated f32 arithmetic: both are (nearly) the correctly rounded exact result, so
 //! calibration sees the same activations on both backends, bit for bit except in rare
 //! near-ties, whatever order each backend sums in. The fast kernels round every partial
 //! sum to f32 in their own order; their results differ between backends by many ulps where
-//! a sum cancels. Calibration (`engine::exec` with a hook whose `precise()` is true) uses
+//! a sum cancels. Calibration (`engine::exec::float_cpu` with a hook whose `precise()` is true) uses
 //! these; inference keeps the fast kernels.
 //!
 //! Layouts as the fast kernels: x `[N, CI, H, W]`, w `[CO, CI/G, KH, KW]`, y

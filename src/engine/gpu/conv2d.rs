@@ -14,8 +14,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};
 use crate::tensor::Tensor;

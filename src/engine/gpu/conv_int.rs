@@ -23,9 +23,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::requant::{Epilogue, QUANTIZE_DIVIDES};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};

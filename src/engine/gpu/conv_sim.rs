@@ -22,13 +22,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use super::conv2d::conv2d_encode;
 use crate::engine::cpu::int::conv_out_hw;
-use crate::engine::intexec::IntLayer;
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
+use crate::engine::exact::{chunk_len, exact_in_f32, max_centred};
 use crate::engine::requant::QUANTIZE_DIVIDES;
-use crate::engine::sim::exact_in_f32;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};
 use crate::quant::QParams;
@@ -41,9 +40,6 @@ const SLOTS: [Slot; 5] = [
     Slot::Output,
     Slot::Params,
 ];
-/// Sums of f32 integers below this bound are exact.
-const F32_EXACT: u64 = 1 << 24;
-
 /// Uniform twin of the WGSL `Params` struct.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -85,16 +81,6 @@ pub struct SimParams {
 }
 const _: () = assert!(std::mem::size_of::<SimParams>() == 128);
 
-/// Terms per exact f32 partial sum when every term is at most `bound` in magnitude.
-fn chunk_len(bound: u64) -> u32 {
-    ((F32_EXACT - 1) / bound.max(1)).clamp(1, u32::MAX as u64) as u32
-}
-
-/// max |q − z| of an input quantizer.
-fn max_centred(x: &QParams) -> u64 {
-    x.zero_point.max(x.qmax() - x.zero_point).max(0) as u64
-}
-
 /// One weight tensor of a layer on the device.
 pub struct SimTensor {
     /// Centred weights, f32 `[CO, CI/G, KH, KW]`.
@@ -117,42 +103,9 @@ pub struct GpuSimLayer {
     pub out: Option<QParams>,
 }
 
-impl GpuSimLayer {
-    /// Uploads `l`'s plan codes (not its packed integer weights) for input quantizer `x`.
-    pub fn new(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<Self> {
-        let co = l.plan.params.len();
-        let conv = Conv2d {
-            act: Activation::None,
-            ..l.as_conv()
-        };
-        let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
-            .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))
-            .map(|(codes, params)| upload_tensor(ctx, codes, params, x, co))
-            .collect::<Result<Vec<_>>>()?;
-        let ep = &l.ep;
-        let chan: Vec<f32> = (0..co)
-            .flat_map(|c| {
-                let m2 = ep.mult2.as_ref().map_or(0.0, |m| m[c]);
-                [ep.mult[c], m2, ep.bias[c], 0.0]
-            })
-            .collect();
-        if ep.mult.len() != co || ep.bias.len() != co {
-            return Err(Error::Gpu(
-                "sim layer: epilogue does not match weights".into(),
-            ));
-        }
-        Ok(GpuSimLayer {
-            conv,
-            tensors,
-            zeros: buffers::upload(ctx, "sim zeros", &vec![0f32; co]),
-            chan: buffers::upload(ctx, "sim channels", &chan),
-            act: ep.act,
-            out: ep.out,
-        })
-    }
-}
-
-fn upload_tensor(
+/// Uploads one weight tensor (unsigned `codes`, per-channel `params`) centred, for input
+/// quantizer `x`.
+pub fn upload_tensor(
     ctx: &GpuContext,
     codes: &[u8],
     params: &[QParams],

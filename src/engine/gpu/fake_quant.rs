@@ -12,9 +12,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 

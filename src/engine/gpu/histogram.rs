@@ -11,9 +11,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::histogram::{bin_scale, validate, MAX_BINS};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 

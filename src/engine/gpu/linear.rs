@@ -9,9 +9,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use super::conv2d::act_code;
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::{Error, Result};
 use crate::graph::Linear;
 use crate::tensor::Tensor;

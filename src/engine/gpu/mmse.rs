@@ -11,9 +11,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::mmse::{choices, validate, MmseChoice};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::Result;
 
 pub const SOURCE: &str = include_str!("../../../shaders/mmse.wgsl");

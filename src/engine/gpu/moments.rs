@@ -16,9 +16,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::cpu::moments::Moments;
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
 

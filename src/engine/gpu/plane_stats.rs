@@ -21,8 +21,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::{Error, Result};
 use crate::quant::stats::MOMENT_FIELDS;
 
@@ -154,7 +154,10 @@ fn channels_of<T>(means: &[T]) -> Result<usize> {
     }
 }
 
-fn kernel(ctx: &GpuContext, entry: &'static str) -> Result<std::sync::Arc<super::Kernel>> {
+fn kernel(
+    ctx: &GpuContext,
+    entry: &'static str,
+) -> Result<std::sync::Arc<crate::engine::device::Kernel>> {
     ctx.kernel(&KernelSpec {
         name: "plane_stats",
         source: SOURCE,

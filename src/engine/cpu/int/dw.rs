@@ -15,89 +15,11 @@
 //!   unaligned load; the weights are packed the same way, `[kh][⌈kw/2⌉][C][2]` (an odd last
 //!   tap pairs with weight 0). Pair sums are ≤ 2·255² in magnitude: exact in `i32`.
 
+pub use super::dw_data::{DwWeights, Plane};
 use super::dwquad;
 use super::dwsimd::{self, PairRows};
 use super::isa::Isa;
-use super::weights::PackedWeights;
 use crate::graph::Conv2d;
-
-/// Centred depthwise weights: taps `[kh·kw][C]`, tap pairs `[kh][np][C][2]`, and when every
-/// value fits `i8`, tap quads `[kh][nq][C][4]` (nq = ⌈kw/4⌉) with their kernel-row sums
-/// `[kh][C]` (the zero-point correction of the quad kernel).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DwWeights {
-    pub taps: Vec<i16>,
-    pub pairs: Vec<i16>,
-    pub quads: Option<(Vec<i8>, Vec<i32>)>,
-    /// Every value within ±64: `vpmaddubsw` pair sums (≤ 2·255·64) cannot saturate.
-    pub small: bool,
-    pub c: usize,
-    pub kh: usize,
-    pub kw: usize,
-}
-
-impl DwWeights {
-    /// Packs depthwise weights of a `kernel[0] × kernel[1]` window (`w.k` taps per channel).
-    pub fn new(w: &PackedWeights, kernel: [usize; 2]) -> Self {
-        let (c, k) = (w.cout, w.k);
-        let (kh, kw) = (kernel[0], kernel[1]);
-        assert_eq!(k, kh * kw, "depthwise weights hold one window per channel");
-        let np = kw.div_ceil(2);
-        let mut taps = vec![0i16; k * c];
-        let mut pairs = vec![0i16; kh * np * c * 2];
-        let mut row = vec![0i16; k];
-        for ch in 0..c {
-            w.centered_row(ch, &mut row);
-            for (t, &v) in row.iter().enumerate() {
-                taps[t * c + ch] = v;
-                let (ky, kx) = (t / kw, t % kw);
-                pairs[((ky * np + kx / 2) * c + ch) * 2 + kx % 2] = v;
-            }
-        }
-        let nq = kw.div_ceil(4);
-        let quads = taps.iter().all(|&v| i8::try_from(v).is_ok()).then(|| {
-            let mut q = vec![0i8; kh * nq * c * 4];
-            let mut sums = vec![0i32; kh * c];
-            for (t, row) in taps.chunks_exact(c).enumerate() {
-                let (ky, kx) = (t / kw, t % kw);
-                for (ch, &v) in row.iter().enumerate() {
-                    q[((ky * nq + kx / 4) * c + ch) * 4 + kx % 4] = v as i8;
-                    sums[ky * c + ch] += v as i32;
-                }
-            }
-            (q, sums)
-        });
-        let small = taps.iter().all(|&v| v.abs() <= 64);
-        DwWeights {
-            taps,
-            pairs,
-            quads,
-            small,
-            c,
-            kh,
-            kw,
-        }
-    }
-
-    /// Tap pairs per kernel row.
-    pub fn np(&self) -> usize {
-        self.kw.div_ceil(2)
-    }
-
-    /// Tap quads per kernel row.
-    pub fn nq(&self) -> usize {
-        self.kw.div_ceil(4)
-    }
-}
-
-/// One image's input map.
-#[derive(Clone, Copy)]
-pub struct Plane<'a> {
-    pub codes: &'a [u8],
-    pub h: usize,
-    pub w: usize,
-    pub zx: i32,
-}
 
 /// Reusable buffers of [`band_acc`].
 #[derive(Default)]
@@ -200,6 +122,7 @@ fn row_generic(x: Plane, w: &DwWeights, c: &Conv2d, oy: usize, ow: usize, acc: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::cpu::int::PackedWeights;
     use crate::graph::Activation;
     use crate::quant::QParams;
 

@@ -9,8 +9,7 @@
 //! `−z_x·Σ_{ky inside} rowsum[ky][c]`. All sums wrap in `i32`; the true result fits, so it
 //! is exact. Per 16 channels and output pixel a 3×3 window takes 3 instructions (pairs: 6).
 
-use super::dw::{DwWeights, Plane};
-use super::dwsimd::{cols, Rows};
+use super::dw_data::{cols, DwWeights, Plane, Rows};
 use super::isa::Isa;
 use crate::graph::Conv2d;
 

@@ -8,7 +8,7 @@
 //! channels, AVX2 `vpmaddwd` + `vpaddd` on 8; the channels past the last full block run
 //! scalar on the same pair rows.
 
-use super::dw::{DwWeights, Plane};
+use super::dw_data::{cols, DwWeights, Plane, Rows};
 use super::dwquad;
 use super::isa::Isa;
 use crate::graph::Conv2d;
@@ -26,34 +26,6 @@ pub struct PairRows {
     /// Slot of each kernel row for the current output row (`None`: outside the image).
     sel: Vec<Option<usize>>,
     need: Vec<Option<usize>>,
-}
-
-/// The pair rows of one output row.
-pub struct Rows<'a> {
-    buf: &'a [i16],
-    len: usize,
-    sel: &'a [Option<usize>],
-}
-
-impl Rows<'_> {
-    fn get(&self, ky: usize) -> Option<&[i16]> {
-        self.sel[ky].map(|s| &self.buf[s * self.len..][..self.len])
-    }
-
-    /// Kernel row `ky` as bytes (quad rows).
-    pub fn bytes(&self, ky: usize) -> Option<&[u8]> {
-        self.get(ky).map(bytemuck::cast_slice)
-    }
-
-    /// Bytes per row.
-    pub fn byte_len(&self) -> usize {
-        self.len * 2
-    }
-}
-
-/// Columns of a pair row (`per` taps per load: 2), or of a quad row (4).
-pub fn cols(w: &DwWeights, c: &Conv2d, ow: usize, per: usize) -> usize {
-    (ow - 1) * c.stride[1] + per * (w.kw.div_ceil(per) - 1) * c.dilation[1] + 1
 }
 
 impl PairRows {

@@ -6,6 +6,7 @@
 
 pub mod conv;
 pub mod dw;
+pub mod dw_data;
 pub mod dwquad;
 pub mod dwsimd;
 pub mod epi;

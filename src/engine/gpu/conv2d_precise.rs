@@ -18,9 +18,9 @@
 //! outputs from it, `global_avg_pool_precise` `n` planes of `h × w`. Costs ~17 f32 operations
 //! per multiply-add instead of one: used only by calibration's forward, never by inference.
 
-use super::buffers::{self, u32_of};
-use super::context::{GpuContext, KernelSpec, Slot};
 use super::conv2d::{act_code, conv2d_params, Conv2dParams};
+use crate::engine::device::buffers::{self, u32_of};
+use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::Result;
 use crate::graph::{Conv2d, Linear};
 

@@ -1,4 +1,4 @@
-//! `IntModel::forward` with the integer kernels ([`Exec::Int`](super::intexec::Exec)):
+//! `IntModel::forward` with the integer kernels ([`Exec::Int`](super::int_model::Exec)):
 //! values are channel-minor (NHWC) `u8` code maps between layers, layer weights were packed
 //! once when the model was bound ([`CpuLayer`]), and every layer finishes with the shared
 //! requantization rule on its exact accumulators (`cpu::int::epi`), so codes and logits equal
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
-use crate::engine::intexec::{IntModel, StepKind};
+use crate::engine::exec::int_model::{IntModel, StepKind};
 use crate::engine::requant::{add_codes, gap_code};
 use crate::error::{Error, Result};
 use crate::graph::Graph;

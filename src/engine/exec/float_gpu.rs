@@ -26,11 +26,11 @@ use std::ops::Range;
 
 use steps::{c_hw, pointwise, BufferPool};
 
-use super::buffers;
-use super::context::GpuContext;
-use super::fake_quant::quant_table;
-use super::pool::PoolKind;
 use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
+use crate::engine::device::buffers;
+use crate::engine::device::context::GpuContext;
+use crate::engine::gpu::fake_quant::quant_table;
+use crate::engine::gpu::pool::PoolKind;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool};
@@ -57,7 +57,7 @@ pub trait DeviceHook {
         false
     }
     /// Whether conv, linear and global average pooling run the calibration-precision
-    /// kernels ([`crate::engine::gpu::precise`], the twins of the CPU's) instead of the
+    /// kernels ([`crate::engine::gpu::conv2d_precise`], the twins of the CPU's) instead of the
     /// fast ones.
     fn precise(&self) -> bool {
         false

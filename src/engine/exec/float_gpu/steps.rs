@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 
 use super::{DeviceHook, GpuGraph, NodeStep, Seen, Step};
-pub(super) use crate::engine::gpu::buffers::BufferPool;
+pub(super) use crate::engine::device::buffers::BufferPool;
 use crate::engine::gpu::conv2d::conv2d_encode;
+use crate::engine::gpu::conv2d_precise::{
+    conv2d_precise_encode, global_avg_pool_precise_encode, linear_precise_encode,
+};
 use crate::engine::gpu::eltwise::eltwise_encode;
 use crate::engine::gpu::fake_quant::fake_quant_encode;
 use crate::engine::gpu::linear::linear_encode;
 use crate::engine::gpu::pool::{pool_encode, PoolKind};
-use crate::engine::gpu::precise::{
-    conv2d_precise_encode, global_avg_pool_precise_encode, linear_precise_encode,
-};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 use crate::graph::{Activation, Conv2d, Linear};

@@ -1,4 +1,5 @@
-//! Limits on sizes read from untrusted model files, checked before anything is allocated.
+//! Limits on sizes read from untrusted model files and images, checked before anything is
+//! allocated. Every named limit of the crate lives here.
 //! Each is far above any CNN this tool targets (EfficientNet-Lite4: 13 M parameters,
 //! 300×300 inputs) and far below what would exhaust a workstation's memory.
 
@@ -15,6 +16,15 @@ pub const MAX_CHANNELS: usize = 1 << 20;
 /// Most nodes in a graph: 100× EfficientNet-Lite4's few hundred.
 pub const MAX_NODES: usize = 100_000;
 
+/// Longest image side decoded: above any camera sensor (~12,000 px) and far above ImageNet.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Pixels decoded per image: 64 Mpx lets 48 MP photos through at 192 MB as 8-bit RGB.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+/// Bytes the decoder may allocate: 64 Mpx at 8 bytes (16-bit RGBA PNG).
+pub const MAX_DECODE_BYTES: u64 = 8 * MAX_IMAGE_PIXELS;
+/// Pixels of one view after the resize: 4 Mpx (~80 MB with the resize's f32 RGBA
+/// intermediate), i.e. an aspect ratio up to 64:1 at `resize` 256.
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 22;
 /// The number of elements of `shape`, or an error naming `what` when the product
 /// overflows or exceeds [`MAX_ELEMENTS`].
 pub fn checked_numel(shape: &[usize], what: &str) -> Result<usize> {

@@ -2,7 +2,7 @@
 //! arithmetic paths that agree code for code:
 //! - [`Exec::Int`]: the integer kernels of `engine::cpu::int` (packed 4-bit / `i8` weights,
 //!   `u8` activation codes, exact `i32` accumulation);
-//! - [`Exec::Sim`]: the exact float simulation of `engine::sim` on the plan's codes.
+//! - [`Exec::Sim`]: the exact float simulation of `engine::exec::exact_cpu` on the plan's codes.
 //!
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
@@ -12,9 +12,8 @@
 
 use std::collections::HashMap;
 
-use crate::engine::cpu::int::{self, CpuLayer, Isa, PackedWeights, QTensor};
-use crate::engine::requant::{add_codes, gap_code, Epilogue};
-use crate::engine::sim;
+use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
+use crate::engine::requant::Epilogue;
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Graph, Op};
 use crate::quant::plan::{LayerQuant, Plan};
@@ -28,6 +27,15 @@ pub enum Exec {
     Int,
     /// Exact float simulation on the codes.
     Sim,
+}
+
+/// What an integer layer produced by itself (one-layer tests of each path), brought back to the host.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IntOutput {
+    /// NCHW codes and their quantizer.
+    Codes(QTensor),
+    /// f32 logits.
+    Logits(Tensor),
 }
 
 /// One conv or linear layer ready for integer execution.
@@ -197,63 +205,6 @@ impl IntModel {
         Ok(())
     }
 
-    /// Runs the model on an f32 NCHW batch and returns the f32 logits.
-    pub fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor> {
-        if exec == Exec::Int {
-            return self.forward_int(x, Isa::detect());
-        }
-        let mut values: HashMap<&str, QTensor> = HashMap::new();
-        values.insert(Graph::INPUT, self.quantize_input(x)?);
-        let mut remaining = self.reader_counts();
-        for s in &self.steps {
-            let ins: Vec<&QTensor> = s
-                .inputs
-                .iter()
-                .map(|i| {
-                    values
-                        .get(i.as_str())
-                        .ok_or_else(|| Error::Engine(format!("value {i} is not available")))
-                })
-                .collect::<Result<_>>()?;
-            let y = match &s.kind {
-                StepKind::Layer(l) => {
-                    let (acc, acc2, shape) = sim_acc(l, ins[0])?;
-                    let Some(out) = s.out else {
-                        return logits(l, &acc, acc2.as_deref(), shape);
-                    };
-                    let codes = requantize(l, &acc, acc2.as_deref(), &shape);
-                    QTensor {
-                        shape,
-                        codes,
-                        params: out,
-                    }
-                }
-                StepKind::Add => add(ins, s.out)?,
-                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
-                StepKind::Flatten => {
-                    let n = ins[0].shape[0];
-                    QTensor {
-                        shape: vec![n, ins[0].codes.len() / n.max(1)],
-                        ..ins[0].clone()
-                    }
-                }
-            };
-            for i in &s.inputs {
-                if let Some(r) = remaining.get_mut(i.as_str()) {
-                    *r -= 1;
-                    if *r == 0 {
-                        values.remove(i.as_str());
-                    }
-                }
-            }
-            values.insert(s.name.as_str(), y);
-        }
-        Err(Error::Engine(format!(
-            "output {} was not produced",
-            self.output
-        )))
-    }
-
     /// How many steps read each value.
     pub fn reader_counts(&self) -> HashMap<&str, usize> {
         let mut r: HashMap<&str, usize> = HashMap::new();
@@ -313,86 +264,5 @@ fn bind_layer(
         w2,
         ep,
         plan: l.clone(),
-    })
-}
-
-type Acc = (Vec<f32>, Option<Vec<f32>>, Vec<usize>);
-
-/// The simulation's accumulators of a layer as f32 values (exact integers, correctly
-/// rounded), and the shape.
-fn sim_acc(l: &IntLayer, x: &QTensor) -> Result<Acc> {
-    let n = x.shape[0];
-    let shape = match &l.conv {
-        Some(c) => {
-            let (_, _, h, w) = x.dims()?;
-            let (oh, ow) = int::conv_out_hw(c, h, w)?;
-            vec![n, c.out_channels, oh, ow]
-        }
-        None => vec![n, l.w.cout],
-    };
-    let second = l.plan.second.as_ref();
-    let (acc, acc2) = match &l.conv {
-        Some(c) => (
-            sim::conv2d_acc(x, &l.plan.codes, &l.plan.params, c)?,
-            second
-                .map(|(p2, c2)| sim::conv2d_acc(x, c2, p2, c))
-                .transpose()?,
-        ),
-        None => (
-            sim::linear_acc(x, &l.plan.codes, &l.plan.params)?,
-            second
-                .map(|(p2, c2)| sim::linear_acc(x, c2, p2))
-                .transpose()?,
-        ),
-    };
-    Ok((acc, acc2, shape))
-}
-
-fn plane_of(shape: &[usize]) -> usize {
-    shape[2..].iter().product::<usize>().max(1)
-}
-
-/// Output codes of a layer from its accumulators.
-pub fn requantize(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: &[usize]) -> Vec<u8> {
-    l.ep.codes(acc, acc2, plane_of(shape))
-}
-
-fn logits(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: Vec<usize>) -> Result<Tensor> {
-    let data = l.ep.reals(acc, acc2, plane_of(&shape));
-    Tensor::from_vec(&shape, data)
-}
-
-fn add(ins: Vec<&QTensor>, out: Option<QParams>) -> Result<QTensor> {
-    let out = out.ok_or_else(|| Error::Engine("add without an output quantizer".into()))?;
-    let first = ins[0];
-    if ins.iter().any(|t| t.shape != first.shape) {
-        return Err(Error::Engine("integer add: input shapes differ".into()));
-    }
-    let codes = (0..first.codes.len())
-        .map(|i| add_codes(ins.iter().map(|t| (t.params, t.codes[i])), &out))
-        .collect();
-    Ok(QTensor {
-        shape: first.shape.clone(),
-        codes,
-        params: out,
-    })
-}
-
-fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
-    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
-    let (n, c, h, w) = x.dims()?;
-    let z = x.params.zero_point as i64;
-    let codes = x
-        .codes
-        .chunks(h * w)
-        .map(|pl| {
-            let s: i64 = pl.iter().map(|&q| q as i64 - z).sum();
-            gap_code(&x.params, s, h * w, &out)
-        })
-        .collect();
-    Ok(QTensor {
-        shape: vec![n, c, 1, 1],
-        codes,
-        params: out,
     })
 }

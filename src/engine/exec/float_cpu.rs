@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::engine::buffer_pool::BufferPool;
 use crate::engine::cpu;
+use crate::engine::exec::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Node, Op};
 use crate::tensor::Tensor;

@@ -10,14 +10,15 @@
 
 use std::collections::HashMap;
 
-use super::buffers::{self, BufferPool};
-use super::context::GpuContext;
-use super::conv_sim::{acc_encode, add_sim_encode, gap_sim_encode, requant_encode, GpuSimLayer};
-use super::int_model::IntOutput;
 use crate::engine::cpu::int::{conv_out_hw, QTensor};
-use crate::engine::intexec::{IntLayer, IntModel, StepKind};
+use crate::engine::device::buffers::{self, BufferPool};
+use crate::engine::device::context::GpuContext;
+use crate::engine::exec::int_model::{IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::gpu::conv_sim::{
+    acc_encode, add_sim_encode, gap_sim_encode, requant_encode, upload_tensor, GpuSimLayer,
+};
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Activation, Conv2d, Graph};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -57,7 +58,7 @@ pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuSimLay
         .iter()
         .zip(&ins)
         .map(|(s, x)| match &s.kind {
-            StepKind::Layer(l) => GpuSimLayer::new(ctx, l, x).map(Some),
+            StepKind::Layer(l) => upload_layer(ctx, l, x).map(Some),
             _ => Ok(None),
         })
         .collect()
@@ -250,9 +251,9 @@ fn run_chunk(
 }
 
 /// Runs one layer of the simulation on the device (uploads, runs, reads back): the GPU twin
-/// of `engine::sim` + the shared epilogue on one layer.
+/// of `engine::exec::exact_cpu` + the shared epilogue on one layer.
 pub fn layer_sim(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
-    let gl = GpuSimLayer::new(ctx, l, &x.params)?;
+    let gl = upload_layer(ctx, l, &x.params)?;
     let (n, rest) = x
         .shape
         .split_first()
@@ -299,5 +300,38 @@ pub fn layer_sim(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutpu
             params: q,
         }),
         None => IntOutput::Logits(Tensor::from_vec(&shape, vals)?),
+    })
+}
+
+/// Uploads `l`'s plan codes (not its packed integer weights) for input quantizer `x`.
+pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<GpuSimLayer> {
+    let co = l.plan.params.len();
+    let conv = Conv2d {
+        act: Activation::None,
+        ..l.as_conv()
+    };
+    let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
+        .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))
+        .map(|(codes, params)| upload_tensor(ctx, codes, params, x, co))
+        .collect::<Result<Vec<_>>>()?;
+    let ep = &l.ep;
+    let chan: Vec<f32> = (0..co)
+        .flat_map(|c| {
+            let m2 = ep.mult2.as_ref().map_or(0.0, |m| m[c]);
+            [ep.mult[c], m2, ep.bias[c], 0.0]
+        })
+        .collect();
+    if ep.mult.len() != co || ep.bias.len() != co {
+        return Err(Error::Gpu(
+            "sim layer: epilogue does not match weights".into(),
+        ));
+    }
+    Ok(GpuSimLayer {
+        conv,
+        tensors,
+        zeros: buffers::upload(ctx, "sim zeros", &vec![0f32; co]),
+        chan: buffers::upload(ctx, "sim channels", &chan),
+        act: ep.act,
+        out: ep.out,
     })
 }

@@ -11,13 +11,16 @@
 //! `acc as f32`. Its GPU twin is `engine::gpu::conv_sim` (same sums, chunked into exact
 //! f32 partial sums and an i32 total where this file uses f64).
 
-use crate::engine::cpu::int::QTensor;
-use crate::error::{Error, Result};
-use crate::graph::Conv2d;
-use crate::quant::QParams;
+use std::collections::HashMap;
 
-/// Exactness threshold of f32 integer sums.
-const F32_EXACT: f64 = (1u64 << 24) as f64;
+use super::int_model::{IntLayer, IntModel, StepKind};
+use crate::engine::cpu::int::{self, QTensor};
+use crate::engine::exact::exact_in_f32;
+use crate::engine::requant::{add_codes, gap_code};
+use crate::error::{Error, Result};
+use crate::graph::{Conv2d, Graph};
+use crate::quant::QParams;
+use crate::tensor::Tensor;
 
 trait Real: Copy + Default + Send + Sync {
     fn of(v: i32) -> Self;
@@ -87,19 +90,6 @@ impl Real for f64 {
             )
         }
     }
-}
-
-/// Whether sums of K products bounded by the weights' and the input's ranges are exact in f32.
-pub fn exact_in_f32(codes: &[u8], params: &[QParams], x: &QParams) -> bool {
-    let k = codes.len() / params.len().max(1);
-    let wmax = codes
-        .chunks(k.max(1))
-        .zip(params)
-        .flat_map(|(row, p)| row.iter().map(move |&q| (q as i32 - p.zero_point).abs()))
-        .max()
-        .unwrap_or(0);
-    let xmax = x.zero_point.max(x.qmax() - x.zero_point);
-    (k as f64) * (wmax as f64) * (xmax as f64) < F32_EXACT
 }
 
 /// Accumulators `[N, CO, OH, OW]` (as f32) of a conv of quantized `x` with unsigned weight
@@ -207,4 +197,140 @@ fn linear_generic<T: Real>(x: &QTensor, codes: &[u8], params: &[QParams]) -> Res
     let mut acc = vec![T::default(); n * o];
     T::gemm(n, f, o, &xf, &wt, &mut acc);
     Ok(acc.into_iter().map(Real::to_f32).collect())
+}
+
+impl IntModel {
+    /// Runs the model under the exact simulation on an f32 NCHW batch and returns the f32
+    /// logits.
+    pub fn forward_exact(&self, x: &Tensor) -> Result<Tensor> {
+        let mut values: HashMap<&str, QTensor> = HashMap::new();
+        values.insert(Graph::INPUT, self.quantize_input(x)?);
+        let mut remaining = self.reader_counts();
+        for s in &self.steps {
+            let ins: Vec<&QTensor> = s
+                .inputs
+                .iter()
+                .map(|i| {
+                    values
+                        .get(i.as_str())
+                        .ok_or_else(|| Error::Engine(format!("value {i} is not available")))
+                })
+                .collect::<Result<_>>()?;
+            let y = match &s.kind {
+                StepKind::Layer(l) => {
+                    let (acc, acc2, shape) = sim_acc(l, ins[0])?;
+                    let Some(out) = s.out else {
+                        return logits(l, &acc, acc2.as_deref(), shape);
+                    };
+                    let codes = requantize(l, &acc, acc2.as_deref(), &shape);
+                    QTensor {
+                        shape,
+                        codes,
+                        params: out,
+                    }
+                }
+                StepKind::Add => add(ins, s.out)?,
+                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
+                StepKind::Flatten => {
+                    let n = ins[0].shape[0];
+                    QTensor {
+                        shape: vec![n, ins[0].codes.len() / n.max(1)],
+                        ..ins[0].clone()
+                    }
+                }
+            };
+            for i in &s.inputs {
+                if let Some(r) = remaining.get_mut(i.as_str()) {
+                    *r -= 1;
+                    if *r == 0 {
+                        values.remove(i.as_str());
+                    }
+                }
+            }
+            values.insert(s.name.as_str(), y);
+        }
+        Err(Error::Engine(format!(
+            "output {} was not produced",
+            self.output
+        )))
+    }
+}
+
+type Acc = (Vec<f32>, Option<Vec<f32>>, Vec<usize>);
+
+/// The simulation's accumulators of a layer as f32 values (exact integers, correctly
+/// rounded), and the shape.
+fn sim_acc(l: &IntLayer, x: &QTensor) -> Result<Acc> {
+    let n = x.shape[0];
+    let shape = match &l.conv {
+        Some(c) => {
+            let (_, _, h, w) = x.dims()?;
+            let (oh, ow) = int::conv_out_hw(c, h, w)?;
+            vec![n, c.out_channels, oh, ow]
+        }
+        None => vec![n, l.w.cout],
+    };
+    let second = l.plan.second.as_ref();
+    let (acc, acc2) = match &l.conv {
+        Some(c) => (
+            conv2d_acc(x, &l.plan.codes, &l.plan.params, c)?,
+            second
+                .map(|(p2, c2)| conv2d_acc(x, c2, p2, c))
+                .transpose()?,
+        ),
+        None => (
+            linear_acc(x, &l.plan.codes, &l.plan.params)?,
+            second.map(|(p2, c2)| linear_acc(x, c2, p2)).transpose()?,
+        ),
+    };
+    Ok((acc, acc2, shape))
+}
+
+fn plane_of(shape: &[usize]) -> usize {
+    shape[2..].iter().product::<usize>().max(1)
+}
+
+/// Output codes of a layer from its accumulators.
+pub fn requantize(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: &[usize]) -> Vec<u8> {
+    l.ep.codes(acc, acc2, plane_of(shape))
+}
+
+fn logits(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: Vec<usize>) -> Result<Tensor> {
+    let data = l.ep.reals(acc, acc2, plane_of(&shape));
+    Tensor::from_vec(&shape, data)
+}
+
+fn add(ins: Vec<&QTensor>, out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("add without an output quantizer".into()))?;
+    let first = ins[0];
+    if ins.iter().any(|t| t.shape != first.shape) {
+        return Err(Error::Engine("integer add: input shapes differ".into()));
+    }
+    let codes = (0..first.codes.len())
+        .map(|i| add_codes(ins.iter().map(|t| (t.params, t.codes[i])), &out))
+        .collect();
+    Ok(QTensor {
+        shape: first.shape.clone(),
+        codes,
+        params: out,
+    })
+}
+
+fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+    let (n, c, h, w) = x.dims()?;
+    let z = x.params.zero_point as i64;
+    let codes = x
+        .codes
+        .chunks(h * w)
+        .map(|pl| {
+            let s: i64 = pl.iter().map(|&q| q as i64 - z).sum();
+            gap_code(&x.params, s, h * w, &out)
+        })
+        .collect();
+    Ok(QTensor {
+        shape: vec![n, c, 1, 1],
+        codes,
+        params: out,
+    })
 }

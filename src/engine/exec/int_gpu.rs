@@ -1,34 +1,25 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
 //! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Sim` runs
-//! the exact simulation's own kernels instead ([`sim_model`](super::sim_model)).
+//! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::buffers;
-use super::context::GpuContext;
-use super::conv_int::{
+use super::exact_gpu;
+use crate::engine::cpu::int::QTensor;
+use crate::engine::device::buffers;
+use crate::engine::device::context::GpuContext;
+use crate::engine::exec::int_model::{Exec, IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::gpu::conv_int::{
     add_int_encode, conv_int_encode, gap_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel,
     GpuIntLayer,
 };
-use super::conv_sim::GpuSimLayer;
-use super::sim_model;
-use crate::engine::cpu::int::QTensor;
-use crate::engine::intexec::{Exec, IntLayer, IntModel, StepKind};
+use crate::engine::gpu::conv_sim::GpuSimLayer;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
 use crate::tensor::Tensor;
-
-/// What an integer layer produced on the device, brought back.
-#[derive(Clone, Debug, PartialEq)]
-pub enum IntOutput {
-    /// NCHW codes and their quantizer.
-    Codes(QTensor),
-    /// f32 logits.
-    Logits(Tensor),
-}
 
 fn upload_layer(ctx: &GpuContext, l: &IntLayer) -> Result<GpuIntLayer> {
     let c = l.as_conv();
@@ -151,7 +142,7 @@ impl GpuIntModel<'_> {
     }
 
     fn sim_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuSimLayer>]> {
-        get_or_try(&self.sim, || sim_model::upload(ctx, self.model)).map(Vec::as_slice)
+        get_or_try(&self.sim, || exact_gpu::upload(ctx, self.model)).map(Vec::as_slice)
     }
 
     /// Runs the model on the GPU and returns the f32 logits: `Exec::Int` on the integer
@@ -160,7 +151,7 @@ impl GpuIntModel<'_> {
         let model = self.model;
         let layers = match exec {
             Exec::Int => self.int_layers(ctx)?,
-            Exec::Sim => return sim_model::forward(ctx, model, self.sim_layers(ctx)?, x),
+            Exec::Sim => return exact_gpu::forward(ctx, model, self.sim_layers(ctx)?, x),
         };
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;

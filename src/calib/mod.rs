@@ -14,7 +14,7 @@
 //!   preprocessing can produce).
 //!
 //! The image path runs on either backend ([`calibrate_batches`]): the CPU engine with a
-//! [`Hook`], or the device ([`crate::engine::gpu::calib`]) reducing statistics where the
+//! [`Hook`], or the device ([`crate::calib::device`]) reducing statistics where the
 //! activations live; both share the accumulators and walk the same [`Batches`]: for
 //! images, [`CalibInputs`] decodes each batch when a pass reaches it, so memory stays flat
 //! in the number of images ([`inputs`]).
@@ -27,6 +27,7 @@
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias.
 
+pub mod device;
 mod inputs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,7 +209,7 @@ pub(crate) fn finish(
 }
 
 /// Two-pass calibration over `batches` (decoded tensors or [`CalibInputs`]) on `backend`
-/// (the GPU path is [`crate::engine::gpu::calib::calibrate_gpu`]).
+/// (the GPU path is [`crate::calib::device::calibrate_gpu`]).
 pub fn calibrate_batches<B: Batches + ?Sized>(
     g: &Graph,
     points: &[QuantPoint],
@@ -220,11 +221,11 @@ pub fn calibrate_batches<B: Batches + ?Sized>(
     if images == 0 {
         return Err(Error::Dataset("no calibration images".into()));
     }
-    let bar = crate::report::progress(2 * images as u64, "calibrate", progress);
+    let bar = crate::progress::progress(2 * images as u64, "calibrate", progress);
     let cal = match backend {
         Backend::Cpu => calibrate_cpu(g, points, batches, &bar),
         Backend::Gpu(ctx) => {
-            crate::engine::gpu::calib::calibrate_gpu_with(ctx, g, points, batches, &bar)
+            crate::calib::device::calibrate_gpu_with(ctx, g, points, batches, &bar)
         }
     };
     bar.finish_and_clear();

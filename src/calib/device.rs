@@ -3,7 +3,7 @@
 //! activations live and only small partials read back.
 //!
 //! The graph runs as a [`GpuGraph`] with the precise conv/linear/pooling kernels
-//! ([`super::precise`], the twins of the CPU calibration's), so the activations equal the
+//! ([`crate::engine::gpu::conv2d_precise`], the twins of the CPU calibration's), so the activations equal the
 //! CPU's up to rare near-ties, with a [`DeviceHook`] that wants pre-activation values
 //! (conv/linear run without their fused activation, are observed, then the activation is
 //! applied on the device). For each quantization point (pre-activation for conv/linear,
@@ -25,14 +25,16 @@ use std::ops::Range;
 
 use indicatif::ProgressBar;
 
-use super::buffers;
-use super::context::GpuContext;
-use super::graph::{DeviceHook, GpuGraph, Seen};
-use super::histogram::histogram_encode;
-use super::plane_stats::{plane_abs_dev_encode, plane_moments_encode, split_means, PlaneMoments};
-use super::readback::Readback;
 use crate::calib::{accumulators, finish, Batches, Calibration};
 use crate::engine::cpu::histogram::MAX_BINS;
+use crate::engine::device::buffers;
+use crate::engine::device::context::GpuContext;
+use crate::engine::device::readback::Readback;
+use crate::engine::exec::float_gpu::{DeviceHook, GpuGraph, Seen};
+use crate::engine::gpu::histogram::histogram_encode;
+use crate::engine::gpu::plane_stats::{
+    plane_abs_dev_encode, plane_moments_encode, split_means, PlaneMoments,
+};
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
