@@ -10,7 +10,7 @@ use super::device::GpuContext;
 use crate::error::Result;
 
 /// What the user asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
     /// The GPU if one can be opened, else the CPU (with a warning).
     #[default]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::aciq::PriorChoice;
 use crate::graph::{Activation, Graph, Op};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Paper,
@@ -27,7 +27,7 @@ pub enum Protocol {
 
 /// How activation clip windows are chosen (weights: min-max per channel, or MMSE per
 /// kernel when this is `mmse`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClipMethod {
     Minmax,
@@ -36,7 +36,7 @@ pub enum ClipMethod {
 }
 
 /// Which tensors get per-channel bit allocation (docs/METHOD.md §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BitAlloc {
     None,

