@@ -174,3 +174,40 @@ fn no_import_cycles_between_stages_or_inside_engine() {
         cycles.join("\n")
     );
 }
+
+/// Names of the files in `dir` with extension `ext`, without it.
+fn stems(dir: &str, ext: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect()
+}
+
+#[test]
+fn one_launcher_per_shader_named_like_it() {
+    let shaders = stems("shaders", "wgsl");
+    let mut launchers = stems("src/engine/gpu", "rs");
+    launchers.remove("mod");
+    assert_eq!(
+        shaders, launchers,
+        "shaders/<k>.wgsl and src/engine/gpu/<k>.rs must pair up"
+    );
+    for k in &shaders {
+        let src = std::fs::read_to_string(format!("src/engine/gpu/{k}.rs")).unwrap();
+        let include = format!("shaders/{k}.wgsl\")");
+        assert!(
+            src.contains(&include),
+            "src/engine/gpu/{k}.rs does not include shaders/{k}.wgsl"
+        );
+        let others: Vec<&String> = shaders
+            .iter()
+            .filter(|o| *o != k && src.contains(&format!("shaders/{o}.wgsl\")")))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "src/engine/gpu/{k}.rs also launches {others:?}"
+        );
+    }
+}

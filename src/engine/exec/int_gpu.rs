@@ -12,10 +12,10 @@ use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{Exec, IntLayer, IntModel, IntOutput, StepKind};
 use crate::engine::gpu::conv_int::{
-    add_int_encode, conv_int_encode, gap_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel,
-    GpuIntLayer,
+    conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
 use crate::engine::gpu::conv_sim::GpuSimLayer;
+use crate::engine::gpu::eltwise_int::{add_int_encode, gap_int_encode};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;

@@ -1,6 +1,6 @@
-//! Integer conv / depthwise / linear (`shaders/conv_int.wgsl`) and residual add / global
-//! average pooling (`shaders/eltwise_int.wgsl`) on the GPU, bit-exact twins of
-//! `engine::cpu::int` + `engine::requant`.
+//! Integer conv / depthwise / linear on the GPU (`shaders/conv_int.wgsl`), bit-exact twins
+//! of `engine::cpu::int` + `engine::requant`. The layouts and the params struct below are
+//! shared with the residual add and pooling on codes ([`super::eltwise_int`]).
 //!
 //! Layouts (all `u32` words):
 //! - activations: NHWC codes, 4 `u8` per word, channels padded to a multiple of 8 with the
@@ -32,7 +32,6 @@ use crate::graph::{Activation, Conv2d};
 use crate::quant::QParams;
 
 pub const SOURCE: &str = include_str!("../../../shaders/conv_int.wgsl");
-pub const ELTWISE_SOURCE: &str = include_str!("../../../shaders/eltwise_int.wgsl");
 const CONV_SLOTS: [Slot; 6] = [
     Slot::Input,
     Slot::Input,
@@ -41,7 +40,6 @@ const CONV_SLOTS: [Slot; 6] = [
     Slot::Output,
     Slot::Params,
 ];
-const ELT_SLOTS: [Slot; 4] = [Slot::Input, Slot::Input, Slot::Output, Slot::Params];
 const NONE: u32 = u32::MAX;
 
 /// Uniform twin of the WGSL `Params` struct (both shaders).
@@ -228,7 +226,7 @@ fn act_u32(a: Activation) -> u32 {
     }
 }
 
-fn out_fields(p: &mut IntParams, out: Option<QParams>) {
+pub(super) fn out_fields(p: &mut IntParams, out: Option<QParams>) {
     if let Some(q) = out {
         p.out_zero = q.zero_point;
         p.out_qmax = q.qmax() as f32;
@@ -239,7 +237,7 @@ fn out_fields(p: &mut IntParams, out: Option<QParams>) {
 }
 
 /// One invocation per output word (`p.total`), 64 per workgroup.
-fn launch(
+pub(super) fn launch(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     spec: KernelSpec<'_>,
@@ -325,68 +323,4 @@ pub fn conv_int_encode(
     };
     launch(ctx, enc, spec, &[x, &l.nib, &l.wide, &l.chan, y], &p)?;
     Ok((oh, ow))
-}
-
-/// Records the residual add of two NHWC-word tensors of `words` words.
-pub fn add_int_encode(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    (a, pa): (&wgpu::Buffer, QParams),
-    (b, pb): (&wgpu::Buffer, QParams),
-    y: &wgpu::Buffer,
-    words: usize,
-    out: QParams,
-) -> Result<()> {
-    let mut p = IntParams {
-        total: u32_of("add_int words", words)?,
-        s_a: pa.scale,
-        z_a: pa.zero_point,
-        s_b: pb.scale,
-        z_b: pb.zero_point,
-        ..Default::default()
-    };
-    out_fields(&mut p, Some(out));
-    let spec = KernelSpec {
-        name: "eltwise_int",
-        source: ELTWISE_SOURCE,
-        entry: "add_int",
-        slots: &ELT_SLOTS,
-        constants: &[],
-        workgroup_bytes: 0,
-    };
-    launch(ctx, enc, spec, &[a, b, y], &p)
-}
-
-/// Records global average pooling of `n` NHWC-word images of `h × w × c` into `[n, c]` words.
-#[allow(clippy::too_many_arguments)]
-pub fn gap_int_encode(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    px: QParams,
-    y: &wgpu::Buffer,
-    (n, c, h, w): (usize, usize, usize, usize),
-    out: QParams,
-) -> Result<()> {
-    let cw = words_per_pixel(c);
-    let mut p = IntParams {
-        h: u32_of("height", h)?,
-        w: u32_of("width", w)?,
-        cw_in: cw as u32,
-        total: u32_of("gap_int words", n * cw)?,
-        s_a: px.scale,
-        z_a: px.zero_point,
-        s_b: 1.0 / (h * w) as f32,
-        ..Default::default()
-    };
-    out_fields(&mut p, Some(out));
-    let spec = KernelSpec {
-        name: "eltwise_int",
-        source: ELTWISE_SOURCE,
-        entry: "gap_int",
-        slots: &ELT_SLOTS,
-        constants: &[],
-        workgroup_bytes: 0,
-    };
-    launch(ctx, enc, spec, &[x, x, y], &p)
 }

@@ -9,6 +9,7 @@ pub mod conv2d_precise;
 pub mod conv_int;
 pub mod conv_sim;
 pub mod eltwise;
+pub mod eltwise_int;
 pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
