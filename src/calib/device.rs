@@ -25,7 +25,8 @@ use std::ops::Range;
 
 use indicatif::ProgressBar;
 
-use crate::calib::{accumulators, finish, Batches, Calibration};
+use super::accum::{accumulators, finish};
+use super::{Batches, Calibration};
 use crate::engine::cpu::histogram::MAX_BINS;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;

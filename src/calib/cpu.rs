@@ -1,0 +1,111 @@
+//! The CPU calibration pass: the engine's graph executor with a [`Hook`] that feeds every
+//! quantization point's pre-activation tensor (and the post-activation means) to the
+//! accumulators, twice over the batches (module docs of [`super`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::accum::{accumulators, finish};
+use super::{Batches, Calibration};
+use crate::engine::{self, Hook};
+use crate::error::Result;
+use crate::graph::{Graph, Node, Op};
+use crate::quant::config::QuantPoint;
+use crate::quant::stats::StatsAccumulator;
+use crate::tensor::Tensor;
+
+/// (n, channels, spatial) of an NCHW or `[N, F]` tensor.
+fn ncs(x: &Tensor) -> (usize, usize, usize) {
+    let n = x.shape[0];
+    let c = x.shape.get(1).copied().unwrap_or(1);
+    (n, c, x.numel() / (n * c).max(1))
+}
+
+struct CalibHook<'a> {
+    pass: u8,
+    acc: BTreeMap<String, StatsAccumulator>,
+    mean_of: &'a BTreeSet<String>,
+    sums: BTreeMap<String, (Vec<f64>, u64)>,
+}
+
+impl CalibHook<'_> {
+    fn feed(&mut self, name: &str, x: &Tensor) -> Result<()> {
+        let (n, c, hw) = ncs(x);
+        if let Some(a) = self.acc.get_mut(name) {
+            if self.pass == 1 {
+                a.accumulate_pass1(&x.data, n, c, hw)?;
+            } else {
+                a.accumulate_pass2(&x.data, n, c, hw)?;
+            }
+        }
+        Ok(())
+    }
+    fn feed_mean(&mut self, name: &str, x: &Tensor) {
+        if self.pass != 1 || !self.mean_of.contains(name) {
+            return;
+        }
+        let (n, c, hw) = ncs(x);
+        let e = self
+            .sums
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; c], 0));
+        for (i, plane) in x.data.chunks(hw.max(1)).enumerate() {
+            e.0[i % c] += plane.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        e.1 += (n * hw) as u64;
+    }
+}
+
+impl Hook for CalibHook<'_> {
+    fn wants_pre_activation(&self) -> bool {
+        true
+    }
+    /// The statistics must not depend on this backend's summation order (module docs).
+    fn precise(&self) -> bool {
+        true
+    }
+    fn input(&mut self, x: &mut Tensor) -> Result<()> {
+        self.feed(Graph::INPUT, x)?;
+        self.feed_mean(Graph::INPUT, x);
+        Ok(())
+    }
+    fn pre_activation(&mut self, node: &Node, x: &Tensor) -> Result<()> {
+        self.feed(&node.name, x)
+    }
+    fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
+        if !matches!(node.op, Op::Conv2d(_) | Op::Linear(_)) {
+            self.feed(&node.name, x)?;
+        }
+        self.feed_mean(&node.name, x);
+        Ok(())
+    }
+}
+
+pub(super) fn calibrate_cpu<B: Batches + ?Sized>(
+    g: &Graph,
+    points: &[QuantPoint],
+    batches: &B,
+    bar: &indicatif::ProgressBar,
+) -> Result<Calibration> {
+    let (acc, mean_of) = accumulators(g, points)?;
+    let mut hook = CalibHook {
+        pass: 1,
+        acc,
+        mean_of: &mean_of,
+        sums: BTreeMap::new(),
+    };
+    for pass in [1u8, 2] {
+        hook.pass = pass;
+        if pass == 2 {
+            for a in hook.acc.values_mut() {
+                a.begin_pass2()?;
+            }
+        }
+        for i in 0..batches.count() {
+            let x = batches.batch(i)?.into_owned();
+            let n = x.shape[0] as u64;
+            engine::run(g, x, &mut hook)?;
+            bar.inc(n);
+        }
+    }
+    finish(&hook.acc, hook.sums, batches.inputs())
+}
