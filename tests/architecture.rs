@@ -211,3 +211,58 @@ fn one_launcher_per_shader_named_like_it() {
         );
     }
 }
+
+/// The files the module map in docs/ARCHITECTURE.md lists: an indented tree (two spaces a
+/// level) whose lines start with comma-separated names, directories ending in `/`, then
+/// (after two spaces) a description.
+fn mapped_files(doc: &str) -> BTreeSet<String> {
+    let block = doc
+        .split("<!-- module-map -->")
+        .nth(1)
+        .and_then(|b| b.split("<!-- /module-map -->").next())
+        .expect("docs/ARCHITECTURE.md has a <!-- module-map --> block");
+    let mut dirs: Vec<String> = Vec::new();
+    let mut files = BTreeSet::new();
+    for line in block
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("```"))
+    {
+        let level = (line.len() - line.trim_start().len()) / 2;
+        let names = line.trim_start().split("  ").next().unwrap_or("");
+        dirs.truncate(level);
+        for name in names.split(", ").map(str::trim) {
+            if let Some(d) = name.strip_suffix('/') {
+                dirs.push(d.to_string());
+            } else if name.ends_with(".rs") {
+                let mut p = dirs.clone();
+                p.push(name.to_string());
+                files.insert(p.join("/"));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn module_map_in_the_docs_matches_the_tree() {
+    fn rs_files(dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rs_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.insert(p.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut tree = BTreeSet::new();
+    rs_files(Path::new("src"), &mut tree);
+    let doc = std::fs::read_to_string("docs/ARCHITECTURE.md").unwrap();
+    let mapped = mapped_files(&doc);
+    let missing: Vec<_> = tree.difference(&mapped).collect();
+    let stale: Vec<_> = mapped.difference(&tree).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/ARCHITECTURE.md module map: files missing from it {missing:?}, listed but absent {stale:?}"
+    );
+}
