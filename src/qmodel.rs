@@ -26,10 +26,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::exec::int_model::{Exec, IntModel};
-use crate::engine::{self, Hook};
+use crate::engine::exec::int_model::IntModel;
+use crate::engine::Executable;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node};
+use crate::graph::Graph;
 use crate::io::model::{self as mfile, ModelFile, RawTensor};
 use crate::quant::config::{Protocol, QuantConfig};
 use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
@@ -49,8 +49,9 @@ struct PlanMeta {
 
 pub struct QuantModel {
     pub plan: Plan,
-    /// The prepared graph with dequantized weights and corrected biases.
-    pub sim: Graph,
+    /// The prepared graph with dequantized weights and corrected biases: what the `paper`
+    /// fake quantization runs, and the structure of the integer model.
+    pub dequantized: Graph,
     acts: BTreeMap<String, ActQuant>,
     /// `deploy` plans: the integer model (and its exact simulation), or why the integer
     /// kernels cannot run this plan.
@@ -58,11 +59,11 @@ pub struct QuantModel {
 }
 
 impl QuantModel {
-    /// Builds the simulation of `plan` on the prepared graph `g`.
+    /// Builds the quantized model of `plan` on the prepared graph `g`.
     pub fn new(g: &Graph, plan: Plan) -> Result<Self> {
         check::check_plan(g, &plan).map_err(Error::Quant)?;
-        let mut sim = g.clone();
-        let index: HashMap<String, usize> = sim
+        let mut dequantized = g.clone();
+        let index: HashMap<String, usize> = dequantized
             .nodes
             .iter()
             .enumerate()
@@ -71,12 +72,12 @@ impl QuantModel {
         for l in &plan.layers {
             let w = dequantize_layer(l)?;
             let key = format!("{}.weight", l.node);
-            let t = sim
+            let t = dequantized
                 .params
                 .get_mut(&key)
                 .ok_or_else(|| Error::MissingParam(key.clone()))?;
             t.data = w;
-            sim.params.insert(
+            dequantized.params.insert(
                 format!("{}.bias", l.node),
                 Tensor {
                     shape: vec![l.bias.len()],
@@ -84,49 +85,43 @@ impl QuantModel {
                 },
             );
             if let Some(&i) = index.get(&l.node) {
-                match &mut sim.nodes[i].op {
+                match &mut dequantized.nodes[i].op {
                     crate::graph::Op::Conv2d(c) => c.bias = true,
                     crate::graph::Op::Linear(li) => li.bias = true,
                     _ => {}
                 }
             }
         }
-        sim.validate()?;
+        dequantized.validate()?;
         let acts = plan
             .acts
             .iter()
             .map(|a| (a.value.clone(), a.clone()))
             .collect();
         let int = (plan.config.protocol == Protocol::Deploy)
-            .then(|| IntModel::new(&sim, &plan).map_err(|e| e.to_string()));
+            .then(|| IntModel::new(&dequantized, &plan).map_err(|e| e.to_string()));
         Ok(QuantModel {
             plan,
-            sim,
+            dequantized,
             acts,
             int,
         })
     }
 
-    /// Runs the model on the CPU: `deploy` plans on the integer kernels (or, with
-    /// `Exec::Sim`, their exact simulation), `paper` plans as fake quantization.
-    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
-        self.forward_exec(x, None)
-    }
-
-    /// [`forward`](Self::forward) with an explicit execution mode; `None`: the default
-    /// (integer for `deploy`, fake quantization for `paper`).
-    pub fn forward_exec(&self, x: Tensor, exec: Option<Exec>) -> Result<Tensor> {
-        match (&self.int, exec) {
-            (Some(Ok(m)), e) => m.forward(&x, e.unwrap_or(Exec::Int)),
-            (Some(Err(why)), Some(_)) | (Some(Err(why)), None) => Err(Error::Engine(format!(
-                "the integer kernels cannot run this plan: {why}"
-            ))),
-            (None, Some(_)) => Err(Error::Usage(
-                "--exec applies to deploy-protocol models; paper models run as fake quantization"
-                    .into(),
-            )),
-            (None, None) => engine::run(&self.sim, x, &mut FakeQuant { acts: &self.acts }),
-        }
+    /// The model as the engine runs it, to bind to a backend: `deploy` plans as their
+    /// integer model (integer kernels or their exact simulation), `paper` plans as fake
+    /// quantization on the dequantized graph.
+    pub fn executable(&self) -> Result<Executable<'_>> {
+        Ok(match &self.int {
+            Some(_) => Executable::Integer {
+                dequantized: &self.dequantized,
+                model: self.int_model()?,
+            },
+            None => Executable::FakeQuant {
+                dequantized: &self.dequantized,
+                acts: &self.plan.acts,
+            },
+        })
     }
 
     /// The integer model of a `deploy` plan.
@@ -144,11 +139,11 @@ impl QuantModel {
 
     /// The graph structure (weights are the dequantized ones).
     pub fn graph(&self) -> &Graph {
-        &self.sim
+        &self.dequantized
     }
 
     pub fn to_file(&self) -> Result<ModelFile> {
-        let mut structure = self.sim.clone();
+        let mut structure = self.dequantized.clone();
         structure.params.clear();
         let mut f = mfile::graph_to_file(&structure)?;
         f.metadata.insert(mfile::KEY_KIND.into(), "quant".into());
@@ -162,7 +157,7 @@ impl QuantModel {
         f.metadata
             .insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
         for l in &self.plan.layers {
-            let shape = self.sim.param(&l.node, "weight")?.shape.clone();
+            let shape = self.dequantized.param(&l.node, "weight")?.shape.clone();
             put_codes(
                 &mut f,
                 &format!("{}.weight", l.node),
@@ -257,40 +252,6 @@ impl QuantModel {
     /// Bytes of weight data as stored (codes, scales, zero points, bit-widths, biases).
     pub fn weight_bytes(&self) -> Result<usize> {
         Ok(self.to_file()?.tensors.values().map(|t| t.byte_len()).sum())
-    }
-}
-
-/// Fake-quantizes values at the activation quantization points.
-struct FakeQuant<'a> {
-    acts: &'a BTreeMap<String, ActQuant>,
-}
-
-fn fake_quant(a: &ActQuant, x: &mut Tensor) {
-    use rayon::prelude::*;
-    let c = if a.per_channel { a.params.len() } else { 1 };
-    let n = x.shape[0].max(1);
-    let per = (x.numel() / (n * c).max(1)).max(1);
-    x.data
-        .par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let p = &a.params[i % c];
-            chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
-        });
-}
-
-impl Hook for FakeQuant<'_> {
-    fn input(&mut self, x: &mut Tensor) -> Result<()> {
-        if let Some(a) = self.acts.get(Graph::INPUT) {
-            fake_quant(a, x);
-        }
-        Ok(())
-    }
-    fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
-        if let Some(a) = self.acts.get(&node.name) {
-            fake_quant(a, x);
-        }
-        Ok(())
     }
 }
 

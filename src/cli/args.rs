@@ -335,7 +335,7 @@ pub struct RunArgs {
 fn parse_exec(s: &str) -> Result<Exec, String> {
     match s {
         "int" => Ok(Exec::Int),
-        "sim" => Ok(Exec::Sim),
+        "sim" => Ok(Exec::Exact),
         _ => Err("exec must be int or sim".into()),
     }
 }

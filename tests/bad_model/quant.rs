@@ -8,8 +8,8 @@ use assert_cmd::Command;
 use ptq4::engine::Backend;
 use ptq4::graph::{Graph, Op};
 use ptq4::io::model::{save_graph, Data, ModelFile};
-use ptq4::model::LoadedModel;
-use ptq4::pipeline::{quantize, Prepared, StatsSource};
+use ptq4::model::{Fp32Model, LoadedModel};
+use ptq4::pipeline::{quantize, StatsSource};
 use ptq4::qmodel::{QuantModel, KEY_PLAN};
 use ptq4::quant::config::{Protocol, QuantConfig};
 
@@ -18,7 +18,7 @@ use crate::common::node;
 
 /// W4A8, every layer at 4 bits, data-free statistics.
 fn quantized(g: Graph, protocol: Protocol) -> ptq4::Result<QuantModel> {
-    let m = Prepared::new(g)?;
+    let m = Fp32Model::new(g)?;
     let cfg = QuantConfig {
         keep_8bit: Some(vec![]),
         ..QuantConfig::baseline(4, 8, protocol)
