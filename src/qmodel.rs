@@ -1,51 +1,26 @@
-//! A quantized model: the prepared graph plus its [`Plan`], stored as one safetensors file
-//! of codes, and run as a simulation on the CPU engine.
+//! The quantized model: a [`Plan`] (per-channel codes, quantizers, corrected biases,
+//! activation quantizers) on its prepared graph, with the graph's weights dequantized for
+//! the `paper` fake quantization and, for `deploy` plans, the integer model. It is run by
+//! binding [`QuantModel::executable`] to a backend, and stored as a quantized model file
+//! ([`crate::io::qfile`]: its layout and the checks on read).
 //!
-//! File layout (metadata `ptq4.kind = quant`): the prepared graph and preprocessing as for
-//! FP32 models; `ptq4.plan` = JSON of the configuration, statistics source, kept layers,
-//! per-layer info and activation quantizers. Tensors per conv/linear node `L`:
-//! `L.weight.codes` (U8, channel by channel: channels of ≤ 4 bits as 4-bit codes two per
-//! byte, low nibble first; wider channels one code per byte), `L.weight.scale` (F32, per output channel),
-//! `L.weight.zero` (I32), `L.weight.bits` (U8), `L.bias` (F32, bias correction included),
-//! and `L.weight2.*` for the second tensor of a dual layer. No f32 weights are stored.
-//!
-//! Simulation: weights are dequantized once; at every activation quantization point the
-//! value is fake-quantized (quantize, then dequantize) after the producing node.
-//!
-//! Every model is checked ([`check::check_plan`]) when it is built and when it is read, and
+//! Every model is checked ([`qfile::check_plan`]) when it is built and when it is read, and
 //! [`QuantModel::save`] parses its own bytes back with the loader `eval` uses before the
 //! file is put in place, so no file is written that cannot be read back.
 
-mod check;
-mod codes;
-
-use codes::{graph_structure, put_codes, take_codes, weight_shape};
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
-use serde::{Deserialize, Serialize};
 
 use crate::engine::exec::int_model::IntModel;
 use crate::engine::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::io::model::{self as mfile, ModelFile, RawTensor};
-use crate::quant::config::{Protocol, QuantConfig};
-use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
+use crate::io::model::{self as mfile, ModelFile};
+use crate::io::qfile;
+use crate::quant::config::Protocol;
+use crate::quant::plan::{dequantize_layer, ActQuant, Plan};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
-
-pub const KEY_PLAN: &str = "ptq4.plan";
-
-#[derive(Serialize, Deserialize)]
-struct PlanMeta {
-    config: QuantConfig,
-    source: String,
-    kept_8bit: Vec<String>,
-    layers: Vec<LayerInfo>,
-    acts: Vec<ActQuant>,
-}
 
 pub struct QuantModel {
     pub plan: Plan,
@@ -59,9 +34,10 @@ pub struct QuantModel {
 }
 
 impl QuantModel {
-    /// Builds the quantized model of `plan` on the prepared graph `g`.
+    /// Builds the quantized model of `plan` on the prepared graph `g` (with its FP32
+    /// weights, or only its structure as read from a file: the weights come from the codes).
     pub fn new(g: &Graph, plan: Plan) -> Result<Self> {
-        check::check_plan(g, &plan).map_err(Error::Quant)?;
+        qfile::check_plan(g, &plan).map_err(Error::Quant)?;
         let mut dequantized = g.clone();
         let index: HashMap<String, usize> = dequantized
             .nodes
@@ -71,12 +47,14 @@ impl QuantModel {
             .collect();
         for l in &plan.layers {
             let w = dequantize_layer(l)?;
-            let key = format!("{}.weight", l.node);
-            let t = dequantized
+            let i = index[&l.node];
+            let shape = dequantized.nodes[i]
+                .op
+                .weight_shape()
+                .ok_or_else(|| Error::MissingParam(format!("{}.weight", l.node)))?;
+            dequantized
                 .params
-                .get_mut(&key)
-                .ok_or_else(|| Error::MissingParam(key.clone()))?;
-            t.data = w;
+                .insert(format!("{}.weight", l.node), Tensor { shape, data: w });
             dequantized.params.insert(
                 format!("{}.bias", l.node),
                 Tensor {
@@ -84,12 +62,10 @@ impl QuantModel {
                     data: l.bias.clone(),
                 },
             );
-            if let Some(&i) = index.get(&l.node) {
-                match &mut dequantized.nodes[i].op {
-                    crate::graph::Op::Conv2d(c) => c.bias = true,
-                    crate::graph::Op::Linear(li) => li.bias = true,
-                    _ => {}
-                }
+            match &mut dequantized.nodes[i].op {
+                crate::graph::Op::Conv2d(c) => c.bias = true,
+                crate::graph::Op::Linear(li) => li.bias = true,
+                _ => {}
             }
         }
         dequantized.validate()?;
@@ -142,38 +118,9 @@ impl QuantModel {
         &self.dequantized
     }
 
+    /// The quantized model file ([`qfile`] layout).
     pub fn to_file(&self) -> Result<ModelFile> {
-        let mut structure = self.dequantized.clone();
-        structure.params.clear();
-        let mut f = mfile::graph_to_file(&structure)?;
-        f.metadata.insert(mfile::KEY_KIND.into(), "quant".into());
-        let meta = PlanMeta {
-            config: self.plan.config.clone(),
-            source: self.plan.source.clone(),
-            kept_8bit: self.plan.kept_8bit.clone(),
-            layers: self.plan.layers.iter().map(|l| l.info.clone()).collect(),
-            acts: self.plan.acts.clone(),
-        };
-        f.metadata
-            .insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
-        for l in &self.plan.layers {
-            let shape = self.dequantized.param(&l.node, "weight")?.shape.clone();
-            put_codes(
-                &mut f,
-                &format!("{}.weight", l.node),
-                &shape,
-                &l.params,
-                &l.codes,
-            )?;
-            if let Some((p2, c2)) = &l.second {
-                put_codes(&mut f, &format!("{}.weight2", l.node), &shape, p2, c2)?;
-            }
-            f.tensors.insert(
-                format!("{}.bias", l.node),
-                RawTensor::f32(vec![l.bias.len()], l.bias.clone()),
-            );
-        }
-        Ok(f)
+        qfile::to_file(&self.dequantized, &self.plan)
     }
 
     /// Writes the model atomically, after parsing the bytes back with the loader `eval`
@@ -199,54 +146,10 @@ impl QuantModel {
         mfile::write_atomic(path, &bytes)
     }
 
-    /// Loads a quantized model file (already read).
+    /// Loads a quantized model file (already read; `path` names it in errors).
     pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let meta: PlanMeta =
-            serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
-                .map_err(|e| err(format!("plan metadata: {e}")))?;
-        // The structure: parameters are rebuilt from codes below.
-        let mut g = graph_structure(f, path)?;
-        let mut layers = Vec::new();
-        for info in meta.layers {
-            let shape = weight_shape(&g, &info.node).map_err(|e| err(e.to_string()))?;
-            let (params, codes) =
-                take_codes(f, &format!("{}.weight", info.node), &shape).map_err(err)?;
-            let second = if info.dual {
-                Some(take_codes(f, &format!("{}.weight2", info.node), &shape).map_err(err)?)
-            } else {
-                None
-            };
-            let bias = f
-                .take_f32(&format!("{}.bias", info.node))
-                .map_err(err)?
-                .data;
-            let cout = shape[0];
-            g.params
-                .insert(format!("{}.weight", info.node), Tensor::zeros(&shape));
-            g.params
-                .insert(format!("{}.bias", info.node), Tensor::zeros(&[cout]));
-            layers.push(LayerQuant {
-                node: info.node.clone(),
-                params,
-                codes,
-                second,
-                bias,
-                info,
-            });
-        }
-        let plan = Plan {
-            config: meta.config,
-            source: meta.source,
-            kept_8bit: meta.kept_8bit,
-            layers,
-            acts: meta.acts,
-        };
-        check::check_plan(&g, &plan).map_err(err)?;
-        QuantModel::new(&g, plan)
+        let (structure, plan) = qfile::from_file(f, path)?;
+        QuantModel::new(&structure, plan)
     }
 
     /// Bytes of weight data as stored (codes, scales, zero points, bit-widths, biases).

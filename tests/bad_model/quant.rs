@@ -8,9 +8,10 @@ use assert_cmd::Command;
 use ptq4::engine::Backend;
 use ptq4::graph::{Graph, Op};
 use ptq4::io::model::{save_graph, Data, ModelFile};
+use ptq4::io::qfile::KEY_PLAN;
 use ptq4::model::{Fp32Model, LoadedModel};
 use ptq4::pipeline::{quantize, StatsSource};
-use ptq4::qmodel::{QuantModel, KEY_PLAN};
+use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{Protocol, QuantConfig};
 
 use super::{assert_names, small_graph};
