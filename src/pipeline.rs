@@ -1,5 +1,6 @@
 //! The quantization pipeline end to end, from an FP32 model prepared once ([`Fp32Model`]):
-//! statistics (images or data-free) → plan → quantized model. The library entry point behind `ptq4 quantize` and `ablate`.
+//! statistics (images or data-free) → plan → quantized model. The library entry point
+//! behind `ptq4 quantize` and `ablate`.
 
 use std::time::Instant;
 

@@ -335,6 +335,7 @@ pub struct RunArgs {
 fn parse_exec(s: &str) -> Result<Exec, String> {
     match s {
         "int" => Ok(Exec::Int),
+        // The flag keeps its word: `sim` is the exact simulation.
         "sim" => Ok(Exec::Exact),
         _ => Err("exec must be int or sim".into()),
     }

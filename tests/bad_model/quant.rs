@@ -67,6 +67,23 @@ fn the_quantized_small_graph_saves_and_loads() {
 }
 
 #[test]
+fn a_quantized_file_reads_as_the_graph_structure_and_the_plan_without_weights() {
+    let q = quantized(small_graph(), Protocol::Deploy).unwrap();
+    let mut f = q.to_file().unwrap();
+    let (g, plan) = ptq4::io::qfile::from_file(&mut f, Path::new("q.safetensors")).unwrap();
+    assert!(g.params.is_empty(), "{:?}", g.params.keys());
+    assert!(
+        f.tensors.is_empty(),
+        "tensors left unread: {:?}",
+        f.tensors.keys()
+    );
+    assert_eq!(plan, q.plan);
+    assert_eq!(g.nodes, q.dequantized.nodes);
+    let back = QuantModel::new(&g, plan).unwrap();
+    assert_eq!(back.dequantized, q.dequantized);
+}
+
+#[test]
 fn bad_quantizers_codes_and_biases_are_refused_naming_the_tensor() {
     let msg = tampered(|f| f32s(f, "c1.weight.scale")[0] = f32::NAN);
     assert_names(&msg, &["c1.weight", "scale NaN"]);

@@ -2,7 +2,8 @@
 //! arithmetic paths that agree code for code:
 //! - [`Exec::Int`]: the integer kernels of `engine::cpu::int` (packed 4-bit / `i8` weights,
 //!   `u8` activation codes, exact `i32` accumulation);
-//! - [`Exec::Exact`]: the exact float simulation of `engine::exec::exact_cpu` on the plan's codes.
+//! - [`Exec::Exact`]: the exact simulation of `engine::exec::exact_cpu` (float arithmetic
+//!   on the plan's codes).
 //!
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
