@@ -8,7 +8,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ptq4::engine::Backend;
 use ptq4::io::dataset::Dataset;
-use ptq4::pipeline::{quantize, Prepared, StatsSource};
+use ptq4::model::Fp32Model;
+use ptq4::pipeline::{quantize, StatsSource};
 use ptq4::quant::config::QuantConfig;
 
 fn fetched(name: &str) -> Option<std::path::PathBuf> {
@@ -24,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let Ok(raw) = ptq4::io::model::load_graph(&model) else {
         return;
     };
-    let Ok(m) = Prepared::new(raw) else { return };
+    let Ok(m) = Fp32Model::new(raw) else { return };
     let Ok(data) = Dataset::open(&photos) else {
         return;
     };

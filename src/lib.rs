@@ -3,12 +3,15 @@
 //! The pipeline (see the README's ARCHITECTURE section):
 //!
 //! ```text
-//! fetch / import → Model (graph IR + f32 weights, one .safetensors file)
-//! prepare        → fold BatchNorm, fuse ReLU/ReLU6 (half-range outputs)
+//! fetch / import → model file (graph IR + f32 weights, one .safetensors file)
+//! load, prepare  → model::Fp32Model: fold BatchNorm, fuse ReLU/ReLU6 (once per command)
 //! calibrate      → per-channel activation statistics (images, or data-free from BatchNorm)
 //! plan           → bits per channel, clip ranges, bias correction, dual tensors
-//! quantize       → QuantModel: packed integer codes + scales + zero points + the plan
-//! evaluate       → FP32 vs simulated vs integer execution: accuracy, agreement, KL, images/s
+//! quantize       → QuantModel: packed integer codes + scales + zero points + the plan,
+//!                  saved as a quantized model file (io::qfile)
+//! evaluate       → a loaded model bound to a backend (engine::Backend::bind, the one
+//!                  runnable handle): FP32 vs `paper` fake quantization vs integer kernels
+//!                  (or their exact simulation); accuracy, agreement, KL, images/s
 //! ```
 //!
 //! `quant` is pure math and never touches a device; `engine` executes and never chooses

@@ -1,45 +1,55 @@
-//! A model loaded from a file, whatever its kind: an FP32 graph (prepared for execution:
-//! BatchNorm folded, activations fused), or a quantized model.
+//! The loaded model: a model file ([`ModelFile`], the bytes on disk) read into memory,
+//! whatever its kind: an FP32 model ([`Fp32Model`]: the graph as stored and prepared for
+//! execution), or a quantized model ([`QuantModel`]). Either is bound to a backend for
+//! running through [`LoadedModel::executable`] and [`Backend::bind`](crate::engine::Backend::bind).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::engine::device::GpuContext;
-use crate::engine::exec::int_gpu::GpuIntModel;
-use crate::engine::exec::int_model::Exec;
-use crate::engine::exec::GpuGraph;
-use crate::engine::{self, Backend};
-use crate::error::Error;
+use crate::engine::Executable;
 use crate::error::Result;
-use crate::eval::Model;
-use crate::graph::{passes, Graph, Op, Preprocess};
+use crate::graph::{passes, Graph, Op};
 use crate::io::model::{self as mfile, ModelFile, KEY_KIND};
 use crate::qmodel::QuantModel;
-use crate::tensor::Tensor;
+
+/// An FP32 model, prepared once per command: what quantization starts from and what FP32
+/// evaluation runs.
+pub struct Fp32Model {
+    /// As stored in the file (BatchNorms unfolded: the data-free statistics read them).
+    pub stored: Graph,
+    /// BatchNorm folded, activations fused ([`passes::prepare`]), ready to run.
+    pub prepared: Graph,
+}
+
+impl Fp32Model {
+    /// Prepares `stored`.
+    pub fn new(stored: Graph) -> Result<Self> {
+        let mut prepared = stored.clone();
+        passes::prepare(&mut prepared)?;
+        Ok(Fp32Model { stored, prepared })
+    }
+}
 
 pub enum LoadedModel {
-    Fp32 {
-        /// As stored in the file.
-        stored: Graph,
-        /// Folded and fused, ready to run.
-        prepared: Graph,
-    },
+    Fp32(Fp32Model),
     Quant(QuantModel),
 }
 
 impl LoadedModel {
+    /// Reads and loads the model file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut f = ModelFile::read(path)?;
+        Self::from_file(&mut ModelFile::read(path)?, path)
+    }
+
+    /// Loads a model file already read (`path` names it in errors), by its kind.
+    pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<Self> {
         match f.meta(KEY_KIND) {
-            Some("fp32") | None => {
-                let stored = mfile::graph_from_file(&mut f, path)?;
-                let mut prepared = stored.clone();
-                passes::prepare(&mut prepared)?;
-                Ok(LoadedModel::Fp32 { stored, prepared })
-            }
-            Some("quant") => Ok(LoadedModel::Quant(QuantModel::from_file(&mut f, path)?)),
+            Some("fp32") | None => Ok(LoadedModel::Fp32(Fp32Model::new(mfile::graph_from_file(
+                f, path,
+            )?)?)),
+            Some("quant") => Ok(LoadedModel::Quant(QuantModel::from_file(f, path)?)),
             Some(k) => Err(crate::Error::ModelFile {
                 path: path.to_path_buf(),
                 msg: format!("unknown model kind {k}"),
@@ -47,25 +57,28 @@ impl LoadedModel {
         }
     }
 
+    /// The graph that runs: the prepared FP32 graph, or the quantized model's graph with
+    /// dequantized weights.
     pub fn graph(&self) -> &Graph {
         match self {
-            LoadedModel::Fp32 { prepared, .. } => prepared,
+            LoadedModel::Fp32(m) => &m.prepared,
             LoadedModel::Quant(q) => q.graph(),
         }
     }
 
+    /// The graph as the file describes it (for a quantized model, its prepared graph).
     fn stored(&self) -> &Graph {
         match self {
-            LoadedModel::Fp32 { stored, .. } => stored,
+            LoadedModel::Fp32(m) => &m.stored,
             LoadedModel::Quant(q) => q.graph(),
         }
     }
 
-    /// The FP32 graph as stored, for quantization.
-    pub fn fp32(&self) -> Option<&Graph> {
+    /// The model as the engine runs it, to bind to a backend.
+    pub fn executable(&self) -> Result<Executable<'_>> {
         match self {
-            LoadedModel::Fp32 { stored, .. } => Some(stored),
-            LoadedModel::Quant(_) => None,
+            LoadedModel::Fp32(m) => Ok(Executable::Fp32(&m.prepared)),
+            LoadedModel::Quant(q) => q.executable(),
         }
     }
 
@@ -164,118 +177,5 @@ impl LoadedModel {
             g.param_count()
         );
         Ok(s)
-    }
-}
-
-impl Model for LoadedModel {
-    fn name(&self) -> &str {
-        &self.graph().name
-    }
-    fn preprocess(&self) -> &Preprocess {
-        &self.graph().preprocess
-    }
-    fn forward(&self, x: Tensor) -> Result<Tensor> {
-        match self {
-            LoadedModel::Fp32 { prepared, .. } => engine::forward(prepared, x),
-            LoadedModel::Quant(q) => q.forward(x),
-        }
-    }
-    fn backend(&self) -> String {
-        match self {
-            LoadedModel::Fp32 { .. } => "cpu".into(),
-            LoadedModel::Quant(_) => "cpu (simulated)".into(),
-        }
-    }
-}
-
-/// What a [`Runner`] runs: an FP32 graph or a quantized model's simulation.
-#[derive(Clone, Copy)]
-pub enum Source<'a> {
-    Fp32(&'a Graph),
-    Quant(&'a QuantModel),
-}
-
-impl<'a> Source<'a> {
-    pub fn of(m: &'a LoadedModel) -> Self {
-        match m {
-            LoadedModel::Fp32 { prepared, .. } => Source::Fp32(prepared),
-            LoadedModel::Quant(q) => Source::Quant(q),
-        }
-    }
-    fn graph(self) -> &'a Graph {
-        match self {
-            Source::Fp32(g) => g,
-            Source::Quant(q) => q.graph(),
-        }
-    }
-}
-
-/// A model bound to a backend: the CPU engine, or the device (FP32 graphs and `paper`
-/// simulations as a [`GpuGraph`]; `deploy` models on the integer kernels or the exact simulation).
-pub struct Runner<'a> {
-    source: Source<'a>,
-    exec: Option<Exec>,
-    gpu: Option<GpuGraph<'a>>,
-    gpu_int: Option<(GpuIntModel<'a>, &'a GpuContext)>,
-    label: String,
-}
-
-impl<'a> Runner<'a> {
-    /// `exec`: for `deploy` models, integer kernels or their exact simulation (default
-    /// integer); other models reject it.
-    pub fn new(source: Source<'a>, backend: &'a Backend, exec: Option<Exec>) -> Result<Self> {
-        let int = match source {
-            Source::Quant(q) if q.int.is_some() => Some(q.int_model()?),
-            _ => None,
-        };
-        if exec.is_some() && int.is_none() {
-            return Err(Error::Usage(
-                "--exec applies to deploy-protocol quantized models".into(),
-            ));
-        }
-        let mode = match (int.is_some(), exec.unwrap_or(Exec::Int)) {
-            (true, Exec::Int) => " (integer)",
-            (true, Exec::Sim) => " (exact simulation)",
-            (false, _) if matches!(source, Source::Quant(_)) => " (simulated)",
-            (false, _) => "",
-        };
-        let (mut gpu, mut gpu_int) = (None, None);
-        if let Backend::Gpu(ctx) = backend {
-            match int {
-                Some(m) => gpu_int = Some((m.upload_for(ctx, exec.unwrap_or(Exec::Int))?, &**ctx)),
-                None => gpu = Some(GpuGraph::new(ctx, source.graph())?),
-            }
-        }
-        let label = format!("{}{mode}", backend.describe());
-        Ok(Runner {
-            source,
-            exec,
-            gpu,
-            gpu_int,
-            label,
-        })
-    }
-}
-
-impl Model for Runner<'_> {
-    fn name(&self) -> &str {
-        &self.source.graph().name
-    }
-    fn preprocess(&self) -> &Preprocess {
-        &self.source.graph().preprocess
-    }
-    fn forward(&self, x: Tensor) -> Result<Tensor> {
-        if let Some((m, ctx)) = &self.gpu_int {
-            return m.forward(ctx, &x, self.exec.unwrap_or(Exec::Int));
-        }
-        match (&self.gpu, self.source) {
-            (None, Source::Fp32(g)) => engine::forward(g, x),
-            (None, Source::Quant(q)) => q.forward_exec(x, self.exec),
-            (Some(g), Source::Fp32(_)) => g.forward(&x),
-            (Some(g), Source::Quant(q)) => g.forward_fake_quant(&x, &q.plan.acts),
-        }
-    }
-    fn backend(&self) -> String {
-        self.label.clone()
     }
 }

@@ -1,13 +1,15 @@
-//! The quantization pipeline end to end: prepare → statistics (images or data-free) →
-//! plan → quantized model. The library entry point behind `ptq4 quantize` and `ablate`.
+//! The quantization pipeline end to end, from an FP32 model prepared once ([`Fp32Model`]):
+//! statistics (images or data-free) → plan → quantized model. The library entry point
+//! behind `ptq4 quantize` and `ablate`.
 
 use std::time::Instant;
 
 use crate::calib::{self, Calibration};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::graph::{passes, Graph, Op};
+use crate::graph::{Graph, Op};
 use crate::io::dataset::Dataset;
+use crate::model::Fp32Model;
 use crate::qmodel::QuantModel;
 use crate::quant::config::{quant_points, QuantConfig};
 use crate::quant::plan::make_plan;
@@ -24,20 +26,6 @@ pub enum StatsSource<'a> {
     },
     /// BatchNorm statistics and moment propagation (docs/METHOD.md §6).
     DataFree,
-}
-
-/// The FP32 model, stored and prepared.
-pub struct Prepared {
-    pub raw: Graph,
-    pub graph: Graph,
-}
-
-impl Prepared {
-    pub fn new(raw: Graph) -> Result<Self> {
-        let mut graph = raw.clone();
-        passes::prepare(&mut graph)?;
-        Ok(Prepared { raw, graph })
-    }
 }
 
 /// Refuses, before any work, a prepared graph that a quantized file cannot hold: a
@@ -60,14 +48,14 @@ pub fn check_quantizable(g: &Graph) -> Result<()> {
 
 /// Statistics for the quantization points `cfg` implies.
 pub fn statistics(
-    m: &Prepared,
+    m: &Fp32Model,
     cfg: &QuantConfig,
     src: StatsSource,
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
-    check_quantizable(&m.graph)?;
-    let points = quant_points(&m.graph, cfg);
+    check_quantizable(&m.prepared)?;
+    let points = quant_points(&m.prepared, cfg);
     match src {
         StatsSource::Images {
             data,
@@ -75,20 +63,27 @@ pub fn statistics(
             views,
             batch,
         } => {
-            let inputs = calib::CalibInputs::new(&m.graph, data, views, n, batch)?;
-            calib::calibrate_batches(&m.graph, &points, &inputs, backend, progress)
+            let inputs = calib::CalibInputs::new(&m.prepared, data, views, n, batch)?;
+            calib::calibrate_batches(&m.prepared, &points, &inputs, backend, progress)
         }
-        StatsSource::DataFree => calib::data_free(&m.raw, &m.graph, &points),
+        StatsSource::DataFree => calib::data_free(&m.stored, &m.prepared, &points),
     }
 }
 
 /// Plans and builds the quantized model from statistics. A `deploy` plan the integer
 /// kernels cannot run is refused here, naming the node.
-pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
-    check_quantizable(&m.graph)?;
-    let points = quant_points(&m.graph, cfg);
-    let plan = make_plan(&m.graph, cfg, &points, &cal.stats, &cal.means, &cal.source)?;
-    let q = QuantModel::new(&m.graph, plan)?;
+pub fn quantize_with(m: &Fp32Model, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
+    check_quantizable(&m.prepared)?;
+    let points = quant_points(&m.prepared, cfg);
+    let plan = make_plan(
+        &m.prepared,
+        cfg,
+        &points,
+        &cal.stats,
+        &cal.means,
+        &cal.source,
+    )?;
+    let q = QuantModel::new(&m.prepared, plan)?;
     if let Some(Err(why)) = &q.int {
         return Err(Error::Quant(format!(
             "--protocol deploy: the integer kernels cannot run this model: {why}; \
@@ -101,7 +96,7 @@ pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Resu
 /// Statistics, plan and model in one call; returns the model and the seconds it took
 /// (excluding model loading).
 pub fn quantize(
-    m: &Prepared,
+    m: &Fp32Model,
     cfg: &QuantConfig,
     src: StatsSource,
     backend: &Backend,

@@ -1,56 +1,32 @@
-//! A quantized model: the prepared graph plus its [`Plan`], stored as one safetensors file
-//! of codes, and run as a simulation on the CPU engine.
+//! The quantized model: a [`Plan`] (per-channel codes, quantizers, corrected biases,
+//! activation quantizers) on its prepared graph, with the graph's weights dequantized for
+//! the `paper` fake quantization and, for `deploy` plans, the integer model. It is run by
+//! binding [`QuantModel::executable`] to a backend, and stored as a quantized model file
+//! ([`crate::io::qfile`]: its layout and the checks on read).
 //!
-//! File layout (metadata `ptq4.kind = quant`): the prepared graph and preprocessing as for
-//! FP32 models; `ptq4.plan` = JSON of the configuration, statistics source, kept layers,
-//! per-layer info and activation quantizers. Tensors per conv/linear node `L`:
-//! `L.weight.codes` (U8, channel by channel: channels of ≤ 4 bits as 4-bit codes two per
-//! byte, low nibble first; wider channels one code per byte), `L.weight.scale` (F32, per output channel),
-//! `L.weight.zero` (I32), `L.weight.bits` (U8), `L.bias` (F32, bias correction included),
-//! and `L.weight2.*` for the second tensor of a dual layer. No f32 weights are stored.
-//!
-//! Simulation: weights are dequantized once; at every activation quantization point the
-//! value is fake-quantized (quantize, then dequantize) after the producing node.
-//!
-//! Every model is checked ([`check::check_plan`]) when it is built and when it is read, and
+//! Every model is checked ([`qfile::check_plan`]) when it is built and when it is read, and
 //! [`QuantModel::save`] parses its own bytes back with the loader `eval` uses before the
 //! file is put in place, so no file is written that cannot be read back.
-
-mod check;
-mod codes;
-
-use codes::{graph_structure, put_codes, take_codes, weight_shape};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use crate::engine::exec::int_model::{Exec, IntModel};
-use crate::engine::{self, Hook};
+use crate::engine::exec::int_model::IntModel;
+use crate::engine::Executable;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node};
-use crate::io::model::{self as mfile, ModelFile, RawTensor};
-use crate::quant::config::{Protocol, QuantConfig};
-use crate::quant::plan::{dequantize_layer, ActQuant, LayerInfo, LayerQuant, Plan};
+use crate::graph::Graph;
+use crate::io::model::{self as mfile, ModelFile};
+use crate::io::qfile;
+use crate::quant::config::Protocol;
+use crate::quant::plan::{dequantize_layer, ActQuant, Plan};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
-pub const KEY_PLAN: &str = "ptq4.plan";
-
-#[derive(Serialize, Deserialize)]
-struct PlanMeta {
-    config: QuantConfig,
-    source: String,
-    kept_8bit: Vec<String>,
-    layers: Vec<LayerInfo>,
-    acts: Vec<ActQuant>,
-}
-
 pub struct QuantModel {
     pub plan: Plan,
-    /// The prepared graph with dequantized weights and corrected biases.
-    pub sim: Graph,
+    /// The prepared graph with dequantized weights and corrected biases: what the `paper`
+    /// fake quantization runs, and the structure of the integer model.
+    pub dequantized: Graph,
     acts: BTreeMap<String, ActQuant>,
     /// `deploy` plans: the integer model (and its exact simulation), or why the integer
     /// kernels cannot run this plan.
@@ -58,11 +34,12 @@ pub struct QuantModel {
 }
 
 impl QuantModel {
-    /// Builds the simulation of `plan` on the prepared graph `g`.
+    /// Builds the quantized model of `plan` on the prepared graph `g` (with its FP32
+    /// weights, or only its structure as read from a file: the weights come from the codes).
     pub fn new(g: &Graph, plan: Plan) -> Result<Self> {
-        check::check_plan(g, &plan).map_err(Error::Quant)?;
-        let mut sim = g.clone();
-        let index: HashMap<String, usize> = sim
+        qfile::check_plan(g, &plan).map_err(Error::Quant)?;
+        let mut dequantized = g.clone();
+        let index: HashMap<String, usize> = dequantized
             .nodes
             .iter()
             .enumerate()
@@ -70,63 +47,57 @@ impl QuantModel {
             .collect();
         for l in &plan.layers {
             let w = dequantize_layer(l)?;
-            let key = format!("{}.weight", l.node);
-            let t = sim
+            let i = index[&l.node];
+            let shape = dequantized.nodes[i]
+                .op
+                .weight_shape()
+                .ok_or_else(|| Error::MissingParam(format!("{}.weight", l.node)))?;
+            dequantized
                 .params
-                .get_mut(&key)
-                .ok_or_else(|| Error::MissingParam(key.clone()))?;
-            t.data = w;
-            sim.params.insert(
+                .insert(format!("{}.weight", l.node), Tensor { shape, data: w });
+            dequantized.params.insert(
                 format!("{}.bias", l.node),
                 Tensor {
                     shape: vec![l.bias.len()],
                     data: l.bias.clone(),
                 },
             );
-            if let Some(&i) = index.get(&l.node) {
-                match &mut sim.nodes[i].op {
-                    crate::graph::Op::Conv2d(c) => c.bias = true,
-                    crate::graph::Op::Linear(li) => li.bias = true,
-                    _ => {}
-                }
+            match &mut dequantized.nodes[i].op {
+                crate::graph::Op::Conv2d(c) => c.bias = true,
+                crate::graph::Op::Linear(li) => li.bias = true,
+                _ => {}
             }
         }
-        sim.validate()?;
+        dequantized.validate()?;
         let acts = plan
             .acts
             .iter()
             .map(|a| (a.value.clone(), a.clone()))
             .collect();
         let int = (plan.config.protocol == Protocol::Deploy)
-            .then(|| IntModel::new(&sim, &plan).map_err(|e| e.to_string()));
+            .then(|| IntModel::new(&dequantized, &plan).map_err(|e| e.to_string()));
         Ok(QuantModel {
             plan,
-            sim,
+            dequantized,
             acts,
             int,
         })
     }
 
-    /// Runs the model on the CPU: `deploy` plans on the integer kernels (or, with
-    /// `Exec::Sim`, their exact simulation), `paper` plans as fake quantization.
-    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
-        self.forward_exec(x, None)
-    }
-
-    /// [`forward`](Self::forward) with an explicit execution mode; `None`: the default
-    /// (integer for `deploy`, fake quantization for `paper`).
-    pub fn forward_exec(&self, x: Tensor, exec: Option<Exec>) -> Result<Tensor> {
-        match (&self.int, exec) {
-            (Some(Ok(m)), e) => m.forward(&x, e.unwrap_or(Exec::Int)),
-            (Some(Err(why)), Some(_)) | (Some(Err(why)), None) => Err(Error::Engine(format!(
-                "the integer kernels cannot run this plan: {why}"
-            ))),
-            (None, Some(_)) => Err(Error::Usage(
-                "--exec applies to deploy-protocol models; paper models run as fake quantization"
-                    .into(),
-            )),
-            (None, None) => engine::run(&self.sim, x, &mut FakeQuant { acts: &self.acts }),
-        }
+    /// The model as the engine runs it, to bind to a backend: `deploy` plans as their
+    /// integer model (integer kernels or their exact simulation), `paper` plans as fake
+    /// quantization on the dequantized graph.
+    pub fn executable(&self) -> Result<Executable<'_>> {
+        Ok(match &self.int {
+            Some(_) => Executable::Integer {
+                dequantized: &self.dequantized,
+                model: self.int_model()?,
+            },
+            None => Executable::FakeQuant {
+                dequantized: &self.dequantized,
+                acts: &self.plan.acts,
+            },
+        })
     }
 
     /// The integer model of a `deploy` plan.
@@ -144,41 +115,12 @@ impl QuantModel {
 
     /// The graph structure (weights are the dequantized ones).
     pub fn graph(&self) -> &Graph {
-        &self.sim
+        &self.dequantized
     }
 
+    /// The quantized model file ([`qfile`] layout).
     pub fn to_file(&self) -> Result<ModelFile> {
-        let mut structure = self.sim.clone();
-        structure.params.clear();
-        let mut f = mfile::graph_to_file(&structure)?;
-        f.metadata.insert(mfile::KEY_KIND.into(), "quant".into());
-        let meta = PlanMeta {
-            config: self.plan.config.clone(),
-            source: self.plan.source.clone(),
-            kept_8bit: self.plan.kept_8bit.clone(),
-            layers: self.plan.layers.iter().map(|l| l.info.clone()).collect(),
-            acts: self.plan.acts.clone(),
-        };
-        f.metadata
-            .insert(KEY_PLAN.into(), serde_json::to_string(&meta)?);
-        for l in &self.plan.layers {
-            let shape = self.sim.param(&l.node, "weight")?.shape.clone();
-            put_codes(
-                &mut f,
-                &format!("{}.weight", l.node),
-                &shape,
-                &l.params,
-                &l.codes,
-            )?;
-            if let Some((p2, c2)) = &l.second {
-                put_codes(&mut f, &format!("{}.weight2", l.node), &shape, p2, c2)?;
-            }
-            f.tensors.insert(
-                format!("{}.bias", l.node),
-                RawTensor::f32(vec![l.bias.len()], l.bias.clone()),
-            );
-        }
-        Ok(f)
+        qfile::to_file(&self.dequantized, &self.plan)
     }
 
     /// Writes the model atomically, after parsing the bytes back with the loader `eval`
@@ -204,93 +146,15 @@ impl QuantModel {
         mfile::write_atomic(path, &bytes)
     }
 
-    /// Loads a quantized model file (already read).
+    /// Loads a quantized model file (already read; `path` names it in errors).
     pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let meta: PlanMeta =
-            serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
-                .map_err(|e| err(format!("plan metadata: {e}")))?;
-        // The structure: parameters are rebuilt from codes below.
-        let mut g = graph_structure(f, path)?;
-        let mut layers = Vec::new();
-        for info in meta.layers {
-            let shape = weight_shape(&g, &info.node).map_err(|e| err(e.to_string()))?;
-            let (params, codes) =
-                take_codes(f, &format!("{}.weight", info.node), &shape).map_err(err)?;
-            let second = if info.dual {
-                Some(take_codes(f, &format!("{}.weight2", info.node), &shape).map_err(err)?)
-            } else {
-                None
-            };
-            let bias = f
-                .take_f32(&format!("{}.bias", info.node))
-                .map_err(err)?
-                .data;
-            let cout = shape[0];
-            g.params
-                .insert(format!("{}.weight", info.node), Tensor::zeros(&shape));
-            g.params
-                .insert(format!("{}.bias", info.node), Tensor::zeros(&[cout]));
-            layers.push(LayerQuant {
-                node: info.node.clone(),
-                params,
-                codes,
-                second,
-                bias,
-                info,
-            });
-        }
-        let plan = Plan {
-            config: meta.config,
-            source: meta.source,
-            kept_8bit: meta.kept_8bit,
-            layers,
-            acts: meta.acts,
-        };
-        check::check_plan(&g, &plan).map_err(err)?;
-        QuantModel::new(&g, plan)
+        let (structure, plan) = qfile::from_file(f, path)?;
+        QuantModel::new(&structure, plan)
     }
 
     /// Bytes of weight data as stored (codes, scales, zero points, bit-widths, biases).
     pub fn weight_bytes(&self) -> Result<usize> {
         Ok(self.to_file()?.tensors.values().map(|t| t.byte_len()).sum())
-    }
-}
-
-/// Fake-quantizes values at the activation quantization points.
-struct FakeQuant<'a> {
-    acts: &'a BTreeMap<String, ActQuant>,
-}
-
-fn fake_quant(a: &ActQuant, x: &mut Tensor) {
-    use rayon::prelude::*;
-    let c = if a.per_channel { a.params.len() } else { 1 };
-    let n = x.shape[0].max(1);
-    let per = (x.numel() / (n * c).max(1)).max(1);
-    x.data
-        .par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let p = &a.params[i % c];
-            chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
-        });
-}
-
-impl Hook for FakeQuant<'_> {
-    fn input(&mut self, x: &mut Tensor) -> Result<()> {
-        if let Some(a) = self.acts.get(Graph::INPUT) {
-            fake_quant(a, x);
-        }
-        Ok(())
-    }
-    fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
-        if let Some(a) = self.acts.get(&node.name) {
-            fake_quant(a, x);
-        }
-        Ok(())
     }
 }
 

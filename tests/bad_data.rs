@@ -10,7 +10,8 @@ use image::{Rgb, RgbImage};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
 use ptq4::calib::CalibInputs;
-use ptq4::eval::{evaluate, EvalOptions, Model};
+use ptq4::engine::Forward;
+use ptq4::eval::{evaluate, EvalOptions};
 use ptq4::graph::{Graph, Preprocess};
 use ptq4::io::dataset::Dataset;
 use ptq4::io::preprocess::{
@@ -208,7 +209,7 @@ struct Fixed {
     classes: usize,
 }
 
-impl Model for Fixed {
+impl Forward for Fixed {
     fn name(&self) -> &str {
         "fixed-net"
     }
@@ -218,7 +219,7 @@ impl Model for Fixed {
     fn forward(&self, x: Tensor) -> Result<Tensor> {
         Ok(Tensor::zeros(&[x.shape[0], self.classes]))
     }
-    fn backend(&self) -> String {
+    fn describe(&self) -> String {
         "test".into()
     }
 }

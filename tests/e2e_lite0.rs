@@ -4,7 +4,7 @@
 
 mod common;
 
-use ptq4::engine;
+use ptq4::engine::{self, Backend};
 use ptq4::eval::{evaluate, EvalOptions};
 use ptq4::graph::passes;
 use ptq4::io::dataset::Dataset;
@@ -27,7 +27,8 @@ fn lite0_fp32_on_labelled_images() {
     };
     let m = LoadedModel::load(&model).unwrap();
     let d = Dataset::open(&data).unwrap();
-    let r = evaluate(&m, None, &d, &EvalOptions::default()).unwrap();
+    let cpu = Backend::Cpu.bind(m.executable().unwrap(), None).unwrap();
+    let r = evaluate(&cpu, None, &d, &EvalOptions::default()).unwrap();
     assert_eq!(r.n, 20);
     let top1 = r.top1.unwrap();
     assert!(top1 >= 0.85, "top-1 {top1} < 17/20");

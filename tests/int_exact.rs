@@ -124,7 +124,7 @@ fn random_deploy_plan_int_equals_sim_on_small_graph() {
             data: rand_t(&[2 * 3 * 10 * 12], &mut seed).data,
         };
         let a = m.forward(&x, Exec::Int).unwrap();
-        let b = m.forward(&x, Exec::Sim).unwrap();
+        let b = m.forward(&x, Exec::Exact).unwrap();
         assert_eq!(a.shape, vec![2, 5]);
         assert_eq!(a.data, b.data, "seed {seed0}");
         // Every instruction set, on the batch (image-parallel) and on one image (kernels
@@ -169,7 +169,7 @@ fn lite0_deploy_w4a4_int_equals_sim_cpu() {
     let a = m.forward(&x, Exec::Int).unwrap();
     let ti = t.elapsed();
     let t = std::time::Instant::now();
-    let b = m.forward(&x, Exec::Sim).unwrap();
+    let b = m.forward(&x, Exec::Exact).unwrap();
     let ts = t.elapsed();
     let (ha, hb) = (
         ptq4::eval::metrics::logits_sha256(&a.data),

@@ -12,7 +12,8 @@ use ptq4::calib::{self, Calibration};
 use ptq4::engine::Backend;
 use ptq4::eval::ablate::{Ablation, Row};
 use ptq4::graph::{Activation, Graph, Linear, Op, Preprocess};
-use ptq4::pipeline::{self, Prepared};
+use ptq4::model::Fp32Model;
+use ptq4::pipeline;
 use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::report::{render, ReportInput};
@@ -80,18 +81,18 @@ fn tiny() -> Graph {
 
 /// The tiny model quantized W4A4 with statistics from random images or data-free.
 fn quantized(protocol: Protocol, data_free: bool) -> (QuantModel, Calibration) {
-    let m = Prepared::new(tiny()).unwrap();
+    let m = Fp32Model::new(tiny()).unwrap();
     let cfg = QuantConfig {
         protocol,
         ..QuantConfig::default()
     };
-    let points = quant_points(&m.graph, &cfg);
+    let points = quant_points(&m.prepared, &cfg);
     let cal = if data_free {
-        calib::data_free(&m.raw, &m.graph, &points).unwrap()
+        calib::data_free(&m.stored, &m.prepared, &points).unwrap()
     } else {
         let seed = &mut 11u64;
         let batches: Vec<Tensor> = (0..3).map(|_| rand(&[4, 3, 16, 16], seed)).collect();
-        calib::calibrate_batches(&m.graph, &points, &batches, &Backend::Cpu, false).unwrap()
+        calib::calibrate_batches(&m.prepared, &points, &batches, &Backend::Cpu, false).unwrap()
     };
     (pipeline::quantize_with(&m, &cfg, &cal).unwrap(), cal)
 }

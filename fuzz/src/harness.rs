@@ -7,8 +7,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use ptq4::graph::{passes, Preprocess};
-use ptq4::io::model::{graph_from_file, ModelFile, KEY_KIND};
+use ptq4::graph::Preprocess;
+use ptq4::io::model::ModelFile;
 use ptq4::io::{pickle, preprocess};
 use ptq4::model::LoadedModel;
 use ptq4::qmodel::QuantModel;
@@ -21,29 +21,19 @@ const PATH: &str = "fuzz-input";
 pub const IMAGE_MAX_ALLOC: u64 = 64 << 10;
 
 /// A model file as `LoadedModel::load` reads it (from bytes instead of a path): the
-/// safetensors container, the kind, then the FP32 graph (validated and prepared) or the
-/// quantized model; an accepted model is also inspected (`ptq4 inspect`, JSON and text).
+/// safetensors container, then `LoadedModel::from_file`: by its kind, the FP32 graph
+/// (validated and prepared) or the quantized model; an accepted model is also inspected
+/// (`ptq4 inspect`, JSON and text).
 pub fn model(bytes: &[u8]) -> Result<(), String> {
     let path = Path::new(PATH);
     let mut f = ModelFile::from_bytes(bytes)?;
-    let m = match f.meta(KEY_KIND) {
-        Some("fp32") | None => {
-            let stored = graph_from_file(&mut f, path).map_err(|e| e.to_string())?;
-            let mut prepared = stored.clone();
-            passes::prepare(&mut prepared).map_err(|e| e.to_string())?;
-            LoadedModel::Fp32 { stored, prepared }
-        }
-        Some("quant") => {
-            LoadedModel::Quant(QuantModel::from_file(&mut f, path).map_err(|e| e.to_string())?)
-        }
-        Some(k) => return Err(format!("unknown model kind {k}")),
-    };
+    let m = LoadedModel::from_file(&mut f, path).map_err(|e| e.to_string())?;
     inspect(&m)
 }
 
 /// A quantized model file, whatever its `ptq4.kind` says: the container, then
-/// `QuantModel::from_file` (plan, codes, scales, the simulation and, for `deploy` plans, the
-/// integer model), then inspection.
+/// `QuantModel::from_file` (plan, codes, scales, the dequantized graph and, for `deploy`
+/// plans, the integer model), then inspection.
 pub fn qmodel(bytes: &[u8]) -> Result<(), String> {
     let mut f = ModelFile::from_bytes(bytes)?;
     let q = QuantModel::from_file(&mut f, Path::new(PATH)).map_err(|e| e.to_string())?;

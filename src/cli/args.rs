@@ -335,7 +335,8 @@ pub struct RunArgs {
 fn parse_exec(s: &str) -> Result<Exec, String> {
     match s {
         "int" => Ok(Exec::Int),
-        "sim" => Ok(Exec::Sim),
+        // The flag keeps its word: `sim` is the exact simulation.
+        "sim" => Ok(Exec::Exact),
         _ => Err("exec must be int or sim".into()),
     }
 }

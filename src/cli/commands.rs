@@ -8,13 +8,13 @@ use anyhow::Context;
 
 use super::args::*;
 use super::{check_outputs, emit, resolve};
-use crate::engine::{Backend, BackendChoice};
+use crate::engine::{Backend, BackendChoice, Forward};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};
 use crate::io::dataset::Dataset;
 use crate::io::{fetch, model as mfile};
-use crate::model::{LoadedModel, Runner, Source};
-use crate::pipeline::{self, Prepared, StatsSource};
+use crate::model::{Fp32Model, LoadedModel};
+use crate::pipeline::{self, StatsSource};
 use crate::quant::config::{Protocol, QuantConfig};
 
 pub(super) fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
@@ -82,14 +82,14 @@ pub(super) fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
     let data = Dataset::open(&resolve(&a.data)?)?;
     let opts = a.run.options(!a.json);
     let backend = a.run.backend.resolve()?;
-    let runner = Runner::new(Source::of(&model), &backend, a.exec)?;
-    let ref_runner = match &reference {
-        Some(r) => Some(Runner::new(Source::of(r), &backend, None)?),
+    let bound = backend.bind(model.executable()?, a.exec)?;
+    let ref_bound = match &reference {
+        Some(r) => Some(backend.bind(r.executable()?, None)?),
         None => None,
     };
     let report = eval::evaluate(
-        &runner,
-        ref_runner.as_ref().map(|r| r as &dyn eval::Model),
+        &bound,
+        ref_bound.as_ref().map(|r| r as &dyn Forward),
         &data,
         &opts,
     )?;
@@ -150,7 +150,7 @@ pub(super) fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The largest GPU-vs-CPU difference per layer on the first batch (FP32 graphs; for a
-/// quantized model, its simulation graph without fake quantization).
+/// quantized model, its dequantized graph without fake quantization).
 fn compare_backends(
     model: &LoadedModel,
     data: &Dataset,
@@ -164,13 +164,14 @@ fn compare_backends(
     Ok(crate::engine::compare(&ctx, model.graph(), &x)?)
 }
 
-fn load_fp32(name: &str) -> anyhow::Result<Prepared> {
+fn load_fp32(name: &str) -> anyhow::Result<Fp32Model> {
     let path = resolve(name)?;
-    let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let g = m
-        .fp32()
-        .ok_or_else(|| Error::Usage(format!("{name} is already quantized: give an FP32 model")))?;
-    Ok(Prepared::new(g.clone())?)
+    match LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))? {
+        LoadedModel::Fp32(m) => Ok(m),
+        LoadedModel::Quant(_) => {
+            Err(Error::Usage(format!("{name} is already quantized: give an FP32 model")).into())
+        }
+    }
 }
 
 pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
@@ -246,7 +247,7 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         };
         crate::report::write(&input, path)?;
     }
-    let fp32_bytes: usize = m.graph.params.values().map(|t| t.numel() * 4).sum();
+    let fp32_bytes: usize = m.prepared.params.values().map(|t| t.numel() * 4).sum();
     let bytes = q.weight_bytes()?;
     if a.json {
         let out = serde_json::json!({"output": a.output.display().to_string(), "seconds": secs,
@@ -265,11 +266,11 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
 }
 
 /// `--dual K` must not exceed the layers that are quantized below 8 bits.
-fn check_dual(m: &Prepared, cfg: &QuantConfig) -> anyhow::Result<()> {
+fn check_dual(m: &Fp32Model, cfg: &QuantConfig) -> anyhow::Result<()> {
     use crate::graph::Op;
-    let kept = cfg.kept_layers(&m.graph);
+    let kept = cfg.kept_layers(&m.prepared);
     let n = m
-        .graph
+        .prepared
         .nodes
         .iter()
         .filter(|n| matches!(n.op, Op::Conv2d(_) | Op::Linear(_)) && !kept.contains(&n.name))

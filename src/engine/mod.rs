@@ -17,7 +17,8 @@
 //!                          integer           int_cpu.rs    int_gpu.rs
 //!                          exact simulation  exact_cpu.rs  exact_gpu.rs
 //!                        and int_model.rs, the `deploy` plan bound for integer execution
-//! backend.rs             the door: `--backend` resolved once to a [`Backend`]
+//! backend.rs             the door: `--backend` resolved once to a [`Backend`]; a model
+//!                        bound to it ([`Backend::bind`]) is one runnable handle ([`Forward`])
 //! compare.rs, size.rs    diagnostics: CPU vs GPU per layer; bytes of weights in memory
 //! ```
 
@@ -32,6 +33,6 @@ pub mod layout;
 pub mod requant;
 pub mod size;
 
-pub use backend::{Backend, BackendChoice};
+pub use backend::{Backend, BackendChoice, Bound, Executable, Forward};
 pub use compare::{compare, LayerDiff};
 pub use exec::float_cpu::{forward, run, Hook, NoHook};

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{accuracy, agreement};
 use super::run::{collect_logits, EvalOptions};
 use crate::calib::Calibration;
-use crate::engine::Backend;
+use crate::engine::{Backend, Executable};
 use crate::error::Result;
 use crate::io::dataset::Dataset;
-use crate::model::{Runner, Source};
-use crate::pipeline::{self, Prepared};
+use crate::model::Fp32Model;
+use crate::pipeline;
 use crate::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, Q
 /// Runs the ablation. Calibration statistics are gathered once for the union of both
 /// protocols' quantization points and shared by every calibrated row.
 pub fn ablate(
-    m: &Prepared,
+    m: &Fp32Model,
     name: &str,
     calib: &Dataset,
     eval: &Dataset,
@@ -118,7 +118,7 @@ pub fn ablate(
 /// [`ablate`], calling `on_row` with each row as soon as it is measured, and returning the
 /// image calibration too (for a report of the combined method).
 pub fn ablate_with(
-    m: &Prepared,
+    m: &Fp32Model,
     name: &str,
     calib: &Dataset,
     eval: &Dataset,
@@ -131,7 +131,7 @@ pub fn ablate_with(
         classes,
         ..
     } = collect_logits(
-        &Runner::new(Source::Fp32(&m.graph), &o.backend, None)?,
+        &o.backend.bind(Executable::Fp32(&m.prepared), None)?,
         eval,
         &o.eval,
     )?;
@@ -139,7 +139,7 @@ pub fn ablate_with(
     let mut points = Vec::new();
     for &p in &o.protocols {
         let cfg = QuantConfig::baseline(o.wbits, o.abits, p);
-        for pt in quant_points(&m.graph, &cfg) {
+        for pt in quant_points(&m.prepared, &cfg) {
             if union.insert(pt.value.clone()) {
                 points.push(pt);
             }
@@ -147,12 +147,17 @@ pub fn ablate_with(
     }
     let t = Instant::now();
     let inputs =
-        crate::calib::CalibInputs::new(&m.graph, calib, o.eval.views, o.calib_n, o.eval.batch)?;
-    let cal_images =
-        crate::calib::calibrate_batches(&m.graph, &points, &inputs, &o.backend, o.eval.progress)?;
+        crate::calib::CalibInputs::new(&m.prepared, calib, o.eval.views, o.calib_n, o.eval.batch)?;
+    let cal_images = crate::calib::calibrate_batches(
+        &m.prepared,
+        &points,
+        &inputs,
+        &o.backend,
+        o.eval.progress,
+    )?;
     let t_images = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let cal_free = crate::calib::data_free(&m.raw, &m.graph, &points)?;
+    let cal_free = crate::calib::data_free(&m.stored, &m.prepared, &points)?;
     let t_free = t.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for &p in &o.protocols {
@@ -178,12 +183,7 @@ pub fn ablate_with(
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
-            let ql = collect_logits(
-                &Runner::new(Source::Quant(&q), &o.backend, None)?,
-                eval,
-                &o.eval,
-            )?
-            .values;
+            let ql = collect_logits(&o.backend.bind(q.executable()?, None)?, eval, &o.eval)?.values;
             let a = agreement(&ql, &fp, classes);
             let row = Row {
                 protocol: p,
@@ -207,7 +207,8 @@ pub fn ablate_with(
         n_eval: labels.len(),
         views: o.eval.views,
         calibration: cal_images.source.clone(),
-        kept_8bit: QuantConfig::baseline(o.wbits, o.abits, Protocol::Paper).kept_layers(&m.graph),
+        kept_8bit: QuantConfig::baseline(o.wbits, o.abits, Protocol::Paper)
+            .kept_layers(&m.prepared),
         rows,
     };
     Ok((ablation, cal_images))

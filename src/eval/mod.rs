@@ -5,4 +5,4 @@ pub mod ablate;
 pub mod metrics;
 pub mod run;
 
-pub use run::{evaluate, EvalOptions, EvalReport, Model};
+pub use run::{evaluate, EvalOptions, EvalReport};

@@ -1,25 +1,16 @@
 //! One evaluation run: batches of (preprocessed, optionally multi-view) images through a
-//! model, logits kept in dataset order, metrics at the end.
+//! runnable handle ([`Forward`]: a model bound to a backend), logits kept in dataset order,
+//! metrics at the end.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::metrics::{accuracy, agreement, logits_sha256, topk};
+use crate::engine::Forward;
 use crate::error::{Error, Result};
 use crate::graph::Preprocess;
 use crate::io::dataset::Dataset;
-use crate::tensor::Tensor;
-
-/// Anything that maps an input batch to logits.
-pub trait Model: Sync {
-    /// The model's name, for errors about its metadata.
-    fn name(&self) -> &str;
-    fn preprocess(&self) -> &Preprocess;
-    fn forward(&self, x: Tensor) -> Result<Tensor>;
-    /// Where it runs, e.g. `cpu` or `gpu (llvmpipe, Vulkan)`.
-    fn backend(&self) -> String;
-}
 
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
@@ -87,7 +78,7 @@ pub fn batch_cap(pre: &Preprocess, batch: usize) -> usize {
 }
 
 /// Logits of `model` over the dataset, in order, and the seconds spent in `forward`.
-pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> Result<Logits> {
+pub fn collect_logits(model: &dyn Forward, data: &Dataset, opts: &EvalOptions) -> Result<Logits> {
     let total = data
         .len_views(opts.views)
         .min(opts.limit.unwrap_or(usize::MAX));
@@ -129,8 +120,8 @@ pub fn collect_logits(model: &dyn Model, data: &Dataset, opts: &EvalOptions) -> 
 
 /// Evaluates `model` (and, if given, a reference on the same inputs).
 pub fn evaluate(
-    model: &dyn Model,
-    reference: Option<&dyn Model>,
+    model: &dyn Forward,
+    reference: Option<&dyn Forward>,
     data: &Dataset,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
@@ -146,7 +137,7 @@ pub fn evaluate(
         top1: accuracy(&logits, classes, &labels, 1),
         top5: accuracy(&logits, classes, &labels, 5),
         images_per_s: n as f64 / secs.max(1e-9),
-        backend: model.backend(),
+        backend: model.describe(),
         views: opts.views,
         predictions: logits.chunks(classes).map(|r| topk(r, 1)[0]).collect(),
         logits_sha256: logits_sha256(&logits),

@@ -140,6 +140,16 @@ impl Graph {
     /// Checks names, topological order, parameter presence and shapes, and returns the
     /// per-sample shape of every value. A bad model fails here, before any compute.
     pub fn validate(&self) -> Result<HashMap<String, Vec<usize>>> {
+        self.validate_with(true)
+    }
+
+    /// [`validate`](Self::validate) without parameters: the structure alone (a quantized
+    /// file's graph, whose weights come from its codes).
+    pub fn validate_structure(&self) -> Result<HashMap<String, Vec<usize>>> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, params: bool) -> Result<HashMap<String, Vec<usize>>> {
         if self.nodes.len() > limits::MAX_NODES {
             return Err(Error::Graph(format!(
                 "{} nodes; at most {} are supported",
@@ -173,7 +183,7 @@ impl Graph {
                 self.output
             )));
         }
-        shape::infer(self)
+        shape::infer(self, params)
     }
 
     /// Checks parameter values of a loaded FP32 graph: every value finite, BatchNorm

@@ -164,6 +164,16 @@ impl Op {
             _ => &[],
         }
     }
+
+    /// The weight shape of a conv (`[out, in / groups, kh, kw]`) or linear (`[out, in]`)
+    /// layer; `None` for other ops.
+    pub fn weight_shape(&self) -> Option<Vec<usize>> {
+        match self {
+            Op::Conv2d(c) => Some(c.weight_shape()),
+            Op::Linear(l) => Some(vec![l.out_features, l.in_features]),
+            _ => None,
+        }
+    }
 }
 
 /// Output length of a sliding window; `None` when the (dilated) window exceeds the padded

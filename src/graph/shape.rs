@@ -108,7 +108,15 @@ fn chw(node: &Node, s: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
-pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
+/// Per-sample shapes of every value; `params`: also check parameter presence and shapes.
+pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize>>> {
+    let expect_param = |node: &Node, param: &str, expected: Vec<usize>| {
+        if params {
+            check_param(g, node, param, expected)
+        } else {
+            Ok(())
+        }
+    };
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
     let [c, h, w] = g.input_shape[..] else {
         return Err(Error::Graph(format!(
@@ -142,9 +150,9 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
                 if ci != c.in_channels {
                     return Err(shape_err(node, vec![c.in_channels, h, w], ins[0].clone()));
                 }
-                check_param(g, node, "weight", c.weight_shape())?;
+                expect_param(node, "weight", c.weight_shape())?;
                 if c.bias {
-                    check_param(g, node, "bias", vec![c.out_channels])?;
+                    expect_param(node, "bias", vec![c.out_channels])?;
                 }
                 let (oh, ow) = c.out_hw(h, w).ok_or_else(|| {
                     Error::Graph(format!(
@@ -160,7 +168,7 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
                     Error::Graph(format!("node {}: input has no channel axis", node.name))
                 })?;
                 for p in ["weight", "bias", "running_mean", "running_var"] {
-                    check_param(g, node, p, vec![c])?;
+                    expect_param(node, p, vec![c])?;
                 }
                 ins[0].clone()
             }
@@ -231,9 +239,9 @@ pub(super) fn infer(g: &Graph) -> Result<HashMap<String, Vec<usize>>> {
                 if f != l.in_features {
                     return Err(shape_err(node, vec![l.in_features], ins[0].clone()));
                 }
-                check_param(g, node, "weight", vec![l.out_features, l.in_features])?;
+                expect_param(node, "weight", vec![l.out_features, l.in_features])?;
                 if l.bias {
-                    check_param(g, node, "bias", vec![l.out_features])?;
+                    expect_param(node, "bias", vec![l.out_features])?;
                 }
                 vec![l.out_features]
             }

@@ -1,6 +1,6 @@
-//! Files in and out: the model file (safetensors + JSON metadata), the legacy torch pickle
-//! reader, image datasets and preprocessing, and fetching models and data from package
-//! registries.
+//! Files in and out: the model file (safetensors + JSON metadata; `qfile`, the quantized
+//! model's layout in it), the legacy torch pickle reader, image datasets and preprocessing,
+//! and fetching models and data from package registries.
 
 pub mod dataset;
 pub mod fetch;
@@ -9,3 +9,4 @@ pub mod jpeg;
 pub mod model;
 pub mod pickle;
 pub mod preprocess;
+pub mod qfile;

@@ -368,10 +368,30 @@ pub fn graph_to_file(g: &Graph) -> Result<ModelFile> {
 /// Rebuilds a graph from a model file, taking its f32 parameters (other tensors stay in
 /// `f`), and validates it.
 pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
-    let err = |msg: String| Error::ModelFile {
+    let mut g = structure_from_file(f, path)?;
+    for n in &g.nodes {
+        for p in n.op.param_names() {
+            let key = format!("{}.{p}", n.name);
+            let t = f.take_f32(&key).map_err(|msg| file_err(path, msg))?;
+            g.params.insert(key, t);
+        }
+    }
+    check_read(&g, path, true)?;
+    g.check_values()?;
+    Ok(g)
+}
+
+fn file_err(path: &Path, msg: String) -> Error {
+    Error::ModelFile {
         path: path.to_path_buf(),
         msg,
-    };
+    }
+}
+
+/// The graph a model file describes, without parameters and not yet validated: format
+/// version, graph and preprocessing metadata. [`check_read`] validates it.
+pub fn structure_from_file(f: &ModelFile, path: &Path) -> Result<Graph> {
+    let err = |msg: String| file_err(path, msg);
     match f.meta(KEY_FORMAT) {
         Some(FORMAT_VERSION) => {}
         Some(v) => {
@@ -393,37 +413,40 @@ pub fn graph_from_file(f: &mut ModelFile, path: &Path) -> Result<Graph> {
             .ok_or_else(|| err("no preprocessing".into()))?,
     )
     .map_err(|e| err(format!("preprocess metadata: {e}")))?;
-    let mut params = BTreeMap::new();
-    for n in &gm.nodes {
-        for p in n.op.param_names() {
-            let key = format!("{}.{p}", n.name);
-            let t = f.take_f32(&key).map_err(err)?;
-            params.insert(key, t);
-        }
-    }
-    preprocess
-        .validate(&gm.name)
-        .map_err(|e| err(e.to_string()))?;
-    let g = Graph {
+    Ok(Graph {
         name: gm.name,
         input_shape: gm.input_shape,
         nodes: gm.nodes,
         output: gm.output,
-        params,
+        params: BTreeMap::new(),
         preprocess,
-    };
-    g.validate()?;
+    })
+}
+
+/// Validates a graph read from a file: its preprocessing, its structure and (`params`) its
+/// parameters' presence and shapes, and a crop that fits the input.
+pub fn check_read(g: &Graph, path: &Path, params: bool) -> Result<()> {
+    g.preprocess
+        .validate(&g.name)
+        .map_err(|e| file_err(path, e.to_string()))?;
+    if params {
+        g.validate()?;
+    } else {
+        g.validate_structure()?;
+    }
     // Images are cropped to size × size before they meet the graph: a crop larger than the
     // graph's input is a forged file, and would allocate batches of images it cannot take.
     let size = g.preprocess.size;
     if g.input_shape[1..].iter().all(|&d| size > d) {
-        return Err(err(format!(
-            "preprocess crops {size}×{size} images, larger than the graph's input {:?}",
-            g.input_shape
-        )));
+        return Err(file_err(
+            path,
+            format!(
+                "preprocess crops {size}×{size} images, larger than the graph's input {:?}",
+                g.input_shape
+            ),
+        ));
     }
-    g.check_values()?;
-    Ok(g)
+    Ok(())
 }
 
 /// Saves an f32 model atomically.

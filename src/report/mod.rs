@@ -36,6 +36,6 @@ pub fn recalibrate(
             act: a.act,
         })
         .collect();
-    let batches = calib::load_batches(&q.sim, data, 1, n, batch)?;
-    calib::calibrate_batches(&q.sim, &points, &batches, backend, progress)
+    let batches = calib::load_batches(&q.dequantized, data, 1, n, batch)?;
+    calib::calibrate_batches(&q.dequantized, &points, &batches, backend, progress)
 }

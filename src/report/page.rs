@@ -77,10 +77,13 @@ pub fn write(r: &ReportInput, path: &Path) -> Result<()> {
 fn summary(h: &mut String, r: &ReportInput) -> Result<()> {
     let q = r.q;
     let c = &q.plan.config;
-    let fp32: usize = q.sim.params.values().map(|t| t.numel() * 4).sum();
+    let fp32: usize = q.dequantized.params.values().map(|t| t.numel() * 4).sum();
     let bytes = q.weight_bytes()?;
     let rows = [
-        ("model", format!("{} (graph {})", r.model, q.sim.name)),
+        (
+            "model",
+            format!("{} (graph {})", r.model, q.dequantized.name),
+        ),
         ("protocol", format!("{:?}", c.protocol).to_lowercase()),
         ("bits", format!("W{} A{}", c.wbits, c.abits)),
         (

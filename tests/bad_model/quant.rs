@@ -8,9 +8,10 @@ use assert_cmd::Command;
 use ptq4::engine::Backend;
 use ptq4::graph::{Graph, Op};
 use ptq4::io::model::{save_graph, Data, ModelFile};
-use ptq4::model::LoadedModel;
-use ptq4::pipeline::{quantize, Prepared, StatsSource};
-use ptq4::qmodel::{QuantModel, KEY_PLAN};
+use ptq4::io::qfile::KEY_PLAN;
+use ptq4::model::{Fp32Model, LoadedModel};
+use ptq4::pipeline::{quantize, StatsSource};
+use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{Protocol, QuantConfig};
 
 use super::{assert_names, small_graph};
@@ -18,7 +19,7 @@ use crate::common::node;
 
 /// W4A8, every layer at 4 bits, data-free statistics.
 fn quantized(g: Graph, protocol: Protocol) -> ptq4::Result<QuantModel> {
-    let m = Prepared::new(g)?;
+    let m = Fp32Model::new(g)?;
     let cfg = QuantConfig {
         keep_8bit: Some(vec![]),
         ..QuantConfig::baseline(4, 8, protocol)
@@ -63,6 +64,23 @@ fn the_quantized_small_graph_saves_and_loads() {
         LoadedModel::load(&path).unwrap(),
         LoadedModel::Quant(_)
     ));
+}
+
+#[test]
+fn a_quantized_file_reads_as_the_graph_structure_and_the_plan_without_weights() {
+    let q = quantized(small_graph(), Protocol::Deploy).unwrap();
+    let mut f = q.to_file().unwrap();
+    let (g, plan) = ptq4::io::qfile::from_file(&mut f, Path::new("q.safetensors")).unwrap();
+    assert!(g.params.is_empty(), "{:?}", g.params.keys());
+    assert!(
+        f.tensors.is_empty(),
+        "tensors left unread: {:?}",
+        f.tensors.keys()
+    );
+    assert_eq!(plan, q.plan);
+    assert_eq!(g.nodes, q.dequantized.nodes);
+    let back = QuantModel::new(&g, plan).unwrap();
+    assert_eq!(back.dequantized, q.dequantized);
 }
 
 #[test]

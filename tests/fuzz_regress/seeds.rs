@@ -12,7 +12,8 @@ use ptq4::engine::Backend;
 use ptq4::graph::{Activation, Graph, Linear, Op, Pool, Preprocess};
 use ptq4::io::model::graph_to_file;
 use ptq4::io::pickle::MAGIC;
-use ptq4::pipeline::{quantize, Prepared, StatsSource};
+use ptq4::model::Fp32Model;
+use ptq4::pipeline::{quantize, StatsSource};
 use ptq4::quant::config::{Protocol, QuantConfig};
 use ptq4::Tensor;
 
@@ -115,7 +116,7 @@ fn fp32() -> Vec<u8> {
 
 /// The seed graph quantized data-free (BatchNorm statistics), W4A4.
 fn quant(protocol: Protocol, dual: usize) -> Vec<u8> {
-    let m = Prepared::new(graph(protocol == Protocol::Deploy)).unwrap();
+    let m = Fp32Model::new(graph(protocol == Protocol::Deploy)).unwrap();
     let cfg = QuantConfig {
         protocol,
         dual,

@@ -112,11 +112,11 @@ pub(super) fn cpu_layer(x: &QTensor, l: &IntLayer, exec: Exec) -> IntOutput {
             l.w2.as_ref()
                 .map(|w2| to_f(int::linear_acc(x, w2).unwrap())),
         ),
-        (Exec::Sim, Some(c)) => (
+        (Exec::Exact, Some(c)) => (
             exact_cpu::conv2d_acc(x, &l.plan.codes, &l.plan.params, c).unwrap(),
             second.map(|(p2, c2)| exact_cpu::conv2d_acc(x, c2, p2, c).unwrap()),
         ),
-        (Exec::Sim, None) => (
+        (Exec::Exact, None) => (
             exact_cpu::linear_acc(x, &l.plan.codes, &l.plan.params).unwrap(),
             second.map(|(p2, c2)| exact_cpu::linear_acc(x, c2, p2).unwrap()),
         ),
@@ -204,7 +204,7 @@ fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
             shape: vec![3, 3, 10, 12],
             data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
         };
-        let a = m.forward(&x, Exec::Sim).unwrap();
+        let a = m.forward(&x, Exec::Exact).unwrap();
         let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
         assert_eq!(a.data, b.data, "seed {seed0}");
     }
@@ -214,7 +214,7 @@ fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
 fn lite0_deploy_w4a4_gpu_equals_cpu() {
     let Some(ctx) = gpu() else { return };
     let Some((m, x, _)) = lite0() else { return };
-    let a = m.forward(&x, Exec::Sim).unwrap();
+    let a = m.forward(&x, Exec::Exact).unwrap();
     let t = std::time::Instant::now();
     let dev = m.upload(ctx).unwrap();
     let b = dev.forward(ctx, &x, Exec::Int).unwrap();
@@ -237,5 +237,5 @@ fn lite0_deploy_w4a4_gpu_equals_cpu() {
     let b3 = dev.forward(ctx, &x3, Exec::Int).unwrap();
     assert_eq!(b3.data, a.data[..3 * 1000]);
     // The same resident model runs the exact simulation too (its weights upload on first use).
-    assert_eq!(dev.forward(ctx, &x3, Exec::Sim).unwrap().data, b3.data);
+    assert_eq!(dev.forward(ctx, &x3, Exec::Exact).unwrap().data, b3.data);
 }

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::QTensor;
 use ptq4::engine::device::GpuContext;
-use ptq4::engine::exec::exact_gpu::layer_sim;
+use ptq4::engine::exec::exact_gpu::layer_exact;
 use ptq4::engine::exec::int_model::{Exec, IntLayer, IntModel, StepKind};
 use ptq4::graph::{Activation, Conv2d, Graph};
 use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
@@ -15,8 +15,8 @@ use super::gpu::{cpu_layer, gpu, make_layer, rand_layer};
 
 /// GPU simulation == CPU simulation == CPU integer kernels, for one layer.
 fn check_layer(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<(), TestCaseError> {
-    let got = layer_sim(ctx, x, l).unwrap();
-    let want = cpu_layer(x, l, Exec::Sim);
+    let got = layer_exact(ctx, x, l).unwrap();
+    let want = cpu_layer(x, l, Exec::Exact);
     prop_assert_eq!(&want, &cpu_layer(x, l, Exec::Int));
     prop_assert_eq!(got, want);
     Ok(())
@@ -139,14 +139,14 @@ fn random_deploy_plan_gpu_sim_equals_cpu_on_small_graph() {
         };
         let a = m.forward(&x, Exec::Int).unwrap();
         assert_eq!(
-            m.forward(&x, Exec::Sim).unwrap().data,
+            m.forward(&x, Exec::Exact).unwrap().data,
             a.data,
             "seed {seed0}"
         );
-        let b = m.forward_gpu(ctx, &x, Exec::Sim).unwrap();
+        let b = m.forward_gpu(ctx, &x, Exec::Exact).unwrap();
         assert_eq!(b.shape, a.shape);
         assert_eq!(b.data, a.data, "seed {seed0}");
-        let c = m.forward_gpu(&tiny, &x, Exec::Sim).unwrap();
+        let c = m.forward_gpu(&tiny, &x, Exec::Exact).unwrap();
         assert_eq!(c.data, a.data, "seed {seed0}, one image per chunk");
     }
 }
@@ -191,9 +191,9 @@ fn lite0_deploy_w4a4_gpu_sim_equals_cpu_int() {
         "the 8-bit classifier exceeds the f32 bound"
     );
     let a = m.forward(&x, Exec::Int).unwrap();
-    let dev = m.upload_for(ctx, Exec::Sim).unwrap();
+    let dev = m.upload_for(ctx, Exec::Exact).unwrap();
     let t = std::time::Instant::now();
-    let b = dev.forward(ctx, &x, Exec::Sim).unwrap();
+    let b = dev.forward(ctx, &x, Exec::Exact).unwrap();
     let (ha, hb) = (
         ptq4::eval::metrics::logits_sha256(&a.data),
         ptq4::eval::metrics::logits_sha256(&b.data),

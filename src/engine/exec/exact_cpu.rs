@@ -218,7 +218,7 @@ impl IntModel {
                 .collect::<Result<_>>()?;
             let y = match &s.kind {
                 StepKind::Layer(l) => {
-                    let (acc, acc2, shape) = sim_acc(l, ins[0])?;
+                    let (acc, acc2, shape) = exact_acc(l, ins[0])?;
                     let Some(out) = s.out else {
                         return logits(l, &acc, acc2.as_deref(), shape);
                     };
@@ -260,7 +260,7 @@ type Acc = (Vec<f32>, Option<Vec<f32>>, Vec<usize>);
 
 /// The simulation's accumulators of a layer as f32 values (exact integers, correctly
 /// rounded), and the shape.
-fn sim_acc(l: &IntLayer, x: &QTensor) -> Result<Acc> {
+fn exact_acc(l: &IntLayer, x: &QTensor) -> Result<Acc> {
     let n = x.shape[0];
     let shape = match &l.conv {
         Some(c) => {

@@ -1,7 +1,7 @@
-//! [`IntModel`] under the exact simulation on the GPU (`Exec::Sim`, kernels of
+//! [`IntModel`] under the exact simulation on the GPU (`Exec::Exact`, kernels of
 //! [`conv_sim`](super::conv_sim)): every value of a batch stays on the device as an f32
 //! NCHW tensor of centred codes; one command buffer per chunk of images runs the whole
-//! graph; only the logits come back. Same logits as `IntModel::forward(x, Exec::Sim)` and
+//! graph; only the logits come back. Same logits as `IntModel::forward(x, Exec::Exact)` and
 //! `Exec::Int`, bit for bit.
 //!
 //! The batch is split into chunks whose largest value (f32, 4× the integer path's codes)
@@ -252,7 +252,7 @@ fn run_chunk(
 
 /// Runs one layer of the simulation on the device (uploads, runs, reads back): the GPU twin
 /// of `engine::exec::exact_cpu` + the shared epilogue on one layer.
-pub fn layer_sim(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
+pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
     let gl = upload_layer(ctx, l, &x.params)?;
     let (n, rest) = x
         .shape

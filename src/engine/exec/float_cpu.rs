@@ -1,9 +1,10 @@
 //! Graph execution on the CPU engine, with an optional [`Hook`] that sees (and may rewrite)
-//! values as they are produced: calibration collects statistics through it, simulated
-//! quantization fake-quantizes through it. Intermediate values are freed as soon as their
-//! last reader has run, so memory is bounded by the widest cut of the graph, and their
-//! buffers go to a [`BufferPool`] that later outputs reuse (fresh multi-MiB buffers cost a
-//! page fault per 4 KiB), and residual adds overwrite their dying first input.
+//! values as they are produced: calibration collects statistics through it, the `paper`
+//! fake quantization quantizes and dequantizes through it ([`FakeQuantHook`]). Intermediate
+//! values are freed as soon as their last reader has run, so memory is bounded by the widest
+//! cut of the graph, and their buffers go to a [`BufferPool`] that later outputs reuse (fresh
+//! multi-MiB buffers cost a page fault per 4 KiB), and residual adds overwrite their dying
+//! first input.
 //!
 //! [`run`] executes node by node on the whole batch, so a hook sees whole-batch tensors; a
 //! hook whose [`Hook::precise`] is true (calibration) gets conv, linear and global average
@@ -25,6 +26,7 @@ use crate::engine::cpu;
 use crate::engine::exec::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Node, Op};
+use crate::quant::plan::ActQuant;
 use crate::tensor::Tensor;
 
 /// Observer / rewriter of values during execution.
@@ -416,5 +418,46 @@ fn apply_act(act: Activation, x: &mut Tensor) {
         Activation::None => {}
         Activation::Relu => cpu::relu(x),
         Activation::Relu6 => cpu::relu6(x),
+    }
+}
+
+/// `paper` fake quantization on the CPU: fake-quantizes (quantize, then dequantize) the
+/// input and every node output that has an activation quantizer, keyed by value name.
+pub struct FakeQuantHook<'a> {
+    acts: &'a HashMap<&'a str, &'a ActQuant>,
+}
+
+impl<'a> FakeQuantHook<'a> {
+    pub fn new(acts: &'a HashMap<&'a str, &'a ActQuant>) -> Self {
+        FakeQuantHook { acts }
+    }
+}
+
+/// Fake-quantizes `x` channel by channel (per-tensor quantizers: one channel).
+fn fake_quant(a: &ActQuant, x: &mut Tensor) {
+    let c = if a.per_channel { a.params.len() } else { 1 };
+    let n = x.shape[0].max(1);
+    let per = (x.numel() / (n * c).max(1)).max(1);
+    x.data
+        .par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let p = &a.params[i % c];
+            chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
+        });
+}
+
+impl Hook for FakeQuantHook<'_> {
+    fn input(&mut self, x: &mut Tensor) -> Result<()> {
+        if let Some(a) = self.acts.get(Graph::INPUT) {
+            fake_quant(a, x);
+        }
+        Ok(())
+    }
+    fn output(&mut self, node: &Node, x: &mut Tensor) -> Result<()> {
+        if let Some(a) = self.acts.get(node.name.as_str()) {
+            fake_quant(a, x);
+        }
+        Ok(())
     }
 }

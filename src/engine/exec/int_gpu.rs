@@ -1,6 +1,6 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
-//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Sim` runs
+//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
 //! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)).
 
 use std::collections::HashMap;
@@ -82,12 +82,12 @@ struct Value {
 
 /// An [`IntModel`] whose layer weights are resident on one device (upload once, run many
 /// batches): the packed integer weights for `Exec::Int`, the plan codes as f32 for
-/// `Exec::Sim`, each uploaded on first use (or up front by [`IntModel::upload_for`]).
+/// `Exec::Exact`, each uploaded on first use (or up front by [`IntModel::upload_for`]).
 pub struct GpuIntModel<'m> {
     model: &'m IntModel,
     /// Per step: the device weights of a conv/linear step.
     layers: OnceLock<Vec<Option<GpuIntLayer>>>,
-    sim: OnceLock<Vec<Option<GpuSimLayer>>>,
+    exact: OnceLock<Vec<Option<GpuSimLayer>>>,
 }
 
 /// The cell's value, computed by `f` when empty (`OnceLock::get_or_try_init` is unstable).
@@ -110,11 +110,11 @@ impl IntModel {
         let m = GpuIntModel {
             model: self,
             layers: OnceLock::new(),
-            sim: OnceLock::new(),
+            exact: OnceLock::new(),
         };
         match exec {
             Exec::Int => drop(m.int_layers(ctx)?),
-            Exec::Sim => drop(m.sim_layers(ctx)?),
+            Exec::Exact => drop(m.exact_layers(ctx)?),
         }
         Ok(m)
     }
@@ -141,17 +141,17 @@ impl GpuIntModel<'_> {
         .map(Vec::as_slice)
     }
 
-    fn sim_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuSimLayer>]> {
-        get_or_try(&self.sim, || exact_gpu::upload(ctx, self.model)).map(Vec::as_slice)
+    fn exact_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuSimLayer>]> {
+        get_or_try(&self.exact, || exact_gpu::upload(ctx, self.model)).map(Vec::as_slice)
     }
 
     /// Runs the model on the GPU and returns the f32 logits: `Exec::Int` on the integer
-    /// kernels, `Exec::Sim` on the exact simulation's float kernels (same logits).
+    /// kernels, `Exec::Exact` on the exact simulation's float kernels (same logits).
     pub fn forward(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
         let model = self.model;
         let layers = match exec {
             Exec::Int => self.int_layers(ctx)?,
-            Exec::Sim => return exact_gpu::forward(ctx, model, self.sim_layers(ctx)?, x),
+            Exec::Exact => return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x),
         };
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;

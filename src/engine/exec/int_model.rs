@@ -2,7 +2,8 @@
 //! arithmetic paths that agree code for code:
 //! - [`Exec::Int`]: the integer kernels of `engine::cpu::int` (packed 4-bit / `i8` weights,
 //!   `u8` activation codes, exact `i32` accumulation);
-//! - [`Exec::Sim`]: the exact float simulation of `engine::exec::exact_cpu` on the plan's codes.
+//! - [`Exec::Exact`]: the exact simulation of `engine::exec::exact_cpu` (float arithmetic
+//!   on the plan's codes).
 //!
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
@@ -25,8 +26,9 @@ use crate::tensor::Tensor;
 pub enum Exec {
     /// Integer kernels.
     Int,
-    /// Exact float simulation on the codes.
-    Sim,
+    /// The exact simulation: float arithmetic on the codes, exact by construction
+    /// (`engine::exact`); the CLI's `--exec sim`.
+    Exact,
 }
 
 /// What an integer layer produced by itself (one-layer tests of each path), brought back to the host.

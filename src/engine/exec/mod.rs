@@ -31,7 +31,7 @@ impl IntModel {
     pub fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor> {
         match exec {
             Exec::Int => self.forward_int(x, crate::engine::cpu::int::Isa::detect()),
-            Exec::Sim => self.forward_exact(x),
+            Exec::Exact => self.forward_exact(x),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::graph::{Graph, Op};
+use crate::graph::Graph;
 use crate::quant::plan::{ActQuant, Plan};
 use crate::quant::scheme::MAX_BITS;
 use crate::quant::QParams;
@@ -76,9 +76,10 @@ fn check_act(a: &ActQuant, shapes: &HashMap<String, Vec<usize>>) -> Result<(), S
     Ok(())
 }
 
-/// Checks `plan` against the prepared graph `g` (weights in `g` not yet replaced): one
-/// layer per conv/linear node and no other, codes and quantizers valid, biases finite and
-/// of the layer's width, activation quantizers on existing values with valid parameters.
+/// Checks `plan` against the prepared graph `g` (its structure: weights, if any, are not
+/// read): one layer per conv/linear node and no other, codes and quantizers valid, biases
+/// finite and of the layer's width, activation quantizers on existing values with valid
+/// parameters.
 pub fn check_plan(g: &Graph, plan: &Plan) -> Result<(), String> {
     let c = &plan.config;
     if !(1..=MAX_BITS).contains(&c.wbits) || !(1..=MAX_BITS).contains(&c.abits) {
@@ -87,41 +88,41 @@ pub fn check_plan(g: &Graph, plan: &Plan) -> Result<(), String> {
             c.wbits, c.abits
         ));
     }
-    let shapes = g.validate().map_err(|e| e.to_string())?;
-    let layers: HashSet<&str> = g
+    let shapes = g.validate_structure().map_err(|e| e.to_string())?;
+    // Conv and linear layers with their weight shapes.
+    let layers: HashMap<&str, Vec<usize>> = g
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Conv2d(_) | Op::Linear(_)))
-        .map(|n| n.name.as_str())
+        .filter_map(|n| Some((n.name.as_str(), n.op.weight_shape()?)))
         .collect();
     let mut seen = HashSet::new();
     for l in &plan.layers {
-        if !layers.contains(l.node.as_str()) {
+        let Some(shape) = layers.get(l.node.as_str()) else {
             return Err(format!(
                 "plan layer {}: not a conv or linear node of the graph",
                 l.node
             ));
-        }
+        };
         if !seen.insert(l.node.as_str()) {
             return Err(format!("plan layer {} appears twice", l.node));
         }
         if l.info.node != l.node || !l.info.sqnr_db.is_finite() {
             return Err(format!("plan layer {}: inconsistent layer info", l.node));
         }
-        let w = g.param(&l.node, "weight").map_err(|e| e.to_string())?;
-        let cout = w.shape[0];
-        if l.params.len() != cout || l.codes.len() != w.numel() {
+        let cout = shape[0];
+        let numel = crate::limits::checked_numel(shape, &l.node).map_err(|e| e.to_string())?;
+        if l.params.len() != cout || l.codes.len() != numel {
             return Err(format!(
                 "{}.weight: {} quantizers and {} codes for shape {:?}",
                 l.node,
                 l.params.len(),
                 l.codes.len(),
-                w.shape
+                shape
             ));
         }
         check_weights(&l.params, &l.codes, &format!("{}.weight", l.node))?;
         if let Some((p2, c2)) = &l.second {
-            if p2.len() != cout || c2.len() != w.numel() {
+            if p2.len() != cout || c2.len() != numel {
                 return Err(format!("{}.weight2: does not match the weight", l.node));
             }
             check_weights(p2, c2, &format!("{}.weight2", l.node))?;
@@ -137,7 +138,7 @@ pub fn check_plan(g: &Graph, plan: &Plan) -> Result<(), String> {
             return Err(format!("{}.bias: value {i} is not finite", l.node));
         }
     }
-    if let Some(missing) = layers.iter().find(|n| !seen.contains(*n)) {
+    if let Some(missing) = layers.keys().find(|n| !seen.contains(*n)) {
         return Err(format!(
             "layer {missing} of the graph has no quantized weights in the plan"
         ));

@@ -1,72 +1,45 @@
 //! The tensors of a quantized file: per-channel codes, scales, zero points and bit-widths
-//! (layout in the parent module's docs), and the graph structure they are read into.
+//! (layout in the parent module's docs), and the check of the graph they are read into.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node};
-use crate::io::model::{self as mfile, Data, ModelFile, RawTensor};
+use crate::graph::Graph;
+use crate::io::model::{Data, ModelFile, RawTensor};
 use crate::quant::pack::{pack_u4, unpack_u4};
 use crate::quant::scheme::MAX_BITS;
 use crate::quant::QParams;
 
-/// The graph of a quantized file, with bias flags set so parameters can be filled in.
-/// Placeholder weights are allocated only for layers whose codes are in the file, so the
-/// memory used stays proportional to the file's size.
-pub(super) fn graph_structure(f: &ModelFile, path: &Path) -> Result<Graph> {
+/// Checks, before any allocation, that every node with parameters in a quantized file's
+/// graph `g` is a conv or linear layer whose weight has a size in range and whose codes
+/// tensor is large enough for it, so the memory used stays proportional to the file's size.
+pub(super) fn check_layers(g: &Graph, f: &ModelFile, path: &Path) -> Result<()> {
     let err = |msg: String| Error::ModelFile {
         path: path.to_path_buf(),
         msg,
     };
-    // Parse the graph JSON the same way FP32 files do, without requiring parameter tensors.
-    let mut probe = ModelFile {
-        metadata: f.metadata.clone(),
-        tensors: BTreeMap::new(),
-    };
-    let gm: serde_json::Value = serde_json::from_str(
-        probe
-            .meta(mfile::KEY_GRAPH)
-            .ok_or_else(|| err("no graph".into()))?,
-    )?;
-    let nodes: Vec<Node> =
-        serde_json::from_value(gm["nodes"].clone()).map_err(|e| err(format!("graph: {e}")))?;
-    for n in &nodes {
-        for p in n.op.param_names() {
-            let shape = match (&n.op, *p) {
-                (crate::graph::Op::Conv2d(c), "weight") => c.weight_shape(),
-                (crate::graph::Op::Linear(l), "weight") => vec![l.out_features, l.in_features],
-                (crate::graph::Op::Conv2d(c), _) => vec![c.out_channels],
-                (crate::graph::Op::Linear(l), _) => vec![l.out_features],
-                _ => {
-                    return Err(err(format!(
-                        "node {} of kind {} in a quantized graph",
-                        n.name,
-                        n.op.kind()
-                    )))
-                }
-            };
-            let numel = crate::limits::checked_numel(&shape, &format!("node {}", n.name))?;
-            let codes = format!("{}.weight.codes", n.name);
-            let stored = f.tensors.get(&codes).map_or(0, |t| t.byte_len());
-            if stored < numel.div_ceil(2) {
-                return Err(err(format!(
-                    "tensor {codes}: {stored} bytes cannot hold the {numel} codes of {} {:?}",
-                    n.name, shape
-                )));
-            }
-            probe.tensors.insert(
-                format!("{}.{p}", n.name),
-                RawTensor::f32(shape.clone(), vec![0.0; numel]),
-            );
+    for n in &g.nodes {
+        if n.op.param_names().is_empty() {
+            continue;
+        }
+        let Some(shape) = n.op.weight_shape() else {
+            return Err(err(format!(
+                "node {} of kind {} in a quantized graph",
+                n.name,
+                n.op.kind()
+            )));
+        };
+        let numel = crate::limits::checked_numel(&shape, &format!("node {}", n.name))?;
+        let codes = format!("{}.weight.codes", n.name);
+        let stored = f.tensors.get(&codes).map_or(0, |t| t.byte_len());
+        if stored < numel.div_ceil(2) {
+            return Err(err(format!(
+                "tensor {codes}: {stored} bytes cannot hold the {numel} codes of {} {:?}",
+                n.name, shape
+            )));
         }
     }
-    probe.metadata.insert(mfile::KEY_KIND.into(), "fp32".into());
-    mfile::graph_from_file(&mut probe, path)
-}
-
-pub(super) fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
-    Ok(g.param(node, "weight")?.shape.clone())
+    Ok(())
 }
 
 /// Codes are stored channel by channel: channels of at most 4 bits as nibbles (two per
