@@ -23,7 +23,7 @@ use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
-use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool};
+use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, pool};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
@@ -215,15 +215,6 @@ fn main() {
         inner: 56 * 56,
     };
     let act = buffers::upload(&ctx, "act", &values(layout.len()));
-    let segs = layout.inner.div_ceil(moments::SEG_LEN);
-    let partials = buffers::zeroed(&ctx, "partials", (16 * 144 * B * segs) as u64);
-    let stats = buffers::zeroed(&ctx, "stats", 5 * 144 * 4);
-    gpu_time(
-        &mut c,
-        &ctx,
-        &format!("gpu/moments/lite0.blocks.3.expand/b{B}"),
-        |enc| moments::moments_encode(&ctx, enc, &[(&act, 0, B)], &partials, &stats, &layout),
-    );
     let ranges = vec![(-1.0f32, 1.0f32); 144];
     let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges, 2048));
     let counts = buffers::zeroed(&ctx, "counts", 144 * 2048 * 4);

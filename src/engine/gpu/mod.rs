@@ -13,6 +13,5 @@ pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
 pub mod mmse;
-pub mod moments;
 pub mod plane_stats;
 pub mod pool;
