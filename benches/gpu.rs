@@ -19,7 +19,7 @@ use common::gpu_time;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
+use ptq4::engine::cpu::mmse::clip_grid;
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
@@ -29,6 +29,7 @@ use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;
+use ptq4::quant::QParams;
 use ptq4::Tensor;
 
 const B: usize = 16;
@@ -227,10 +228,10 @@ fn main() {
             histogram::histogram_encode(&ctx, enc, &act, &table, &counts, B, &layout, 2048)
         },
     );
-    let q: Vec<ChannelQuant> = (0..144)
-        .map(|i| ChannelQuant {
+    let q: Vec<QParams> = (0..144)
+        .map(|i| QParams {
             scale: 0.01 + i as f32 * 1e-4,
-            zero: 8.0,
+            zero_point: 8,
             bits: 4,
         })
         .collect();

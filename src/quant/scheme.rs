@@ -9,11 +9,17 @@
 //! code    q = clamp(round(x · (1/s)) + z, 0, 2^M − 1)   (f32: reciprocal once, then ×)
 //! value   x̂ = (q − z) · s                               ((q − z) in i32, then × s in f32)
 //! ```
-//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. The code uses the
-//! exact arithmetic of the GPU kernel (`engine::cpu::fake_quant`): `x·inv` with the f32
-//! reciprocal `inv = 1/s` taken once, rounded, then `+ z` (an integer, so this is the textbook
-//! `round(x/s + z)` up to the rounding of `x/s` itself); WGSL division is only accurate to
-//! 2.5 ULP, so CPU and GPU share the multiply and agree code for code.
+//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. This is the one
+//! quantizer rule of ptq4, shared bit for bit by the CPU and GPU fake-quant kernels
+//! (`engine::cpu::fake_quant`, `shaders/fake_quant.wgsl`, whose table is `[s, 1/s, z, 2^M − 1]`
+//! built from these parameters) and by the integer epilogues. Every step is one correctly
+//! rounded f32 operation (no division, no `a·b + c` a compiler could fuse into an FMA):
+//! `x·inv` with the f32 reciprocal `inv = 1/s` taken once on the host, rounded, then `+ z`
+//! (an integer), clamped; then `(q − z)` (exact in i32 and in f32) `× s`. This differs from
+//! the textbook `round(x/s + z)` only at exact ties with an odd `z` (the tie is broken on
+//! x·(1/s), before adding z) and by the rounding of `x/s` itself; WGSL division is only
+//! accurate to 2.5 ULP, so CPU and GPU share the multiply and agree code for code. Inputs
+//! must be finite (NaN gives code 0 on the CPU, unspecified on a GPU). With 0 bits `2^M − 1 = 0`: the channel collapses to the constant `−z·s`.
 //!
 //! Choices the papers leave open, made here (docs/METHOD.md §1):
 //! - The window is widened to contain 0 before the scale is computed, so a window lying

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use ptq4::engine::cpu::{fake_quant as cpu_fq, histogram as cpu_hist, mmse as cpu_mmse};
 use ptq4::engine::gpu::{fake_quant, mmse};
 use ptq4::engine::layout::ChannelLayout;
+use ptq4::quant::QParams;
 
 use super::conv::data;
 use super::{ctx, runner, EPS};
@@ -12,7 +13,7 @@ use super::{ctx, runner, EPS};
 /// Scales: powers of two make `x·(1/s)` exact, so half-integer data hits exact ties.
 const SCALES: [f32; 5] = [0.25, 0.5, 2.0, 0.037_1, 1.3e-3];
 
-fn fq_strategy() -> impl Strategy<Value = (ChannelLayout, Vec<cpu_fq::ChannelQuant>, Vec<f32>)> {
+fn fq_strategy() -> impl Strategy<Value = (ChannelLayout, Vec<QParams>, Vec<f32>)> {
     (
         1usize..=3,
         1usize..=5,
@@ -32,19 +33,17 @@ fn fq_strategy() -> impl Strategy<Value = (ChannelLayout, Vec<cpu_fq::ChannelQua
                     inner,
                 }
             };
-            let q = prop::collection::vec(
-                (0usize..SCALES.len(), -5i32..=20, 0u32..=8),
-                layout.channels,
-            )
-            .prop_map(|v| {
-                v.into_iter()
-                    .map(|(s, z, bits)| cpu_fq::ChannelQuant {
-                        scale: SCALES[s],
-                        zero: z as f32,
-                        bits,
-                    })
-                    .collect::<Vec<_>>()
-            });
+            let q =
+                prop::collection::vec((0usize..SCALES.len(), -5i32..=20, 0u8..=8), layout.channels)
+                    .prop_map(|v| {
+                        v.into_iter()
+                            .map(|(s, z, bits)| QParams {
+                                scale: SCALES[s],
+                                zero_point: z,
+                                bits,
+                            })
+                            .collect::<Vec<_>>()
+                    });
             let mut x = data(layout.len(), seed, 8.0 * mag);
             if ties {
                 // Half-integer multiples of the scale: round-half-to-even decides them.
@@ -74,9 +73,9 @@ fn fake_quant_codes_and_values_are_exact() {
 #[test]
 fn fake_quant_ties_go_to_even() {
     let Some(ctx) = ctx() else { return };
-    let q = [cpu_fq::ChannelQuant {
+    let q = [QParams {
         scale: 1.0,
-        zero: 0.0,
+        zero_point: 0,
         bits: 8,
     }];
     let x = [0.5f32, 1.5, 2.5, 3.5, 254.5, 255.5, -0.5];

@@ -7,6 +7,7 @@ use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::gpu::{conv2d, fake_quant, histogram};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::{Activation, Conv2d};
+use ptq4::quant::QParams;
 use ptq4::{Error, Tensor};
 
 use super::conv::data;
@@ -162,9 +163,9 @@ fn chunked_bindings_match_unchunked() {
         inner: 300,
     };
     let q: Vec<_> = (0..5)
-        .map(|c| cpu_fq::ChannelQuant {
+        .map(|c| QParams {
             scale: 0.01 * (c + 1) as f32,
-            zero: c as f32,
+            zero_point: c,
             bits: 4,
         })
         .collect();
