@@ -29,6 +29,7 @@ use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;
+use ptq4::quant::stats::Binning;
 use ptq4::quant::QParams;
 use ptq4::Tensor;
 
@@ -216,8 +217,8 @@ fn main() {
         inner: 56 * 56,
     };
     let act = buffers::upload(&ctx, "act", &values(layout.len()));
-    let ranges = vec![(-1.0f32, 1.0f32); 144];
-    let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges, 2048));
+    let ranges = vec![Binning::new(-1.0, 1.0, 2048); 144];
+    let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges));
     let counts = buffers::zeroed(&ctx, "counts", 144 * 2048 * 4);
     gpu_time(
         &mut c,
