@@ -19,7 +19,6 @@ use common::gpu_time;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ptq4::engine::cpu::mmse::clip_grid;
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
@@ -257,32 +256,26 @@ fn main() {
             )
         },
     );
-    let grid = clip_grid(100);
-    let hist: Vec<u32> = (0..144 * 2048).map(|i| (i % 97) as u32).collect();
-    let ranges_lohi: Vec<[f32; 2]> = vec![[-1.0, 1.0]; 144];
-    let inputs = [
+    // The MMSE objective of 257 candidates (a grid batch) on one 2048-bin histogram.
+    let hist: Vec<f32> = (0..2048).map(|i| (i % 97) as f32).collect();
+    let cands: Vec<QParams> = (1..=257)
+        .map(|j| QParams::from_range(-j as f32 / 257.0, j as f32 / 257.0, 4).unwrap())
+        .collect();
+    let (counts, table) = (
         buffers::upload(&ctx, "counts", &hist),
-        buffers::upload(&ctx, "ranges", &ranges_lohi),
-        buffers::upload(&ctx, "bits", &vec![4u32; 144]),
-        buffers::upload(&ctx, "grid", &grid),
-    ];
-    let curve = buffers::zeroed(&ctx, "curve", 144 * 100 * 4);
-    let best = buffers::zeroed(&ctx, "best", 144 * 4);
-    let params = mmse::MmseParams {
-        channels: 144,
-        bins: 2048,
-        k: 100,
-        _pad: 0,
-    };
-    gpu_time(
-        &mut c,
-        &ctx,
-        "gpu/mmse/lite0.blocks.3.expand/c144_bins2048_k100",
-        |enc| {
-            let [a, b, d, e] = &inputs;
-            mmse::mmse_encode(&ctx, enc, [a, b, d, e], &curve, &best, params)
-        },
+        buffers::upload(&ctx, "candidates", &mmse::cand_table(&cands)),
     );
+    let sums = buffers::zeroed(&ctx, "sums", 257 * 8);
+    let params = mmse::MmseParams {
+        bins: 2048,
+        cands: 257,
+        lo: -1.0,
+        width: 2.0 / 2048.0,
+        ..Default::default()
+    };
+    gpu_time(&mut c, &ctx, "gpu/mmse/bins2048_cands257", |enc| {
+        mmse::mmse_encode(&ctx, enc, &counts, &table, &sums, params)
+    });
 
     // Residual add of blocks.4 (16×40×28×28), head pooling and classifier.
     let n = B * 40 * 28 * 28;

@@ -4,13 +4,15 @@
 use std::time::Instant;
 
 use crate::calib::{self, Calibration};
+use crate::engine::gpu::mmse::GpuMse;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{passes, Graph, Op};
 use crate::io::dataset::Dataset;
 use crate::qmodel::QuantModel;
 use crate::quant::config::{quant_points, QuantConfig};
-use crate::quant::plan::make_plan;
+use crate::quant::mmse::ExactEval;
+use crate::quant::plan::make_plan_with;
 
 /// Where activation statistics come from.
 #[derive(Clone, Copy)]
@@ -83,11 +85,21 @@ pub fn statistics(
 }
 
 /// Plans and builds the quantized model from statistics. A `deploy` plan the integer
-/// kernels cannot run is refused here, naming the node.
-pub fn quantize_with(m: &Prepared, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
+/// kernels cannot run is refused here, naming the node. On the GPU backend the MMSE clip
+/// objective is evaluated on the device; the plan is the same (`quant::mmse`).
+pub fn quantize_with(
+    m: &Prepared,
+    cfg: &QuantConfig,
+    cal: &Calibration,
+    backend: &Backend,
+) -> Result<QuantModel> {
     check_quantizable(&m.graph)?;
     let points = quant_points(&m.graph, cfg);
-    let plan = make_plan(&m.graph, cfg, &points, &cal.stats, &cal.means, &cal.source)?;
+    let (g, st, means, src) = (&m.graph, &cal.stats, &cal.means, &cal.source);
+    let plan = match backend {
+        Backend::Gpu(ctx) => make_plan_with(g, cfg, &points, st, means, src, &mut GpuMse::new(ctx)),
+        Backend::Cpu => make_plan_with(g, cfg, &points, st, means, src, &mut ExactEval),
+    }?;
     let q = QuantModel::new(&m.graph, plan)?;
     if let Some(Err(why)) = &q.int {
         return Err(Error::Quant(format!(
@@ -109,6 +121,6 @@ pub fn quantize(
 ) -> Result<(QuantModel, f64)> {
     let t = Instant::now();
     let cal = statistics(m, cfg, src, backend, progress)?;
-    let q = quantize_with(m, cfg, &cal)?;
+    let q = quantize_with(m, cfg, &cal, backend)?;
     Ok((q, t.elapsed().as_secs_f64()))
 }

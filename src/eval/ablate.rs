@@ -176,7 +176,7 @@ pub fn ablate_with(
                 (&cal_images, t_images)
             };
             let t = Instant::now();
-            let q = pipeline::quantize_with(m, &cfg, cal)?;
+            let q = pipeline::quantize_with(m, &cfg, cal, &o.backend)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
             let ql = collect_logits(
                 &Runner::new(Source::Quant(&q), &o.backend, None)?,

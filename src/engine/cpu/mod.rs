@@ -15,7 +15,6 @@ mod im2col;
 pub mod int;
 pub mod linear;
 mod microkernel;
-pub mod mmse;
 mod plane;
 pub mod pointwise;
 pub mod pool;
