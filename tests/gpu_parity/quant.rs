@@ -152,6 +152,7 @@ fn mmse_curve_matches_cpu_within_its_bound() {
         prop::sample::select(vec![false, false, false, true]),
     );
     let (worst, decided, cases) = (Cell::new(0.0f64), Cell::new(0), Cell::new(0));
+    let (rel_diff, rel_bound) = (Cell::new(0.0f64), std::cell::RefCell::new(Vec::new()));
     runner(32)
         .run(
             &strategy,
@@ -178,6 +179,10 @@ fn mmse_curve_matches_cpu_within_its_bound() {
                     if g.err > 0.0 && g.err.is_finite() {
                         worst.set(worst.get().max(d / g.err));
                     }
+                    if c > 0.0 {
+                        rel_diff.set(rel_diff.get().max(d / c));
+                        rel_bound.borrow_mut().push(g.err / c);
+                    }
                 }
                 let first_min =
                     |v: &[f64]| (1..v.len()).fold(0, |b, j| if v[j] < v[b] { j } else { b });
@@ -195,9 +200,14 @@ fn mmse_curve_matches_cpu_within_its_bound() {
             },
         )
         .unwrap();
+    let mut rb = rel_bound.into_inner();
+    rb.sort_by(f64::total_cmp);
     eprintln!(
-        "mmse: worst |gpu − cpu| / bound = {:.3e}; {} of {} cases without near-ties",
+        "mmse: worst |gpu − cpu| / bound = {:.3e}, worst |gpu − cpu| / cpu = {:.3e}, median \
+         bound / cpu = {:.3e}; {} of {} cases without near-ties",
         worst.get(),
+        rel_diff.get(),
+        rb.get(rb.len() / 2).copied().unwrap_or(0.0),
         decided.get(),
         cases.get()
     );
