@@ -1,5 +1,6 @@
-//! `fake_quant_…` (codes and values bit-exact) and `mmse_…` (curve within a named bound,
-//! choice optimal within it).
+//! `fake_quant_…` (codes and values bit-exact against `QParams`) and `mmse_…` (the planner's
+//! objective within the launcher's derived bound, the same first minimum where there is no
+//! near-tie, and the whole search bit-identical to the CPU's).
 
 use std::cell::Cell;
 
