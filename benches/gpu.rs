@@ -19,16 +19,17 @@ use common::gpu_time;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ptq4::engine::cpu::{fake_quant::ChannelQuant, mmse::clip_grid};
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
-use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, moments, pool};
+use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, pool};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;
+use ptq4::quant::stats::Binning;
+use ptq4::quant::QParams;
 use ptq4::Tensor;
 
 const B: usize = 16;
@@ -215,17 +216,8 @@ fn main() {
         inner: 56 * 56,
     };
     let act = buffers::upload(&ctx, "act", &values(layout.len()));
-    let segs = layout.inner.div_ceil(moments::SEG_LEN);
-    let partials = buffers::zeroed(&ctx, "partials", (16 * 144 * B * segs) as u64);
-    let stats = buffers::zeroed(&ctx, "stats", 5 * 144 * 4);
-    gpu_time(
-        &mut c,
-        &ctx,
-        &format!("gpu/moments/lite0.blocks.3.expand/b{B}"),
-        |enc| moments::moments_encode(&ctx, enc, &[(&act, 0, B)], &partials, &stats, &layout),
-    );
-    let ranges = vec![(-1.0f32, 1.0f32); 144];
-    let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges, 2048));
+    let ranges = vec![Binning::new(-1.0, 1.0, 2048); 144];
+    let table = buffers::upload(&ctx, "ranges", &histogram::range_table(&ranges));
     let counts = buffers::zeroed(&ctx, "counts", 144 * 2048 * 4);
     gpu_time(
         &mut c,
@@ -236,10 +228,10 @@ fn main() {
             histogram::histogram_encode(&ctx, enc, &act, &table, &counts, B, &layout, 2048)
         },
     );
-    let q: Vec<ChannelQuant> = (0..144)
-        .map(|i| ChannelQuant {
+    let q: Vec<QParams> = (0..144)
+        .map(|i| QParams {
             scale: 0.01 + i as f32 * 1e-4,
-            zero: 8.0,
+            zero_point: 8,
             bits: 4,
         })
         .collect();
@@ -264,32 +256,26 @@ fn main() {
             )
         },
     );
-    let grid = clip_grid(100);
-    let hist: Vec<u32> = (0..144 * 2048).map(|i| (i % 97) as u32).collect();
-    let ranges_lohi: Vec<[f32; 2]> = vec![[-1.0, 1.0]; 144];
-    let inputs = [
+    // The MMSE objective of 257 candidates (a grid batch) on one 2048-bin histogram.
+    let hist: Vec<f32> = (0..2048).map(|i| (i % 97) as f32).collect();
+    let cands: Vec<QParams> = (1..=257)
+        .map(|j| QParams::from_range(-j as f32 / 257.0, j as f32 / 257.0, 4).unwrap())
+        .collect();
+    let (counts, table) = (
         buffers::upload(&ctx, "counts", &hist),
-        buffers::upload(&ctx, "ranges", &ranges_lohi),
-        buffers::upload(&ctx, "bits", &vec![4u32; 144]),
-        buffers::upload(&ctx, "grid", &grid),
-    ];
-    let curve = buffers::zeroed(&ctx, "curve", 144 * 100 * 4);
-    let best = buffers::zeroed(&ctx, "best", 144 * 4);
-    let params = mmse::MmseParams {
-        channels: 144,
-        bins: 2048,
-        k: 100,
-        _pad: 0,
-    };
-    gpu_time(
-        &mut c,
-        &ctx,
-        "gpu/mmse/lite0.blocks.3.expand/c144_bins2048_k100",
-        |enc| {
-            let [a, b, d, e] = &inputs;
-            mmse::mmse_encode(&ctx, enc, [a, b, d, e], &curve, &best, params)
-        },
+        buffers::upload(&ctx, "candidates", &mmse::cand_table(&cands)),
     );
+    let sums = buffers::zeroed(&ctx, "sums", 257 * 8);
+    let params = mmse::MmseParams {
+        bins: 2048,
+        cands: 257,
+        lo: -1.0,
+        width: 2.0 / 2048.0,
+        ..Default::default()
+    };
+    gpu_time(&mut c, &ctx, "gpu/mmse/bins2048_cands257", |enc| {
+        mmse::mmse_encode(&ctx, enc, &counts, &table, &sums, params)
+    });
 
     // Residual add of blocks.4 (16×40×28×28), head pooling and classifier.
     let n = B * 40 * 28 * 28;

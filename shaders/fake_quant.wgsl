@@ -1,6 +1,6 @@
 // Fake quantization: codes and dequantized values, per tensor or per channel.
-// Contract, exact arithmetic and Params twin: src/engine/gpu/fake_quant.rs and its CPU
-// twin src/engine/cpu/fake_quant.rs.
+// Contract and Params twin: src/engine/gpu/fake_quant.rs; exact arithmetic: QParams in
+// src/quant/scheme.rs (CPU twin src/engine/cpu/fake_quant.rs).
 // Bindings: 0 x, 1 quantizers (read) -> 2 codes, 3 values (read_write) -> 4 params.
 
 struct Params { len: u32, channels: u32, inner: u32, base: u32 }

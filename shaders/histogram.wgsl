@@ -1,6 +1,6 @@
 // Per-channel histograms over per-channel ranges: u32 atomics in workgroup memory,
-// flushed with u32 atomics. Contract, bin rule and Params twin: src/engine/gpu/histogram.rs
-// and the CPU twin src/engine/cpu/histogram.rs.
+// flushed with u32 atomics. Contract and Params twin: src/engine/gpu/histogram.rs; bin rule:
+// Binning in src/quant/stats.rs (CPU twin src/engine/cpu/histogram.rs).
 // Bindings: 0 x, 1 ranges (read) -> 2 counts (read_write, zeroed by the host) -> 3 params.
 
 struct Params {

@@ -1,22 +1,78 @@
-// MMSE clip search over per-channel histograms: expected quantization MSE of every
-// candidate clip, then the first minimum per channel. Contract and Params twin:
-// src/engine/gpu/mmse.rs; exact semantics: src/engine/cpu/mmse.rs.
-// Bindings: 0 counts, 1 ranges, 2 bits, 3 grid (read) -> 4 curve, 5 best (read_write)
-// -> 6 params (uniform).
+// The MMSE clip objective of the planner (src/quant/mmse.rs, mse_of_quantizer) in f32: for
+// every candidate quantizer, the exact per-bin integral of (act(x) - Q(act(x)))^2 over one
+// histogram, values uniform within each bin. Contract, error bound and Params twin:
+// src/engine/gpu/mmse.rs.
+// Bindings: 0 counts, 1 candidates (read) -> 2 sums (read_write) -> 3 params (uniform).
 
-struct Params { channels: u32, bins: u32, k: u32, _p0: u32 }
+struct Params {
+    bins: u32, cands: u32, act: u32, _p0: u32,
+    lo: f32, width: f32, _p1: f32, _p2: f32,
+}
 
-@group(0) @binding(0) var<storage, read> counts: array<u32>;     // [channels][bins]
-@group(0) @binding(1) var<storage, read> ranges: array<vec2<f32>>; // (lo, hi) per channel
-@group(0) @binding(2) var<storage, read> bits: array<u32>;       // per channel, 1..=16
-@group(0) @binding(3) var<storage, read> grid: array<f32>;       // k clip fractions
-@group(0) @binding(4) var<storage, read_write> curve: array<f32>; // [channels][k]
-@group(0) @binding(5) var<storage, read_write> best: array<u32>;  // [channels]
-@group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> counts: array<f32>;      // [bins]
+// Per candidate: (scale, 1/scale, zero point, 2^bits - 1), as QParams gives them.
+@group(0) @binding(1) var<storage, read> cands: array<vec4<f32>>;
+// Per candidate: (sum of n_i * mean_i(e^2), sum of n_i * max_i|e|).
+@group(0) @binding(2) var<storage, read_write> sums: array<vec2<f32>>;
+@group(0) @binding(3) var<uniform> p: Params;
 
 var<workgroup> red: array<vec2<f32>, 256>;
 
-// One workgroup per (channel, candidate): bins strided over invocations, fixed-order tree.
+// QParams::fake_quant: clamp(round(x * inv) + z, 0, qmax), then (q - z) * s.
+fn fake_quant(x: f32, q: vec4<f32>) -> f32 {
+    let c = clamp(round(x * q.y) + q.z, 0.0, q.w);
+    return (c - q.z) * q.x;
+}
+
+// Integral of e^2 over [a, b] (a < b) and the largest |e| there (mse.rs `integral`).
+fn integral(a: f32, b: f32, q: vec4<f32>) -> vec2<f32> {
+    var sum = 0.0;
+    var emax = 0.0;
+    var a2 = a;
+    var b2 = b;
+    if p.act != 0u {
+        // ReLU / ReLU6: mass below 0 sits at 0.
+        if a < 0.0 {
+            let e = 0.0 - fake_quant(0.0, q);
+            sum += (min(b, 0.0) - a) * e * e;
+            emax = max(emax, abs(e));
+        }
+        a2 = max(a, 0.0);
+    }
+    if p.act == 2u {
+        if b > 6.0 {
+            let e = 6.0 - fake_quant(6.0, q);
+            sum += (b - max(a, 6.0)) * e * e;
+            emax = max(emax, abs(e));
+        }
+        b2 = min(b, 6.0);
+    }
+    if b2 <= a2 {
+        return vec2(sum, emax);
+    }
+    let s = q.x;
+    let z = q.z;
+    let qmax = q.w;
+    // Cells that can meet [a2, b2], widened by one on each side for f32 rounding.
+    let ca = clamp(round(a2 * q.y + z) - 1.0, 0.0, qmax);
+    let cb = clamp(round(b2 * q.y + z) + 1.0, 0.0, qmax);
+    for (var c = ca; c <= cb; c += 1.0) {
+        var u = a2;
+        var v = b2;
+        if c > 0.0 { u = max(a2, (c - 0.5 - z) * s); }
+        if c < qmax { v = min(b2, (c + 0.5 - z) * s); }
+        if v > u {
+            let r = (c - z) * s;
+            let du = u - r;
+            let dv = v - r;
+            sum += (v - u) * (dv * dv + dv * du + du * du) / 3.0;
+            emax = max(emax, max(abs(du), abs(dv)));
+        }
+    }
+    return vec2(sum, emax);
+}
+
+// One workgroup per candidate: bins strided over invocations, then a fixed-order tree.
 @compute @workgroup_size(256, 1, 1)
 fn mmse_curve(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -24,51 +80,34 @@ fn mmse_curve(
     @builtin(local_invocation_index) li: u32,
 ) {
     let id = wid.y * nwg.x + wid.x;
-    if id >= p.channels * p.k { return; } // uniform for the workgroup
-    let c = id / p.k;
-    let r = ranges[c];
-    let f = grid[id % p.k];
-    let a = r.x * f;
-    let b = r.y * f;
-    let qmax = f32((1u << bits[c]) - 1u);
-    let s = max((b - a) / qmax, 1e-8);
-    let z = round(-a / s);
-    let width = (r.y - r.x) / f32(p.bins);
-    var acc = 0.0;
-    var tot = 0.0;
+    if id >= p.cands { return; } // uniform for the workgroup
+    let q = cands[id];
+    var acc = vec2(0.0, 0.0);
     for (var i = li; i < p.bins; i += 256u) {
-        let n = f32(counts[c * p.bins + i]);
-        let xi = r.x + (f32(i) + 0.5) * width;
-        let q = clamp(round(xi / s) + z, 0.0, qmax);
-        let e = xi - (q - z) * s;
-        acc += n * e * e;
-        tot += n;
+        let n = counts[i];
+        if n == 0.0 { continue; }
+        let a = p.lo + f32(i) * p.width;
+        let b = p.lo + f32(i + 1u) * p.width;
+        var m = vec2(0.0, 0.0);
+        if b > a {
+            let t = integral(a, b, q);
+            m = vec2(t.x / (b - a), t.y);
+        } else {
+            var x = a;
+            if p.act != 0u { x = max(x, 0.0); }
+            if p.act == 2u { x = min(x, 6.0); }
+            let d = x - fake_quant(x, q);
+            m = vec2(d * d, abs(d));
+        }
+        acc += n * m;
     }
-    red[li] = vec2(acc, tot);
+    red[li] = acc;
     workgroupBarrier();
     for (var step = 128u; step > 0u; step >>= 1u) {
         if li < step { red[li] += red[li + step]; }
         workgroupBarrier();
     }
     if li == 0u {
-        let t = red[0];
-        curve[id] = select(0.0, t.x / t.y, t.y > 0.0);
+        sums[id] = red[0];
     }
-}
-
-// One invocation per channel: the first minimum in grid order.
-@compute @workgroup_size(64, 1, 1)
-fn mmse_select(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    if c >= p.channels { return; }
-    var bi = 0u;
-    var bv = curve[c * p.k];
-    for (var j = 1u; j < p.k; j++) {
-        let v = curve[c * p.k + j];
-        if v < bv {
-            bv = v;
-            bi = j;
-        }
-    }
-    best[c] = bi;
 }

@@ -12,7 +12,7 @@ use crate::io::dataset::Dataset;
 use crate::model::Fp32Model;
 use crate::qmodel::QuantModel;
 use crate::quant::config::{quant_points, QuantConfig};
-use crate::quant::plan::make_plan;
+use crate::quant::plan::make_plan_with;
 
 /// Where activation statistics come from.
 #[derive(Clone, Copy)]
@@ -71,19 +71,28 @@ pub fn statistics(
 }
 
 /// Plans and builds the quantized model from statistics. A `deploy` plan the integer
-/// kernels cannot run is refused here, naming the node.
-pub fn quantize_with(m: &Fp32Model, cfg: &QuantConfig, cal: &Calibration) -> Result<QuantModel> {
-    check_quantizable(&m.prepared)?;
-    let points = quant_points(&m.prepared, cfg);
-    let plan = make_plan(
-        &m.prepared,
+/// kernels cannot run is refused here, naming the node. On the GPU backend the MMSE clip
+/// objective is evaluated on the device; the plan is the same (`quant::mmse`).
+pub fn quantize_with(
+    m: &Fp32Model,
+    cfg: &QuantConfig,
+    cal: &Calibration,
+    backend: &Backend,
+) -> Result<QuantModel> {
+    let g = &m.prepared;
+    check_quantizable(g)?;
+    let points = quant_points(g, cfg);
+    let mut mse = backend.mse_eval();
+    let plan = make_plan_with(
+        g,
         cfg,
         &points,
         &cal.stats,
         &cal.means,
         &cal.source,
+        &mut *mse,
     )?;
-    let q = QuantModel::new(&m.prepared, plan)?;
+    let q = QuantModel::new(g, plan)?;
     if let Some(Err(why)) = &q.int {
         return Err(Error::Quant(format!(
             "--protocol deploy: the integer kernels cannot run this model: {why}; \
@@ -104,6 +113,6 @@ pub fn quantize(
 ) -> Result<(QuantModel, f64)> {
     let t = Instant::now();
     let cal = statistics(m, cfg, src, backend, progress)?;
-    let q = quantize_with(m, cfg, &cal)?;
+    let q = quantize_with(m, cfg, &cal, backend)?;
     Ok((q, t.elapsed().as_secs_f64()))
 }

@@ -94,7 +94,10 @@ fn quantized(protocol: Protocol, data_free: bool) -> (QuantModel, Calibration) {
         let batches: Vec<Tensor> = (0..3).map(|_| rand(&[4, 3, 16, 16], seed)).collect();
         calib::calibrate_batches(&m.prepared, &points, &batches, &Backend::Cpu, false).unwrap()
     };
-    (pipeline::quantize_with(&m, &cfg, &cal).unwrap(), cal)
+    (
+        pipeline::quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap(),
+        cal,
+    )
 }
 
 fn ablation() -> Ablation {

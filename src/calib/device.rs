@@ -32,7 +32,7 @@ use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::device::readback::Readback;
 use crate::engine::exec::float_gpu::{DeviceHook, GpuGraph, Seen};
-use crate::engine::gpu::histogram::histogram_encode;
+use crate::engine::gpu::histogram::{histogram_encode, range_table};
 use crate::engine::gpu::plane_stats::{
     plane_abs_dev_encode, plane_moments_encode, split_means, PlaneMoments,
 };
@@ -146,16 +146,13 @@ impl CalibDevice {
                 .frame
                 .as_ref()
                 .ok_or_else(|| Error::Quant(format!("{name}: pass 2 before begin_pass2")))?;
-            let table = |b: &[crate::quant::stats::Binning]| -> Vec<[f32; 2]> {
-                b.iter().map(|b| [b.lo, b.inv_width]).collect()
-            };
             let c = a.channels;
             self.tables.insert(
                 name.clone(),
                 Tables {
                     means: buffers::upload(ctx, "calib means", &split_means(&frame.mean)),
-                    channel: buffers::upload(ctx, "calib bins", &table(&frame.binning[..c])),
-                    tensor: buffers::upload(ctx, "calib bins", &table(&frame.binning[c..])),
+                    channel: buffers::upload(ctx, "calib bins", &range_table(&frame.binning[..c])),
+                    tensor: buffers::upload(ctx, "calib bins", &range_table(&frame.binning[c..])),
                 },
             );
         }

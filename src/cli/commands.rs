@@ -219,7 +219,7 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let backend = a.backend.resolve()?;
     let t = std::time::Instant::now();
     let cal = pipeline::statistics(&m, &cfg, src, &backend, !a.json)?;
-    let q = pipeline::quantize_with(&m, &cfg, &cal)?;
+    let q = pipeline::quantize_with(&m, &cfg, &cal, &backend)?;
     let secs = t.elapsed().as_secs_f64();
     // The report first: a report path that cannot be written leaves no model behind, and a
     // model that cannot be saved takes a report it created with it.
@@ -334,7 +334,7 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
             .into_iter()
             .find(|(name, _, free)| name.starts_with("aciq + alloc") && !free)
             .ok_or_else(|| Error::Report("the ablation has no combined method".into()))?;
-        let q = pipeline::quantize_with(&m, &cfg, &cal)?;
+        let q = pipeline::quantize_with(&m, &cfg, &cal, &opts.backend)?;
         let input = crate::report::ReportInput {
             model: format!("{} ({method}, {p:?})", a.model),
             q: &q,

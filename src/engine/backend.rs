@@ -16,8 +16,10 @@ use super::exec::float_cpu::{self, FakeQuantHook};
 use super::exec::float_gpu::GpuGraph;
 use super::exec::int_gpu::GpuIntModel;
 use super::exec::int_model::{Exec, IntModel};
+use super::gpu::mmse::GpuMse;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Preprocess};
+use crate::quant::mmse::{ExactEval, MseEval};
 use crate::quant::plan::ActQuant;
 use crate::tensor::Tensor;
 
@@ -39,6 +41,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The evaluator of the MMSE clip objective on this backend: the device evaluates it
+    /// over uploaded histograms, the CPU exactly; the planner decides either way
+    /// (`quant::mmse`), so plans do not depend on the backend.
+    pub fn mse_eval(&self) -> Box<dyn MseEval + '_> {
+        match self {
+            Backend::Cpu => Box::new(ExactEval),
+            Backend::Gpu(ctx) => Box::new(GpuMse::new(ctx)),
+        }
+    }
+
     /// "cpu", or "gpu (<adapter>, <api>)".
     pub fn describe(&self) -> String {
         match self {

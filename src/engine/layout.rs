@@ -16,20 +16,6 @@ pub struct ChannelLayout {
 }
 
 impl ChannelLayout {
-    /// Per-channel view of an NCHW (or NC) activation shape.
-    pub fn nchw(shape: &[usize]) -> Result<Self> {
-        match shape {
-            [n, c, rest @ ..] => Ok(ChannelLayout {
-                outer: *n,
-                channels: *c,
-                inner: rest.iter().product(),
-            }),
-            _ => Err(Error::Engine(format!(
-                "per-channel layout needs rank >= 2, got shape {shape:?}"
-            ))),
-        }
-    }
-
     /// Per-output-channel view of a weight shape `[O, ...]`.
     pub fn out_channels(shape: &[usize]) -> Result<Self> {
         match shape {

@@ -29,17 +29,6 @@ use crate::quant::QParams;
 /// `QParams::quantize`, so a change there fails loudly until this flag follows it.
 pub const QUANTIZE_DIVIDES: bool = false;
 
-/// The quantizer rule as the GPU evaluates it (see [`QUANTIZE_DIVIDES`]).
-pub fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
-    let r = if QUANTIZE_DIVIDES {
-        y / q.scale
-    } else {
-        y * (1.0 / q.scale)
-    };
-    let t = r.round_ties_even() + q.zero_point as f32;
-    t.max(0.0).min(q.qmax() as f32) as u8
-}
-
 /// The per-channel multipliers and bias of one layer's epilogue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Epilogue {
@@ -207,6 +196,17 @@ pub fn gap_real(p: &QParams, centered_sum: i64, count: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quantizer rule as the GPU evaluates it (see [`QUANTIZE_DIVIDES`]).
+    fn quantize_as_gpu(q: &QParams, y: f32) -> u8 {
+        let r = if QUANTIZE_DIVIDES {
+            y / q.scale
+        } else {
+            y * (1.0 / q.scale)
+        };
+        let t = r.round_ties_even() + q.zero_point as f32;
+        t.max(0.0).min(q.qmax() as f32) as u8
+    }
 
     /// The flag the GPU follows describes `QParams::quantize` (many scales, ties included).
     #[test]

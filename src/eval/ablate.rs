@@ -181,7 +181,7 @@ pub fn ablate_with(
                 (&cal_images, t_images)
             };
             let t = Instant::now();
-            let q = pipeline::quantize_with(m, &cfg, cal)?;
+            let q = pipeline::quantize_with(m, &cfg, cal, &o.backend)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
             let ql = collect_logits(&o.backend.bind(q.executable()?, None)?, eval, &o.eval)?.values;
             let a = agreement(&ql, &fp, classes);

@@ -126,17 +126,6 @@ impl Graph {
         self.params.values().map(|t| t.numel()).sum()
     }
 
-    /// For each value name, the nodes that read it.
-    pub fn consumers(&self) -> HashMap<&str, Vec<&str>> {
-        let mut m: HashMap<&str, Vec<&str>> = HashMap::new();
-        for n in &self.nodes {
-            for i in &n.inputs {
-                m.entry(i.as_str()).or_default().push(n.name.as_str());
-            }
-        }
-        m
-    }
-
     /// Checks names, topological order, parameter presence and shapes, and returns the
     /// per-sample shape of every value. A bad model fails here, before any compute.
     pub fn validate(&self) -> Result<HashMap<String, Vec<usize>>> {
@@ -209,26 +198,5 @@ impl Graph {
             }
         }
         Ok(())
-    }
-
-    /// Removes nodes whose values never reach the output.
-    pub fn prune(&mut self) {
-        let mut live: HashSet<String> = HashSet::new();
-        live.insert(self.output.clone());
-        for n in self.nodes.iter().rev() {
-            if live.contains(&n.name) {
-                live.extend(n.inputs.iter().cloned());
-            }
-        }
-        let dead: HashSet<String> = self
-            .nodes
-            .iter()
-            .filter(|n| !live.contains(&n.name))
-            .map(|n| n.name.clone())
-            .collect();
-        self.nodes.retain(|n| live.contains(&n.name));
-        // Keys are `<node>.<param>` and parameter names have no dot.
-        self.params
-            .retain(|k, _| k.rsplit_once('.').is_none_or(|(n, _)| !dead.contains(n)));
     }
 }

@@ -16,6 +16,16 @@
 //! the min-max window), then 3 rounds of coordinate-wise golden-section search within ±1/16
 //! of the best point (20 iterations each). The best window seen is kept, so the result is
 //! never worse than min-max or any grid point. Deterministic: fixed evaluation order.
+//!
+//! Evaluation and choice are separate: an [`MseEval`] returns the histogram objective of a
+//! batch of candidate quantizers (the grid is one batch of 257, each golden-section step a
+//! batch of one), each with an absolute error bound; the search here makes every decision.
+//! [`ExactEval`] is [`mse_on_histogram`] itself (bound 0); a device evaluator (the GPU one
+//! is `engine::gpu::mmse`) computes the same integrals in f32 with a derived bound. A
+//! comparison whose two intervals `[mse ± err]` are disjoint is decided by the estimates;
+//! otherwise both candidates are re-evaluated exactly here and compared, and the window
+//! returned carries its exact objective. So, as long as the bounds hold, every backend takes
+//! the same decisions as the exact search and plans are bit-identical across backends.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -100,6 +110,12 @@ pub fn mse_on_histogram(
     act: Activation,
 ) -> Result<f64> {
     let p = QParams::from_range(window.0 as f32, window.1 as f32, bits)?;
+    mse_of_quantizer(hist, &p, act)
+}
+
+/// [`mse_on_histogram`] for a quantizer already built.
+pub fn mse_of_quantizer(hist: &Histogram, p: &QParams, act: Activation) -> Result<f64> {
+    let p = *p;
     let total = hist.total();
     if total == 0 {
         return Err(Error::Quant("MSE on an empty histogram".into()));
@@ -138,16 +154,106 @@ pub fn mse_on_values(x: &[f32], window: (f64, f64), bits: u8) -> Result<f64> {
     Ok(err / x.len() as f64)
 }
 
-/// Grid + golden-section search over windows [u·m, v·M] (module docs).
-fn search(min: f64, max: f64, mut eval: impl FnMut(f64, f64) -> Result<f64>) -> Result<ClipSearch> {
+/// An objective value and an absolute bound on its error (0: exact).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounded {
+    pub mse: f64,
+    pub err: f64,
+}
+
+/// Evaluates the histogram objective ([`mse_of_quantizer`]) for batches of candidates; the
+/// search (module docs) decides. One search calls [`begin`](Self::begin) once, then
+/// [`mse`](Self::mse) any number of times with the same histogram.
+pub trait MseEval {
+    /// Announces the histogram of the next [`mse`](Self::mse) calls (a device uploads it).
+    fn begin(&mut self, hist: &Histogram) -> Result<()>;
+    /// The objective of each quantizer on `hist` (after `act`), in order.
+    fn mse(&mut self, hist: &Histogram, act: Activation, cands: &[QParams])
+        -> Result<Vec<Bounded>>;
+}
+
+/// The exact objective, [`mse_of_quantizer`] in f64 on the CPU.
+pub struct ExactEval;
+
+impl MseEval for ExactEval {
+    fn begin(&mut self, _: &Histogram) -> Result<()> {
+        Ok(())
+    }
+
+    fn mse(
+        &mut self,
+        hist: &Histogram,
+        act: Activation,
+        cands: &[QParams],
+    ) -> Result<Vec<Bounded>> {
+        cands
+            .iter()
+            .map(|p| {
+                Ok(Bounded {
+                    mse: mse_of_quantizer(hist, p, act)?,
+                    err: 0.0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A candidate window with its (possibly bounded) objective.
+#[derive(Clone, Copy)]
+struct Cand {
+    lo: f64,
+    hi: f64,
+    est: Bounded,
+}
+
+/// Decides `a < b` (module docs): by the estimates when their error intervals are
+/// disjoint, else by exact values from `exact` (stored into the candidates).
+fn less(a: &mut Cand, b: &mut Cand, exact: &mut dyn FnMut(&Cand) -> Result<f64>) -> Result<bool> {
+    if a.est.err == 0.0 && b.est.err == 0.0 {
+        return Ok(a.est.mse < b.est.mse);
+    }
+    if a.est.mse + a.est.err < b.est.mse - b.est.err {
+        return Ok(true);
+    }
+    if a.est.mse - a.est.err >= b.est.mse + b.est.err {
+        return Ok(false);
+    }
+    for c in [&mut *a, &mut *b] {
+        if c.est.err != 0.0 {
+            c.est = Bounded {
+                mse: exact(c)?,
+                err: 0.0,
+            };
+        }
+    }
+    Ok(a.est.mse < b.est.mse)
+}
+
+/// Grid + golden-section search over windows [u·m, v·M] (module docs). `eval` gives the
+/// objective of a batch of windows, `exact` the exact objective of one.
+fn search(
+    min: f64,
+    max: f64,
+    mut eval: impl FnMut(&[(f64, f64)]) -> Result<Vec<Bounded>>,
+    mut exact: impl FnMut(f64, f64) -> Result<f64>,
+) -> Result<ClipSearch> {
     let (m, big_m) = (min.min(0.0), max.max(0.0));
-    let mut f = |u: f64, v: f64| -> Result<ClipSearch> {
-        let (lo, hi) = (u * m, v * big_m);
-        Ok(ClipSearch {
-            lo,
-            hi,
-            mse: eval(lo, hi)?,
-        })
+    let window = |u: f64, v: f64| (u * m, v * big_m);
+    let mut exact = |c: &Cand| exact(c.lo, c.hi);
+    let mut batch = |uv: &[(f64, f64)]| -> Result<Vec<Cand>> {
+        let w: Vec<(f64, f64)> = uv.iter().map(|&(u, v)| window(u, v)).collect();
+        let est = eval(&w)?;
+        if est.len() != w.len() {
+            return Err(Error::Quant(format!(
+                "MSE evaluator returned {} values for {} windows",
+                est.len(),
+                w.len()
+            )));
+        }
+        Ok(w.iter()
+            .zip(est)
+            .map(|(&(lo, hi), est)| Cand { lo, hi, est })
+            .collect())
     };
     let step = 1.0 / GRID as f64;
     let fractions = |free: bool| -> Vec<f64> {
@@ -158,14 +264,19 @@ fn search(min: f64, max: f64, mut eval: impl FnMut(f64, f64) -> Result<f64>) -> 
         }
     };
     let (free_u, free_v) = (m < 0.0, big_m > 0.0);
-    let mut best = f(1.0, 1.0)?;
-    let (mut bu, mut bv) = (1.0, 1.0);
+    // The min-max window, then the grid, in one batch.
+    let mut uv = vec![(1.0, 1.0)];
     for &u in &fractions(free_u) {
         for &v in &fractions(free_v) {
-            let c = f(u, v)?;
-            if c.mse < best.mse {
-                (best, bu, bv) = (c, u, v);
-            }
+            uv.push((u, v));
+        }
+    }
+    let mut grid = batch(&uv)?.into_iter().zip(uv);
+    let (mut best, _) = grid.next().expect("the min-max window");
+    let (mut bu, mut bv) = (1.0, 1.0);
+    for (mut c, (u, v)) in grid {
+        if less(&mut c, &mut best, &mut exact)? {
+            (best, bu, bv) = (c, u, v);
         }
     }
     for _ in 0..ROUNDS {
@@ -176,25 +287,29 @@ fn search(min: f64, max: f64, mut eval: impl FnMut(f64, f64) -> Result<f64>) -> 
             let centre = if axis == 0 { bu } else { bv };
             let (mut a, mut b) = ((centre - step).max(0.0), (centre + step).min(1.0));
             let g = (5f64.sqrt() - 1.0) / 2.0;
-            let mut at = |t: f64| -> Result<f64> {
+            let mut at = |t: f64,
+                          best: &mut Cand,
+                          exact: &mut dyn FnMut(&Cand) -> Result<f64>|
+             -> Result<Cand> {
                 let (u, v) = if axis == 0 { (t, bv) } else { (bu, t) };
-                let c = f(u, v)?;
-                if c.mse < best.mse {
-                    best = c;
+                let mut c = batch(&[(u, v)])?[0];
+                if less(&mut c, best, exact)? {
+                    *best = c;
                 }
-                Ok(c.mse)
+                Ok(c)
             };
             let (mut x1, mut x2) = (b - g * (b - a), a + g * (b - a));
-            let (mut f1, mut f2) = (at(x1)?, at(x2)?);
+            let mut f1 = at(x1, &mut best, &mut exact)?;
+            let mut f2 = at(x2, &mut best, &mut exact)?;
             for _ in 0..GOLDEN_ITERS {
-                if f1 <= f2 {
+                if !less(&mut f2, &mut f1, &mut exact)? {
                     (b, x2, f2) = (x2, x1, f1);
                     x1 = b - g * (b - a);
-                    f1 = at(x1)?;
+                    f1 = at(x1, &mut best, &mut exact)?;
                 } else {
                     (a, x1, f1) = (x1, x2, f2);
                     x2 = a + g * (b - a);
-                    f2 = at(x2)?;
+                    f2 = at(x2, &mut best, &mut exact)?;
                 }
             }
             // Re-derive the best fractions from the best window (exact when m, M ≠ 0).
@@ -202,23 +317,66 @@ fn search(min: f64, max: f64, mut eval: impl FnMut(f64, f64) -> Result<f64>) -> 
             bv = if free_v { best.hi / big_m } else { 1.0 };
         }
     }
-    Ok(best)
+    let mse = if best.est.err == 0.0 {
+        best.est.mse
+    } else {
+        exact(&best)?
+    };
+    Ok(ClipSearch {
+        lo: best.lo,
+        hi: best.hi,
+        mse,
+    })
 }
 
 /// MMSE window for the values summarised by `hist` (activations; `act` = fused activation).
 pub fn mmse_histogram(hist: &Histogram, bits: u8, act: Activation) -> Result<ClipSearch> {
+    mmse_histogram_with(hist, bits, act, &mut ExactEval)
+}
+
+/// [`mmse_histogram`] with the objective evaluated by `eval` (module docs: the same window
+/// whenever `eval`'s bounds hold).
+pub fn mmse_histogram_with(
+    hist: &Histogram,
+    bits: u8,
+    act: Activation,
+    eval: &mut dyn MseEval,
+) -> Result<ClipSearch> {
     let (min, max) = activation_range(act, hist.lo, hist.hi);
-    search(min, max, |lo, hi| {
-        mse_on_histogram(hist, (lo, hi), bits, act)
-    })
+    eval.begin(hist)?;
+    search(
+        min,
+        max,
+        |windows| {
+            let cands = windows
+                .iter()
+                .map(|&(lo, hi)| QParams::from_range(lo as f32, hi as f32, bits))
+                .collect::<Result<Vec<_>>>()?;
+            eval.mse(hist, act, &cands)
+        },
+        |lo, hi| mse_on_histogram(hist, (lo, hi), bits, act),
+    )
 }
 
 /// MMSE window for raw values (one weight kernel).
 pub fn mmse_values(x: &[f32], bits: u8) -> Result<ClipSearch> {
     let (min, max) = super::scheme::min_max(x)?;
-    search(min as f64, max as f64, |lo, hi| {
-        mse_on_values(x, (lo, hi), bits)
-    })
+    search(
+        min as f64,
+        max as f64,
+        |windows| {
+            windows
+                .iter()
+                .map(|&w| {
+                    Ok(Bounded {
+                        mse: mse_on_values(x, w, bits)?,
+                        err: 0.0,
+                    })
+                })
+                .collect()
+        },
+        |lo, hi| mse_on_values(x, (lo, hi), bits),
+    )
 }
 
 /// MMSE window per output channel (axis 0) of a weight tensor, bits per channel; channels

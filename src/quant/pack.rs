@@ -1,11 +1,25 @@
-//! 4-bit code packing: two codes per byte, low nibble first (ONNX INT4/UINT4 layout):
-//! byte i = code[2i] | code[2i+1] << 4. An odd count leaves the last high nibble 0; unpacking
-//! rejects a non-zero pad nibble. Signed codes ([−8, 7]) are stored as two's-complement
-//! nibbles and sign-extended on unpack. This is the only module that knows the nibble order.
+//! 4-bit code packing: the one place that knows how nibbles are laid out. ptq4 has three
+//! layouts, all little-end first (element 0 in the lowest bits) and all built from these
+//! functions:
 //!
-//! Flat packing follows ONNX (the whole tensor as one sequence). Row packing pads every row
-//! (e.g. one output channel of a weight) to a whole byte, so each row starts on a byte
-//! boundary: `rows · ceil(row_len / 2)` bytes.
+//! 1. **Bytes** (ONNX INT4/UINT4): two codes per byte, byte i = code[2i] | code[2i+1] << 4
+//!    ([`pack_u4`], [`unpack_u4`]). An odd count leaves the last high nibble 0; unpacking
+//!    rejects a non-zero pad nibble. Signed codes ([−8, 7]) are two's-complement nibbles,
+//!    sign-extended on unpack ([`pack_i4`], [`unpack_i4`]). Flat packing follows ONNX (the
+//!    whole tensor as one sequence); row packing ([`pack_u4_rows`]) pads every row (e.g. one
+//!    output channel of a weight) to a whole byte: `rows · ceil(row_len / 2)` bytes.
+//! 2. **The quantized file's codes** (`qmodel/codes.rs`): channel by channel (axis 0), each
+//!    channel starting on a byte; a channel of at most 4 bits as layout-1 bytes of its
+//!    unsigned codes, a wider channel one byte per code ([`pack_channel_codes`],
+//!    [`unpack_channel_codes`], [`channel_codes_len`]).
+//! 3. **Nibble words**, the integer kernels' weights: signed codes (the signed view of
+//!    `quant::scheme`), 8 two's-complement nibbles per `u32`, element j at bits 4·(j mod 8)
+//!    of word j / 8, the last word padded with 0 ([`pack_i4_words`], [`i4_at`]). The CPU
+//!    kernels (`engine::cpu::int::PackedWeights`) hold one such row per output channel along
+//!    the reduction axis `[in/groups, kh, kw]`; the GPU kernel (`engine::gpu::conv_int`)
+//!    holds one per (output channel, tap) along the input channels, and its channels wider
+//!    than 4 bits as `i8` words, 4 per `u32`, element j at bits 8·(j mod 4) of word j / 4
+//!    ([`pack_i8_words`]).
 
 use crate::error::{Error, Result};
 
@@ -103,4 +117,102 @@ pub fn unpack_u4_rows(packed: &[u8], rows: usize, row_len: usize) -> Result<Vec<
         out.extend(unpack_u4(&packed[r * per..(r + 1) * per], row_len)?);
     }
     Ok(out)
+}
+
+/// Bytes of layout 2 for channels of `per` codes at `bits` each.
+pub fn channel_codes_len(bits: &[u8], per: usize) -> usize {
+    bits.iter()
+        .map(|&b| if b <= 4 { packed_len(per) } else { per })
+        .sum()
+}
+
+/// Packs unsigned codes channel by channel (layout 2; `bits.len()` equal channels).
+pub fn pack_channel_codes(codes: &[u8], bits: &[u8]) -> Result<Vec<u8>> {
+    let per = check_rows(codes.len(), bits.len())?;
+    let mut out = Vec::with_capacity(channel_codes_len(bits, per));
+    for (&b, row) in bits.iter().zip(codes.chunks(per.max(1))) {
+        if b <= 4 {
+            out.extend(pack_u4(row)?);
+        } else {
+            out.extend_from_slice(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Unpacks `bits.len()` channels of `per` codes packed by [`pack_channel_codes`].
+pub fn unpack_channel_codes(packed: &[u8], bits: &[u8], per: usize) -> Result<Vec<u8>> {
+    let want = channel_codes_len(bits, per);
+    if packed.len() != want {
+        return Err(Error::Quant(format!(
+            "{} code bytes, the bit-widths need {want}",
+            packed.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(bits.len() * per);
+    let mut at = 0;
+    for &b in bits {
+        if b <= 4 {
+            out.extend(unpack_u4(&packed[at..at + packed_len(per)], per)?);
+            at += packed_len(per);
+        } else {
+            out.extend_from_slice(&packed[at..at + per]);
+            at += per;
+        }
+    }
+    Ok(out)
+}
+
+/// Packs signed codes in [−8, 7] into nibble words (layout 3): `ceil(n / 8)` words.
+/// Codes outside the range keep only their low nibble (callers hold checked codes).
+pub fn pack_i4_words(codes: &[i8]) -> Vec<u32> {
+    let mut words = vec![0u32; codes.len().div_ceil(8)];
+    for (j, &q) in codes.iter().enumerate() {
+        words[j / 8] |= (q as u8 as u32 & 0xf) << (4 * (j % 8));
+    }
+    words
+}
+
+/// Signed code `j` of a row of nibble words (layout 3), sign-extended.
+#[inline]
+pub fn i4_at(words: &[u32], j: usize) -> i32 {
+    ((words[j / 8] << (28 - 4 * (j % 8))) as i32) >> 28
+}
+
+/// Packs signed `i8` codes 4 per word (layout 3, wide channels): `ceil(n / 4)` words.
+pub fn pack_i8_words(codes: &[i8]) -> Vec<u32> {
+    let mut words = vec![0u32; codes.len().div_ceil(4)];
+    for (j, &q) in codes.iter().enumerate() {
+        words[j / 4] |= (q as u8 as u32) << (8 * (j % 4));
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nibble_words_round_trip() {
+        let codes: Vec<i8> = (0..19).map(|j| (j % 16) as i8 - 8).collect();
+        let words = pack_i4_words(&codes);
+        assert_eq!(words.len(), 3);
+        assert_eq!(words[0] & 0xf, 8); // −8 as a nibble
+        for (j, &q) in codes.iter().enumerate() {
+            assert_eq!(i4_at(&words, j), q as i32);
+        }
+        assert_eq!(words[2] >> 12, 0, "padding nibbles are 0");
+        assert_eq!(pack_i8_words(&[-1, 2, 3, 4, 5]), [0x0403_02ff, 5]);
+    }
+
+    #[test]
+    fn channel_codes_round_trip() {
+        let codes = [1u8, 2, 3, 200, 100, 7];
+        let bits = [4u8, 8];
+        let packed = pack_channel_codes(&codes, &bits).unwrap();
+        assert_eq!(packed, [0x21, 0x03, 200, 100, 7]);
+        assert_eq!(channel_codes_len(&bits, 3), packed.len());
+        assert_eq!(unpack_channel_codes(&packed, &bits, 3).unwrap(), codes);
+        assert!(unpack_channel_codes(&packed[1..], &bits, 3).is_err());
+    }
 }

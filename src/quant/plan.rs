@@ -13,7 +13,9 @@ use super::alloc::{allocate_bits, weight_spreads};
 use super::bias::{bias_correction, bias_shift, corrected_params};
 use super::config::{ClipMethod, Protocol, QuantConfig, QuantPoint};
 use super::dual::{dual_quantize, relative_error, worst_k, DUAL_BITS};
-use super::mmse::{activation_range, mmse_histogram, mmse_weights, mse_on_histogram};
+use super::mmse::{
+    activation_range, mmse_histogram_with, mmse_weights, mse_on_histogram, ExactEval, MseEval,
+};
 use super::scheme::{dequantize_weights, minmax_weights_per_channel, quantize_weights, QParams};
 use super::stats::{ChannelStats, TensorStats};
 use crate::error::{Error, Result};
@@ -99,6 +101,20 @@ pub fn make_plan(
     stats: &BTreeMap<String, TensorStats>,
     means: &BTreeMap<String, Vec<f64>>,
     source: &str,
+) -> Result<Plan> {
+    make_plan_with(g, cfg, points, stats, means, source, &mut ExactEval)
+}
+
+/// [`make_plan`] with the MMSE activation objective evaluated by `mse` (e.g. on the GPU);
+/// the plan is the same bit for bit (`quant::mmse` module docs).
+pub fn make_plan_with(
+    g: &Graph,
+    cfg: &QuantConfig,
+    points: &[QuantPoint],
+    stats: &BTreeMap<String, TensorStats>,
+    means: &BTreeMap<String, Vec<f64>>,
+    source: &str,
+    mse: &mut dyn MseEval,
 ) -> Result<Plan> {
     if !(2..=8).contains(&cfg.wbits) || !(2..=8).contains(&cfg.abits) {
         return Err(Error::Usage(format!(
@@ -224,7 +240,7 @@ pub fn make_plan(
         let s = stats
             .get(&p.value)
             .ok_or_else(|| Error::Quant(format!("no statistics for {}", p.value)))?;
-        acts.push(plan_activation(p, s, cfg)?);
+        acts.push(plan_activation(p, s, cfg, mse)?);
     }
     Ok(Plan {
         config: cfg.clone(),
@@ -235,7 +251,12 @@ pub fn make_plan(
     })
 }
 
-fn plan_activation(p: &QuantPoint, s: &TensorStats, cfg: &QuantConfig) -> Result<ActQuant> {
+fn plan_activation(
+    p: &QuantPoint,
+    s: &TensorStats,
+    cfg: &QuantConfig,
+    mse: &mut dyn MseEval,
+) -> Result<ActQuant> {
     let chans: Vec<ChannelStats> = if p.per_channel {
         s.channels.clone()
     } else {
@@ -271,7 +292,7 @@ fn plan_activation(p: &QuantPoint, s: &TensorStats, cfg: &QuantConfig) -> Result
                 let Some(h) = &c.hist else {
                     unreachable!("checked above")
                 };
-                let found = mmse_histogram(h, b, p.act)?;
+                let found = mmse_histogram_with(h, b, p.act, mse)?;
                 ps.push(QParams::from_range(found.lo as f32, found.hi as f32, b)?);
             }
             (ps, "mmse".to_string())

@@ -9,11 +9,17 @@
 //! code    q = clamp(round(x · (1/s)) + z, 0, 2^M − 1)   (f32: reciprocal once, then ×)
 //! value   x̂ = (q − z) · s                               ((q − z) in i32, then × s in f32)
 //! ```
-//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. The code uses the
-//! exact arithmetic of the GPU kernel (`engine::cpu::fake_quant`): `x·inv` with the f32
-//! reciprocal `inv = 1/s` taken once, rounded, then `+ z` (an integer, so this is the textbook
-//! `round(x/s + z)` up to the rounding of `x/s` itself); WGSL division is only accurate to
-//! 2.5 ULP, so CPU and GPU share the multiply and agree code for code.
+//! `round` is round-half-to-even (`f32::round_ties_even`) everywhere. This is the one
+//! quantizer rule of ptq4, shared bit for bit by the CPU and GPU fake-quant kernels
+//! (`engine::cpu::fake_quant`, `shaders/fake_quant.wgsl`, whose table is `[s, 1/s, z, 2^M − 1]`
+//! built from these parameters) and by the integer epilogues. Every step is one correctly
+//! rounded f32 operation (no division, no `a·b + c` a compiler could fuse into an FMA):
+//! `x·inv` with the f32 reciprocal `inv = 1/s` taken once on the host, rounded, then `+ z`
+//! (an integer), clamped; then `(q − z)` (exact in i32 and in f32) `× s`. This differs from
+//! the textbook `round(x/s + z)` only at exact ties with an odd `z` (the tie is broken on
+//! x·(1/s), before adding z) and by the rounding of `x/s` itself; WGSL division is only
+//! accurate to 2.5 ULP, so CPU and GPU share the multiply and agree code for code. Inputs
+//! must be finite (NaN gives code 0 on the CPU, unspecified on a GPU). With 0 bits `2^M − 1 = 0`: the channel collapses to the constant `−z·s`.
 //!
 //! Choices the papers leave open, made here (docs/METHOD.md §1):
 //! - The window is widened to contain 0 before the scale is computed, so a window lying
@@ -164,12 +170,6 @@ pub fn to_signed(q: u8, bits: u8) -> i8 {
     (q as i32 - signed_offset(bits)) as i8
 }
 
-/// Unsigned code q_s + 2^(M−1).
-#[inline]
-pub fn from_signed(q: i8, bits: u8) -> u8 {
-    (q as i32 + signed_offset(bits)) as u8
-}
-
 /// Signed view of a slice of codes quantized at `bits`.
 pub fn signed_codes(codes: &[u8], bits: u8) -> Vec<i8> {
     codes.iter().map(|&q| to_signed(q, bits)).collect()
@@ -205,12 +205,6 @@ pub fn min_max(x: &[f32]) -> Result<(f32, f32)> {
         hi = hi.max(v);
     }
     Ok((lo, hi))
-}
-
-/// Per-tensor min-max quantizer.
-pub fn minmax_per_tensor(x: &[f32], bits: u8) -> Result<QParams> {
-    let (lo, hi) = min_max(x)?;
-    QParams::from_range(lo, hi, bits)
 }
 
 /// Splits a weight tensor into its `out_channels` contiguous rows (axis 0).
@@ -290,61 +284,15 @@ pub fn dequantize_weights(codes: &[u8], params: &[QParams]) -> Result<Vec<f32>> 
         .collect())
 }
 
-fn check_nchw(x: &[f32], n: usize, c: usize, hw: usize) -> Result<()> {
-    if x.len() != n * c * hw || x.is_empty() {
-        return Err(Error::Quant(format!(
-            "activation of {} values is not N·C·HW = {n}·{c}·{hw}",
-            x.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Per-channel (axis 1 of NCHW) min-max quantizers, statistics over N·H·W.
-pub fn minmax_activations_per_channel(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    bits: &[u8],
-) -> Result<Vec<QParams>> {
-    check_nchw(x, n, c, hw)?;
-    check_len("bits per channel", bits, c)?;
-    let mut lo = vec![f32::INFINITY; c];
-    let mut hi = vec![f32::NEG_INFINITY; c];
-    for (i, plane) in x.chunks(hw).enumerate() {
-        let (a, b) = min_max(plane)?;
-        let ch = i % c;
-        lo[ch] = lo[ch].min(a);
-        hi[ch] = hi[ch].max(b);
-    }
-    (0..c)
-        .map(|ch| QParams::from_range(lo[ch], hi[ch], bits[ch]))
-        .collect()
-}
-
-/// Fake-quantizes an NCHW activation with one quantizer per channel (axis 1).
-pub fn fake_quant_activations(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    params: &[QParams],
-) -> Result<Vec<f32>> {
-    check_nchw(x, n, c, hw)?;
-    check_len("quantizers per channel", params, c)?;
-    Ok(x.chunks(hw)
-        .enumerate()
-        .flat_map(|(i, plane)| {
-            let p = params[i % c];
-            plane.iter().map(move |&v| p.fake_quant(v))
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unsigned code q_s + 2^(M−1).
+    #[inline]
+    fn from_signed(q: i8, bits: u8) -> u8 {
+        (q as i32 + signed_offset(bits)) as u8
+    }
 
     #[test]
     fn zero_bit_constant_encodes_its_value() {

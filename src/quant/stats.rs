@@ -16,10 +16,14 @@
 //! - pass 2: `abs_dev[0..C]` = Σ|x − mean_c| per channel, `abs_dev[C]` = Σ|x − mean_t| (f64);
 //!   `channel_hist[c·channel_bins + i]` and `tensor_hist[i]` are counts (u32 per device batch,
 //!   summed into u64 on the host by [`StatsAccumulator::merge_device_pass2`]).
-//! - binning (exactly reproducible in f32, only correctly rounded − and ×):
-//!   `bin = clamp(floor((x − lo) · inv_width), 0, bins − 1)` with `lo` = the f32 min and
-//!   `inv_width = bins / (hi − lo)` computed in f32 on the host ([`Binning`]); a constant
-//!   channel (hi = lo) has `inv_width = 0` and puts everything in bin 0.
+//! - binning ([`Binning`], the one bin rule of ptq4, shared by this accumulator, the CPU twin
+//!   `engine::cpu::histogram` and `shaders/histogram.wgsl`, whose range table is
+//!   `(lo, inv_width)` per channel): exactly reproducible in f32, only correctly rounded
+//!   − and ×, `bin = clamp(floor((x − lo) · inv_width), 0, bins − 1)` with `lo` = the f32 min
+//!   and `inv_width = bins / (hi − lo)` computed in f32 on the host. Values below `lo` land in
+//!   bin 0, values at or above `hi` in the last bin. A constant channel (hi = lo), or a range
+//!   so narrow that `inv_width` overflows f32, has `inv_width = 0` and puts everything in
+//!   bin 0 (so no device ever multiplies by ∞).
 //!
 //! Within one accumulator, values are summed per (image, channel) plane and planes are added
 //! in input order, so feeding the same data in different batch splits gives bit-identical
@@ -74,7 +78,7 @@ impl Histogram {
     }
 }
 
-/// The f32 binning rule shared with device twins (module docs).
+/// The f32 bin rule shared with the device twins (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Binning {
     pub lo: f32,
@@ -85,11 +89,8 @@ pub struct Binning {
 
 impl Binning {
     pub fn new(lo: f32, hi: f32, bins: usize) -> Self {
-        let inv_width = if hi > lo {
-            bins as f32 / (hi - lo)
-        } else {
-            0.0
-        };
+        let k = bins as f32 / (hi - lo);
+        let inv_width = if hi > lo && k.is_finite() { k } else { 0.0 };
         Binning {
             lo,
             hi,
@@ -98,6 +99,7 @@ impl Binning {
         }
     }
 
+    /// Bin of `x` (module docs).
     #[inline]
     pub fn bin(&self, x: f32) -> usize {
         let t = ((x - self.lo) * self.inv_width).floor();

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use super::{common, node, SCALE_REL_TOL};
 use ptq4::calib::calibrate_batches;
 use ptq4::calib::device::calibrate_gpu;
+use ptq4::engine::gpu::mmse::GpuMse;
 use ptq4::engine::Backend;
 use ptq4::graph::{Activation, Conv2d, Graph, Linear, Op, Preprocess};
-use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
-use ptq4::quant::plan::make_plan;
+use ptq4::quant::config::{quant_points, ClipMethod, Protocol, QuantConfig};
+use ptq4::quant::plan::{make_plan, make_plan_with};
 use ptq4::Tensor;
 
 /// Device mean, b and σ from f32 partial sums of exact integer data (and |x − mean| with the
@@ -181,5 +182,36 @@ fn calib_gpu_equals_cpu_on_exact_data() {
         for (a, b) in pc.layers.iter().zip(&pg.layers) {
             assert_eq!(a.params, b.params, "{}", a.node);
         }
+    }
+}
+
+/// `--clip mmse` on the GPU backend: with the device evaluating the MMSE objective on the
+/// device calibration's histograms, the plan equals the all-CPU plan from the same
+/// statistics, bit for bit (both protocols: per-channel and per-tensor histograms).
+#[test]
+fn mmse_plan_with_device_objective_equals_cpu_plan() {
+    let Some(ctx) = common::test_context() else {
+        return;
+    };
+    let mut seed = 23;
+    let g = exact_graph(&mut seed);
+    let batches: Vec<Tensor> = [2, 1]
+        .iter()
+        .map(|&n| ints(&[n, 3, 21, 19], -4, 4, &mut seed))
+        .collect();
+    for protocol in [Protocol::Paper, Protocol::Deploy] {
+        let cfg = QuantConfig {
+            protocol,
+            clip: ClipMethod::Mmse,
+            ..QuantConfig::default()
+        };
+        let points = quant_points(&g, &cfg);
+        let cal = calibrate_gpu(&ctx, &g, &points, &batches).unwrap();
+        let (st, means, src) = (&cal.stats, &cal.means, &cal.source);
+        let cpu = make_plan(&g, &cfg, &points, st, means, src).unwrap();
+        let gpu =
+            make_plan_with(&g, &cfg, &points, st, means, src, &mut GpuMse::new(&ctx)).unwrap();
+        assert!(cpu.acts.iter().all(|a| a.clip == "mmse"), "{protocol:?}");
+        assert_eq!(cpu, gpu, "{protocol:?}");
     }
 }

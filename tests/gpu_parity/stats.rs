@@ -1,18 +1,17 @@
-//! `moments_…` (named f32-vs-f64 bounds) and `histogram_…` (exact counts), plus the
+//! `histogram_…` (exact counts), plus the
 //! chunking of bindings under a forced small limit.
 
 use proptest::prelude::*;
-use ptq4::engine::cpu::{
-    fake_quant as cpu_fq, histogram as cpu_hist, moments as cpu_mom, reference,
-};
+use ptq4::engine::cpu::{fake_quant as cpu_fq, histogram as cpu_hist, reference};
 use ptq4::engine::device::{buffers, GpuContext};
-use ptq4::engine::gpu::{conv2d, fake_quant, histogram, moments};
+use ptq4::engine::gpu::{conv2d, fake_quant, histogram};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::{Activation, Conv2d};
+use ptq4::quant::QParams;
 use ptq4::{Error, Tensor};
 
 use super::conv::data;
-use super::{ctx, runner, EPS};
+use super::{ctx, runner};
 
 /// Data `[outer, channels, inner]` scaled by `scale`, shifted by `offset` (cancellation in
 /// a one-pass variance), channel 0 constant when `constant`.
@@ -33,93 +32,6 @@ fn activations(
         }
     }
     x
-}
-
-/// Compares GPU moments with the f64 CPU twin. With summation depth
-/// `d = ⌈min(inner, SEG_LEN)/256⌉ + 8 + outer·segments` (per-invocation run, tree, partials):
-/// - min, max: exact;
-/// - mean: `δ = (d + 3)·ε·mean|x|` (Higham's γ_d bound on Σx, plus the division);
-/// - mad: `δ + (d + 4)·ε·(mad + δ)` (each |x − m̂| is within δ of |x − m|, one rounding);
-/// - std: with `e = δ² + (d + 6)·ε·(σ² + δ²)` bounding `|σ̂² − σ²|` (mean((x − m̂)²) =
-///   σ² + (m − m̂)² exactly; 3 roundings per term), `|σ̂ − σ| ≤ min(√e, e/σ) + 8εσ` (the last
-///   term for WGSL's sqrt, accurate to a few ULP).
-fn check_moments(gpu: &[cpu_mom::Moments], x: &[f32], layout: &ChannelLayout) {
-    let cpu = cpu_mom::moments(x, layout).unwrap();
-    let segs = layout.inner.div_ceil(moments::SEG_LEN);
-    let d = layout.inner.min(moments::SEG_LEN).div_ceil(256) as f64
-        + 8.0
-        + (layout.outer * segs) as f64;
-    for (c, (g, m)) in gpu.iter().zip(&cpu).enumerate() {
-        assert_eq!((g.min, g.max), (m.min, m.max), "channel {c}: min/max");
-        let abs_mean = (0..x.len())
-            .filter(|&i| layout.channel_of(i) == c)
-            .map(|i| (x[i] as f64).abs())
-            .sum::<f64>()
-            / (layout.outer * layout.inner) as f64;
-        let delta = (d + 3.0) * EPS * abs_mean;
-        assert!(
-            (g.mean - m.mean).abs() <= delta,
-            "channel {c}: mean {} vs {} (tol {delta})",
-            g.mean,
-            m.mean
-        );
-        let tol_mad = delta + (d + 4.0) * EPS * (m.mad + delta);
-        assert!(
-            (g.mad - m.mad).abs() <= tol_mad,
-            "channel {c}: mad {} vs {} (tol {tol_mad})",
-            g.mad,
-            m.mad
-        );
-        let e = delta * delta + (d + 6.0) * EPS * (m.std * m.std + delta * delta);
-        let tol_std = if m.std > 0.0 {
-            e.sqrt().min(e / m.std)
-        } else {
-            e.sqrt()
-        } + 8.0 * EPS * m.std;
-        assert!(
-            (g.std - m.std).abs() <= tol_std,
-            "channel {c}: std {} vs {} (tol {tol_std})",
-            g.std,
-            m.std
-        );
-    }
-}
-
-#[test]
-fn moments_match_cpu() {
-    let Some(ctx) = ctx() else { return };
-    let strategy = (
-        1usize..=3,
-        1usize..=4,
-        1usize..=700,
-        any::<u64>(),
-        prop::sample::select(vec![1.0f32, 1e4]),
-        prop::sample::select(vec![0.0f32, 3.0, -1e3]),
-        any::<bool>(),
-    );
-    runner(48)
-        .run(
-            &strategy,
-            |(outer, channels, inner, seed, scale, offset, constant)| {
-                let layout = ChannelLayout {
-                    outer,
-                    channels,
-                    inner,
-                };
-                let x = activations(&layout, seed, scale, offset * scale, constant);
-                check_moments(&moments::moments(ctx, &x, &layout).unwrap(), &x, &layout);
-                Ok(())
-            },
-        )
-        .unwrap();
-}
-
-#[test]
-fn moments_per_tensor_spans_segments() {
-    let Some(ctx) = ctx() else { return };
-    let layout = ChannelLayout::per_tensor(2 * moments::SEG_LEN + 777);
-    let x = activations(&layout, 9, 2.0, 100.0, false);
-    check_moments(&moments::moments(ctx, &x, &layout).unwrap(), &x, &layout);
 }
 
 fn hist_strategy() -> impl Strategy<Value = (ChannelLayout, Vec<f32>, Vec<(f32, f32)>, u32)> {
@@ -232,18 +144,13 @@ fn chunked_bindings_match_unchunked() {
         conv2d::conv2d(&small, &big, &w, Some(&b), &c),
         Err(Error::Gpu(_))
     ));
-    // moments / histogram: 2 KiB per image → 2 images per chunk, 3 chunks.
+    // histogram: 2 KiB per image → 2 images per chunk, 3 chunks.
     let layout = ChannelLayout {
         outer: 6,
         channels: 2,
         inner: 256,
     };
     let xs = activations(&layout, 5, 1.0, 2.0, false);
-    check_moments(
-        &moments::moments(&small, &xs, &layout).unwrap(),
-        &xs,
-        &layout,
-    );
     let ranges = [(-1.0, 3.0), (0.0, 2.5)];
     assert_eq!(
         histogram::histogram(&small, &xs, &layout, &ranges, 64).unwrap(),
@@ -256,9 +163,9 @@ fn chunked_bindings_match_unchunked() {
         inner: 300,
     };
     let q: Vec<_> = (0..5)
-        .map(|c| cpu_fq::ChannelQuant {
+        .map(|c| QParams {
             scale: 0.01 * (c + 1) as f32,
-            zero: c as f32,
+            zero_point: c,
             bits: 4,
         })
         .collect();

@@ -1,7 +1,6 @@
 //! The CPU engine: fast f32 kernels (im2col + GEMM, direct depthwise, rayon), and the naive
-//! [`reference`] implementations they are tested against. `fake_quant`, `moments`,
-//! `histogram` and `mmse` are the CPU twins of the GPU kernels of the same names and define
-//! their exact semantics.
+//! [`reference`] implementations they are tested against. `fake_quant` and `histogram` are
+//! the CPU twins of the GPU kernels of the same names (their rules live in `quant/`).
 //!
 //! Parallelism: GEMMs run on matrixmultiply's own threads (see `gemm`), every other loop on
 //! rayon; the two never overlap.
@@ -16,8 +15,6 @@ mod im2col;
 pub mod int;
 pub mod linear;
 mod microkernel;
-pub mod mmse;
-pub mod moments;
 mod plane;
 pub mod pointwise;
 pub mod pool;

@@ -62,7 +62,6 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
-    packed_dot: bool,
     max_binding: u64,
     pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -118,9 +117,6 @@ impl GpuContext {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let packed_dot = instance
-            .wgsl_language_features()
-            .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ptq4"),
             required_features: wgpu::Features::empty(),
@@ -143,7 +139,6 @@ impl GpuContext {
             queue,
             info,
             limits,
-            packed_dot,
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
@@ -172,11 +167,6 @@ impl GpuContext {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
-    }
-
-    /// Whether WGSL `packed_4x8_integer_dot_product` (`dot4I8Packed`, …) is available.
-    pub fn has_packed_dot(&self) -> bool {
-        self.packed_dot
     }
 
     /// Largest storage binding, in bytes, that kernels may use.

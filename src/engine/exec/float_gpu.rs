@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use steps::{c_hw, pointwise, BufferPool};
 
-use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
+use crate::engine::cpu::fake_quant::validate;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::gpu::fake_quant::quant_table;
@@ -320,26 +320,17 @@ impl<'a> GpuGraph<'a> {
                 })?;
             let (c, _) = c_hw(&self.shapes[v]);
             let want = if a.per_channel { c } else { 1 };
-            let q: Vec<ChannelQuant> = a
-                .params
-                .iter()
-                .map(|p| ChannelQuant {
-                    scale: p.scale,
-                    zero: p.zero_point as f32,
-                    bits: p.bits as u32,
-                })
-                .collect();
             let layout = ChannelLayout {
                 outer: 1,
                 channels: want,
                 inner: 1,
             };
-            validate(&layout, &q).map_err(|e| Error::Quant(format!("{}: {e}", a.value)))?;
+            validate(&layout, &a.params).map_err(|e| Error::Quant(format!("{}: {e}", a.value)))?;
             let label = format!("{} quantizers", a.value);
             t.insert(
                 v,
                 (
-                    buffers::upload(self.ctx, &label, &quant_table(&q)),
+                    buffers::upload(self.ctx, &label, &quant_table(&a.params)),
                     a.per_channel,
                 ),
             );

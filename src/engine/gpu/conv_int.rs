@@ -7,9 +7,10 @@
 //!   tensor's zero point (real 0), so a pixel is `cw = 2·ceil(C/8)` words; `[N, F]` is the
 //!   same with H = W = 1.
 //! - weights, tensor t (t = 1: the second tensor of a dual layer), output channel c, tap
-//!   (ky, kx): `ceil(CI/G / 8)` words of 8 signed nibbles along the input channels
-//!   (`[t][c][tap][word]`), or for channels wider than 4 bits, `2·ceil(CI/G / 8)` words of 4
-//!   `i8` in the `wide` buffer (`[row][tap][word]`). Padding channels hold code 0.
+//!   (ky, kx): `ceil(CI/G / 8)` nibble words along the input channels (`quant::pack`,
+//!   layout 3; `[t][c][tap][word]`), or for channels wider than 4 bits, `2·ceil(CI/G / 8)`
+//!   words of 4 `i8` in the `wide` buffer (`[row][tap][word]`, layout 3's `i8` words).
+//!   Padding channels hold code 0.
 //! - channel table: `Chan { mult = s_w·s_x, bias, z_s, Σq_s, wide row }` per (t, c).
 //!
 //! Products: activations are shifted to signed (x_s = q_x − 128, one XOR per word) so all
@@ -29,6 +30,7 @@ use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::requant::{Epilogue, QUANTIZE_DIVIDES};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};
+use crate::quant::pack::{pack_i4_words, pack_i8_words};
 use crate::quant::QParams;
 
 pub const SOURCE: &str = include_str!("../../../shaders/conv_int.wgsl");
@@ -177,17 +179,19 @@ impl GpuIntLayer {
                     NONE
                 };
                 let mut sumq = 0i32;
-                for ci in 0..cig {
-                    for tap in 0..taps {
-                        let s = w.signed(c, ci * taps + tap);
-                        sumq += s;
-                        if wide_row == NONE {
-                            let i = ((t * co + c) * taps + tap) * cw8 + ci / 8;
-                            nib[i] |= (s as u32 & 0xf) << (4 * (ci % 8));
-                        } else {
-                            let i = (wide_row as usize * taps + tap) * cw8 * 2 + ci / 4;
-                            wide[i] |= (s as u32 & 0xff) << (8 * (ci % 4));
-                        }
+                for tap in 0..taps {
+                    // Signed codes of this (channel, tap) along the input channels.
+                    let col: Vec<i8> = (0..cig)
+                        .map(|ci| w.signed(c, ci * taps + tap) as i8)
+                        .collect();
+                    sumq += col.iter().map(|&s| s as i32).sum::<i32>();
+                    if wide_row == NONE {
+                        let i = ((t * co + c) * taps + tap) * cw8;
+                        nib[i..i + cw8].copy_from_slice(&pack_i4_words(&col));
+                    } else {
+                        let i = (wide_row as usize * taps + tap) * cw8 * 2;
+                        let words = pack_i8_words(&col);
+                        wide[i..i + words.len()].copy_from_slice(&words);
                     }
                 }
                 let mult = match t {

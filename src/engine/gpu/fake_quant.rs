@@ -3,20 +3,22 @@
 //!
 //! For element `i` of channel `c = (i / inner) % channels` ([`ChannelLayout`]):
 //! `q = clamp(round_ties_even(x·inv_c) + z_c, 0, 2^M_c − 1)`, `code = q`, `x̂ = (q − z_c)·s_c`,
-//! with `inv_c = 1/s_c` computed once on the host. The exact rule, and why it is bit-exact
-//! on any conforming device, is documented on the CPU twin
-//! [`crate::engine::cpu::fake_quant`]; codes and values must equal it exactly.
+//! with `inv_c = 1/s_c` computed once on the host: [`QParams::quantize`] and
+//! [`QParams::dequantize`], whose rule (and why it is bit-exact on any conforming device) is
+//! documented once in `quant::scheme`; codes and values must equal the CPU twin
+//! [`crate::engine::cpu::fake_quant`] exactly.
 //! Layouts: x, codes (u32, one per element, unpacked), values (f32) share x's layout;
 //! quantizers are `vec4(s, 1/s, z, 2^M − 1)` per channel.
 //! Bindings: 0 x, 1 quantizers → 2 codes, 3 values → 4 [`FakeQuantParams`].
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::engine::cpu::fake_quant::{validate, ChannelQuant};
+use crate::engine::cpu::fake_quant::validate;
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
+use crate::quant::QParams;
 
 pub const SOURCE: &str = include_str!("../../../shaders/fake_quant.wgsl");
 const SLOTS: [Slot; 5] = [
@@ -39,10 +41,11 @@ pub struct FakeQuantParams {
 }
 const _: () = assert!(std::mem::size_of::<FakeQuantParams>() == 16);
 
-/// The quantizer table the kernel binds: `[s, 1/s, z, 2^M − 1]` per channel.
-pub fn quant_table(q: &[ChannelQuant]) -> Vec<[f32; 4]> {
+/// The quantizer table the kernel binds: `[s, 1/s, z, 2^M − 1]` per channel (z and
+/// 2^M − 1 are integers, exact in f32).
+pub fn quant_table(q: &[QParams]) -> Vec<[f32; 4]> {
     q.iter()
-        .map(|c| [c.scale, c.inv_scale(), c.zero, c.qmax()])
+        .map(|p| [p.scale, p.inv_scale(), p.zero_point as f32, p.qmax() as f32])
         .collect()
 }
 
@@ -88,7 +91,7 @@ pub fn fake_quant(
     ctx: &GpuContext,
     x: &[f32],
     layout: &ChannelLayout,
-    q: &[ChannelQuant],
+    q: &[QParams],
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     layout.check(x.len(), "fake_quant input")?;
     validate(layout, q)?;

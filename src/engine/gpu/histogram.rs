@@ -1,21 +1,22 @@
 //! `histogram`: per-channel histograms on the GPU (`shaders/histogram.wgsl`), counts equal
-//! to the CPU twin [`crate::engine::cpu::histogram`] exactly (same bin rule, same
-//! host-computed `k = bins/(hi − lo)`).
+//! to the CPU twin [`crate::engine::cpu::histogram`] exactly: both bin by [`Binning`] (the
+//! one bin rule, `quant::stats`), here with its host-computed `inv_width` in the table.
 //!
 //! Input `[outer, channels, inner]` ([`ChannelLayout`]; per tensor: one channel). One
 //! workgroup per (image, channel, segment of ≤ [`SEG_LEN`] values) counts into
 //! `bins ≤ MAX_BINS` u32 atomics in workgroup memory (8 KiB), then adds its non-zero bins to
 //! the global counts with u32 atomics: integer sums, so the result is order-independent.
-//! Bindings: 0 x, 1 ranges (`vec2(lo, k)` per channel) → 2 counts (`[channels][bins]` u32,
+//! Bindings: 0 x, 1 ranges (`vec2(lo, inv_width)` per channel, [`range_table`]) → 2 counts (`[channels][bins]` u32,
 //! zeroed by the host, accumulated across chunks) → 3 [`HistogramParams`].
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::engine::cpu::histogram::{bin_scale, validate, MAX_BINS};
+use crate::engine::cpu::histogram::{validate, MAX_BINS};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
+use crate::quant::stats::Binning;
 
 pub const SOURCE: &str = include_str!("../../../shaders/histogram.wgsl");
 const SLOTS: [Slot; 4] = [Slot::Input, Slot::Input, Slot::Output, Slot::Params];
@@ -36,12 +37,9 @@ pub struct HistogramParams {
 }
 const _: () = assert!(std::mem::size_of::<HistogramParams>() == 32);
 
-/// The range table the kernel binds: `(lo, bin_scale(lo, hi, bins))` per channel.
-pub fn range_table(ranges: &[(f32, f32)], bins: u32) -> Vec<[f32; 2]> {
-    ranges
-        .iter()
-        .map(|&(lo, hi)| [lo, bin_scale(lo, hi, bins)])
-        .collect()
+/// The range table the kernel binds: `(lo, inv_width)` per channel.
+pub fn range_table(binning: &[Binning]) -> Vec<[f32; 2]> {
+    binning.iter().map(|b| [b.lo, b.inv_width]).collect()
 }
 
 /// Records the counting of `n` images (`x` holds `n·channels·inner` values) into `counts`.
@@ -92,7 +90,11 @@ pub fn histogram(
 ) -> Result<Vec<u32>> {
     layout.check(x.len(), "histogram input")?;
     validate(layout, ranges, bins)?;
-    let table = buffers::upload(ctx, "histogram ranges", &range_table(ranges, bins));
+    let binning: Vec<Binning> = ranges
+        .iter()
+        .map(|&(lo, hi)| Binning::new(lo, hi, bins as usize))
+        .collect();
+    let table = buffers::upload(ctx, "histogram ranges", &range_table(&binning));
     let len = layout.channels * bins as usize;
     let counts = buffers::zeroed(ctx, "histogram counts", (len * 4) as u64);
     let item = layout.channels * layout.inner;

@@ -1,7 +1,7 @@
 //! GPU launchers: one module per `shaders/<k>.wgsl`, named like it, each with the
 //! shader's `//!` contract, its `#[repr(C)]` params and its `*_encode` launchers. Every
-//! kernel has a CPU twin (the reference kernels or `engine::cpu::<k>`) that is its test
-//! oracle. Device plumbing is in `engine::device`; executors that chain launchers into
+//! kernel has a CPU twin that is its test oracle: the reference kernels, `engine::cpu::<k>`,
+//! or for `mmse` the planner's own objective in `quant::mmse`. Device plumbing is in `engine::device`; executors that chain launchers into
 //! whole graphs are in `engine::exec`.
 
 pub mod conv2d;
@@ -14,6 +14,5 @@ pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
 pub mod mmse;
-pub mod moments;
 pub mod plane_stats;
 pub mod pool;

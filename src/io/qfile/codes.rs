@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::io::model::{Data, ModelFile, RawTensor};
-use crate::quant::pack::{pack_u4, unpack_u4};
+use crate::quant::pack::{channel_codes_len, pack_channel_codes, unpack_channel_codes};
 use crate::quant::scheme::MAX_BITS;
 use crate::quant::QParams;
 
@@ -42,8 +42,7 @@ pub(super) fn check_layers(g: &Graph, f: &ModelFile, path: &Path) -> Result<()> 
     Ok(())
 }
 
-/// Codes are stored channel by channel: channels of at most 4 bits as nibbles (two per
-/// byte, low nibble first, each channel starting on a byte), wider channels one byte per code.
+/// Codes are stored channel by channel (`quant::pack`, layout 2).
 pub(super) fn put_codes(
     f: &mut ModelFile,
     key: &str,
@@ -58,15 +57,8 @@ pub(super) fn put_codes(
             codes.len()
         )));
     }
-    let per = codes.len() / c;
-    let mut data = Vec::with_capacity(codes.len());
-    for (p, row) in params.iter().zip(codes.chunks(per.max(1))) {
-        if p.bits <= 4 {
-            data.extend(pack_u4(row)?);
-        } else {
-            data.extend_from_slice(row);
-        }
-    }
+    let bits: Vec<u8> = params.iter().map(|p| p.bits).collect();
+    let data = pack_channel_codes(codes, &bits)?;
     let n = data.len();
     f.tensors.insert(
         format!("{key}.codes"),
@@ -130,28 +122,13 @@ pub(super) fn take_codes(
         })
         .collect();
     let per = n / c.max(1);
-    let stored: usize = params
-        .iter()
-        .map(|p| if p.bits <= 4 { per.div_ceil(2) } else { per })
-        .sum();
+    let stored = channel_codes_len(&bits, per);
     if codes.len() != stored {
         return Err(format!(
             "{key}: {} code bytes, the bit-widths need {stored}",
             codes.len()
         ));
     }
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for p in &params {
-        if p.bits <= 4 {
-            out.extend(
-                unpack_u4(&codes[at..at + per.div_ceil(2)], per).map_err(|e| e.to_string())?,
-            );
-            at += per.div_ceil(2);
-        } else {
-            out.extend_from_slice(&codes[at..at + per]);
-            at += per;
-        }
-    }
+    let out = unpack_channel_codes(&codes, &bits, per).map_err(|e| e.to_string())?;
     Ok((params, out))
 }

@@ -1,13 +1,13 @@
 //! Integer weights of one conv/linear tensor, as the integer kernels hold them.
 //!
 //! Codes are kept in the signed view of `quant::scheme` (q_s = q − 2^(M−1), z_s = z − 2^(M−1),
-//! so (q − z) = (q_s − z_s) exactly). Channels of at most 4 bits are packed as two's-complement
-//! nibbles, 8 per `u32` along the reduction axis (element j of a row at bits 4·(j mod 8) of word
-//! j / 8; rows padded with 0 to whole words). Wider channels (bit allocation can give up to 8)
-//! live in `i8` rows instead. The reduction axis is the weight layout's
+//! so (q − z) = (q_s − z_s) exactly). Channels of at most 4 bits are rows of nibble words
+//! along the reduction axis (`quant::pack`, layout 3). Wider channels (bit allocation can
+//! give up to 8) live in `i8` rows instead. The reduction axis is the weight layout's
 //! `[in/groups, kh, kw]` (row-major), or `in` for linear layers.
 
 use crate::error::{Error, Result};
+use crate::quant::pack::{i4_at, pack_i4_words};
 use crate::quant::scheme::{to_signed, QParams};
 
 /// Marks a channel without an `i8` row.
@@ -59,10 +59,8 @@ impl PackedWeights {
                 wide.extend(row.iter().map(|&q| to_signed(q, p.bits)));
             } else {
                 wide_row.push(NONE);
-                for (j, &q) in row.iter().enumerate() {
-                    let s = to_signed(q, p.bits) as u8 as u32 & 0xf;
-                    nib[c * words + j / 8] |= s << (4 * (j % 8));
-                }
+                let signed: Vec<i8> = row.iter().map(|&q| to_signed(q, p.bits)).collect();
+                nib[c * words..(c + 1) * words].copy_from_slice(&pack_i4_words(&signed));
             }
         }
         Ok(PackedWeights {
@@ -82,10 +80,7 @@ impl PackedWeights {
     #[inline]
     pub fn signed(&self, c: usize, j: usize) -> i32 {
         match self.wide_row[c] {
-            NONE => {
-                let w = self.nib[c * self.words + j / 8];
-                ((w << (28 - 4 * (j % 8))) as i32) >> 28
-            }
+            NONE => i4_at(&self.nib[c * self.words..(c + 1) * self.words], j),
             r => self.wide[r as usize * self.k + j] as i32,
         }
     }
@@ -98,8 +93,7 @@ impl PackedWeights {
             NONE => {
                 let row = &self.nib[c * self.words..(c + 1) * self.words];
                 for (j, o) in out[..self.k].iter_mut().enumerate() {
-                    let s = ((row[j / 8] << (28 - 4 * (j % 8))) as i32) >> 28;
-                    *o = (s - z) as i16;
+                    *o = (i4_at(row, j) - z) as i16;
                 }
             }
             r => {
