@@ -23,7 +23,7 @@ use ptq4::tensor::Tensor;
 use fixtures::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn random_conv_int_equals_sim_and_oracle((c, [n, h, w], seed, xbits) in conv_strategy()) {

@@ -149,7 +149,7 @@ pub(super) fn cpu_layer(x: &QTensor, l: &IntLayer, exec: Exec) -> IntOutput {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(common::proptest_config(32))]
 
     #[test]
     fn random_conv_gpu_equals_cpu((c, [n, h, w], seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {

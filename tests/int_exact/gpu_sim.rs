@@ -10,6 +10,7 @@ use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::QParams;
 use ptq4::tensor::Tensor;
 
+use super::common;
 use super::fixtures::*;
 use super::gpu::{cpu_layer, gpu, make_layer, rand_layer};
 
@@ -48,7 +49,7 @@ fn wide_input(shape: &[usize], seed: &mut u64) -> QTensor {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(common::proptest_config(32))]
 
     /// Every conv kind (1×1, k×k, strided, dilated, padded, grouped, depthwise), single or
     /// dual, codes or logits.
@@ -77,7 +78,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(common::proptest_config(16))]
 
     /// Layers whose K·max|w|·max|x| exceeds 2^24: the chunked exact accumulation (a dual
     /// layer's 4-bit second tensor stays within the bound and takes the f32 kernels).
