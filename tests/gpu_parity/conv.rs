@@ -6,7 +6,7 @@ use ptq4::engine::gpu::{conv2d, linear, pool};
 use ptq4::graph::{Activation, Conv2d, Linear, Pool};
 use ptq4::Tensor;
 
-use super::{ctx, dot_tolerance, runner};
+use super::{ctx, runner, Tol};
 
 /// Deterministic pseudo-random data in `[-scale, scale)` (splitmix64).
 pub fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -27,19 +27,6 @@ fn abs(t: &Tensor) -> Tensor {
     Tensor {
         shape: t.shape.clone(),
         data: t.data.iter().map(|v| v.abs()).collect(),
-    }
-}
-
-/// Asserts `|gpu − cpu| ≤ tol_i` elementwise (NaN sentinels fail).
-pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: impl Fn(usize) -> f64) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let d = (g as f64 - c as f64).abs();
-        assert!(
-            d <= tol(i),
-            "{what}[{i}]: gpu {g} cpu {c} |d| {d} > tol {}",
-            tol(i)
-        );
     }
 }
 
@@ -74,9 +61,7 @@ fn check_conv(c: &Conv2d, n: usize, h: usize, w: usize, seed: u64, scale: f32, c
         },
     );
     let k = ws[1] * ws[2] * ws[3];
-    assert_close("conv2d", &gpu.data, &cpu.data, |i| {
-        dot_tolerance(k, bound.data[i] as f64)
-    });
+    Tol::f32_dot(k).assert_all("conv2d", &gpu.data, &cpu.data, |i| f64::from(bound.data[i]));
 }
 
 fn conv_strategy() -> impl Strategy<Value = (Conv2d, usize, usize, usize, u64, f32, bool)> {
@@ -227,9 +212,8 @@ fn pool_max_and_avg_match_reference() {
             let c = reference::avg_pool(&x, &p);
             let bound = reference::avg_pool(&abs(&x), &p);
             // A sum of k² terms, then one division (2.5 ULP in WGSL): k² + 3 roundings.
-            assert_close("avg_pool", &g.data, &c.data, |i| {
-                dot_tolerance(p.kernel[0] * p.kernel[1] + 1, bound.data[i] as f64)
-            });
+            let tol = Tol::f32_dot(p.kernel[0] * p.kernel[1] + 1);
+            tol.assert_all("avg_pool", &g.data, &c.data, |i| f64::from(bound.data[i]));
             Ok(())
         })
         .unwrap();
@@ -256,8 +240,8 @@ fn pool_global_avg_matches_reference() {
         } else {
             hw.div_ceil(256) + 8 + 1
         };
-        assert_close("global_avg_pool", &g.data, &c.data, |i| {
-            dot_tolerance(depth, bound.data[i] as f64)
+        Tol::f32_dot(depth).assert_all("global_avg_pool", &g.data, &c.data, |i| {
+            f64::from(bound.data[i])
         });
     }
 }
@@ -299,9 +283,7 @@ fn linear_matches_reference() {
                     ..l.clone()
                 },
             );
-            assert_close("linear", &g.data, &c.data, |i| {
-                dot_tolerance(fin, bound.data[i] as f64)
-            });
+            Tol::f32_dot(fin).assert_all("linear", &g.data, &c.data, |i| f64::from(bound.data[i]));
             Ok(())
         })
         .unwrap();

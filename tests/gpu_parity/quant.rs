@@ -7,7 +7,7 @@ use ptq4::engine::gpu::{fake_quant, mmse};
 use ptq4::engine::layout::ChannelLayout;
 
 use super::conv::data;
-use super::{ctx, runner, EPS};
+use super::{ctx, runner, Tol};
 
 /// Scales: powers of two make `x·(1/s)` exact, so half-integer data hits exact ties.
 const SCALES: [f32; 5] = [0.25, 0.5, 2.0, 0.037_1, 1.3e-3];
@@ -85,21 +85,6 @@ fn fake_quant_ties_go_to_even() {
     assert_eq!(codes, [0, 2, 2, 4, 254, 255, 0]);
 }
 
-/// Bound on `|curve_gpu − curve_cpu|` for one channel with `R = max(|lo|, |hi|)`:
-/// every per-bin error `e = x_i − Q(x_i)` is formed by ≤ 8 f32 operations on values of
-/// magnitude ≤ 2R (a few ULP each, WGSL division 2.5 ULP), so `|Δe| ≤ 8εR` and
-/// `|Δe²| ≤ 2·2R·8εR = 32εR²`; a rounding flip at a level boundary changes `e²` by
-/// `2s·|Δ(x/s)|·s`, inside the same bound; the weighted sum of depth
-/// `⌈bins/256⌉ + 8` adds `depth·ε·4R²`, the final division 3ε·4R².
-/// (A flip of the zero point `z = round(−a/s)` itself would break this; it needs
-/// `−lo·(2^M−1)/(hi−lo)` within f32 noise of a half-integer and does not occur with these
-/// fixed seeds.)
-fn mse_tolerance(lo: f32, hi: f32, bins: u32) -> f64 {
-    let r = lo.abs().max(hi.abs()) as f64;
-    let depth = bins.div_ceil(256) as f64 + 8.0;
-    (32.0 + 4.0 * (depth + 3.0)) * EPS * r * r
-}
-
 #[test]
 fn mmse_curve_and_choice_match_cpu() {
     let Some(ctx) = ctx() else { return };
@@ -144,7 +129,8 @@ fn mmse_curve_and_choice_match_cpu() {
             let gpu = mmse::mmse_search(ctx, &counts, &ranges, bins, &bits, &grid).unwrap();
             let cpu = cpu_mmse::mse_curve(&counts, &ranges, bins, &bits, &grid).unwrap();
             for c in 0..channels {
-                let tol = mse_tolerance(ranges[c].0, ranges[c].1, bins);
+                let r = f64::from(ranges[c].0.abs().max(ranges[c].1.abs()));
+                let tol = Tol::mse_curve(bins).bound(r * r);
                 let (g, cp) = (&gpu.curve[c * k..(c + 1) * k], &cpu[c * k..(c + 1) * k]);
                 for j in 0..k {
                     let d = (g[j] as f64 - cp[j]).abs();
