@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::tol::Tol;
 use common::{conv, rand};
 use ptq4::engine::cpu::precise;
 use ptq4::engine::device::{buffers, GpuContext};
@@ -15,10 +16,6 @@ use ptq4::engine::gpu::conv2d_precise::{
 use ptq4::graph::{Activation, Conv2d, Linear};
 use ptq4::Tensor;
 
-/// Outputs allowed to differ (by one ulp, at a near-tie of the exact sum): at most one in
-/// 2000. A difference of the backends' f32 summation orders moves most outputs.
-const TIE_FRACTION: f64 = 5e-4;
-
 /// Uniform values around `offset` with a common scale, so sums of products cancel.
 fn offset_rand(shape: &[usize], offset: f32, seed: &mut u64) -> Tensor {
     let mut t = rand(shape, seed);
@@ -26,23 +23,23 @@ fn offset_rand(shape: &[usize], offset: f32, seed: &mut u64) -> Tensor {
     t
 }
 
-fn ulps(a: f32, b: f32) -> u32 {
-    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
-}
-
-/// Asserts `got` equals `want` bitwise except a [`TIE_FRACTION`] of one-ulp differences.
+/// Asserts `got` equals `want` bitwise except a [`Tol::NEAR_TIE_FRACTION`] of outputs within
+/// [`Tol::NEAR_TIE`].
 fn assert_nearly_identical(what: &str, got: &[f32], want: &[f32]) -> usize {
     assert_eq!(got.len(), want.len(), "{what}");
     let mut differ = 0;
     for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
         if a.to_bits() != b.to_bits() {
             differ += 1;
-            assert!(ulps(a, b) <= 1, "{what}[{i}]: {a} vs {b}");
+            assert!(
+                common::tol::ulps(a, b) <= Tol::NEAR_TIE.ulps,
+                "{what}[{i}]: {a} vs {b}"
+            );
         }
     }
     let frac = differ as f64 / got.len() as f64;
     assert!(
-        frac <= TIE_FRACTION,
+        frac <= Tol::NEAR_TIE_FRACTION,
         "{what}: {differ} of {} differ",
         got.len()
     );

@@ -117,7 +117,7 @@ impl Tol {
 
     /// f64 results of a few operations on values of order 1–10, or of short f64 sums in
     /// another association (parallel partials): a few ε₆₄ ≈ 2.2e-16 each, far inside 1e-12
-    /// (relative to `1 + |want|`, so values near zero have an absolute floor).
+    /// absolute plus 1e-12 of `|want|`.
     pub const F64_ARITH: Tol = Tol {
         abs: 1e-12,
         rel: 1e-12,
