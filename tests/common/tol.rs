@@ -129,6 +129,11 @@ impl Tol {
     /// budget 1e-15 absolute.
     pub const F64_CLOSED_FORM: Tol = Tol::abs(1e-15);
 
+    /// Share of fake-quantized codes of one point that may move by a step between two
+    /// backends (inputs differing by f32 rounding near a decision boundary): 1 %, against an
+    /// expected rate of ~1e-5.
+    pub const QUANT_FLIP_FRACTION: f64 = 0.01;
+
     /// The budget for BatchNorm folding, relative to the largest logit: folding
     /// changes outputs by f32 rounding only. Also the budget of whole-network logits in
     /// another f32 summation order (PyTorch, the GPU), measured at 1.0e-6 and 1.1e-6.
