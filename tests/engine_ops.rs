@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::kernels::{self, splitmix as values};
 use common::tol::Tol;
 use proptest::prelude::*;
 use ptq4::engine::cpu::linear::linear_with;
@@ -21,21 +22,6 @@ use ptq4::Tensor;
 
 /// This suite's historical fixed seed (its cases stay what they were).
 const SEED: u64 = 0x0097_474c_4974_6530;
-
-/// Deterministic values in `[-scale, scale]` (splitmix64).
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 /// A random NCHW tensor; with `const_channel`, channel 0 is one constant value.
 fn tensor(shape: &[usize], seed: u64, scale: f32, const_channel: bool) -> Tensor {
@@ -53,22 +39,15 @@ fn tensor(shape: &[usize], seed: u64, scale: f32, const_channel: bool) -> Tensor
     t
 }
 
-fn abs(t: &Tensor) -> Tensor {
-    Tensor {
-        shape: t.shape.clone(),
-        data: t.data.iter().map(|v| v.abs()).collect(),
-    }
-}
-
-/// Checks `got` against `want` within [`Tol::f32_walk`]`(n)` of `mag` (`Σ|terms|`, the
-/// oracle run on `|x|, |w|, |b|`) elementwise.
+/// Checks `got` against `want` within [`Tol::f32_walk`]`(n)` of `mag` (`Σ|terms|`)
+/// elementwise, for ops whose magnitude [`kernels`] does not derive.
 #[track_caller]
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, mag: &Tensor, n: usize) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     Tol::f32_walk(n).assert_all(what, &got.data, &want.data, |i| f64::from(mag.data[i]));
 }
 
-/// Bit-exact comparison ([`Tol::EXACT`]: ops with a single correctly rounded step or none).
+/// Bit-exact comparison (ops with a single correctly rounded step or none).
 #[track_caller]
 fn assert_exact(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
@@ -164,15 +143,10 @@ impl ConvCase {
             .bias
             .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
         let got = conv(&x, &w, b.as_deref(), &c);
-        let want = reference::conv2d(&x, &w, b.as_deref(), &c);
-        let lin = Conv2d {
-            act: Activation::None,
-            ..c.clone()
-        };
-        let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
-        let mag = reference::conv2d(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
         let n = self.cig * self.kernel[0] * self.kernel[1] + usize::from(self.bias);
-        assert_close(&format!("conv2d {self:?}"), &got, &want, &mag, n);
+        let what = format!("conv2d {self:?}");
+        let tol = Tol::f32_walk(n);
+        kernels::assert_conv2d(&what, &got, (&x, &w, b.as_deref()), &c, tol);
     }
 }
 
@@ -356,19 +330,13 @@ fn linear_oracle_case(
     let x = tensor(&[n, fi, 1, 1], seed, 1.0, false);
     let w = tensor(&[fo, fi], seed ^ 7, 1.0, false);
     let b = bias.then(|| values(fo, seed ^ 9, 1.0));
-    let want = reference::linear(&x, &w, b.as_deref(), &l);
-    let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
-    let lin = Linear {
-        act: Activation::None,
-        ..l.clone()
-    };
-    let mag = reference::linear(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
     let got = match isa {
         None => cpu::linear(&x, &w, b.as_deref(), &l),
         Some(isa) => linear_with(&x, &w, b.as_deref(), &l, isa),
     };
     let what = format!("linear {isa:?}");
-    assert_close(&what, &got, &want, &mag, fi + usize::from(bias));
+    let tol = Tol::f32_walk(fi + usize::from(bias));
+    kernels::assert_linear(&what, &got, (&x, &w, b.as_deref()), &l, tol);
 }
 
 /// f64 softmax over the last axis.
@@ -418,18 +386,15 @@ proptest! {
     #[test]
     fn avg_pool_matches_reference(k in pool_case()) {
         let x = k.input();
-        let mag = reference::avg_pool(&abs(&x), &k.pool);
-        let n = k.pool.kernel[0] * k.pool.kernel[1];
-        let want = reference::avg_pool(&x, &k.pool);
-        assert_close("avg_pool", &cpu::avg_pool(&x, &k.pool), &want, &mag, n);
+        let tol = Tol::f32_walk(k.pool.kernel[0] * k.pool.kernel[1]);
+        kernels::assert_avg_pool("avg_pool", &cpu::avg_pool(&x, &k.pool), &x, &k.pool, tol);
     }
 
     #[test]
     fn global_avg_pool_matches_reference(s in [1usize..=3, 1usize..=5, 1usize..=17, 1usize..=17], seed: u64, scale in 0u8..3) {
         let x = tensor(&s, seed, scale_of(scale), seed % 2 == 0);
-        let mag = reference::global_avg_pool(&abs(&x));
-        let want = reference::global_avg_pool(&x);
-        assert_close("global_avg_pool", &cpu::global_avg_pool(&x), &want, &mag, s[2] * s[3]);
+        let tol = Tol::f32_walk(s[2] * s[3]);
+        kernels::assert_global_avg_pool("global_avg_pool", &cpu::global_avg_pool(&x), &x, tol);
     }
 
     #[test]
@@ -557,8 +522,7 @@ fn tf_same_stride2_even_size() {
     let x = tensor(&[1, 2, 8, 8], 5, 1.0, false);
     let got = cpu::avg_pool(&x, &p);
     assert_eq!(got.shape, vec![1, 2, 4, 4]);
-    let mag = reference::avg_pool(&abs(&x), &p);
-    assert_close("avg_pool same", &got, &reference::avg_pool(&x, &p), &mag, 9);
+    kernels::assert_avg_pool("avg_pool same", &got, &x, &p, Tol::f32_walk(9));
     assert_exact(
         "max_pool same",
         &cpu::max_pool(&x, &p),
@@ -719,12 +683,6 @@ fn regression_pool_last_tap_not_furthest() {
         &cpu::max_pool(&x, &p),
         &reference::max_pool(&x, &p),
     );
-    let mag = reference::avg_pool(&abs(&x), &p);
-    assert_close(
-        "avg_pool",
-        &cpu::avg_pool(&x, &p),
-        &reference::avg_pool(&x, &p),
-        &mag,
-        3,
-    );
+    let got = cpu::avg_pool(&x, &p);
+    kernels::assert_avg_pool("avg_pool", &got, &x, &p, Tol::f32_walk(3));
 }

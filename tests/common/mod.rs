@@ -3,6 +3,7 @@
 //! proptest configuration.
 #![allow(dead_code)]
 
+pub mod kernels;
 pub mod tol;
 
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};

@@ -5,7 +5,9 @@
 //!
 //! A value passes when `|got − want| ≤ abs + rel·mag` or when the two f32 values lie at most
 //! `ulps` units in the last place apart; `mag` is what the budget scales with (`Σ|terms|`
-//! of a sum, the largest output, `R²` of a squared error…), supplied by the caller.
+//! of a sum, the largest output, `R²` of a squared error…), supplied by the caller. Exact
+//! results (integers, copies, single correctly rounded steps) are compared bit for bit with
+//! `assert_eq!` on the bits, not through a budget.
 
 /// `f32::EPSILON = 2⁻²³ = 2u`, twice the unit roundoff `u` of f32.
 pub const EPS_F32: f64 = f32::EPSILON as f64;
@@ -21,9 +23,6 @@ pub struct Tol {
 }
 
 impl Tol {
-    /// Bit for bit: integer arithmetic, copies, and f32 ops of one correctly rounded step.
-    pub const EXACT: Tol = Tol::abs(0.0);
-
     /// Only an absolute slack.
     pub const fn abs(abs: f64) -> Tol {
         Tol {
