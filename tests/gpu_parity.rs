@@ -1,9 +1,9 @@
 //! GPU vs CPU parity, one module per kernel family (`<k>_…` tests). A problem (a shape
 //! strategy hitting the tails: lengths not multiples of the workgroup size, one channel,
 //! constant channels, large values), a reference (the CPU twin), a check (exact for
-//! integers, [`common::tol::Tol`] budgets for floats). Outputs start as a NaN/0xDEADBEEF sentinel, so
-//! an unwritten element fails. Without an adapter every test prints why and passes,
-//! unless `REQUIRE_GPU=1`.
+//! integers, [`common::tol::Tol`] budgets for floats). Outputs start as a NaN/0xDEADBEEF
+//! sentinel, so an unwritten element fails. Without an adapter every test prints why and
+//! passes, unless `REQUIRE_GPU=1`.
 
 mod common;
 #[path = "gpu_parity/conv.rs"]
@@ -15,18 +15,9 @@ mod quant;
 #[path = "gpu_parity/stats.rs"]
 mod stats;
 
-use std::sync::OnceLock;
-
-use ptq4::engine::device::GpuContext;
-
+pub use common::gpu as ctx;
 pub use common::proptest_runner as runner;
 pub use common::tol::{Tol, EPS_F32 as EPS};
-
-/// One context for the whole test binary (device creation on lavapipe is slow).
-pub fn ctx() -> Option<&'static GpuContext> {
-    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(common::test_context).as_ref()
-}
 
 #[test]
 fn adapter_is_vulkan_when_required() {

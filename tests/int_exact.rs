@@ -166,7 +166,7 @@ enum Target {
 /// a binding limit so small that the batch runs one image per chunk. Skips without a GPU.
 fn deploy_plans_equal_cpu_sim(target: Target) {
     let ctx = match target {
-        Target::Gpu(_) => match gpu::gpu() {
+        Target::Gpu(_) => match common::gpu() {
             Some(ctx) => Some(ctx),
             None => return,
         },

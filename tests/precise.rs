@@ -126,7 +126,7 @@ fn cpu_precise_conv_is_the_rounded_f64_sum() {
 
 #[test]
 fn gpu_precise_conv_equals_cpu_precise() {
-    let Some(ctx) = common::test_context() else {
+    let Some(ctx) = common::gpu() else {
         return;
     };
     let mut seed = 7;
@@ -154,7 +154,7 @@ fn gpu_precise_conv_equals_cpu_precise() {
 
 #[test]
 fn gpu_precise_linear_and_pool_equal_cpu_precise() {
-    let Some(ctx) = common::test_context() else {
+    let Some(ctx) = common::gpu() else {
         return;
     };
     let mut seed = 13;

@@ -46,6 +46,13 @@ pub fn test_context() -> Option<GpuContext> {
     }
 }
 
+/// One GPU context for the whole test binary (device creation on lavapipe is slow), or
+/// `None` as [`test_context`] decides.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static CTX: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(test_context).as_ref()
+}
+
 /// Says why tests skip, once per test binary and message, on the process's stderr: the test
 /// harness captures `eprintln!` of passing tests, so a skip through it would be silent.
 pub fn skip_loudly(msg: &str) {

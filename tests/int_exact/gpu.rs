@@ -10,7 +10,7 @@ use ptq4::graph::{Activation, Conv2d};
 use ptq4::quant::QParams;
 use ptq4::tensor::Tensor;
 
-use super::common;
+use super::common::{self, gpu};
 use super::fixtures::*;
 
 use ptq4::engine::device::GpuContext;
@@ -19,11 +19,6 @@ use ptq4::engine::exec::int_gpu::layer_int;
 use ptq4::engine::exec::int_model::IntLayer;
 use ptq4::engine::exec::int_model::IntOutput;
 use ptq4::quant::plan::{LayerInfo, LayerQuant};
-
-pub(super) fn gpu() -> Option<&'static GpuContext> {
-    static CTX: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
-    CTX.get_or_init(common::test_context).as_ref()
-}
 
 /// A random integer layer (optionally dual, optionally the logits layer) on input scale `sx`.
 pub(super) fn rand_layer(

@@ -8,8 +8,9 @@ use ptq4::graph::{Activation, Conv2d, Graph};
 use ptq4::quant::QParams;
 
 use super::common;
+use super::common::gpu;
 use super::fixtures::*;
-use super::gpu::{check_layer, gpu, make_layer};
+use super::gpu::{check_layer, make_layer};
 
 /// A random code in the top 96 of 256: far from a small zero point, so that sums of K in
 /// the hundreds of products exceed 2^24 (where a plain f32 sum would round).
