@@ -63,6 +63,7 @@ proptest! {
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let got = int::linear_acc(&x, &packed).unwrap();
         let simv = exact_cpu::linear_acc(&x, &codes, &params).unwrap();
+        prop_assert_eq!((got.len(), simv.len()), (n * o, n * o));
         for ((&a, &s), &want) in got.iter().zip(&simv).zip(&oracle_linear(&x, &codes, &params)) {
             prop_assert_eq!(a as i64, want);
             prop_assert_eq!(s, want as f32);
