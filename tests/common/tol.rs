@@ -12,6 +12,7 @@
 /// `f32::EPSILON = 2⁻²³ = 2u`, twice the unit roundoff `u` of f32.
 pub const EPS_F32: f64 = f32::EPSILON as f64;
 
+/// An elementwise budget; build it with the named constructors below.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tol {
     /// Absolute slack.
@@ -156,8 +157,8 @@ impl Tol {
     pub const DEVICE_MOMENTS: Tol = Tol::rel(1e-6);
 
     /// A 27-term f32 conv of values in [−1, 1] (chunked bindings) against the f64 oracle:
-    /// measured far inside 1e-5 absolute, which is tighter than [`Tol::f32_dot`] (≈ 1e-4 for
-    /// these sizes) and kept.
+    /// 1e-5 absolute, an older budget tighter than [`Tol::f32_dot`] for these sizes (≈ 1e-4),
+    /// kept because it holds.
     pub const SMALL_CONV_ABS: Tol = Tol::abs(1e-5);
 
     /// The bound `abs + rel·mag`.
