@@ -3,12 +3,13 @@
 //! or a large allocation. Files are crafted by the tests; the geometry helpers are
 //! property-tested over all `u32` inputs with a fixed seed.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
 use ptq4::calib::CalibInputs;
 use ptq4::engine::Forward;
 use ptq4::eval::{evaluate, EvalOptions};
@@ -322,16 +323,6 @@ fn bad_preprocessing_blames_the_model() {
     assert!(lite0().validate("lite0").is_ok());
 }
 
-fn config() -> Config {
-    Config {
-        cases: 512,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: RngSeed::Fixed(0x6261_645f_6461_7461),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 /// `u32`s weighted towards the edges (0, 1, tiny, huge).
 fn side() -> impl Strategy<Value = u32> {
     prop_oneof![
@@ -354,7 +345,7 @@ const REGIONS: [Region; 6] = [
 ];
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config_seeded(512, 0x6261_645f_6461_7461))]
 
     #[test]
     fn region_box_inside_the_image(w in side(), h in side(), r in 0usize..6) {

@@ -5,51 +5,23 @@
 //! Problem: odd shapes (one channel, sizes not multiples of 8, strides 1–3, dilation 1–2,
 //! depthwise and grouped convolutions with channel multipliers, asymmetric padding, kernels
 //! 1–5, batch 1–3). Strategy: proptest with a fixed seed, 64 cases per op. Check: floats
-//! within [`REL_TOL`]; exact ops compared bit for bit. Debug builds pre-fill every kernel
-//! output with NaN, so an element a kernel forgets fails here.
+//! within [`Tol::f32_walk`] of the reduction length; exact ops compared bit for bit. Debug
+//! builds pre-fill every kernel output with NaN, so an element a kernel forgets fails here.
+//! Kernels built per instruction set run once per set ([`isa_suite!`]).
 
+mod common;
+
+use common::kernels::{self, splitmix as values};
+use common::tol::Tol;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
 use ptq4::engine::cpu::linear::linear_with;
 use ptq4::engine::cpu::pointwise::{self, Isa};
 use ptq4::engine::cpu::{self, reference, stem};
 use ptq4::graph::{same_padding, Activation, Conv2d, Linear, Pool};
 use ptq4::Tensor;
 
-/// Relative tolerance of an f32 reduction of length `n` against the f64 oracle:
-///
-/// `|fast − oracle| ≤ REL_TOL · √n · Σ|terms| + f32::MIN_POSITIVE`, `REL_TOL = 2·ε_f32`.
-///
-/// Each of the `n` roundings of a partial sum errs by at most `u·Σ|terms|` (`u = ε/2`);
-/// with any summation order (GEMM blocking, FMA) they add like a random walk, `√n·u·Σ|terms|`,
-/// and `2ε = 4u` leaves 4σ of head-room. `Σ|terms|` is the oracle run on `|x|, |w|, |b|`.
-/// ReLU and ReLU6 are 1-Lipschitz, so the bound survives the fused activation.
-const REL_TOL: f32 = 2.0 * f32::EPSILON;
-
-fn config() -> Config {
-    Config {
-        cases: 64,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: RngSeed::Fixed(0x0097_474c_4974_6530),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
-/// Deterministic values in `[-scale, scale]` (splitmix64).
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+/// This suite's historical fixed seed (its cases stay what they were).
+const SEED: u64 = 0x0097_474c_4974_6530;
 
 /// A random NCHW tensor; with `const_channel`, channel 0 is one constant value.
 fn tensor(shape: &[usize], seed: u64, scale: f32, const_channel: bool) -> Tensor {
@@ -67,33 +39,20 @@ fn tensor(shape: &[usize], seed: u64, scale: f32, const_channel: bool) -> Tensor
     t
 }
 
-fn abs(t: &Tensor) -> Tensor {
-    Tensor {
-        shape: t.shape.clone(),
-        data: t.data.iter().map(|v| v.abs()).collect(),
-    }
-}
-
-/// Checks `got` against `want` within `REL_TOL·√n·mag` elementwise (see [`REL_TOL`]).
+/// Checks `got` against `want` within [`Tol::f32_walk`]`(n)` of `mag` (`Σ|terms|`)
+/// elementwise, for ops whose magnitude [`kernels`] does not derive.
+#[track_caller]
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, mag: &Tensor, n: usize) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
-    let root = (n.max(1) as f32).sqrt();
-    for (i, ((g, w), m)) in got.data.iter().zip(&want.data).zip(&mag.data).enumerate() {
-        let tol = REL_TOL * root * m + f32::MIN_POSITIVE;
-        let ok = g == w || (g - w).abs() <= tol;
-        assert!(ok, "{what}: element {i}: got {g}, want {w}, tol {tol}");
-    }
+    Tol::f32_walk(n).assert_all(what, &got.data, &want.data, |i| f64::from(mag.data[i]));
 }
 
 /// Bit-exact comparison (ops with a single correctly rounded step or none).
+#[track_caller]
 fn assert_exact(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
-    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
-        assert!(
-            g.to_bits() == w.to_bits(),
-            "{what}: element {i}: got {g}, want {w}"
-        );
-    }
+    let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(got), bits(want), "{what}: not bit for bit");
 }
 
 fn act_of(i: u8) -> Activation {
@@ -143,37 +102,31 @@ impl ConvCase {
         self.check(cpu::conv2d);
     }
 
-    /// The pointwise GEMM with each kernel build this CPU runs (1×1 cases only).
-    fn run_pointwise(&self) {
-        for isa in Isa::available() {
-            self.check(|x, w, b, c| {
-                let mut out = Tensor::zeros(&[1]);
-                pointwise::conv1x1_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
-                out
-            });
-        }
+    /// The pointwise GEMM built for `isa` (1×1 cases only).
+    fn run_pointwise(&self, isa: Isa) {
+        self.check(|x, w, b, c| {
+            let mut out = Tensor::zeros(&[1]);
+            pointwise::conv1x1_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
+            out
+        });
     }
 
-    /// The direct few-channel kernel with each build this CPU runs.
-    fn run_stem(&self) {
-        for isa in Isa::available() {
-            self.check(|x, w, b, c| {
-                let mut out = Tensor::zeros(&[1]);
-                stem::conv2d_into(x, &w.data, b, c, &mut out, isa);
-                out
-            });
-        }
+    /// The direct few-channel kernel built for `isa`.
+    fn run_stem(&self, isa: Isa) {
+        self.check(|x, w, b, c| {
+            let mut out = Tensor::zeros(&[1]);
+            stem::conv2d_into(x, &w.data, b, c, &mut out, isa);
+            out
+        });
     }
 
-    /// The direct short-reduction pointwise kernel with each build this CPU runs.
-    fn run_pointwise_small(&self) {
-        for isa in Isa::available() {
-            self.check(|x, w, b, c| {
-                let mut out = Tensor::zeros(&[1]);
-                stem::conv1x1_small_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
-                out
-            });
-        }
+    /// The direct short-reduction pointwise kernel built for `isa`.
+    fn run_pointwise_small(&self, isa: Isa) {
+        self.check(|x, w, b, c| {
+            let mut out = Tensor::zeros(&[1]);
+            stem::conv1x1_small_into(x, &w.data, b, c.out_channels, c.act, &mut out, isa);
+            out
+        });
     }
 
     fn check(&self, conv: impl Fn(&Tensor, &Tensor, Option<&[f32]>, &Conv2d) -> Tensor) {
@@ -190,15 +143,10 @@ impl ConvCase {
             .bias
             .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
         let got = conv(&x, &w, b.as_deref(), &c);
-        let want = reference::conv2d(&x, &w, b.as_deref(), &c);
-        let lin = Conv2d {
-            act: Activation::None,
-            ..c.clone()
-        };
-        let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
-        let mag = reference::conv2d(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
         let n = self.cig * self.kernel[0] * self.kernel[1] + usize::from(self.bias);
-        assert_close(&format!("conv2d {self:?}"), &got, &want, &mag, n);
+        let what = format!("conv2d {self:?}");
+        let tol = Tol::f32_walk(n);
+        kernels::assert_conv2d(&what, &got, (&x, &w, b.as_deref()), &c, tol);
     }
 }
 
@@ -361,7 +309,17 @@ impl PoolCase {
     }
 }
 
-fn linear_oracle_case(n: usize, fi: usize, fo: usize, bias: bool, act: u8, seed: u64) {
+/// `cpu::linear` (`isa` None: the dispatching entry) or the kernel built for `isa` against
+/// the oracle.
+fn linear_oracle_case(
+    isa: Option<Isa>,
+    n: usize,
+    fi: usize,
+    fo: usize,
+    bias: bool,
+    act: u8,
+    seed: u64,
+) {
     let l = Linear {
         in_features: fi,
         out_features: fo,
@@ -372,25 +330,13 @@ fn linear_oracle_case(n: usize, fi: usize, fo: usize, bias: bool, act: u8, seed:
     let x = tensor(&[n, fi, 1, 1], seed, 1.0, false);
     let w = tensor(&[fo, fi], seed ^ 7, 1.0, false);
     let b = bias.then(|| values(fo, seed ^ 9, 1.0));
-    let want = reference::linear(&x, &w, b.as_deref(), &l);
-    let b_abs: Option<Vec<f32>> = b.as_ref().map(|b| b.iter().map(|v| v.abs()).collect());
-    let lin = Linear {
-        act: Activation::None,
-        ..l.clone()
+    let got = match isa {
+        None => cpu::linear(&x, &w, b.as_deref(), &l),
+        Some(isa) => linear_with(&x, &w, b.as_deref(), &l, isa),
     };
-    let mag = reference::linear(&abs(&x), &abs(&w), b_abs.as_deref(), &lin);
-    let got = cpu::linear(&x, &w, b.as_deref(), &l);
-    assert_close("linear", &got, &want, &mag, fi + usize::from(bias));
-    for isa in Isa::available() {
-        let got = linear_with(&x, &w, b.as_deref(), &l, isa);
-        assert_close(
-            &format!("linear {isa:?}"),
-            &got,
-            &want,
-            &mag,
-            fi + usize::from(bias),
-        );
-    }
+    let what = format!("linear {isa:?}");
+    let tol = Tol::f32_walk(fi + usize::from(bias));
+    kernels::assert_linear(&what, &got, (&x, &w, b.as_deref()), &l, tol);
 }
 
 /// f64 softmax over the last axis.
@@ -414,7 +360,7 @@ fn shape4() -> impl Strategy<Value = [usize; 4]> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config_seeded(64, SEED))]
 
     #[test]
     fn conv2d_matches_reference(k in conv_case()) {
@@ -424,21 +370,6 @@ proptest! {
     #[test]
     fn conv2d_large_k_matches_reference(k in large_k_case()) {
         k.run();
-    }
-
-    #[test]
-    fn conv2d_pointwise_gemm_matches_reference(k in pointwise_case()) {
-        k.run_pointwise();
-    }
-
-    #[test]
-    fn conv2d_stem_matches_reference(k in stem_case()) {
-        k.run_stem();
-    }
-
-    #[test]
-    fn conv2d_pointwise_small_matches_reference(k in pointwise_small_case()) {
-        k.run_pointwise_small();
     }
 
     #[test]
@@ -455,23 +386,20 @@ proptest! {
     #[test]
     fn avg_pool_matches_reference(k in pool_case()) {
         let x = k.input();
-        let mag = reference::avg_pool(&abs(&x), &k.pool);
-        let n = k.pool.kernel[0] * k.pool.kernel[1];
-        let want = reference::avg_pool(&x, &k.pool);
-        assert_close("avg_pool", &cpu::avg_pool(&x, &k.pool), &want, &mag, n);
+        let tol = Tol::f32_walk(k.pool.kernel[0] * k.pool.kernel[1]);
+        kernels::assert_avg_pool("avg_pool", &cpu::avg_pool(&x, &k.pool), &x, &k.pool, tol);
     }
 
     #[test]
     fn global_avg_pool_matches_reference(s in [1usize..=3, 1usize..=5, 1usize..=17, 1usize..=17], seed: u64, scale in 0u8..3) {
         let x = tensor(&s, seed, scale_of(scale), seed % 2 == 0);
-        let mag = reference::global_avg_pool(&abs(&x));
-        let want = reference::global_avg_pool(&x);
-        assert_close("global_avg_pool", &cpu::global_avg_pool(&x), &want, &mag, s[2] * s[3]);
+        let tol = Tol::f32_walk(s[2] * s[3]);
+        kernels::assert_global_avg_pool("global_avg_pool", &cpu::global_avg_pool(&x), &x, tol);
     }
 
     #[test]
     fn linear_matches_reference(n in 1usize..=6, fi in 1usize..=70, fo in 1usize..=40, bias: bool, act in 0u8..3, seed: u64) {
-        linear_oracle_case(n, fi, fo, bias, act, seed);
+        linear_oracle_case(None, n, fi, fo, bias, act, seed);
     }
 
     #[test]
@@ -594,8 +522,7 @@ fn tf_same_stride2_even_size() {
     let x = tensor(&[1, 2, 8, 8], 5, 1.0, false);
     let got = cpu::avg_pool(&x, &p);
     assert_eq!(got.shape, vec![1, 2, 4, 4]);
-    let mag = reference::avg_pool(&abs(&x), &p);
-    assert_close("avg_pool same", &got, &reference::avg_pool(&x, &p), &mag, 9);
+    kernels::assert_avg_pool("avg_pool same", &got, &x, &p, Tol::f32_walk(9));
     assert_exact(
         "max_pool same",
         &cpu::max_pool(&x, &p),
@@ -664,8 +591,59 @@ fn conv2d_depthwise_wide_plane() {
 
 #[test]
 fn linear_wide() {
-    linear_oracle_case(3, 300, 130, true, 0, 3);
+    linear_oracle_case(None, 3, 300, 130, true, 0, 3);
 }
+
+/// The suite of the kernels built per instruction set (`microkernel::Isa`), written once and
+/// instantiated per set below; a set this CPU lacks skips loudly.
+macro_rules! isa_suite {
+    ($($name:ident => $isa:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            /// This suite's instruction set, or `None` (skip) where this CPU lacks it.
+            fn isa() -> Option<Isa> {
+                common::isa_or_skip($isa, &Isa::available())
+            }
+
+            proptest! {
+                #![proptest_config(common::proptest_config_seeded(64, SEED))]
+
+                #[test]
+                fn conv2d_pointwise_gemm_matches_reference(k in pointwise_case()) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    k.run_pointwise(isa);
+                }
+
+                #[test]
+                fn conv2d_stem_matches_reference(k in stem_case()) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    k.run_stem(isa);
+                }
+
+                #[test]
+                fn conv2d_pointwise_small_matches_reference(k in pointwise_small_case()) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    k.run_pointwise_small(isa);
+                }
+
+                #[test]
+                fn linear_matches_reference(n in 1usize..=6, fi in 1usize..=70, fo in 1usize..=40, bias: bool, act in 0u8..3, seed: u64) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    linear_oracle_case(Some(isa), n, fi, fo, bias, act, seed);
+                }
+            }
+
+            #[test]
+            fn linear_wide() {
+                let Some(isa) = isa() else { return };
+                linear_oracle_case(Some(isa), 3, 300, 130, true, 0, 3);
+            }
+        }
+    )*};
+}
+
+isa_suite!(portable => Isa::Portable, avx2_fma => Isa::Avx2Fma);
 
 /// Shrunk proptest failure: with stride 2 the last tap `(kh−1, kw−1)` is not the one that
 /// reads furthest into the polyphase buffer (taps of odd phase live in a later sub-plane);
@@ -705,12 +683,6 @@ fn regression_pool_last_tap_not_furthest() {
         &cpu::max_pool(&x, &p),
         &reference::max_pool(&x, &p),
     );
-    let mag = reference::avg_pool(&abs(&x), &p);
-    assert_close(
-        "avg_pool",
-        &cpu::avg_pool(&x, &p),
-        &reference::avg_pool(&x, &p),
-        &mag,
-        3,
-    );
+    let got = cpu::avg_pool(&x, &p);
+    kernels::assert_avg_pool("avg_pool", &got, &x, &p, Tol::f32_walk(3));
 }

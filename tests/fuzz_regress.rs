@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
 
 type Loader = fn(&[u8]) -> Result<(), String>;
 
@@ -250,12 +249,8 @@ fn mutation_pass(target: &'static str) {
     let f = loader(target);
     // Mutated files per loader (`PTQ4_FUZZ_CASES`, CI runs more) from a fixed RNG seed, so a
     // failure reproduces (`PTQ4_FUZZ_SEED` explores other mutations).
-    let cfg = ProptestConfig {
-        cases: env_or("PTQ4_FUZZ_CASES", 300),
-        rng_seed: RngSeed::Fixed(env_or("PTQ4_FUZZ_SEED", 1)),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let cfg =
+        common::proptest_config_seeded(env_or("PTQ4_FUZZ_CASES", 300), env_or("PTQ4_FUZZ_SEED", 1));
     proptest!(cfg, |(seed in any::<Index>(), edits in prop::collection::vec(mutation(), 1..6))| {
         let mut bytes = seeds[seed.index(seeds.len())].clone();
         for m in &edits {

@@ -14,24 +14,8 @@ use ptq4::engine::{self, compare, Backend, BackendChoice};
 use ptq4::graph::{passes, Activation, Graph, Linear, Op, Preprocess};
 use ptq4::Tensor;
 
+pub(crate) use common::tol::Tol;
 pub(crate) use common::{conv, node, rand};
-
-/// Largest GPU-vs-CPU difference of any node of the small graph, relative to the node's
-/// largest CPU magnitude. Each output is an f32 sum of K ≤ 54 products in another order:
-/// |Δ| ≤ γ_K·Σ|w·x| with γ_K = K·2⁻²⁴ ≈ 3.2e-6, Σ|w·x| a few times max|y|, compounded over
-/// four layers: 2e-5.
-const SMALL_REL_TOL: f32 = 2e-5;
-/// Lite0 logits: 49 layers of such sums (K up to 1280); measured worst on lavapipe 1.1e-6
-/// of the largest logit; budget 1e-4 of it, the budget for BatchNorm folding.
-const LITE0_LOGIT_REL_TOL: f32 = 1e-4;
-/// `plane_stats` f32 sums of n ≤ 3000 values (≤ 12 per invocation, then an 8-level tree)
-/// against the f64 twin: |Δ| ≤ (12 + 8)·2⁻²⁴·Σ|term| ≈ 1.2e-6 of Σ|term|; budget 1e-5.
-const PLANE_REL_TOL: f64 = 1e-5;
-/// Quantizer scales from device vs CPU statistics of the same data (the budget).
-const SCALE_REL_TOL: f32 = 1e-5;
-/// Lite0 scales, the budget: calibration's forward runs the precise kernels on both
-/// backends (activations equal but for ulp-level near-ties); measured worst 3.5e-6 (3 photos).
-const LITE0_SCALE_REL_TOL: f32 = 1e-5;
 
 fn bn(name: &str, c: usize, params: &mut BTreeMap<String, Tensor>, seed: &mut u64) {
     params.insert(format!("{name}.weight"), rand(&[c], seed));
@@ -99,7 +83,7 @@ fn graph_small_gpu_matches_cpu() {
     let diffs = compare(&ctx, &g, &x).unwrap();
     assert_eq!(diffs.len(), g.nodes.len());
     for d in &diffs {
-        assert!(d.max_rel <= SMALL_REL_TOL, "{d:?}");
+        assert!(f64::from(d.max_rel) <= Tol::SMALL_GRAPH.rel, "{d:?}");
     }
     let worst = diffs.iter().fold(0f32, |m, d| m.max(d.max_rel));
     eprintln!("small graph: worst per-node |Δ| / max|cpu| = {worst:.2e}");
@@ -109,7 +93,8 @@ fn graph_small_gpu_matches_cpu() {
     assert_eq!(gpu.shape, cpu.shape);
     let scale = cpu.data.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (a, b) in gpu.data.iter().zip(&cpu.data) {
-        assert!((a - b).abs() <= SMALL_REL_TOL * scale, "{a} vs {b}");
+        let tol = Tol::SMALL_GRAPH.bound(f64::from(scale));
+        assert!(f64::from((a - b).abs()) <= tol, "{a} vs {b}");
     }
 }
 
@@ -188,11 +173,11 @@ fn plane_stats_matches_cpu_twin() {
             let s2: f64 = pl.iter().map(|&v| (v as f64 - w.pivot).powi(2)).sum();
             assert_eq!((g.pivot, g.min, g.max), (w.pivot, w.min, w.max));
             assert!(
-                (g.sum_d - w.sum_d).abs() <= PLANE_REL_TOL * s1,
+                (g.sum_d - w.sum_d).abs() <= Tol::PLANE_SUMS.bound(s1),
                 "{g:?} {w:?}"
             );
             assert!(
-                (g.sum_d2 - w.sum_d2).abs() <= PLANE_REL_TOL * s2,
+                (g.sum_d2 - w.sum_d2).abs() <= Tol::PLANE_SUMS.bound(s2),
                 "{g:?} {w:?}"
             );
         }
@@ -203,7 +188,8 @@ fn plane_stats_matches_cpu_twin() {
         let want = plane_stats::plane_abs_dev_cpu(&x, hw, &means).unwrap();
         for (g, w) in got.iter().zip(&want) {
             for k in 0..2 {
-                assert!((g[k] - w[k]).abs() <= PLANE_REL_TOL * w[k].abs().max(1e-30));
+                let tol = Tol::PLANE_SUMS.bound(w[k].abs().max(1e-30));
+                assert!((g[k] - w[k]).abs() <= tol);
             }
         }
     }

@@ -1,5 +1,8 @@
 //! Integer execution of `deploy` plans: the integer kernels (CPU and GPU) and the exact
-//! simulation (CPU and GPU) agree code for code, and both equal an exact i64 oracle.
+//! simulation (CPU and GPU) agree code for code, and both equal an exact i64 oracle. Suites
+//! are written once and instantiated per CPU instruction set ([`isa_suite!`], skipping
+//! loudly where this CPU lacks one) and per GPU executor (`gpu.rs`); whole deploy plans run
+//! on every target ([`Target`]).
 
 mod common;
 #[path = "int_exact/fixtures.rs"]
@@ -11,6 +14,7 @@ mod gpu_sim;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};
+use ptq4::engine::device::GpuContext;
 use ptq4::engine::exec::exact_cpu;
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::requant::Epilogue;
@@ -23,7 +27,7 @@ use ptq4::tensor::Tensor;
 use fixtures::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn random_conv_int_equals_sim_and_oracle((c, [n, h, w], seed, xbits) in conv_strategy()) {
@@ -33,11 +37,6 @@ proptest! {
         let (codes, params) = rand_weights(c.out_channels, k, true, &mut seed);
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let got = int::conv2d_acc(&x, &packed, &c).unwrap();
-        // Every instruction set of this CPU, in parallel and on one thread, agrees.
-        for (i, isa) in int::Isa::available().into_iter().enumerate() {
-            let other = int::conv2d_acc_with(isa, i % 2 == 1, &x, &packed, &c).unwrap();
-            prop_assert_eq!(&other, &got, "{:?}", isa);
-        }
         let simv = exact_cpu::conv2d_acc(&x, &codes, &params, &c).unwrap();
         let want = oracle_conv(&x, &codes, &params, &c);
         for ((&a, &s), &o) in got.iter().zip(&simv).zip(&want) {
@@ -56,27 +55,6 @@ proptest! {
         }
     }
 
-    /// The SIMD depthwise kernels (pair and quad rows, register blocks, scalar channel tails) and
-    /// the im2col runs, on every instruction set, in bands (parallel) and whole images.
-    #[test]
-    fn random_wide_conv_int_equals_oracle((c, [n, h, w], seed, xbits) in wide_conv_strategy()) {
-        let mut seed = seed;
-        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
-        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
-        // Up to 4-bit weights (depthwise: the VNNI quad kernel) or up to 8 (pairs).
-        let wide = lcg(&mut seed).is_multiple_of(2);
-        let (codes, params) = rand_weights(c.out_channels, k, wide, &mut seed);
-        let packed = PackedWeights::new(&codes, &params).unwrap();
-        let want = oracle_conv(&x, &codes, &params, &c);
-        for isa in int::Isa::available() {
-            for par in [false, true] {
-                let got = int::conv2d_acc_with(isa, par, &x, &packed, &c).unwrap();
-                let got: Vec<i64> = got.iter().map(|&v| v as i64).collect();
-                prop_assert_eq!(&got, &want, "{:?} par {}", isa, par);
-            }
-        }
-    }
-
     #[test]
     fn random_linear_int_equals_sim(n in 1usize..5, f in 1usize..40, o in 1usize..9, seed in any::<u64>(), xbits in 1u8..9) {
         let mut seed = seed;
@@ -84,62 +62,164 @@ proptest! {
         let (codes, params) = rand_weights(o, f, true, &mut seed);
         let packed = PackedWeights::new(&codes, &params).unwrap();
         let got = int::linear_acc(&x, &packed).unwrap();
-        for (i, isa) in int::Isa::available().into_iter().enumerate() {
-            let other = int::linear_acc_with(isa, i % 2 == 0, &x, &packed).unwrap();
-            prop_assert_eq!(&other, &got, "{:?}", isa);
-        }
         let simv = exact_cpu::linear_acc(&x, &codes, &params).unwrap();
-        for i in 0..n {
-            for r in 0..o {
-                let want: i64 = (0..f)
-                    .map(|j| (codes[r * f + j] as i64 - params[r].zero_point as i64)
-                        * (x.codes[i * f + j] as i64 - x.params.zero_point as i64))
-                    .sum();
-                prop_assert_eq!(got[i * o + r] as i64, want);
-                prop_assert_eq!(simv[i * o + r], want as f32);
-            }
+        prop_assert_eq!((got.len(), simv.len()), (n * o, n * o));
+        for ((&a, &s), &want) in got.iter().zip(&simv).zip(&oracle_linear(&x, &codes, &params)) {
+            prop_assert_eq!(a as i64, want);
+            prop_assert_eq!(s, want as f32);
         }
     }
 }
 
-#[test]
-fn random_deploy_plan_int_equals_sim_on_small_graph() {
+/// The integer kernels built for one instruction set (`int::Isa`), in bands (parallel) and
+/// whole images, against the exact oracle: written once, instantiated per set below.
+macro_rules! isa_suite {
+    ($($name:ident => $isa:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            /// This suite's instruction set, or `None` (skip) where this CPU lacks it.
+            fn isa() -> Option<int::Isa> {
+                common::isa_or_skip($isa, &int::Isa::available())
+            }
+
+            proptest! {
+                #![proptest_config(common::proptest_config(64))]
+
+                #[test]
+                fn random_conv_int_equals_oracle((c, [n, h, w], seed, xbits) in conv_strategy()) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    let mut seed = seed;
+                    let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+                    let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+                    let (codes, params) = rand_weights(c.out_channels, k, true, &mut seed);
+                    let packed = PackedWeights::new(&codes, &params).unwrap();
+                    let want = oracle_conv(&x, &codes, &params, &c);
+                    for par in [false, true] {
+                        let got = int::conv2d_acc_with(isa, par, &x, &packed, &c).unwrap();
+                        let got: Vec<i64> = got.iter().map(|&v| v as i64).collect();
+                        prop_assert_eq!(&got, &want, "par {}", par);
+                    }
+                }
+
+            /// The SIMD depthwise kernels (pair and quad rows, register blocks, scalar channel tails)
+            /// and the im2col runs.
+            #[test]
+            fn random_wide_conv_int_equals_oracle((c, [n, h, w], seed, xbits) in wide_conv_strategy()) {
+                let Some(isa) = isa() else { return Ok(()) };
+                let mut seed = seed;
+                let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+                let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+                // Up to 4-bit weights (depthwise: the VNNI quad kernel) or up to 8 (pairs).
+                let wide = lcg(&mut seed).is_multiple_of(2);
+                let (codes, params) = rand_weights(c.out_channels, k, wide, &mut seed);
+                let packed = PackedWeights::new(&codes, &params).unwrap();
+                let want = oracle_conv(&x, &codes, &params, &c);
+                for par in [false, true] {
+                    let got = int::conv2d_acc_with(isa, par, &x, &packed, &c).unwrap();
+                    let got: Vec<i64> = got.iter().map(|&v| v as i64).collect();
+                    prop_assert_eq!(&got, &want, "par {}", par);
+                }
+            }
+
+                #[test]
+                fn random_linear_int_equals_oracle(n in 1usize..5, f in 1usize..40, o in 1usize..9, seed in any::<u64>(), xbits in 1u8..9) {
+                    let Some(isa) = isa() else { return Ok(()) };
+                    let mut seed = seed;
+                    let x = rand_input(&[n, f], xbits, &mut seed);
+                    let (codes, params) = rand_weights(o, f, true, &mut seed);
+                    let packed = PackedWeights::new(&codes, &params).unwrap();
+                    let want = oracle_linear(&x, &codes, &params);
+                    for par in [false, true] {
+                        let got = int::linear_acc_with(isa, par, &x, &packed).unwrap();
+                        let got: Vec<i64> = got.iter().map(|&v| v as i64).collect();
+                        prop_assert_eq!(&got, &want, "par {}", par);
+                    }
+                }
+            }
+
+            #[test]
+            fn random_deploy_plan_equals_cpu_sim_on_small_graph() {
+                if let Some(isa) = isa() {
+                    deploy_plans_equal_cpu_sim(Target::CpuIsa(isa));
+                }
+            }
+        }
+    )*};
+}
+
+isa_suite!(vnni => int::Isa::Vnni, avx2 => int::Isa::Avx2, portable => int::Isa::Portable);
+
+/// Where a deploy model runs.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// The CPU integer kernels, dispatched (`forward(x, Exec::Int)`).
+    Cpu,
+    /// The CPU integer kernels built for one instruction set.
+    CpuIsa(int::Isa),
+    /// A GPU executor.
+    Gpu(Exec),
+}
+
+/// Random deploy plans of the small graph (every Lite0 op kind; bit allocation, dual
+/// weights and bias correction varied) on `target`, against the CPU exact simulation: a batch
+/// of 3 (image-parallel) and one image (kernels in parallel); on the GPU simulation also with
+/// a binding limit so small that the batch runs one image per chunk. Skips without a GPU.
+fn deploy_plans_equal_cpu_sim(target: Target) {
+    let ctx = match target {
+        Target::Gpu(_) => match common::gpu() {
+            Some(ctx) => Some(ctx),
+            None => return,
+        },
+        _ => None,
+    };
+    let tiny = matches!(target, Target::Gpu(Exec::Exact))
+        .then(|| GpuContext::new().unwrap().with_max_binding_bytes(1536));
     for seed0 in 0..6u64 {
         let mut seed = seed0;
         let raw = small_graph(&mut seed);
         let cfg = QuantConfig {
             protocol: Protocol::Deploy,
-            bit_alloc: if seed0 % 2 == 0 {
-                BitAlloc::W
-            } else {
-                BitAlloc::None
-            },
+            bit_alloc: [BitAlloc::W, BitAlloc::None][seed0 as usize % 2],
             dual: (seed0 % 3) as usize,
             bias_correction: seed0 % 3 != 0,
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
         let x = Tensor {
-            shape: vec![2, 3, 10, 12],
-            data: rand_t(&[2 * 3 * 10 * 12], &mut seed).data,
+            shape: vec![3, 3, 10, 12],
+            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
         };
-        let a = m.forward(&x, Exec::Int).unwrap();
-        let b = m.forward(&x, Exec::Exact).unwrap();
-        assert_eq!(a.shape, vec![2, 5]);
-        assert_eq!(a.data, b.data, "seed {seed0}");
-        // Every instruction set, on the batch (image-parallel) and on one image (kernels
-        // in parallel).
-        for isa in int::Isa::available() {
-            assert_eq!(m.forward_int(&x, isa).unwrap().data, b.data, "{isa:?}");
-            let x1 = Tensor {
-                shape: vec![1, 3, 10, 12],
-                data: x.data[..3 * 10 * 12].to_vec(),
-            };
-            let one = m.forward_int(&x1, isa).unwrap();
-            assert_eq!(one.data[..], b.data[..5], "{isa:?} one image");
+        let x1 = Tensor {
+            shape: vec![1, 3, 10, 12],
+            data: x.data[..3 * 10 * 12].to_vec(),
+        };
+        let run = |x: &Tensor| match (target, ctx) {
+            (Target::Cpu, _) => m.forward(x, Exec::Int).unwrap(),
+            (Target::CpuIsa(isa), _) => m.forward_int(x, isa).unwrap(),
+            (Target::Gpu(exec), Some(ctx)) => m.forward_gpu(ctx, x, exec).unwrap(),
+            (Target::Gpu(_), None) => unreachable!(),
+        };
+        let want = m.forward(&x, Exec::Exact).unwrap();
+        let got = run(&x);
+        assert_eq!(got.shape, vec![3, 5]);
+        assert!(got.data.iter().all(|v| v.is_finite()));
+        assert_eq!(got.data, want.data, "{target:?} seed {seed0}");
+        assert_eq!(
+            run(&x1).data[..],
+            want.data[..5],
+            "{target:?} seed {seed0}, one image"
+        );
+        if let Some(tiny) = &tiny {
+            let c = m.forward_gpu(tiny, &x, Exec::Exact).unwrap();
+            assert_eq!(c.data, want.data, "seed {seed0}, one image per chunk");
         }
-        assert!(a.data.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn random_deploy_plan_int_equals_sim_on_small_graph() {
+    deploy_plans_equal_cpu_sim(Target::Cpu);
 }
 
 #[test]

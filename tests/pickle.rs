@@ -2,6 +2,8 @@
 //! files shaped like `torch.save(state_dict)` output (protocol 2, the opcodes torch uses),
 //! then valid, strided, shared and malformed variants are read back.
 
+mod common;
+
 use ptq4::io::pickle::{read_state_dict, Entry, StorageType, MAGIC};
 use ptq4::Error;
 
@@ -327,7 +329,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(super::common::proptest_config(64))]
         /// Any corruption of a valid file parses or fails with a pickle error; never panics.
         #[test]
         fn corrupted_files_never_panic(

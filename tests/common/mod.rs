@@ -1,6 +1,12 @@
-//! Shared test helpers: fetched models and data, and the GPU test device, with loud skips.
+//! Shared test helpers: fetched models and data, the GPU test device and the CPU's
+//! instruction sets, with loud skips; the numeric budgets ([`tol::Tol`]); the fixed-seed
+//! proptest configuration.
 #![allow(dead_code)]
 
+pub mod kernels;
+pub mod tol;
+
+use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
 use ptq4::engine::device::GpuContext;
 
 use std::path::PathBuf;
@@ -40,14 +46,61 @@ pub fn test_context() -> Option<GpuContext> {
     }
 }
 
-/// Says why tests skip, once per test binary, on the process's stderr: the test harness
-/// captures `eprintln!` of passing tests, so a skip through it would be silent.
+/// One GPU context for the whole test binary (device creation on lavapipe is slow), or
+/// `None` as [`test_context`] decides.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static CTX: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(test_context).as_ref()
+}
+
+/// Says why tests skip, once per test binary and message, on the process's stderr: the test
+/// harness captures `eprintln!` of passing tests, so a skip through it would be silent.
 pub fn skip_loudly(msg: &str) {
     use std::io::Write;
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|m| m == msg) {
+        said.push(msg.to_string());
         let _ = writeln!(std::io::stderr(), "{msg}");
-    });
+    }
+}
+
+/// `isa` if this CPU runs it (it is in `available`); otherwise says so loudly and returns
+/// `None`, and the test instantiated for that instruction set skips.
+pub fn isa_or_skip<I: PartialEq + std::fmt::Debug>(isa: I, available: &[I]) -> Option<I> {
+    if available.contains(&isa) {
+        Some(isa)
+    } else {
+        skip_loudly(&format!(
+            "SKIPPED {isa:?} tests: this CPU lacks the {isa:?} instruction set"
+        ));
+        None
+    }
+}
+
+/// The seed of every property test, so that a failure reproduces on any machine.
+pub const PROPTEST_SEED: u64 = 0x7074_7134_7465_7374;
+
+/// A deterministic proptest configuration: `cases` cases drawn by ChaCha from
+/// [`PROPTEST_SEED`], and no failure-persistence files (the seed alone reproduces a case).
+pub fn proptest_config(cases: u32) -> Config {
+    proptest_config_seeded(cases, PROPTEST_SEED)
+}
+
+/// [`proptest_config`] with another fixed seed (suites that keep their historical cases).
+pub fn proptest_config_seeded(cases: u32, seed: u64) -> Config {
+    Config {
+        cases,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// A runner of [`proptest_config`], for suites that drive proptest by hand.
+pub fn proptest_runner(cases: u32) -> TestRunner {
+    TestRunner::new(proptest_config(cases))
 }
 
 /// A fixed-seed uniform value in [−1, 1) (64-bit LCG), for synthetic test tensors.

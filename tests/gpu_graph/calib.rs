@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{common, node, SCALE_REL_TOL};
+use super::{common, node, Tol};
 use ptq4::calib::calibrate_batches;
 use ptq4::calib::device::calibrate_gpu;
 use ptq4::engine::gpu::mmse::GpuMse;
@@ -14,10 +14,6 @@ use ptq4::graph::{Activation, Conv2d, Graph, Linear, Op, Preprocess};
 use ptq4::quant::config::{quant_points, ClipMethod, Protocol, QuantConfig};
 use ptq4::quant::plan::{make_plan, make_plan_with};
 use ptq4::Tensor;
-
-/// Device mean, b and σ from f32 partial sums of exact integer data (and |x − mean| with the
-/// mean rounded to f32) against the CPU's f64: 1e-6 relative.
-const MOMENT_REL_TOL: f64 = 1e-6;
 
 fn ints(shape: &[usize], lo: i32, hi: i32, seed: &mut u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -110,7 +106,7 @@ fn exact_graph(seed: &mut u64) -> Graph {
 }
 
 fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= MOMENT_REL_TOL * a.abs().max(b.abs()).max(1e-12)
+    (a - b).abs() <= Tol::DEVICE_MOMENTS.bound(a.abs().max(b.abs()).max(1e-12))
 }
 
 #[test]
@@ -171,7 +167,7 @@ fn calib_gpu_equals_cpu_on_exact_data() {
                 );
                 let rel = (p.scale - q.scale).abs() / p.scale;
                 assert!(
-                    rel <= SCALE_REL_TOL,
+                    f64::from(rel) <= Tol::CALIB_SCALE.rel,
                     "{}: {} vs {}",
                     a.value,
                     p.scale,

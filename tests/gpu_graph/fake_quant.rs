@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{common, node, rand, small_graph};
+use super::{common, node, rand, small_graph, Tol};
 use ptq4::engine::device::GpuContext;
 use ptq4::engine::exec::float_gpu::{DeviceHook, Seen};
 use ptq4::engine::exec::GpuGraph;
@@ -176,7 +176,6 @@ fn fake_quant_small_graph_codes_match_cpu() {
     let Some(ctx) = common::test_context() else {
         return;
     };
-    const MAX_FLIP_FRACTION: f64 = 0.01;
     let mut seed = 21;
     let g = small_graph(&mut seed);
     let x = rand(&[2, 3, 13, 11], &mut seed);
@@ -216,11 +215,12 @@ fn fake_quant_small_graph_codes_match_cpu() {
         let step = a.params.iter().fold(0f32, |m, p| m.max(p.scale));
         let flips = d.iter().zip(c).filter(|(p, q)| p != q).count();
         for (p, q) in d.iter().zip(c) {
-            assert!((p - q).abs() <= step * 1.0001, "{}: {p} vs {q}", a.value);
+            let tol = Tol::quant_step(step).abs;
+            assert!(f64::from((p - q).abs()) <= tol, "{}: {p} vs {q}", a.value);
         }
         eprintln!("{}: {flips} of {} codes differ", a.value, d.len());
         assert!(
-            flips as f64 <= MAX_FLIP_FRACTION * d.len() as f64,
+            flips as f64 <= Tol::QUANT_FLIP_FRACTION * d.len() as f64,
             "{}: {flips} of {} codes differ",
             a.value,
             d.len()

@@ -1,7 +1,7 @@
 //! EfficientNet-Lite0 (real weights, real images) on the device against the CPU engine:
 //! forward on the 20 labelled images, and calibration on a few photos.
 
-use super::{common, LITE0_LOGIT_REL_TOL, LITE0_SCALE_REL_TOL};
+use super::{common, Tol};
 use ptq4::calib::device::calibrate_gpu;
 use ptq4::calib::{calibrate_batches, load_batches};
 use ptq4::engine::exec::GpuGraph;
@@ -61,7 +61,8 @@ fn lite0_gpu_top1_and_logits_match_cpu() {
         "lite0 logits: worst |Δ| / max|logit| = {worst:.2e} on {}",
         ctx.adapter_name()
     );
-    assert!(worst <= LITE0_LOGIT_REL_TOL, "{worst}");
+    // 49 layers of f32 sums (K up to 1280) in another order; measured 1.1e-6 on lavapipe.
+    assert!(f64::from(worst) <= Tol::BN_FOLD.rel, "{worst}");
 }
 
 #[test]
@@ -108,7 +109,8 @@ fn lite0_calibration_gpu_matches_cpu() {
             .zip(&b.params)
             .fold(0f32, |m, (p, q)| m.max((p.scale - q.scale).abs() / p.scale));
         worst = worst.max(w);
-        if w > LITE0_SCALE_REL_TOL {
+        // Calibration's forward runs the precise kernels on both backends.
+        if f64::from(w) > Tol::CALIB_SCALE.rel {
             over.push((a.value.clone(), w));
         }
     }
@@ -120,6 +122,7 @@ fn lite0_calibration_gpu_matches_cpu() {
     eprintln!("lite0 calibration: worst activation scale |Δ|/s = {worst:.2e}");
     assert!(
         over.is_empty(),
-        "scales over {LITE0_SCALE_REL_TOL}: {over:?}"
+        "scales over {}: {over:?}",
+        Tol::CALIB_SCALE.rel
     );
 }

@@ -6,42 +6,10 @@ use ptq4::engine::gpu::{conv2d, linear, pool};
 use ptq4::graph::{Activation, Conv2d, Linear, Pool};
 use ptq4::Tensor;
 
-use super::{ctx, dot_tolerance, runner};
+use super::common::kernels;
+use super::{ctx, runner, Tol};
 
-/// Deterministic pseudo-random data in `[-scale, scale)` (splitmix64).
-pub fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn abs(t: &Tensor) -> Tensor {
-    Tensor {
-        shape: t.shape.clone(),
-        data: t.data.iter().map(|v| v.abs()).collect(),
-    }
-}
-
-/// Asserts `|gpu − cpu| ≤ tol_i` elementwise (NaN sentinels fail).
-pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: impl Fn(usize) -> f64) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let d = (g as f64 - c as f64).abs();
-        assert!(
-            d <= tol(i),
-            "{what}[{i}]: gpu {g} cpu {c} |d| {d} > tol {}",
-            tol(i)
-        );
-    }
-}
+pub use super::common::kernels::splitmix as data;
 
 fn check_conv(c: &Conv2d, n: usize, h: usize, w: usize, seed: u64, scale: f32, const_ch: bool) {
     let Some(ctx) = ctx() else { return };
@@ -59,24 +27,8 @@ fn check_conv(c: &Conv2d, n: usize, h: usize, w: usize, seed: u64, scale: f32, c
     let wt = Tensor::from_vec(&ws, data(ws.iter().product(), seed ^ 1, 1.0)).unwrap();
     let b = c.bias.then(|| data(c.out_channels, seed ^ 2, scale));
     let gpu = conv2d::conv2d(ctx, &x, &wt, b.as_deref(), c).unwrap();
-    let cpu = reference::conv2d(&x, &wt, b.as_deref(), c);
-    assert_eq!(gpu.shape, cpu.shape);
-    let babs = b
-        .as_ref()
-        .map(|b| b.iter().map(|v| v.abs()).collect::<Vec<_>>());
-    let bound = reference::conv2d(
-        &abs(&x),
-        &abs(&wt),
-        babs.as_deref(),
-        &Conv2d {
-            act: Activation::None,
-            ..c.clone()
-        },
-    );
-    let k = ws[1] * ws[2] * ws[3];
-    assert_close("conv2d", &gpu.data, &cpu.data, |i| {
-        dot_tolerance(k, bound.data[i] as f64)
-    });
+    let tol = Tol::f32_dot(ws[1] * ws[2] * ws[3]);
+    kernels::assert_conv2d("conv2d", &gpu, (&x, &wt, b.as_deref()), c, tol);
 }
 
 fn conv_strategy() -> impl Strategy<Value = (Conv2d, usize, usize, usize, u64, f32, bool)> {
@@ -224,12 +176,9 @@ fn pool_max_and_avg_match_reference() {
                 "max pool is exact"
             );
             let g = pool::avg_pool(ctx, &x, &p).unwrap();
-            let c = reference::avg_pool(&x, &p);
-            let bound = reference::avg_pool(&abs(&x), &p);
             // A sum of k² terms, then one division (2.5 ULP in WGSL): k² + 3 roundings.
-            assert_close("avg_pool", &g.data, &c.data, |i| {
-                dot_tolerance(p.kernel[0] * p.kernel[1] + 1, bound.data[i] as f64)
-            });
+            let tol = Tol::f32_dot(p.kernel[0] * p.kernel[1] + 1);
+            kernels::assert_avg_pool("avg_pool", &g, &x, &p, tol);
             Ok(())
         })
         .unwrap();
@@ -246,8 +195,6 @@ fn pool_global_avg_matches_reference() {
     ] {
         let x = Tensor::from_vec(&shape, data(shape.iter().product(), seed, 3.0)).unwrap();
         let g = pool::global_avg_pool(ctx, &x).unwrap();
-        let c = reference::global_avg_pool(&x);
-        let bound = reference::global_avg_pool(&abs(&x));
         // Small planes: one sequential sum and a division. Larger: per-thread sums of
         // ⌈HW/256⌉ terms, an 8-level tree, one division.
         let hw = shape[2] * shape[3];
@@ -256,9 +203,7 @@ fn pool_global_avg_matches_reference() {
         } else {
             hw.div_ceil(256) + 8 + 1
         };
-        assert_close("global_avg_pool", &g.data, &c.data, |i| {
-            dot_tolerance(depth, bound.data[i] as f64)
-        });
+        kernels::assert_global_avg_pool("global_avg_pool", &g, &x, Tol::f32_dot(depth));
     }
 }
 
@@ -286,22 +231,7 @@ fn linear_matches_reference() {
             let w = Tensor::from_vec(&[fout, fin], data(fout * fin, seed ^ 5, 1.0)).unwrap();
             let b = bias.then(|| data(fout, seed ^ 6, scale));
             let g = linear::linear(ctx, &x, &w, b.as_deref(), &l).unwrap();
-            let c = reference::linear(&x, &w, b.as_deref(), &l);
-            let babs = b
-                .as_ref()
-                .map(|b| b.iter().map(|v| v.abs()).collect::<Vec<_>>());
-            let bound = reference::linear(
-                &abs(&x),
-                &abs(&w),
-                babs.as_deref(),
-                &Linear {
-                    act: Activation::None,
-                    ..l.clone()
-                },
-            );
-            assert_close("linear", &g.data, &c.data, |i| {
-                dot_tolerance(fin, bound.data[i] as f64)
-            });
+            kernels::assert_linear("linear", &g, (&x, &w, b.as_deref()), &l, Tol::f32_dot(fin));
             Ok(())
         })
         .unwrap();

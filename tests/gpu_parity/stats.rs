@@ -11,7 +11,7 @@ use ptq4::quant::QParams;
 use ptq4::{Error, Tensor};
 
 use super::conv::data;
-use super::{ctx, runner};
+use super::{ctx, runner, Tol};
 
 /// Data `[outer, channels, inner]` scaled by `scale`, shifted by `offset` (cancellation in
 /// a one-pass variance), channel 0 constant when `constant`.
@@ -131,13 +131,7 @@ fn chunked_bindings_match_unchunked() {
     let b = data(4, 3, 1.0);
     let got = conv2d::conv2d(&small, &x, &w, Some(&b), &c).unwrap();
     let want = reference::conv2d(&x, &w, Some(&b), &c);
-    assert!(
-        got.data
-            .iter()
-            .zip(&want.data)
-            .all(|(g, r)| (g - r).abs() <= 1e-5),
-        "chunked conv2d"
-    );
+    Tol::SMALL_CONV_ABS.assert_all("chunked conv2d", &got.data, &want.data, |_| 0.0);
     // One image over the limit is an error, not a silent truncation.
     let big = Tensor::from_vec(&[1, 3, 40, 40], vec![0.0; 4800]).unwrap();
     assert!(matches!(

@@ -58,6 +58,25 @@ pub fn rand_input(shape: &[usize], bits: u8, seed: &mut u64) -> QTensor {
     }
 }
 
+/// Exact i64 oracle of Σ (q_w − z_w)(q_x − z_x) for a linear layer (`x` is `[n, f]`).
+pub fn oracle_linear(x: &QTensor, codes: &[u8], p: &[QParams]) -> Vec<i64> {
+    let f = x.shape[1];
+    let mut out = Vec::with_capacity(x.shape[0] * p.len());
+    for row in x.codes.chunks(f) {
+        for (r, pr) in p.iter().enumerate() {
+            out.push(
+                (0..f)
+                    .map(|j| {
+                        (codes[r * f + j] as i64 - pr.zero_point as i64)
+                            * (row[j] as i64 - x.params.zero_point as i64)
+                    })
+                    .sum(),
+            );
+        }
+    }
+    out
+}
+
 /// Exact i64 oracle of Σ (q_w − z_w)(q_x − z_x) for a conv.
 pub fn oracle_conv(x: &QTensor, codes: &[u8], p: &[QParams], c: &Conv2d) -> Vec<i64> {
     let [n, ci, h, w] = x.shape[..] else { panic!() };

@@ -1,4 +1,5 @@
-//! GPU integer kernels against the CPU integer path and the exact simulation.
+//! The GPU executors (integer kernels, exact simulation) against the CPU ones, one layer at
+//! a time and on whole deploy plans: one suite, instantiated per executor ([`gpu_suite!`]).
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights, QTensor};
@@ -6,23 +7,18 @@ use ptq4::engine::exec::exact_cpu;
 use ptq4::engine::exec::int_model::Exec;
 use ptq4::engine::requant::Epilogue;
 use ptq4::graph::{Activation, Conv2d};
-use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::QParams;
 use ptq4::tensor::Tensor;
 
-use super::common;
+use super::common::{self, gpu};
 use super::fixtures::*;
 
 use ptq4::engine::device::GpuContext;
+use ptq4::engine::exec::exact_gpu::layer_exact;
 use ptq4::engine::exec::int_gpu::layer_int;
 use ptq4::engine::exec::int_model::IntLayer;
 use ptq4::engine::exec::int_model::IntOutput;
 use ptq4::quant::plan::{LayerInfo, LayerQuant};
-
-pub(super) fn gpu() -> Option<&'static GpuContext> {
-    static CTX: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
-    CTX.get_or_init(common::test_context).as_ref()
-}
 
 /// A random integer layer (optionally dual, optionally the logits layer) on input scale `sx`.
 pub(super) fn rand_layer(
@@ -148,67 +144,102 @@ pub(super) fn cpu_layer(x: &QTensor, l: &IntLayer, exec: Exec) -> IntOutput {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-
-    #[test]
-    fn random_conv_gpu_equals_cpu((c, [n, h, w], seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {
-        let Some(ctx) = gpu() else { return Ok(()) };
-        let mut seed = seed;
-        // The GPU runs groups = 1 and depthwise: widen groups = 1 convs past one word of channels.
-        let mut c = c;
-        if c.groups > 1 && !c.is_depthwise() {
-            c.in_channels /= c.groups;
-            c.out_channels /= c.groups;
-            c.groups = 1;
-        }
-        if c.groups == 1 {
-            c.in_channels += cin_extra;
-        }
-        let logits = logits && !c.is_depthwise();
-        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
-        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
-        let l = rand_layer(Some(c.clone()), c.out_channels, k, dual, logits, x.params.scale, &mut seed);
-        let got = layer_int(ctx, &x, &l).unwrap();
-        prop_assert_eq!(got, cpu_layer(&x, &l, Exec::Int));
-    }
-
-    #[test]
-    fn random_linear_gpu_equals_cpu(n in 1usize..4, f in 1usize..40, o in 1usize..12, seed in any::<u64>(), xbits in 1u8..9, dual in any::<bool>(), logits in any::<bool>()) {
-        let Some(ctx) = gpu() else { return Ok(()) };
-        let mut seed = seed;
-        let x = rand_input(&[n, f], xbits, &mut seed);
-        let l = rand_layer(None, o, f, dual, logits, x.params.scale, &mut seed);
-        prop_assert_eq!(layer_int(ctx, &x, &l).unwrap(), cpu_layer(&x, &l, Exec::Int));
+/// The GPU executor `exec` on one layer.
+pub(super) fn gpu_layer(ctx: &GpuContext, x: &QTensor, l: &IntLayer, exec: Exec) -> IntOutput {
+    match exec {
+        Exec::Int => layer_int(ctx, x, l).unwrap(),
+        Exec::Exact => layer_exact(ctx, x, l).unwrap(),
     }
 }
 
-#[test]
-fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
-    let Some(ctx) = gpu() else { return };
-    for seed0 in 0..6u64 {
-        let mut seed = seed0;
-        let raw = small_graph(&mut seed);
-        let cfg = QuantConfig {
-            protocol: Protocol::Deploy,
-            bit_alloc: if seed0 % 2 == 0 {
-                BitAlloc::W
-            } else {
-                BitAlloc::None
-            },
-            dual: (seed0 % 3) as usize,
-            ..QuantConfig::default()
-        };
-        let (_, m) = deploy_model(&raw, &cfg);
-        let x = Tensor {
-            shape: vec![3, 3, 10, 12],
-            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
-        };
-        let a = m.forward(&x, Exec::Exact).unwrap();
-        let b = m.forward_gpu(ctx, &x, Exec::Int).unwrap();
-        assert_eq!(a.data, b.data, "seed {seed0}");
-    }
+/// GPU `exec` == CPU `exec` on one layer, and the CPU's integer kernels == its simulation.
+pub(super) fn check_layer(
+    ctx: &GpuContext,
+    x: &QTensor,
+    l: &IntLayer,
+    exec: Exec,
+) -> Result<(), TestCaseError> {
+    let want = cpu_layer(x, l, exec);
+    prop_assert_eq!(&cpu_layer(x, l, Exec::Exact), &cpu_layer(x, l, Exec::Int));
+    prop_assert_eq!(gpu_layer(ctx, x, l, exec), want);
+    Ok(())
 }
+
+/// A random conv layer on the GPU executor `exec`: every conv kind (1×1, k×k, strided,
+/// dilated, padded, grouped, depthwise), single or dual, codes or logits. The integer
+/// kernels run groups = 1 and depthwise only (grouped convs become groups = 1) and no
+/// depthwise logits layer; groups = 1 convs widen past one word of channels.
+#[allow(clippy::too_many_arguments)]
+fn random_conv(
+    ctx: &GpuContext,
+    exec: Exec,
+    mut c: Conv2d,
+    [n, h, w]: [usize; 3],
+    mut seed: u64,
+    xbits: u8,
+    dual: bool,
+    logits: bool,
+    cin_extra: usize,
+) -> Result<(), TestCaseError> {
+    let int = exec == Exec::Int;
+    if int && c.groups > 1 && !c.is_depthwise() {
+        c.in_channels /= c.groups;
+        c.out_channels /= c.groups;
+        c.groups = 1;
+    }
+    if c.groups == 1 {
+        c.in_channels += cin_extra;
+    }
+    let logits = logits && !(int && c.is_depthwise());
+    let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
+    let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
+    let l = rand_layer(
+        Some(c.clone()),
+        c.out_channels,
+        k,
+        dual,
+        logits,
+        x.params.scale,
+        &mut seed,
+    );
+    check_layer(ctx, &x, &l, exec)
+}
+
+/// The per-layer suite, written once and instantiated per GPU executor below; skips loudly
+/// without an adapter.
+macro_rules! gpu_suite {
+    ($($name:ident => $exec:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            proptest! {
+                #![proptest_config(common::proptest_config(32))]
+
+                #[test]
+                fn random_conv_gpu_equals_cpu((c, nhw, seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {
+                    let Some(ctx) = gpu() else { return Ok(()) };
+                    random_conv(ctx, $exec, c, nhw, seed, xbits, dual, logits, cin_extra)?;
+                }
+
+                #[test]
+                fn random_linear_gpu_equals_cpu(n in 1usize..4, f in 1usize..40, o in 1usize..12, seed in any::<u64>(), xbits in 1u8..9, dual in any::<bool>(), logits in any::<bool>()) {
+                    let Some(ctx) = gpu() else { return Ok(()) };
+                    let mut seed = seed;
+                    let x = rand_input(&[n, f], xbits, &mut seed);
+                    let l = rand_layer(None, o, f, dual, logits, x.params.scale, &mut seed);
+                    check_layer(ctx, &x, &l, $exec)?;
+                }
+            }
+
+            #[test]
+            fn random_deploy_plan_gpu_equals_cpu_on_small_graph() {
+                super::super::deploy_plans_equal_cpu_sim(super::super::Target::Gpu($exec));
+            }
+        }
+    )*};
+}
+
+gpu_suite!(int_kernels => Exec::Int, sim => Exec::Exact);
 
 #[test]
 fn lite0_deploy_w4a4_gpu_equals_cpu() {

@@ -1,26 +1,16 @@
-//! The exact simulation on the GPU against the CPU simulation and the integer kernels.
+//! The exact simulation on the GPU where it differs from the integer kernels: accumulations
+//! past the f32-exact bound (chunked), and Lite0's logits against the CPU integer kernels.
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::QTensor;
-use ptq4::engine::device::GpuContext;
-use ptq4::engine::exec::exact_gpu::layer_exact;
-use ptq4::engine::exec::int_model::{Exec, IntLayer, IntModel, StepKind};
+use ptq4::engine::exec::int_model::{Exec, IntModel, StepKind};
 use ptq4::graph::{Activation, Conv2d, Graph};
-use ptq4::quant::config::{BitAlloc, Protocol, QuantConfig};
 use ptq4::quant::QParams;
-use ptq4::tensor::Tensor;
 
+use super::common;
+use super::common::gpu;
 use super::fixtures::*;
-use super::gpu::{cpu_layer, gpu, make_layer, rand_layer};
-
-/// GPU simulation == CPU simulation == CPU integer kernels, for one layer.
-fn check_layer(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<(), TestCaseError> {
-    let got = layer_exact(ctx, x, l).unwrap();
-    let want = cpu_layer(x, l, Exec::Exact);
-    prop_assert_eq!(&want, &cpu_layer(x, l, Exec::Int));
-    prop_assert_eq!(got, want);
-    Ok(())
-}
+use super::gpu::{check_layer, make_layer};
 
 /// A random code in the top 96 of 256: far from a small zero point, so that sums of K in
 /// the hundreds of products exceed 2^24 (where a plain f32 sum would round).
@@ -48,36 +38,7 @@ fn wide_input(shape: &[usize], seed: &mut u64) -> QTensor {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-
-    /// Every conv kind (1×1, k×k, strided, dilated, padded, grouped, depthwise), single or
-    /// dual, codes or logits.
-    #[test]
-    fn random_conv_gpu_sim_equals_cpu((c, [n, h, w], seed, xbits) in conv_strategy(), dual in any::<bool>(), logits in any::<bool>(), cin_extra in 0usize..12) {
-        let Some(ctx) = gpu() else { return Ok(()) };
-        let mut seed = seed;
-        let mut c = c;
-        if c.groups == 1 {
-            c.in_channels += cin_extra;
-        }
-        let x = rand_input(&[n, c.in_channels, h, w], xbits, &mut seed);
-        let k = c.in_channels / c.groups * c.kernel[0] * c.kernel[1];
-        let l = rand_layer(Some(c.clone()), c.out_channels, k, dual, logits, x.params.scale, &mut seed);
-        check_layer(ctx, &x, &l)?;
-    }
-
-    #[test]
-    fn random_linear_gpu_sim_equals_cpu(n in 1usize..4, f in 1usize..40, o in 1usize..12, seed in any::<u64>(), xbits in 1u8..9, dual in any::<bool>(), logits in any::<bool>()) {
-        let Some(ctx) = gpu() else { return Ok(()) };
-        let mut seed = seed;
-        let x = rand_input(&[n, f], xbits, &mut seed);
-        let l = rand_layer(None, o, f, dual, logits, x.params.scale, &mut seed);
-        check_layer(ctx, &x, &l)?;
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(common::proptest_config(16))]
 
     /// Layers whose K·max|w|·max|x| exceeds 2^24: the chunked exact accumulation (a dual
     /// layer's 4-bit second tensor stays within the bound and takes the f32 kernels).
@@ -102,7 +63,7 @@ proptest! {
         let wts = wide_weights(c.out_channels, cin * 9, &mut seed);
         prop_assert!(!ptq4::engine::exact::exact_in_f32(&wts.0, &wts.1, &x.params));
         let l = make_layer(Some(c), wts, dual, logits, x.params.scale, &mut seed);
-        check_layer(ctx, &x, &l)?;
+        check_layer(ctx, &x, &l, Exec::Exact)?;
     }
 
     #[test]
@@ -113,41 +74,7 @@ proptest! {
         let wts = wide_weights(o, f, &mut seed);
         prop_assert!(!ptq4::engine::exact::exact_in_f32(&wts.0, &wts.1, &x.params));
         let l = make_layer(None, wts, dual, logits, x.params.scale, &mut seed);
-        check_layer(ctx, &x, &l)?;
-    }
-}
-
-/// Whole small graphs (every Lite0 op kind), random deploy plans; also with a binding
-/// limit so small that the batch runs one image per chunk.
-#[test]
-fn random_deploy_plan_gpu_sim_equals_cpu_on_small_graph() {
-    let Some(ctx) = gpu() else { return };
-    let tiny = GpuContext::new().unwrap().with_max_binding_bytes(1536);
-    for seed0 in 0..6u64 {
-        let mut seed = seed0;
-        let raw = small_graph(&mut seed);
-        let cfg = QuantConfig {
-            protocol: Protocol::Deploy,
-            bit_alloc: [BitAlloc::W, BitAlloc::None][seed0 as usize % 2],
-            dual: (seed0 % 3) as usize,
-            ..QuantConfig::default()
-        };
-        let (_, m) = deploy_model(&raw, &cfg);
-        let x = Tensor {
-            shape: vec![3, 3, 10, 12],
-            data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
-        };
-        let a = m.forward(&x, Exec::Int).unwrap();
-        assert_eq!(
-            m.forward(&x, Exec::Exact).unwrap().data,
-            a.data,
-            "seed {seed0}"
-        );
-        let b = m.forward_gpu(ctx, &x, Exec::Exact).unwrap();
-        assert_eq!(b.shape, a.shape);
-        assert_eq!(b.data, a.data, "seed {seed0}");
-        let c = m.forward_gpu(&tiny, &x, Exec::Exact).unwrap();
-        assert_eq!(c.data, a.data, "seed {seed0}, one image per chunk");
+        check_layer(ctx, &x, &l, Exec::Exact)?;
     }
 }
 
