@@ -8,7 +8,7 @@
 //! [`QuantModel::save`] parses its own bytes back with the loader `eval` uses before the
 //! file is put in place, so no file is written that cannot be read back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::engine::exec::int_model::IntModel;
@@ -18,8 +18,7 @@ use crate::graph::Graph;
 use crate::io::model::{self as mfile, ModelFile};
 use crate::io::qfile;
 use crate::quant::config::Protocol;
-use crate::quant::plan::{dequantize_layer, ActQuant, Plan};
-use crate::quant::QParams;
+use crate::quant::plan::{dequantize_layer, Plan};
 use crate::tensor::Tensor;
 
 pub struct QuantModel {
@@ -27,7 +26,6 @@ pub struct QuantModel {
     /// The prepared graph with dequantized weights and corrected biases: what the `paper`
     /// fake quantization runs, and the structure of the integer model.
     pub dequantized: Graph,
-    acts: BTreeMap<String, ActQuant>,
     /// `deploy` plans: the integer model (and its exact simulation), or why the integer
     /// kernels cannot run this plan.
     pub int: Option<std::result::Result<IntModel, String>>,
@@ -69,17 +67,11 @@ impl QuantModel {
             }
         }
         dequantized.validate()?;
-        let acts = plan
-            .acts
-            .iter()
-            .map(|a| (a.value.clone(), a.clone()))
-            .collect();
         let int = (plan.config.protocol == Protocol::Deploy)
             .then(|| IntModel::new(&dequantized, &plan).map_err(|e| e.to_string()));
         Ok(QuantModel {
             plan,
             dequantized,
-            acts,
             int,
         })
     }
@@ -155,103 +147,5 @@ impl QuantModel {
     /// Bytes of weight data as stored (codes, scales, zero points, bit-widths, biases).
     pub fn weight_bytes(&self) -> Result<usize> {
         Ok(self.to_file()?.tensors.values().map(|t| t.byte_len()).sum())
-    }
-}
-
-/// (min, mean, max) of per-channel bit-widths.
-fn bits_summary(p: &[QParams]) -> (u8, f64, u8) {
-    let min = p.iter().map(|q| q.bits).min().unwrap_or(0);
-    let max = p.iter().map(|q| q.bits).max().unwrap_or(0);
-    let mean = p.iter().map(|q| q.bits as f64).sum::<f64>() / p.len().max(1) as f64;
-    (min, mean, max)
-}
-
-/// The widest clip window over channels.
-fn window_summary(p: &[QParams]) -> (f32, f32) {
-    p.iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), q| {
-            let (a, b) = q.window();
-            (lo.min(a.min(b)), hi.max(a.max(b)))
-        })
-}
-
-impl QuantModel {
-    /// The plan per layer as JSON: weight bits and SQNR, and the quantizer of the layer's
-    /// output activation.
-    pub fn plan_json(&self) -> serde_json::Value {
-        let c = &self.plan.config;
-        let layers: Vec<_> = self
-            .plan
-            .layers
-            .iter()
-            .map(|l| {
-                let (bmin, bmean, bmax) = bits_summary(&l.params);
-                let act = self.acts.get(&l.node).map(|a| {
-                    let (amin, amean, amax) = bits_summary(&a.params);
-                    let (lo, hi) = window_summary(&a.params);
-                    serde_json::json!({"bits": [amin, amean, amax], "clip": a.clip, "per_channel": a.per_channel,
-                                       "range": [lo, hi], "sqnr_db": a.sqnr_db})
-                });
-                serde_json::json!({"node": l.node, "weight_bits": [bmin, bmean, bmax], "weight_clip": l.info.clip,
-                                   "bias_corrected": l.info.bias_corrected, "dual": l.info.dual,
-                                   "kept_8bit": l.info.kept_8bit, "weight_sqnr_db": l.info.sqnr_db, "activation": act})
-            })
-            .collect();
-        serde_json::json!({"protocol": c.protocol, "wbits": c.wbits, "abits": c.abits, "clip": c.clip,
-                           "bit_alloc": c.bit_alloc, "bias_correction": c.bias_correction, "dual": c.dual,
-                           "statistics": self.plan.source, "kept_8bit": self.plan.kept_8bit,
-                           "activation_points": self.plan.acts.len(), "layers": layers})
-    }
-
-    /// The plan as a table for people.
-    pub fn plan_text(&self) -> String {
-        use std::fmt::Write as _;
-        let c = &self.plan.config;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "plan: protocol {:?}, W{}A{}, clip {:?}, bit allocation {:?}, bias correction {}, dual {}; statistics: {}; kept at 8 bits: {}",
-            c.protocol, c.wbits, c.abits, c.clip, c.bit_alloc, c.bias_correction, c.dual, self.plan.source,
-            self.plan.kept_8bit.join(", ")
-        );
-        let _ = writeln!(
-            s,
-            "{:<30} {:>14} {:>8} {:<24} {:>14} {:>20} {:>8}",
-            "layer", "w bits", "w SQNR", "out clip", "a bits", "a range", "a SQNR"
-        );
-        for l in &self.plan.layers {
-            let (bmin, bmean, bmax) = bits_summary(&l.params);
-            let flags = format!(
-                "{}{}",
-                if l.info.bias_corrected { "+bc" } else { "" },
-                if l.info.dual { "+dual" } else { "" }
-            );
-            let (clip, abits, range, asq) = match self.acts.get(&l.node) {
-                Some(a) => {
-                    let (amin, amean, amax) = bits_summary(&a.params);
-                    let (lo, hi) = window_summary(&a.params);
-                    (
-                        a.clip.clone(),
-                        format!("{amin}/{amean:.2}/{amax}"),
-                        format!("[{lo:.3}, {hi:.3}]"),
-                        a.sqnr_db.map_or("-".into(), |v| format!("{v:.1}")),
-                    )
-                }
-                None => ("(not quantized)".into(), "-".into(), "-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                s,
-                "{:<30} {:>14} {:>8.1} {:<24} {:>14} {:>20} {:>8}",
-                format!("{}{flags}", l.node),
-                format!("{bmin}/{bmean:.2}/{bmax}"),
-                l.info.sqnr_db,
-                clip,
-                abits,
-                range,
-                asq
-            );
-        }
-        let _ = writeln!(s, "bits are min/mean/max over channels; SQNR in dB");
-        s
     }
 }

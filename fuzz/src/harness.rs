@@ -12,6 +12,7 @@ use ptq4::io::model::ModelFile;
 use ptq4::io::{pickle, preprocess};
 use ptq4::model::LoadedModel;
 use ptq4::qmodel::QuantModel;
+use ptq4::report;
 use ptq4::zoo::efficientnet::LiteVariant;
 
 /// The path loaders put in their messages (nothing is read from it).
@@ -40,9 +41,21 @@ pub fn qmodel(bytes: &[u8]) -> Result<(), String> {
     inspect(&LoadedModel::Quant(q))
 }
 
+/// What `ptq4 inspect` renders: an FP32 model as stored, a quantized one as its prepared
+/// graph with its plan and weight bytes.
 fn inspect(m: &LoadedModel) -> Result<(), String> {
-    m.inspect_json().map_err(|e| e.to_string())?;
-    m.inspect_text().map_err(|e| e.to_string())?;
+    let (g, quant) = match m {
+        LoadedModel::Fp32(f) => (&f.stored, None),
+        LoadedModel::Quant(q) => (
+            q.graph(),
+            Some(report::inspect::Quantized {
+                plan: &q.plan,
+                weight_bytes: q.weight_bytes().map_err(|e| e.to_string())?,
+            }),
+        ),
+    };
+    report::inspect::json(g, quant.as_ref()).map_err(|e| e.to_string())?;
+    report::inspect::text(g, quant.as_ref()).map_err(|e| e.to_string())?;
     Ok(())
 }
 

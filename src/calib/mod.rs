@@ -47,6 +47,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::io::dataset::Dataset;
 use crate::quant::config::QuantPoint;
+use crate::quant::plan::ActQuant;
 use crate::quant::stats::TensorStats;
 use crate::tensor::Tensor;
 
@@ -83,6 +84,32 @@ pub fn calibrate(
     g.validate()?;
     let inputs = CalibInputs::new(g, data, views, n, batch)?;
     calibrate_batches(g, points, &inputs, &Backend::Cpu, progress)
+}
+
+/// Statistics of a plan's activation points `acts`, recomputed on `n` inputs of `data`
+/// through `g` (for a quantized model, the graph with its dequantized weights: its file
+/// keeps no FP32 weights, so these are the activations of the quantized-weight model before
+/// activation quantization).
+pub fn recalibrate(
+    g: &Graph,
+    acts: &[ActQuant],
+    data: &Dataset,
+    n: usize,
+    batch: usize,
+    backend: &Backend,
+    progress: bool,
+) -> Result<Calibration> {
+    let points: Vec<QuantPoint> = acts
+        .iter()
+        .map(|a| QuantPoint {
+            value: a.value.clone(),
+            bits: a.params.iter().map(|p| p.bits).max().unwrap_or(0),
+            per_channel: a.per_channel,
+            act: a.act,
+        })
+        .collect();
+    let batches = load_batches(g, data, 1, n, batch)?;
+    calibrate_batches(g, &points, &batches, backend, progress)
 }
 
 /// All the calibration inputs [`CalibInputs`] would decode batch by batch, decoded at once

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::args::*;
 use super::{check_outputs, emit, resolve};
+use crate::calib;
 use crate::engine::{Backend, BackendChoice, Forward};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};
@@ -16,6 +17,7 @@ use crate::io::{fetch, model as mfile};
 use crate::model::{Fp32Model, LoadedModel};
 use crate::pipeline::{self, StatsSource};
 use crate::quant::config::{Protocol, QuantConfig};
+use crate::report;
 
 pub(super) fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
     for n in &a.names {
@@ -61,10 +63,22 @@ pub(super) fn cmd_import(a: ImportArgs) -> anyhow::Result<()> {
 pub(super) fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
     let path = resolve(&a.model)?;
     let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    // An FP32 model as stored; a quantized one as its prepared graph, with its plan.
+    let (g, quant) = match &m {
+        LoadedModel::Fp32(f) => (&f.stored, None),
+        LoadedModel::Quant(q) => (
+            q.graph(),
+            Some(report::inspect::Quantized {
+                plan: &q.plan,
+                weight_bytes: q.weight_bytes()?,
+            }),
+        ),
+    };
     if a.json {
-        emit(&format!("{}\n", serde_json::to_string(&m.inspect_json()?)?))?;
+        let v = report::inspect::json(g, quant.as_ref())?;
+        emit(&format!("{}\n", serde_json::to_string(&v)?))?;
     } else {
-        emit(&m.inspect_text()?)?;
+        emit(&report::inspect::text(g, quant.as_ref())?)?;
     }
     Ok(())
 }
@@ -87,7 +101,7 @@ pub(super) fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
         Some(r) => Some(backend.bind(r.executable()?, None)?),
         None => None,
     };
-    let report = eval::evaluate(
+    let measured = eval::evaluate(
         &bound,
         ref_bound.as_ref().map(|r| r as &dyn Forward),
         &data,
@@ -99,52 +113,15 @@ pub(super) fn cmd_eval(a: EvalArgs) -> anyhow::Result<()> {
         None
     };
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        if let Some(d) = &diffs {
-            v["compare"] = serde_json::to_value(d)?;
-        }
+        let v = report::eval::json(&measured, diffs.as_deref())?;
         emit(&format!("{v}\n"))?;
     } else {
-        let mut o = String::new();
-        writeln!(o, "model      {}", a.model)?;
-        writeln!(
-            o,
-            "data       {} (n = {}, views = {})",
-            a.data, report.n, report.views
-        )?;
-        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v));
-        writeln!(o, "top-1      {}", pct(report.top1))?;
-        writeln!(o, "top-5      {}", pct(report.top5))?;
-        if let (Some(a1), Some(a5), Some(kl)) =
-            (report.agreement_top1, report.agreement_top5, report.kl_mean)
-        {
-            writeln!(
-                o,
-                "agreement  top-1 {:.2} %, top-5 {:.2} %, KL {kl:.4}",
-                100.0 * a1,
-                100.0 * a5
-            )?;
-        }
-        writeln!(
-            o,
-            "speed      {:.1} images/s on {}",
-            report.images_per_s, report.backend
-        )?;
-        if let Some(d) = &diffs {
-            writeln!(
-                o,
-                "\n{:<36} {:>12} {:>12}",
-                "layer (GPU vs CPU, first batch)", "max |diff|", "max rel"
-            )?;
-            for l in d {
-                writeln!(
-                    o,
-                    "{:<36} {:>12.3e} {:>12.3e}",
-                    l.node, l.max_abs, l.max_rel
-                )?;
-            }
-        }
-        emit(&o)?;
+        emit(&report::eval::text(
+            &a.model,
+            &a.data,
+            &measured,
+            diffs.as_deref(),
+        ))?;
     }
     Ok(())
 }
@@ -223,9 +200,9 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     // The report first: a report path that cannot be written leaves no model behind, and a
     // model that cannot be saved takes a report it created with it.
-    let plan = q.plan_json();
     if let Some(r) = &a.report {
         let existed = r.exists();
+        let plan = report::plan::json(&q.plan);
         mfile::write_atomic(r, serde_json::to_string_pretty(&plan)?.as_bytes())?;
         if let Err(e) = q.save(&a.output) {
             if !existed {
@@ -237,7 +214,7 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         q.save(&a.output)?;
     }
     if let Some(path) = &a.report_html {
-        let input = crate::report::ReportInput {
+        let input = report::ReportInput {
             model: a.model.clone(),
             q: &q,
             stats: Some(&cal.stats),
@@ -245,22 +222,18 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             ablation: None,
             backend: backend.describe(),
         };
-        crate::report::write(&input, path)?;
+        report::write(&input, path)?;
     }
-    let fp32_bytes: usize = m.prepared.params.values().map(|t| t.numel() * 4).sum();
-    let bytes = q.weight_bytes()?;
+    let summary = report::quantize::Summary {
+        output: &a.output,
+        seconds: secs,
+        weight_bytes: q.weight_bytes()?,
+        fp32_weight_bytes: m.prepared.params.values().map(|t| t.numel() * 4).sum(),
+    };
     if a.json {
-        let out = serde_json::json!({"output": a.output.display().to_string(), "seconds": secs,
-            "weight_bytes": bytes, "fp32_weight_bytes": fp32_bytes, "plan": plan});
-        emit(&format!("{out}\n"))?;
+        emit(&format!("{}\n", report::quantize::json(&q.plan, &summary)))?;
     } else {
-        emit(&format!(
-            "{}quantized in {secs:.2} s; weights {bytes} bytes ({:.1} % of FP32 {fp32_bytes}) \
-             -> {}\n",
-            q.plan_text(),
-            100.0 * bytes as f64 / fp32_bytes as f64,
-            a.output.display()
-        ))?;
+        emit(&report::quantize::text(&q.plan, &summary))?;
     }
     Ok(())
 }
@@ -314,19 +287,19 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
         backend: a.run.backend.resolve()?,
     };
     if !a.json {
-        emit(eval::ablate::TABLE_HEAD)?;
+        emit(report::ablation::TABLE_HEAD)?;
     }
     // A stdout error here shows again, and is returned, at the summary below.
     let mut on_row = |r: &eval::ablate::Row| {
         if !a.json {
-            let _ = emit(&format!("{}\n", r.markdown()));
+            let _ = emit(&report::ablation::row(r));
         }
     };
     let (r, cal) = eval::ablate::ablate_with(&m, &a.model, &calib, &eval_set, &opts, &mut on_row)?;
     if a.json {
-        emit(&format!("{}\n", serde_json::to_string(&r)?))?;
+        emit(&format!("{}\n", report::ablation::json(&r)?))?;
     } else {
-        emit(&format!("\n{}\n", r.summary()))?;
+        emit(&report::ablation::summary(&r))?;
     }
     if let Some(path) = &a.html {
         let p = opts.protocols[0];
@@ -335,7 +308,7 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
             .find(|(name, _, free)| name.starts_with("aciq + alloc") && !free)
             .ok_or_else(|| Error::Report("the ablation has no combined method".into()))?;
         let q = pipeline::quantize_with(&m, &cfg, &cal, &opts.backend)?;
-        let input = crate::report::ReportInput {
+        let input = report::ReportInput {
             model: format!("{} ({method}, {p:?})", a.model),
             q: &q,
             stats: Some(&cal.stats),
@@ -343,7 +316,7 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
             ablation: Some(&r),
             backend: opts.backend.describe(),
         };
-        crate::report::write(&input, path)?;
+        report::write(&input, path)?;
     }
     Ok(())
 }
@@ -378,12 +351,20 @@ pub(super) fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
         Some(c) => {
             let data = Dataset::open(&resolve(c)?)?;
             let backend = a.backend.resolve()?;
-            let cal = crate::report::recalibrate(&q, &data, a.calib_n, 16, &backend, !a.json)?;
+            let cal = calib::recalibrate(
+                &q.dequantized,
+                &q.plan.acts,
+                &data,
+                a.calib_n,
+                16,
+                &backend,
+                !a.json,
+            )?;
             (Some(cal), backend.describe())
         }
         None => (None, "-".to_string()),
     };
-    let input = crate::report::ReportInput {
+    let input = report::ReportInput {
         model: a.model.clone(),
         q: &q,
         stats: cal.as_ref().map(|c| &c.stats),
@@ -396,7 +377,7 @@ pub(super) fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
         ablation: ablation.as_ref(),
         backend,
     };
-    crate::report::write(&input, &a.output)?;
+    report::write(&input, &a.output)?;
     if a.json {
         emit(&format!(
             "{}\n",

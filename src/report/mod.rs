@@ -1,41 +1,30 @@
-//! Output for people: Markdown tables, and the HTML report
-//! ([`page`]: summary, per-layer SQNR, clip windows on histograms, bits, ablation).
+//! Output for people, and only that: every table, line and JSON object a command prints,
+//! and the HTML report. Each renderer is a free function of plain data (a [`Graph`], a
+//! [`Plan`], an [`EvalReport`], an [`Ablation`]...), never of the model wrapper types, so
+//! the words do not move when those do. The CLI computes; these modules say it.
+//!
+//! - [`plan`]: a quantization plan as a table and as JSON (`quantize`, `quantize --report`,
+//!   `inspect`, the HTML page).
+//! - [`inspect`]: `inspect` (text and `--json`): nodes, shapes, parameters, and a quantized
+//!   model's plan and weight bytes.
+//! - [`eval`]: `eval` (text and `--json`), with `--compare`'s per-layer differences.
+//! - [`quantize`]: `quantize` (text and `--json`): the plan, time, size, output file.
+//! - [`ablation`]: `ablate`: the Markdown table as it streams, its summary, `--json`.
+//! - [`page`]: the HTML report (summary, per-layer SQNR, clip windows on histograms
+//!   ([`windows`]), bits, ablation), drawn with the SVG of [`charts`].
+//!
+//! [`Graph`]: crate::graph::Graph
+//! [`Plan`]: crate::quant::plan::Plan
+//! [`EvalReport`]: crate::eval::EvalReport
+//! [`Ablation`]: crate::eval::ablate::Ablation
 
+pub mod ablation;
 pub mod charts;
+pub mod eval;
+pub mod inspect;
 pub mod page;
+pub mod plan;
+pub mod quantize;
 pub mod windows;
 
-use crate::calib::{self, Calibration};
-use crate::engine::Backend;
-use crate::error::Result;
-use crate::io::dataset::Dataset;
-use crate::qmodel::QuantModel;
-use crate::quant::config::QuantPoint;
-
 pub use page::{render, write, ReportInput};
-
-/// Statistics of the plan's activation points, recomputed on `n` inputs of `data` through
-/// the dequantized weights of `q` (a quantized file keeps no FP32 weights, so these are
-/// the activations of the quantized-weight model before activation quantization).
-pub fn recalibrate(
-    q: &QuantModel,
-    data: &Dataset,
-    n: usize,
-    batch: usize,
-    backend: &Backend,
-    progress: bool,
-) -> Result<Calibration> {
-    let points: Vec<QuantPoint> = q
-        .plan
-        .acts
-        .iter()
-        .map(|a| QuantPoint {
-            value: a.value.clone(),
-            bits: a.params.iter().map(|p| p.bits).max().unwrap_or(0),
-            per_channel: a.per_channel,
-            act: a.act,
-        })
-        .collect();
-    let batches = calib::load_batches(&q.dequantized, data, 1, n, batch)?;
-    calib::calibrate_batches(&q.dequantized, &points, &batches, backend, progress)
-}

@@ -64,7 +64,7 @@ pub fn render(r: &ReportInput) -> Result<String> {
     let _ = write!(
         h,
         "<h2>Plan</h2><details><summary>per-layer table</summary><pre>{}</pre></details>\n</body></html>\n",
-        esc(&r.q.plan_text())
+        esc(&super::plan::text(&r.q.plan))
     );
     Ok(h)
 }
