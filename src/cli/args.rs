@@ -131,15 +131,24 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-/// Method flags shared by quantize.
+/// Bit-widths, shared by quantize (in [`MethodArgs`]) and ablate. Only these are shared:
+/// ablate's `--protocol` is optional (both by default), and it varies clipping, bit
+/// allocation and bias correction itself.
 #[derive(Args, Debug, Clone)]
-pub struct MethodArgs {
+pub struct BitsArgs {
     /// Weight bits (2..8; per-channel mean when bit allocation is on).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub wbits: u8,
     /// Activation bits (2..8).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub abits: u8,
+}
+
+/// The method flags of quantize.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    #[command(flatten)]
+    pub bits: BitsArgs,
     /// paper: the reference code's simulated setting; deploy: what integer kernels run.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
     pub protocol: ProtocolArg,
@@ -180,8 +189,8 @@ fn parse_prior(s: &str) -> Result<PriorChoice, String> {
 impl MethodArgs {
     pub fn config(&self) -> QuantConfig {
         QuantConfig {
-            wbits: self.wbits,
-            abits: self.abits,
+            wbits: self.bits.wbits,
+            abits: self.bits.abits,
             protocol: self.protocol.into(),
             clip: self.clip.into(),
             prior: self.prior,
@@ -242,10 +251,8 @@ pub struct AblateArgs {
     /// Evaluation images.
     #[arg(long, default_value = "imagenet-samples")]
     pub eval: String,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
-    pub wbits: u8,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
-    pub abits: u8,
+    #[command(flatten)]
+    pub bits: BitsArgs,
     /// Calibration inputs (after view expansion); default: all of them.
     #[arg(long, value_parser = positive)]
     pub calib_n: Option<usize>,
@@ -359,8 +366,6 @@ impl RunArgs {
         }
     }
 }
-
-/// Runs one parsed command.
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {

@@ -277,8 +277,8 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
     let calib = Dataset::open(&calib_path)?;
     let eval_set = Dataset::open(&eval_path)?;
     let opts = eval::ablate::AblateOptions {
-        wbits: a.wbits,
-        abits: a.abits,
+        wbits: a.bits.wbits,
+        abits: a.bits.abits,
         calib_n: a.calib_n.unwrap_or(usize::MAX),
         eval: a.run.options(!a.json),
         protocols: a
@@ -303,7 +303,7 @@ pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &a.html {
         let p = opts.protocols[0];
-        let (method, cfg, _) = eval::ablate::methods(a.wbits, a.abits, p)
+        let (method, cfg, _) = eval::ablate::methods(a.bits.wbits, a.bits.abits, p)
             .into_iter()
             .find(|(name, _, free)| name.starts_with("aciq + alloc") && !free)
             .ok_or_else(|| Error::Report("the ablation has no combined method".into()))?;
