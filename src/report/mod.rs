@@ -1,7 +1,9 @@
-//! Output for people, and only that: every table, line and JSON object a command prints,
-//! and the HTML report. Each renderer is a free function of plain data (a [`Graph`], a
-//! [`Plan`], an [`EvalReport`], an [`Ablation`]...), never of the model wrapper types, so
-//! the words do not move when those do. The CLI computes; these modules say it.
+//! Output for people, and only that: the tables, lines and JSON objects of `inspect`,
+//! `eval`, `quantize` and `ablate`, and the HTML report (the one-line confirmations of
+//! `fetch`, `import` and `report` stay with their commands). Each renderer is a free
+//! function of plain data (a [`Graph`], a [`Plan`], an [`EvalReport`], an [`Ablation`]...),
+//! never of the model wrapper types, so the words do not move when those do. The CLI
+//! computes; these modules say it.
 //!
 //! - [`plan`]: a quantization plan as a table and as JSON (`quantize`, `quantize --report`,
 //!   `inspect`, the HTML page).
