@@ -203,11 +203,13 @@ pub struct FetchArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// A legacy (non-zip) PyTorch state dict.
+    /// An ONNX model (.onnx), or a legacy (non-zip) PyTorch state dict.
     pub file: PathBuf,
-    /// Architecture: efficientnet-lite0 .. efficientnet-lite4.
+    /// Architecture of a state dict: efficientnet-lite0 .. efficientnet-lite4.
     #[arg(long)]
-    pub arch: String,
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub pre: crate::io::onnx::PreprocessFlags,
     /// Output model file (.safetensors).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -365,7 +367,7 @@ fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
 
 fn cmd_import(a: ImportArgs) -> anyhow::Result<()> {
     check_outputs(&[("FILE", &a.file)], &[("-o", &a.output)], &fetch::home())?;
-    let g = crate::io::import::import_pth(&a.file, &a.arch)
+    let g = crate::io::onnx::import_file(&a.file, a.arch.as_deref(), &a.pre)
         .with_context(|| format!("importing {}", a.file.display()))?;
     mfile::save_graph(&g, &a.output)?;
     emit(&format!(

@@ -228,3 +228,109 @@ fn rgb_input(g: &mut Graph) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether `path` names an ONNX file (by its extension).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// The preprocessing flags of `ptq4 import` for ONNX models.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PreprocessFlags {
+    /// ONNX only: input normalisation preset: imagenet (torchvision mean/std, resize 256
+    /// crop 224), tf ((x − 127)/128), caffe (BGR, mean subtraction), none (raw 0..255).
+    #[arg(long, value_parser = parse_preset)]
+    pub preprocess: Option<Preset>,
+    /// ONNX only: per-channel mean on the 0..255 scale, "R,G,B" (B,G,R with --bgr).
+    #[arg(long, value_parser = parse3)]
+    pub mean: Option<[f32; 3]>,
+    /// ONNX only: per-channel std on the 0..255 scale, "R,G,B" (B,G,R with --bgr).
+    #[arg(long, value_parser = parse3)]
+    pub std: Option<[f32; 3]>,
+    /// ONNX only: crop side (default: the model's input height); also the input height
+    /// and width where the file leaves them symbolic.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// ONNX only: shorter side before the crop (default: 256/224 of the crop; the crop
+    /// itself with `none`).
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// ONNX only: the model expects BGR channels (folded into its first convolutions).
+    #[arg(long)]
+    pub bgr: bool,
+}
+
+fn parse_preset(s: &str) -> std::result::Result<Preset, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse3(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    match v[..] {
+        [x] => Ok([x; 3]),
+        [r, g, b] => Ok([r, g, b]),
+        _ => Err("give one value or three, comma-separated".into()),
+    }
+}
+
+impl PreprocessFlags {
+    pub fn args(&self) -> PreprocessArgs {
+        PreprocessArgs {
+            preset: self.preprocess,
+            mean: self.mean,
+            std: self.std,
+            size: self.size,
+            resize: self.resize,
+            bgr: self.bgr,
+        }
+    }
+    fn any(&self) -> bool {
+        self.args() != PreprocessArgs::default()
+    }
+}
+
+/// `ptq4 import FILE`: an ONNX model with its preprocessing flags (required: a preset, or
+/// both `--mean` and `--std`), or a legacy `.pth` with `--arch`.
+pub fn import_file(file: &Path, arch: Option<&str>, flags: &PreprocessFlags) -> Result<Graph> {
+    if is_onnx(file) {
+        if arch.is_some() {
+            return Err(Error::Usage(
+                "--arch is for .pth state dicts, not ONNX models".into(),
+            ));
+        }
+        let args = flags.args();
+        if !args.is_given() {
+            return Err(Error::Usage(
+                "an ONNX model does not say how its inputs are normalised: give --preprocess imagenet|tf|caffe|none, or --mean and --std".into(),
+            ));
+        }
+        return import(file, &args);
+    }
+    if flags.any() {
+        return Err(Error::Usage(
+            "--preprocess, --mean, --std, --size, --resize and --bgr are for ONNX models".into(),
+        ));
+    }
+    let arch = arch.ok_or_else(|| Error::Usage("--arch is needed for a .pth state dict".into()))?;
+    crate::io::import::import_pth(file, arch)
+}
+
+/// An ONNX model given directly as `--model`: imported in memory with the `imagenet`
+/// preset (said on stderr; `ptq4 import` chooses another and stores it).
+pub fn import_default(path: &Path) -> Result<Graph> {
+    crate::error::note(format_args!(
+        "{}: importing ONNX in memory with the imagenet preprocessing; use `ptq4 import --preprocess ...` to choose another",
+        path.display()
+    ));
+    import(
+        path,
+        &PreprocessArgs {
+            preset: Some(Preset::Imagenet),
+            ..Default::default()
+        },
+    )
+}
