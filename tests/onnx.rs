@@ -152,9 +152,9 @@ fn tiny_cnn_matches_onnxruntime_at_opsets_21_and_13() {
                 "relu",
                 "conv2d",
                 "conv2d",
+                "batch_norm",
+                "batch_norm",
                 "relu6",
-                "batch_norm",
-                "batch_norm",
                 "max_pool",
                 "conv2d",
                 "relu",
@@ -168,6 +168,13 @@ fn tiny_cnn_matches_onnxruntime_at_opsets_21_and_13() {
                 "linear",
                 "softmax"
             ],
+            "{name}"
+        );
+        // The BatchNorm and the per-channel Mul/Add (BatchNorm nodes) fold into the convs.
+        let mut p = g.clone();
+        passes::prepare(&mut p).unwrap();
+        assert!(
+            p.nodes.iter().all(|n| n.op.kind() != "batch_norm"),
             "{name}"
         );
         let Some(ptq4::graph::Op::Conv2d(c)) = g.node("conv2").map(|n| &n.op) else {
@@ -294,4 +301,79 @@ fn presets_and_bgr_are_stored_and_exact() {
     // (up to the order of the conv's sums).
     let e = rel_err(&run(&caffe, flipped), &run(&imagenet, x));
     assert!(e < 1e-6, "{e}");
+}
+
+fn ptq4_cmd(home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("ptq4").unwrap();
+    c.env("PTQ4_HOME", home).env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn cli_import_stores_the_preprocessing_and_commands_take_onnx_directly() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let onnx = fixtures().join("tiny_cnn.onnx");
+    let out = d.path().join("m.safetensors");
+    // No normalisation given: a usage error (exit 2) naming the flags.
+    let a = ptq4_cmd(&home)
+        .arg("import")
+        .arg(&onnx)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("--preprocess imagenet|tf|caffe|none"), "{err}");
+    ptq4_cmd(&home)
+        .arg("import")
+        .arg(&onnx)
+        .args(["--preprocess", "tf", "--resize", "19", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let g = ptq4::io::model::load_graph(&out).unwrap();
+    assert_eq!(
+        (
+            g.preprocess.mean,
+            g.preprocess.std,
+            g.preprocess.size,
+            g.preprocess.resize
+        ),
+        ([127.0; 3], [128.0; 3], 17, 19)
+    );
+    // Explicit values override the preset's.
+    ptq4_cmd(&home)
+        .arg("import")
+        .arg(&onnx)
+        .args([
+            "--preprocess",
+            "imagenet",
+            "--mean",
+            "1,2,3",
+            "--std",
+            "4",
+            "-o",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let g = ptq4::io::model::load_graph(&out).unwrap();
+    assert_eq!(
+        (g.preprocess.mean, g.preprocess.std),
+        ([1.0, 2.0, 3.0], [4.0; 3])
+    );
+    // `--model X.onnx`: imported in memory by inspect and quantize.
+    let a = ptq4_cmd(&home).arg("inspect").arg(&onnx).assert().success();
+    let text = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(text.contains("model tiny_cnn (fp32)"), "{text}");
+    let q = d.path().join("q.safetensors");
+    ptq4_cmd(&home)
+        .args(["quantize", "--data-free", "--backend", "cpu", "--model"])
+        .arg(&onnx)
+        .arg("-o")
+        .arg(&q)
+        .assert()
+        .success();
+    assert!(q.exists());
 }

@@ -56,8 +56,8 @@ def model(nodes, inits, shape, out_shape, opset, name):
 
 
 def tiny_cnn(opset=21):
-    """Conv+BN+ReLU, zero Pad into a conv, depthwise SAME_UPPER conv + Clip(0, 6) from
-    inputs, per-channel Mul/Add, MaxPool (ceil_mode), a 1×1 branch, Concat, residual Add,
+    """Conv+BN+ReLU, zero Pad into a conv, depthwise SAME_UPPER conv with BatchNorm as
+    per-channel Mul/Add, Clip(0, 6) from inputs, MaxPool (ceil_mode), a 1×1 branch, Concat, residual Add,
     AveragePool with padding (count_include_pad 0), ReduceMean (keepdims 0), a Shape →
     Gather → Unsqueeze → Concat → Reshape chain, Gemm (transB, alpha, beta), MatMul + Add,
     Dropout, Identity, Softmax."""
@@ -70,10 +70,10 @@ def tiny_cnn(opset=21):
         n("Conv", ["p1", "c2w"], ["c2"], name="conv2"),
         n("Add", ["c2", "c2bias"], ["c2b"], name="conv2_bias"),
         n("Conv", ["c2b", "dww", "dwb"], ["dw"], name="dw", group=8, strides=[2, 2], auto_pad="SAME_UPPER", kernel_shape=[3, 3]),
-        n("Clip", ["dw", "zero", "six"], ["dwr"], name="relu6"),
-        n("Mul", ["dwr", "scale"], ["sc"], name="scale"),
+        n("Mul", ["dw", "scale"], ["sc"], name="scale"),
         n("Add", ["sc", "shift"], ["sh"], name="shift"),
-        n("MaxPool", ["sh"], ["mp"], name="pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        n("Clip", ["sh", "zero", "six"], ["dwr"], name="relu6"),
+        n("MaxPool", ["dwr"], ["mp"], name="pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
         n("Conv", ["mp", "b1w", "b1b"], ["b1"], name="branch"),
         n("Relu", ["b1"], ["b1r"], name="branch_relu"),
         n("Concat", ["mp", "b1r"], ["cat"], name="cat", axis=1),
