@@ -377,3 +377,29 @@ fn cli_import_stores_the_preprocessing_and_commands_take_onnx_directly() {
         .success();
     assert!(q.exists());
 }
+
+#[test]
+fn light_models_with_random_weights_match_onnxruntime() {
+    let dir = std::env::var_os("PTQ4_ONNX_LIGHT_RANDOM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ptq4::io::fetch::home().join("onnx-light-random"));
+    if !dir.join("light_resnet50.onnx").exists() {
+        common::skip_loudly(&format!(
+            "SKIPPED light_* ONNX models with random weights: not in {} (make them with tools/onnx/randomize_light.py)",
+            dir.display()
+        ));
+        return;
+    }
+    let mut report = String::new();
+    for name in ["light_densenet121", "light_inception_v2", "light_resnet50", "light_squeezenet"] {
+        let g = ox::import(&dir.join(format!("{name}.onnx")), &none())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x = read_pb(&dir.join(format!("{name}_input.pb")));
+        let reference = read_pb(&dir.join(format!("{name}_output.pb")));
+        let y = run(&g, x);
+        let e = rel_err(&y, &reference);
+        report.push_str(&format!("{name}: rel err {e:.2e}\n"));
+        assert!(e <= 1e-4, "{name}: relative error {e}");
+    }
+    eprintln!("{report}");
+}
