@@ -391,7 +391,12 @@ fn light_models_with_random_weights_match_onnxruntime() {
         return;
     }
     let mut report = String::new();
-    for name in ["light_densenet121", "light_inception_v2", "light_resnet50", "light_squeezenet"] {
+    for name in [
+        "light_densenet121",
+        "light_inception_v2",
+        "light_resnet50",
+        "light_squeezenet",
+    ] {
         let g = ox::import(&dir.join(format!("{name}.onnx")), &none())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = read_pb(&dir.join(format!("{name}_input.pb")));
@@ -402,4 +407,70 @@ fn light_models_with_random_weights_match_onnxruntime() {
         assert!(e <= 1e-4, "{name}: relative error {e}");
     }
     eprintln!("{report}");
+}
+
+#[test]
+fn opsets_outside_7_to_21_are_refused() {
+    let bytes = std::fs::read(fixtures().join("tiny_cnn.onnx")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    for (v, ok) in [(6, false), (7, true), (21, true), (22, false)] {
+        let mut m = ox::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+        m.opset_import[0].version = Some(v);
+        let p = d.path().join(format!("m{v}.onnx"));
+        std::fs::write(&p, m.encode_to_vec()).unwrap();
+        match ox::import(&p, &none()) {
+            Err(e) if !ok => assert!(e.to_string().contains(&format!("opset {v};")), "{e}"),
+            // At opset 7 the file's later-opset forms (Clip bounds as inputs, ...) are
+            // read as opset 7 forms, which this model does not follow: only the range
+            // check is tested here.
+            Err(e) if ok && v == 7 => assert!(!e.to_string().contains("opset"), "{e}"),
+            r => assert_eq!(r.is_ok(), ok, "opset {v}: {:?}", r.err()),
+        }
+    }
+}
+
+#[test]
+fn half_and_bfloat16_and_integer_tensors_decode() {
+    use ox::onnx::tensor_proto::DataType;
+    let t = |dt: DataType, dims: Vec<i64>| ox::onnx::TensorProto {
+        dims,
+        data_type: Some(dt as i32),
+        name: Some("t".into()),
+        ..Default::default()
+    };
+    let halves: [u16; 4] = [0x3C00, 0xC000, 0x7BFF, 0x0001];
+    let want = vec![1.0, -2.0, 65504.0, 2f32.powi(-24)];
+    let mut raw = t(DataType::Float16, vec![4]);
+    raw.raw_data = Some(halves.iter().flat_map(|h| h.to_le_bytes()).collect());
+    let mut typed = t(DataType::Float16, vec![2, 2]);
+    typed.int32_data = halves.iter().map(|&h| h as i32).collect();
+    for x in [raw, typed] {
+        let c = ox::tensor::decode(&x, Path::new(".")).unwrap();
+        assert_eq!(c.floats(), want);
+    }
+    let mut bf = t(DataType::Bfloat16, vec![2]);
+    bf.raw_data = Some(
+        [0x3F80u16, 0xC040]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect(),
+    );
+    assert_eq!(
+        ox::tensor::decode(&bf, Path::new(".")).unwrap().floats(),
+        [1.0, -3.0]
+    );
+    let mut i = t(DataType::Int32, vec![3]);
+    i.raw_data = Some(
+        [-1i32, 7, 1 << 30]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    );
+    let c = ox::tensor::decode(&i, Path::new(".")).unwrap();
+    assert_eq!(c.ints().unwrap(), [-1, 7, 1 << 30]);
+    // Too few values for the shape: an error naming the tensor.
+    let mut short = t(DataType::Float, vec![3]);
+    short.float_data = vec![1.0, 2.0];
+    let e = ox::tensor::decode(&short, Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains("tensor t"), "{e}");
 }

@@ -151,3 +151,14 @@ pub fn unsqueeze(input: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
     }
     Ok(out)
 }
+
+/// The output of Shape: the dimensions of `shape` from `start` to `end` (opset 15
+/// attributes, clamped like slice bounds; the whole shape before).
+pub fn shape_of(node: &NodeProto, shape: &[usize]) -> Const {
+    let a = Attrs(node);
+    let r = shape.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (s, e) = (clamp(a.int("start", 0)), clamp(a.int("end", r)));
+    let dims: Vec<i64> = shape[s..e.max(s)].iter().map(|&d| d as i64).collect();
+    Const::i(vec![dims.len()], dims)
+}

@@ -378,10 +378,7 @@ pub fn eval(
         "Constant" => constant(node, dir)?,
         "Identity" | "Dropout" => need(0)?.clone(),
         "Cast" => cast(node, need(0)?)?,
-        "Shape" => {
-            let s = &need(0)?.shape;
-            Const::i(vec![s.len()], s.iter().map(|&d| d as i64).collect())
-        }
+        "Shape" => attr::shape_of(node, &need(0)?.shape),
         "Size" => Const::i(vec![], vec![need(0)?.len() as i64]),
         "ConstantOfShape" => {
             let shape: Vec<usize> = need(0)?

@@ -291,14 +291,10 @@ impl Tr {
                     _ => Err(no("a cast of a feature map to a non-float type")),
                 }
             }
-            "Shape" | "Size" => {
-                let d = x()?;
-                let s = &d.shape;
-                Ok(vec![Val::Const(if op == "Shape" {
-                    Const::i(vec![s.len()], s.iter().map(|&v| v as i64).collect())
-                } else {
-                    Const::i(vec![], vec![s.iter().product::<usize>() as i64])
-                })])
+            "Shape" => Ok(vec![Val::Const(attr::shape_of(node, &x()?.shape))]),
+            "Size" => {
+                let n: usize = x()?.shape.iter().product();
+                Ok(vec![Val::Const(Const::i(vec![], vec![n as i64]))])
             }
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
                 let mut d = x()?;
