@@ -474,3 +474,88 @@ fn half_and_bfloat16_and_integer_tensors_decode() {
     let e = ox::tensor::decode(&short, Path::new(".")).unwrap_err();
     assert!(e.to_string().contains("tensor t"), "{e}");
 }
+
+/// Fixed-seed mutations of every fixture: random bytes, and extreme values put into
+/// attributes, tensor dims and integer constants. Import must return (Ok or an error),
+/// never panic or overflow.
+#[test]
+fn mutated_models_are_refused_without_panics() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures().join("ext_data.bin"), d.path().join("ext_data.bin")).unwrap();
+    let extremes = [0i64, -1, 1, 2, 3, 7, 1 << 20, 1 << 40, i64::MAX, i64::MIN, -(1 << 40)];
+    let mut seed = 1u64;
+    let mut next = |n: usize| -> usize {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n.max(1)
+    };
+    let path = d.path().join("m.onnx");
+    let mut tried = 0;
+    for f in std::fs::read_dir(fixtures()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "onnx") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        for round in 0..150 {
+            let mutated = if round % 3 == 0 {
+                let mut b = bytes.clone();
+                for _ in 0..1 + next(4) {
+                    let i = next(b.len());
+                    b[i] = next(256) as u8;
+                }
+                if next(4) == 0 {
+                    b.truncate(next(b.len()));
+                }
+                b
+            } else {
+                let mut m = ox::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+                let g = m.graph.as_mut().unwrap();
+                let v = extremes[next(extremes.len())];
+                match next(3) {
+                    0 => {
+                        let n = next(g.node.len());
+                        let node = &mut g.node[n];
+                        if !node.attribute.is_empty() {
+                            let k = next(node.attribute.len());
+                            let a = &mut node.attribute[k];
+                            if a.i.is_some() {
+                                a.i = Some(v);
+                            } else if !a.ints.is_empty() {
+                                let j = next(a.ints.len());
+                                a.ints[j] = v;
+                            }
+                        }
+                    }
+                    1 if !g.initializer.is_empty() => {
+                        let k = next(g.initializer.len());
+                        let t = &mut g.initializer[k];
+                        if !t.dims.is_empty() {
+                            let j = next(t.dims.len());
+                            t.dims[j] = v;
+                        }
+                    }
+                    _ if !g.initializer.is_empty() => {
+                        let k = next(g.initializer.len());
+                        let t = &mut g.initializer[k];
+                        if !t.int64_data.is_empty() {
+                            let j = next(t.int64_data.len());
+                            t.int64_data[j] = v;
+                        } else if let Some(raw) = t.raw_data.as_mut().filter(|r| r.len() >= 8) {
+                            let j = next(raw.len() / 8) * 8;
+                            raw[j..j + 8].copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    _ => {}
+                }
+                m.encode_to_vec()
+            };
+            std::fs::write(&path, &mutated).unwrap();
+            let r = std::panic::catch_unwind(|| ox::import(&path, &none()));
+            assert!(r.is_ok(), "{} mutation {round} panicked", f.display());
+            tried += 1;
+        }
+    }
+    assert!(tried > 1000, "{tried}");
+}

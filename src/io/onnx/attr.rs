@@ -71,7 +71,10 @@ pub fn reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usi
             _ => return Err(Error::Import(format!("reshape to {spec:?}"))),
         }
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::Import(format!("reshape to {spec:?}: size overflows")))?;
     if let Some(i) = infer {
         if known == 0 || n % known != 0 {
             return Err(Error::Import(format!(

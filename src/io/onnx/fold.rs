@@ -167,9 +167,12 @@ fn unary(node: &NodeProto, a: &Const) -> Result<Const> {
             a.shape.clone(),
             v.iter().map(|&x| f(x as f64) as f32).collect(),
         )),
-        Data::I(v) if node.op_type() == "Neg" => {
-            Ok(Const::i(a.shape.clone(), v.iter().map(|&x| -x).collect()))
-        }
+        Data::I(v) if node.op_type() == "Neg" => Ok(Const::i(
+            a.shape.clone(),
+            v.iter()
+                .map(|&x| x.checked_neg().ok_or_else(|| err(node, "integer overflow")))
+                .collect::<Result<_>>()?,
+        )),
         Data::I(_) => Err(err(node, "integer input")),
     }
 }
@@ -217,6 +220,7 @@ fn gather(node: &NodeProto, data: &Const, idx: &Const) -> Result<Const> {
     let mut shape = data.shape[..ax].to_vec();
     shape.extend(&idx.shape);
     shape.extend(&data.shape[ax + 1..]);
+    limits::checked_numel(&shape, node.name())?;
     let len = data.shape[ax];
     let src = (0..outer).flat_map(|o| {
         ids.iter()
@@ -310,10 +314,15 @@ fn slice(node: &NodeProto, opset: i64, ins: &[Option<&Const>]) -> Result<Const> 
         let (lo, hi) = if step > 0 { (0, dim) } else { (-1, dim - 1) };
         let s = norm(starts[k]).clamp(lo, hi);
         let e = norm(ends[k]).clamp(lo, hi);
-        let count = if step > 0 {
-            ((e - s).max(0) + step - 1) / step
+        if step == i64::MIN {
+            return Err(err(node, "step out of range"));
+        }
+        let count = if step > 0 && e > s {
+            (e - s - 1) / step + 1
+        } else if step < 0 && s > e {
+            (s - e - 1) / -step + 1
         } else {
-            ((s - e).max(0) - step - 1) / -step
+            0
         };
         sel[ax] = (s, step, count as usize);
     }

@@ -21,6 +21,7 @@ use super::fold;
 use super::onnx::{GraphProto, NodeProto};
 use super::tensor::Const;
 use crate::error::{Error, Result};
+use crate::graph::limits::MAX_SPATIAL;
 use crate::graph::{same_padding, Conv2d, Graph, Linear, Node, Op, Pool, Preprocess};
 use crate::tensor::Tensor;
 
@@ -202,10 +203,13 @@ fn fmap(d: &Dyn, pad_ok: bool) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// Two window sizes (kernel, stride, dilation), each at most [`MAX_SPATIAL`] so that the
+/// arithmetic on them cannot overflow.
 fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> Result<[usize; 2]> {
+    let ok = |x: i64| (0..=MAX_SPATIAL as i64).contains(&x);
     match v.as_deref() {
         None => Ok([default; 2]),
-        Some([a, b]) if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+        Some([a, b]) if ok(*a) && ok(*b) => Ok([*a as usize, *b as usize]),
         Some(x) => Err(no(format!(
             "{what} {x:?}: two non-negative values expected (2-D only)"
         ))),
@@ -224,7 +228,7 @@ fn padding(
     match auto.as_str() {
         "NOTSET" => match a.ints("pads").as_deref() {
             None => Ok([0; 4]),
-            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+            Some(p) if p.len() == 4 && p.iter().all(|&x| (0..=MAX_SPATIAL as i64).contains(&x)) => {
                 Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
             }
             Some(p) => Err(no(format!("pads {p:?}"))),
@@ -379,7 +383,7 @@ impl Tr {
                 }
                 let (c, h, w) = fmap(&d, true)?;
                 if p.len() != 8
-                    || p.iter().any(|&v| v < 0)
+                    || p.iter().any(|&v| !(0..=MAX_SPATIAL as i64).contains(&v))
                     || p[0] != 0
                     || p[1] != 0
                     || p[4] != 0
@@ -389,6 +393,9 @@ impl Tr {
                 }
                 let add = [p[2] as usize, p[3] as usize, p[6] as usize, p[7] as usize];
                 let old = d.pad.unwrap_or([0; 4]);
+                if old.iter().zip(&add).any(|(o, a)| o + a > MAX_SPATIAL) {
+                    return Err(no("padding over the size limit"));
+                }
                 d.pad = Some(std::array::from_fn(|i| old[i] + add[i]));
                 d.shape = vec![1, c, h + add[0] + add[2], w + add[1] + add[3]];
                 same(d)
@@ -576,7 +583,7 @@ impl Tr {
             )));
         };
         let groups = a.int("group", 1);
-        if groups < 1 || cg * groups as usize != c {
+        if groups < 1 || (cg as u64).checked_mul(groups as u64) != Some(c as u64) {
             return Err(no(format!(
                 "weight {:?} with group {groups} on {c} channels",
                 wt.shape
@@ -644,6 +651,11 @@ impl Tr {
         let stride = pair(a.ints("strides"), 1, "strides")?;
         if pair(a.ints("dilations"), 1, "dilations")? != [1, 1] {
             return Err(no("dilated pooling"));
+        }
+        if kernel.contains(&0) || stride.contains(&0) {
+            return Err(no(format!(
+                "kernel {kernel:?} stride {stride:?}: sizes must be at least 1"
+            )));
         }
         let mut padding = padding(&a, [h, w], kernel, stride, [1, 1])?;
         if a.int("ceil_mode", 0) != 0 {
@@ -983,6 +995,10 @@ pub fn translate(
             .ok_or_else(|| no("the input's height/width are symbolic: give --size".to_string()))
     };
     let (h, w) = (hw(h)?, hw(w)?);
+    use crate::graph::limits::{check_size, MAX_CHANNELS};
+    check_size(c, MAX_CHANNELS, "input channels")?;
+    check_size(h, MAX_SPATIAL, "input height")?;
+    check_size(w, MAX_SPATIAL, "input width")?;
     let input_shape = vec![c, h, w];
     tr.ir_reads.insert(Graph::INPUT.into(), 0);
     tr.bind(
