@@ -481,8 +481,24 @@ fn half_and_bfloat16_and_integer_tensors_decode() {
 #[test]
 fn mutated_models_are_refused_without_panics() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::copy(fixtures().join("ext_data.bin"), d.path().join("ext_data.bin")).unwrap();
-    let extremes = [0i64, -1, 1, 2, 3, 7, 1 << 20, 1 << 40, i64::MAX, i64::MIN, -(1 << 40)];
+    std::fs::copy(
+        fixtures().join("ext_data.bin"),
+        d.path().join("ext_data.bin"),
+    )
+    .unwrap();
+    let extremes = [
+        0i64,
+        -1,
+        1,
+        2,
+        3,
+        7,
+        1 << 20,
+        1 << 40,
+        i64::MAX,
+        i64::MIN,
+        -(1 << 40),
+    ];
     let mut seed = 1u64;
     let mut next = |n: usize| -> usize {
         seed = seed

@@ -76,7 +76,7 @@ pub fn reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usi
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| Error::Import(format!("reshape to {spec:?}: size overflows")))?;
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(Error::Import(format!(
                 "reshape of {input:?} to {spec:?}: sizes do not divide"
             )));

@@ -266,7 +266,7 @@ pub fn transpose(c: &Const, perm: &[usize]) -> Const {
     let shape: Vec<usize> = perm.iter().map(|&p| c.shape[p]).collect();
     let ss = strides(&c.shape);
     let os = strides(&shape);
-    let n = c.len();
+    let n = c.numel();
     let src = (0..n).map(|flat| {
         perm.iter()
             .enumerate()
@@ -388,7 +388,7 @@ pub fn eval(
         "Identity" | "Dropout" => need(0)?.clone(),
         "Cast" => cast(node, need(0)?)?,
         "Shape" => attr::shape_of(node, &need(0)?.shape),
-        "Size" => Const::i(vec![], vec![need(0)?.len() as i64]),
+        "Size" => Const::i(vec![], vec![need(0)?.numel() as i64]),
         "ConstantOfShape" => {
             let shape: Vec<usize> = need(0)?
                 .ints()?

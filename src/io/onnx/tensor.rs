@@ -37,7 +37,7 @@ impl Const {
             data: Data::I(v),
         }
     }
-    pub fn len(&self) -> usize {
+    pub fn numel(&self) -> usize {
         match &self.data {
             Data::F(v) => v.len(),
             Data::I(v) => v.len(),
@@ -62,7 +62,7 @@ impl Const {
     }
     /// The single value of a one-element tensor, as f32.
     pub fn scalar_f(&self) -> Option<f32> {
-        (self.len() == 1).then(|| self.floats()[0])
+        (self.numel() == 1).then(|| self.floats()[0])
     }
 }
 
@@ -178,8 +178,8 @@ pub fn decode(t: &TensorProto, dir: &Path) -> Result<Const> {
         }
     };
     let c = Const { shape, data };
-    if c.len() != n {
-        return Err(bad_len(c.len()));
+    if c.numel() != n {
+        return Err(bad_len(c.numel()));
     }
     Ok(c)
 }

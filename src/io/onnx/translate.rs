@@ -418,8 +418,8 @@ impl Tr {
                     let t = self
                         .const_in(node, k, p)?
                         .ok_or_else(|| no(format!("no {p}")))?;
-                    if t.len() != c {
-                        return Err(no(format!("{p} has {} values for {c} channels", t.len())));
+                    if t.numel() != c {
+                        return Err(no(format!("{p} has {} values for {c} channels", t.numel())));
                     }
                     ps.push((p, tensor(vec![c], t.floats())));
                 }
@@ -606,8 +606,8 @@ impl Tr {
         }
         let bias = self.const_in(node, 2, "the bias")?.cloned();
         if let Some(b) = &bias {
-            if b.len() != m {
-                return Err(no(format!("bias of {} values for {m} outputs", b.len())));
+            if b.numel() != m {
+                return Err(no(format!("bias of {} values for {m} outputs", b.numel())));
             }
         }
         let conv = Conv2d {
