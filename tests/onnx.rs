@@ -163,6 +163,7 @@ fn tiny_cnn_matches_onnxruntime_at_opsets_21_and_13() {
                 "add",
                 "avg_pool",
                 "global_avg_pool",
+                "flatten",
                 "linear",
                 "relu",
                 "linear",
@@ -193,7 +194,7 @@ fn tiny_cnn_matches_onnxruntime_at_opsets_21_and_13() {
 fn old_opset_constant_nodes_and_shape_chains_fold() {
     let g = matches_reference("opset9");
     let kinds: Vec<&str> = g.nodes.iter().map(|n| n.op.kind()).collect();
-    assert_eq!(kinds, ["conv2d", "relu6", "max_pool", "linear"]);
+    assert_eq!(kinds, ["conv2d", "relu6", "max_pool", "flatten", "linear"]);
 }
 
 #[test]

@@ -867,7 +867,13 @@ impl Tr {
             bias: ps.len() == 2,
             act: Default::default(),
         };
-        let n = self.emit(base, Op::Linear(l), vec![d.ir], ps);
+        // The quantizer reads a linear layer's input as a vector: flatten a feature map first
+        // (the FP32 engine would flatten it anyway).
+        let mut input = d.ir;
+        if d.ir_shape.len() > 1 {
+            input = self.emit(&format!("{base}_flatten"), Op::Flatten, vec![input], vec![]);
+        }
+        let n = self.emit(base, Op::Linear(l), vec![input], ps);
         Ok(vec![Val::Dyn(Dyn {
             ir: n,
             shape: vec![1, m],
