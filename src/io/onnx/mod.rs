@@ -17,6 +17,7 @@
 pub mod attr;
 pub mod fold;
 #[allow(clippy::all, missing_docs)]
+#[rustfmt::skip] // Kept byte for byte as tools/onnx-proto writes it.
 pub mod onnx;
 pub mod tensor;
 pub mod translate;
