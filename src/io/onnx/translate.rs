@@ -6,7 +6,8 @@
 //! Shapes are tracked at batch 1 with the ONNX shape of every value (`Shape` of a feature
 //! map folds to it). A feature map also carries the IR shape of the value holding its data:
 //! Reshape/Squeeze/Unsqueeze only relabel the (row-major, unchanged) data, so they change
-//! the ONNX shape and keep the IR value; ops that need `[C, H, W]` check that both agree.
+//! the ONNX shape and keep the IR value; ops that need `[C, H, W]` check that both agree,
+//! and Gemm/MatMul/Softmax on a feature map get an IR Flatten first.
 //!
 //! Folds at import: Pad (constant zero) into the next Conv's padding; Add of a constant to
 //! a Conv/Linear output read nowhere else into its bias; other per-channel Add/Sub/Mul/Div
@@ -97,7 +98,8 @@ struct Tr {
     producer: HashMap<String, usize>,
     /// ONNX readers (plus graph outputs) of each ONNX value.
     onnx_readers: HashMap<String, usize>,
-    /// Outstanding reads of each IR value, through all ONNX names aliasing it.
+    /// Readers of each IR value, counted through every ONNX name aliasing it (a bias is
+    /// folded into a producer only when the adding node is its one reader).
     ir_reads: HashMap<String, usize>,
     problems: Vec<String>,
 }
