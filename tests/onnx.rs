@@ -576,3 +576,20 @@ fn mutated_models_are_refused_without_panics() {
     }
     assert!(tried > 1000, "{tried}");
 }
+
+#[test]
+fn average_pooling_imports_where_the_ir_matches_and_is_refused_where_not() {
+    let g = matches_reference("avg_pool_ceil");
+    let Some(ptq4::graph::Op::AvgPool(p)) = g.node("avg").map(|n| &n.op) else {
+        panic!("avg")
+    };
+    // ceil_mode on 10 with kernel 3, stride 2: 5 windows, the last one past the end.
+    assert_eq!(p.padding, [0, 0, 1, 1]);
+    let e = ox::import(&fixtures().join("avg_pool_include_pad.onnx"), &none())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"avg_pad\" (AveragePool)") && e.contains("count_include_pad=1"),
+        "{e}"
+    );
+}

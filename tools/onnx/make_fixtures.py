@@ -175,6 +175,21 @@ def unsupported():
     return model(nodes, inits, [1, 3, 8, 8], None, 13, "unsupported")
 
 
+def avg_pool_ceil(count_include_pad):
+    """AveragePool with ceil_mode: the last window hangs past the input and averages its
+    in-bounds elements (count_include_pad=0); with count_include_pad=1 and padding it is
+    not expressible in the IR (import refuses it)."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "cw"], ["c"], name="conv"),
+        n("AveragePool", ["c"], ["a"], name="avg", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        n("AveragePool", ["a"], ["y"], name="avg_pad", kernel_shape=[2, 2], pads=[1, 0, 0, 1],
+          count_include_pad=count_include_pad),
+    ]
+    inits = [init("cw", w(4, 3, 1, 1))]
+    return model(nodes, inits, [1, 3, 10, 10], None, 13, "avg_pool_ceil")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tc = tiny_cnn()
@@ -199,6 +214,8 @@ def main():
             if kv.key == "location":
                 kv.value = "../onnx/ext_data.bin"
     onnx.save(m, os.path.join(OUT, "ext_escape.onnx"))
+    save(avg_pool_ceil(0), "avg_pool_ceil")
+    save(avg_pool_ceil(1), "avg_pool_include_pad", reference=False)
 
 
 if __name__ == "__main__":
