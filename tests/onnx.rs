@@ -130,6 +130,7 @@ fn matches_reference(name: &str) -> Graph {
     let reference = read_pb(&fixtures().join(format!("{name}_output.pb")));
     let y = run(&g, x);
     let e = rel_err(&y, &reference);
+    eprintln!("{name}: relative error {e:.2e}");
     assert!(
         e <= 1e-4,
         "{name}: relative error {e} (output {y:?}, reference {reference:?})"
