@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::engine::exec::int_model::Exec;
 use crate::engine::{Backend, BackendChoice};
 use crate::eval::EvalOptions;
+use crate::io::onnx::{PreprocessArgs, Preset};
 use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
 use crate::quant::PriorChoice;
 
@@ -280,11 +281,13 @@ pub struct FetchArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// A legacy (non-zip) PyTorch state dict.
+    /// An ONNX model (.onnx), or a legacy (non-zip) PyTorch state dict.
     pub file: PathBuf,
-    /// Architecture: efficientnet-lite0 .. efficientnet-lite4.
+    /// Architecture of a state dict: efficientnet-lite0 .. efficientnet-lite4.
     #[arg(long)]
-    pub arch: String,
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub pre: PreprocessFlags,
     /// Output model file (.safetensors).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -391,4 +394,59 @@ pub struct ReportArgs {
     /// No progress; print one JSON object naming the file.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The preprocessing flags of `ptq4 import` for ONNX models.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PreprocessFlags {
+    /// ONNX only: input normalisation preset: imagenet (torchvision mean/std, resize 256
+    /// crop 224), tf ((x − 127)/128), caffe (BGR, mean subtraction), none (raw 0..255).
+    #[arg(long, value_parser = parse_preset)]
+    pub preprocess: Option<Preset>,
+    /// ONNX only: per-channel mean on the 0..255 scale, "R,G,B" (B,G,R with --bgr).
+    #[arg(long, value_parser = parse3)]
+    pub mean: Option<[f32; 3]>,
+    /// ONNX only: per-channel std on the 0..255 scale, "R,G,B" (B,G,R with --bgr).
+    #[arg(long, value_parser = parse3)]
+    pub std: Option<[f32; 3]>,
+    /// ONNX only: crop side (default: the model's input height); also the input height
+    /// and width where the file leaves them symbolic.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// ONNX only: shorter side before the crop (default: 256/224 of the crop; the crop
+    /// itself with `none`).
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// ONNX only: the model expects BGR channels (folded into its first convolutions).
+    #[arg(long)]
+    pub bgr: bool,
+}
+
+fn parse_preset(s: &str) -> std::result::Result<Preset, String> {
+    s.parse().map_err(|e: crate::error::Error| e.to_string())
+}
+
+fn parse3(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    match v[..] {
+        [x] => Ok([x; 3]),
+        [r, g, b] => Ok([r, g, b]),
+        _ => Err("give one value or three, comma-separated".into()),
+    }
+}
+
+impl PreprocessFlags {
+    pub fn args(&self) -> PreprocessArgs {
+        PreprocessArgs {
+            preset: self.preprocess,
+            mean: self.mean,
+            std: self.std,
+            size: self.size,
+            resize: self.resize,
+            bgr: self.bgr,
+        }
+    }
 }

@@ -47,7 +47,7 @@ pub(super) fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
 
 pub(super) fn cmd_import(a: ImportArgs) -> anyhow::Result<()> {
     check_outputs(&[("FILE", &a.file)], &[("-o", &a.output)], &fetch::home())?;
-    let g = crate::io::import::import_pth(&a.file, &a.arch)
+    let g = crate::io::onnx::import_file(&a.file, a.arch.as_deref(), &a.pre.args())
         .with_context(|| format!("importing {}", a.file.display()))?;
     mfile::save_graph(&g, &a.output)?;
     emit(&format!(

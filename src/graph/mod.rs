@@ -199,4 +199,25 @@ impl Graph {
         }
         Ok(())
     }
+
+    /// Removes nodes whose values never reach the output (an importer's dead branches).
+    pub fn prune(&mut self) {
+        let mut live: HashSet<String> = HashSet::new();
+        live.insert(self.output.clone());
+        for n in self.nodes.iter().rev() {
+            if live.contains(&n.name) {
+                live.extend(n.inputs.iter().cloned());
+            }
+        }
+        let dead: HashSet<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !live.contains(&n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        self.nodes.retain(|n| live.contains(&n.name));
+        // Keys are `<node>.<param>` and parameter names have no dot.
+        self.params
+            .retain(|k, _| k.rsplit_once('.').is_none_or(|(n, _)| !dead.contains(n)));
+    }
 }

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod import;
 pub mod jpeg;
 pub mod model;
+pub mod onnx;
 pub mod pickle;
 pub mod preprocess;
 pub mod qfile;

@@ -103,8 +103,12 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
-    /// Reads a model file: a regular file of at most [`MAX_MODEL_FILE_BYTES`].
+    /// Reads a model file: a regular file of at most [`MAX_MODEL_FILE_BYTES`]; an `.onnx`
+    /// file is imported in memory ([`crate::io::onnx::import_default`]).
     pub fn read(path: &Path) -> Result<Self> {
+        if crate::io::onnx::is_onnx(path) {
+            return graph_to_file(&crate::io::onnx::import_default(path)?);
+        }
         let bytes = read_capped(path)?;
         Self::from_bytes(&bytes).map_err(|msg| Error::ModelFile {
             path: path.to_path_buf(),
