@@ -9,8 +9,8 @@ mod common;
 mod fixtures;
 #[path = "int_exact/gpu.rs"]
 mod gpu;
-#[path = "int_exact/gpu_sim.rs"]
-mod gpu_sim;
+#[path = "int_exact/gpu_exact.rs"]
+mod gpu_exact;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};

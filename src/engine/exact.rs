@@ -1,5 +1,5 @@
 //! When integer sums are exact in floating point: the rule both exact simulations (CPU
-//! `exec::exact_cpu`, GPU `gpu::conv_sim`) use to decide how they sum. Every term
+//! `exec::exact_cpu`, GPU `gpu::conv_exact`) use to decide how they sum. Every term
 //! (q_w − z_w)·(q_x − z_x) is an integer; a sum of integers whose running magnitude stays
 //! below 2^24 is exact in f32 in any order and with any FMA contraction.
 

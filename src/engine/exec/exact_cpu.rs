@@ -8,7 +8,7 @@
 //! all of them are exact in f32 whatever the summation order (and FMA use), otherwise the
 //! layer runs in f64 (exact below 2^53). The accumulator then goes through the shared
 //! `engine::requant::Epilogue` as its correctly rounded f32 value, like the integer path's
-//! `acc as f32`. Its GPU twin is `engine::gpu::conv_sim` (same sums, chunked into exact
+//! `acc as f32`. Its GPU twin is `engine::gpu::conv_exact` (same sums, chunked into exact
 //! f32 partial sums and an i32 total where this file uses f64).
 
 use std::collections::HashMap;
@@ -110,20 +110,20 @@ fn conv_generic<T: Real>(
 ) -> Result<Vec<f32>> {
     let [n, ci, h, w] = x.shape[..] else {
         return Err(Error::Engine(format!(
-            "sim conv: input shape {:?}",
+            "exact conv: input shape {:?}",
             x.shape
         )));
     };
     let (oh, ow) = c
         .out_hw(h, w)
-        .ok_or_else(|| Error::Engine(format!("sim conv: window does not fit {h}×{w}")))?;
+        .ok_or_else(|| Error::Engine(format!("exact conv: window does not fit {h}×{w}")))?;
     let g = c.groups.max(1);
     let (cig, cog) = (ci / g, c.out_channels / g);
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     let k = cig * kh * kw;
     if ci != c.in_channels || codes.len() != c.out_channels * k || params.len() != c.out_channels {
         return Err(Error::Engine(
-            "sim conv: weights do not match the layer".into(),
+            "exact conv: weights do not match the layer".into(),
         ));
     }
     let wf: Vec<T> = codes
@@ -181,7 +181,7 @@ fn linear_generic<T: Real>(x: &QTensor, codes: &[u8], params: &[QParams]) -> Res
     let f = codes.len() / o.max(1);
     if n == 0 || x.codes.len() != n * f {
         return Err(Error::Engine(format!(
-            "sim linear: input {:?} for {o}×{f} weights",
+            "exact linear: input {:?} for {o}×{f} weights",
             x.shape
         )));
     }

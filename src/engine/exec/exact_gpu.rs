@@ -1,5 +1,5 @@
 //! [`IntModel`] under the exact simulation on the GPU (`Exec::Exact`, kernels of
-//! [`conv_sim`](super::conv_sim)): every value of a batch stays on the device as an f32
+//! [`conv_exact`](super::conv_exact)): every value of a batch stays on the device as an f32
 //! NCHW tensor of centred codes; one command buffer per chunk of images runs the whole
 //! graph; only the logits come back. Same logits as `IntModel::forward(x, Exec::Exact)` and
 //! `Exec::Int`, bit for bit.
@@ -14,8 +14,8 @@ use crate::engine::cpu::int::{conv_out_hw, QTensor};
 use crate::engine::device::buffers::{self, BufferPool};
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{IntLayer, IntModel, IntOutput, StepKind};
-use crate::engine::gpu::conv_sim::{
-    acc_encode, add_sim_encode, gap_sim_encode, requant_encode, upload_tensor, GpuSimLayer,
+use crate::engine::gpu::conv_exact::{
+    acc_encode, add_exact_encode, gap_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
@@ -51,7 +51,7 @@ fn input_params(model: &IntModel) -> Result<Vec<QParams>> {
 }
 
 /// Uploads every conv/linear step's plan codes for the simulation.
-pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuSimLayer>>> {
+pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuExactLayer>>> {
     let ins = input_params(model)?;
     model
         .steps
@@ -67,7 +67,7 @@ pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuSimLay
 type Dims = (usize, usize, usize);
 
 /// Per-image (C, H, W) of every step's output for an input of `dims`.
-fn step_dims(model: &IntModel, layers: &[Option<GpuSimLayer>], dims: Dims) -> Result<Vec<Dims>> {
+fn step_dims(model: &IntModel, layers: &[Option<GpuExactLayer>], dims: Dims) -> Result<Vec<Dims>> {
     let mut by_name: HashMap<&str, Dims> = HashMap::from([(Graph::INPUT, dims)]);
     let mut out = Vec::with_capacity(model.steps.len());
     for (s, gl) in model.steps.iter().zip(layers) {
@@ -83,7 +83,7 @@ fn step_dims(model: &IntModel, layers: &[Option<GpuSimLayer>], dims: Dims) -> Re
             }
             (StepKind::Layer(_), None) => {
                 return Err(Error::Gpu(format!(
-                    "sim node {}: weights not uploaded",
+                    "exact node {}: weights not uploaded",
                     s.name
                 )))
             }
@@ -106,13 +106,13 @@ struct Value {
 pub fn forward(
     ctx: &GpuContext,
     model: &IntModel,
-    layers: &[Option<GpuSimLayer>],
+    layers: &[Option<GpuExactLayer>],
     x: &Tensor,
 ) -> Result<Tensor> {
     let q = model.quantize_input(x)?;
     let (n, c, h, w) = q.dims()?;
     if n == 0 {
-        return Err(Error::Engine("sim forward: empty batch".into()));
+        return Err(Error::Engine("exact forward: empty batch".into()));
     }
     let dims = step_dims(model, layers, (c, h, w))?;
     let item = dims
@@ -127,7 +127,7 @@ pub fn forward(
     let mut shape = Vec::new();
     for r in buffers::batch_chunks(ctx, n, item)? {
         let input = Value {
-            buf: buffers::upload(ctx, "sim input", &xs[r.start * per_in..r.end * per_in]),
+            buf: buffers::upload(ctx, "exact input", &xs[r.start * per_in..r.end * per_in]),
             params: q.params,
             dims: (c, h, w),
         };
@@ -143,16 +143,16 @@ pub fn forward(
 fn run_chunk(
     ctx: &GpuContext,
     model: &IntModel,
-    layers: &[Option<GpuSimLayer>],
+    layers: &[Option<GpuExactLayer>],
     input: Value,
     m: usize,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     let mut values: HashMap<&str, Value> = HashMap::from([(Graph::INPUT, input)]);
     let mut remaining = model.reader_counts();
     let mut pool = BufferPool::default();
-    let mut enc = ctx.encoder("sim model");
+    let mut enc = ctx.encoder("exact model");
     for (s, gl) in model.steps.iter().zip(layers) {
-        let fail = |why: &str| Error::Gpu(format!("sim node {}: {why}", s.name));
+        let fail = |why: &str| Error::Gpu(format!("exact node {}: {why}", s.name));
         let get = |i: &String| {
             values
                 .get(i.as_str())
@@ -196,7 +196,7 @@ fn run_chunk(
                 let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                 let len = m * c * h * w;
                 let y = pool.take(ctx, len);
-                add_sim_encode(
+                add_exact_encode(
                     ctx,
                     &mut enc,
                     (&a.buf, a.params),
@@ -214,7 +214,7 @@ fn run_chunk(
             StepKind::GlobalAvgPool => {
                 let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                 let y = pool.take(ctx, m * c);
-                gap_sim_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), oq)?;
+                gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), oq)?;
                 Value {
                     buf: y,
                     params: oq,
@@ -257,20 +257,20 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
     let (n, rest) = x
         .shape
         .split_first()
-        .ok_or_else(|| Error::Engine("sim layer: empty input shape".into()))?;
+        .ok_or_else(|| Error::Engine("exact layer: empty input shape".into()))?;
     let (n, (h, w)) = match rest {
         [_] => (*n, (1, 1)),
         [_, h, w] => (*n, (*h, *w)),
-        _ => return Err(Error::Engine(format!("sim layer: input {:?}", x.shape))),
+        _ => return Err(Error::Engine(format!("exact layer: input {:?}", x.shape))),
     };
     let (co, (oh, ow)) = (gl.conv.out_channels, conv_out_hw(&gl.conv, h, w)?);
     let len = n * co * oh * ow;
-    let xb = buffers::upload(ctx, "sim x", &centred(x));
+    let xb = buffers::upload(ctx, "exact x", &centred(x));
     let accs: Vec<wgpu::Buffer> = (0..gl.tensors.len())
-        .map(|_| buffers::filled(ctx, "sim acc", len, buffers::SENTINEL_F32))
+        .map(|_| buffers::filled(ctx, "exact acc", len, buffers::SENTINEL_F32))
         .collect();
-    let y = buffers::filled(ctx, "sim y", len, buffers::SENTINEL_F32);
-    let mut enc = ctx.encoder("sim layer");
+    let y = buffers::filled(ctx, "exact y", len, buffers::SENTINEL_F32);
+    let mut enc = ctx.encoder("exact layer");
     for (t, acc) in accs.iter().enumerate() {
         acc_encode(ctx, &mut enc, &xb, &gl, t, acc, n, (h, w))?;
     }
@@ -282,7 +282,7 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
         let ok = |v: f32| v.fract() == 0.0 && (0..=q.qmax()).contains(&(v as i32 + q.zero_point));
         if let Some(v) = vals.iter().find(|&&v| !ok(v)) {
             return Err(Error::Gpu(format!(
-                "sim layer: {v} is not a centred code of {q:?}"
+                "exact layer: {v} is not a centred code of {q:?}"
             )));
         }
     }
@@ -304,7 +304,7 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
 }
 
 /// Uploads `l`'s plan codes (not its packed integer weights) for input quantizer `x`.
-pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<GpuSimLayer> {
+pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<GpuExactLayer> {
     let co = l.plan.params.len();
     let conv = Conv2d {
         act: Activation::None,
@@ -323,14 +323,14 @@ pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<GpuSi
         .collect();
     if ep.mult.len() != co || ep.bias.len() != co {
         return Err(Error::Gpu(
-            "sim layer: epilogue does not match weights".into(),
+            "exact layer: epilogue does not match weights".into(),
         ));
     }
-    Ok(GpuSimLayer {
+    Ok(GpuExactLayer {
         conv,
         tensors,
-        zeros: buffers::upload(ctx, "sim zeros", &vec![0f32; co]),
-        chan: buffers::upload(ctx, "sim channels", &chan),
+        zeros: buffers::upload(ctx, "exact zeros", &vec![0f32; co]),
+        chan: buffers::upload(ctx, "exact channels", &chan),
         act: ep.act,
         out: ep.out,
     })

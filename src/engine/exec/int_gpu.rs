@@ -11,10 +11,10 @@ use crate::engine::cpu::int::QTensor;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{Exec, IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::gpu::conv_exact::GpuExactLayer;
 use crate::engine::gpu::conv_int::{
     conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
-use crate::engine::gpu::conv_sim::GpuSimLayer;
 use crate::engine::gpu::eltwise_int::{add_int_encode, gap_int_encode};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -87,7 +87,7 @@ pub struct GpuIntModel<'m> {
     model: &'m IntModel,
     /// Per step: the device weights of a conv/linear step.
     layers: OnceLock<Vec<Option<GpuIntLayer>>>,
-    exact: OnceLock<Vec<Option<GpuSimLayer>>>,
+    exact: OnceLock<Vec<Option<GpuExactLayer>>>,
 }
 
 /// The cell's value, computed by `f` when empty (`OnceLock::get_or_try_init` is unstable).
@@ -141,7 +141,7 @@ impl GpuIntModel<'_> {
         .map(Vec::as_slice)
     }
 
-    fn exact_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuSimLayer>]> {
+    fn exact_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuExactLayer>]> {
         get_or_try(&self.exact, || exact_gpu::upload(ctx, self.model)).map(Vec::as_slice)
     }
 

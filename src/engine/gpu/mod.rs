@@ -6,8 +6,8 @@
 
 pub mod conv2d;
 pub mod conv2d_precise;
+pub mod conv_exact;
 pub mod conv_int;
-pub mod conv_sim;
 pub mod eltwise;
 pub mod eltwise_int;
 pub mod fake_quant;

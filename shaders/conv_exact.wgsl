@@ -1,10 +1,10 @@
 // The exact simulation of integer execution on f32 tensors of centred codes (q - z).
-// Contract, layouts and Params twin: src/engine/gpu/conv_sim.rs. The requantization
+// Contract, layouts and Params twin: src/engine/gpu/conv_exact.rs. The requantization
 // replicates src/engine/requant.rs and QParams::quantize operation for operation.
 // Bindings (every entry): 0 a, 1 b, 2 chan (read, f32) -> 3 y (read_write, f32) -> 4 params.
 //   acc_chunked: a = x [N, CI, H, W], b = w [CO, CI/G, KH, KW] -> y = acc [N, CO, OH, OW]
 //   requant:     a = acc, b = acc2, chan = (mult, mult2, bias, 0) per channel -> y
-//   add_sim:     a, b -> y;   gap_sim: a = x [N, C, H, W] -> y [N, C]
+//   add_exact:     a, b -> y;   gap_exact: a = x [N, C, H, W] -> y [N, C]
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -121,7 +121,7 @@ fn requant(@builtin(global_invocation_id) gid: vec3<u32>,
 
 // Residual add: quantize(a * s_a + b * s_b), each product rounded first (add_codes).
 @compute @workgroup_size(64, 1, 1)
-fn add_sim(@builtin(global_invocation_id) gid: vec3<u32>,
+fn add_exact(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 64u + gid.x;
     if i >= p.total { return; }
@@ -131,7 +131,7 @@ fn add_sim(@builtin(global_invocation_id) gid: vec3<u32>,
 // Global average pooling of one plane: the exact sum of its centred codes (f32 chunks of
 // p.chunk terms carried into i32), then (s_a * f32(sum)) * s_b with s_b = f32(1 / (H W)).
 @compute @workgroup_size(64, 1, 1)
-fn gap_sim(@builtin(global_invocation_id) gid: vec3<u32>,
+fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 64u + gid.x;
     if i >= p.total { return; }

@@ -1,4 +1,4 @@
-//! The exact simulation (`--exec sim`) on the GPU (`shaders/conv_sim.wgsl`): float
+//! The exact simulation (`--exec sim`) on the GPU (`shaders/conv_exact.wgsl`): float
 //! arithmetic on codes, independent of the integer kernels (`conv_int`), bit-identical to
 //! `engine::sim` + `engine::intexec` on the CPU.
 //!
@@ -16,9 +16,9 @@
 //!   arithmetic: the value the CPU's f64 → f32 conversion gives.
 //!
 //! Then `requant` is `requant::Epilogue` op for op (products kept out of FMA contraction)
-//! followed by `QParams::quantize` as a centred code, or the f32 logits; `add_sim` and
-//! `gap_sim` are `requant::add_codes` and `requant::gap_code` on centred codes.
-//! Bindings of every entry: 0 a, 1 b, 2 chan → 3 y → 4 [`SimParams`].
+//! followed by `QParams::quantize` as a centred code, or the f32 logits; `add_exact` and
+//! `gap_exact` are `requant::add_codes` and `requant::gap_code` on centred codes.
+//! Bindings of every entry: 0 a, 1 b, 2 chan → 3 y → 4 [`ExactParams`].
 
 use bytemuck::{Pod, Zeroable};
 
@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d};
 use crate::quant::QParams;
 
-pub const SOURCE: &str = include_str!("../../../shaders/conv_sim.wgsl");
+pub const SOURCE: &str = include_str!("../../../shaders/conv_exact.wgsl");
 const SLOTS: [Slot; 5] = [
     Slot::Input,
     Slot::Input,
@@ -43,7 +43,7 @@ const SLOTS: [Slot; 5] = [
 /// Uniform twin of the WGSL `Params` struct.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SimParams {
+pub struct ExactParams {
     pub n: u32,
     pub ci: u32,
     pub h: u32,
@@ -79,10 +79,10 @@ pub struct SimParams {
     pub s_a: f32,
     pub s_b: f32,
 }
-const _: () = assert!(std::mem::size_of::<SimParams>() == 128);
+const _: () = assert!(std::mem::size_of::<ExactParams>() == 128);
 
 /// One weight tensor of a layer on the device.
-pub struct SimTensor {
+pub struct ExactTensor {
     /// Centred weights, f32 `[CO, CI/G, KH, KW]`.
     pub w: wgpu::Buffer,
     /// `None`: one exact f32 sum (the `conv2d` kernels); `Some(L)`: chunks of L terms.
@@ -90,10 +90,10 @@ pub struct SimTensor {
 }
 
 /// A conv/linear layer of the simulation on the device.
-pub struct GpuSimLayer {
+pub struct GpuExactLayer {
     /// The layer as a conv without activation (a linear layer: 1×1 on 1×1).
     pub conv: Conv2d,
-    pub tensors: Vec<SimTensor>,
+    pub tensors: Vec<ExactTensor>,
     /// CO zeros: the bias of the `conv2d` kernels.
     pub zeros: wgpu::Buffer,
     /// Per output channel (mult, mult2, bias, 0) of `requant::Epilogue`.
@@ -111,9 +111,11 @@ pub fn upload_tensor(
     params: &[QParams],
     x: &QParams,
     co: usize,
-) -> Result<SimTensor> {
+) -> Result<ExactTensor> {
     if params.len() != co || !codes.len().is_multiple_of(co.max(1)) {
-        return Err(Error::Gpu("sim layer: inconsistent weight tensors".into()));
+        return Err(Error::Gpu(
+            "exact layer: inconsistent weight tensors".into(),
+        ));
     }
     let k = codes.len() / co.max(1);
     let centred: Vec<i32> = codes
@@ -124,8 +126,8 @@ pub fn upload_tensor(
     let wmax = centred.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0) as u64;
     let chunk = (!exact_in_f32(codes, params, x)).then(|| chunk_len(wmax * max_centred(x)));
     let w: Vec<f32> = centred.into_iter().map(|v| v as f32).collect();
-    Ok(SimTensor {
-        w: buffers::upload(ctx, "sim weights", &w),
+    Ok(ExactTensor {
+        w: buffers::upload(ctx, "exact weights", &w),
         chunk,
     })
 }
@@ -138,7 +140,7 @@ fn act_u32(a: Activation) -> u32 {
     }
 }
 
-fn out_fields(p: &mut SimParams, out: Option<QParams>) {
+fn out_fields(p: &mut ExactParams, out: Option<QParams>) {
     match out {
         Some(q) => {
             p.out_zero = q.zero_point;
@@ -156,10 +158,10 @@ fn launch(
     enc: &mut wgpu::CommandEncoder,
     entry: &'static str,
     bufs: [&wgpu::Buffer; 4],
-    p: &SimParams,
+    p: &ExactParams,
 ) -> Result<()> {
     let spec = KernelSpec {
-        name: "conv_sim",
+        name: "conv_exact",
         source: SOURCE,
         entry,
         slots: &SLOTS,
@@ -176,7 +178,7 @@ pub fn acc_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     x: &wgpu::Buffer,
-    l: &GpuSimLayer,
+    l: &GpuExactLayer,
     t: usize,
     acc: &wgpu::Buffer,
     n: usize,
@@ -187,7 +189,7 @@ pub fn acc_encode(
     let st = l
         .tensors
         .get(t)
-        .ok_or_else(|| Error::Gpu(format!("sim layer has no weight tensor {t}")))?;
+        .ok_or_else(|| Error::Gpu(format!("exact layer has no weight tensor {t}")))?;
     let Some(chunk) = st.chunk else {
         conv2d_encode(ctx, enc, x, &st.w, &l.zeros, acc, n, (h, w), c)?;
         return Ok((oh, ow));
@@ -201,7 +203,7 @@ pub fn acc_encode(
         c.out_channels * cig * c.kernel[0] * c.kernel[1],
     )?;
     buffers::check_len("acc_chunked acc", acc, total)?;
-    let p = SimParams {
+    let p = ExactParams {
         n: u32_of("batch", n)?,
         ci: u32_of("in_channels", c.in_channels)?,
         h: u32_of("height", h)?,
@@ -234,7 +236,7 @@ pub fn requant_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     (acc, acc2): (&wgpu::Buffer, Option<&wgpu::Buffer>),
-    l: &GpuSimLayer,
+    l: &GpuExactLayer,
     y: &wgpu::Buffer,
     n: usize,
     plane: usize,
@@ -248,7 +250,7 @@ pub fn requant_encode(
             "requant: dual accumulators do not match the layer".into(),
         ));
     }
-    let mut p = SimParams {
+    let mut p = ExactParams {
         co: u32_of("out_channels", co)?,
         plane: u32_of("plane", plane.max(1))?,
         total: u32_of("requant outputs", total)?,
@@ -267,7 +269,7 @@ pub fn requant_encode(
 }
 
 /// Records the residual add of two centred tensors of `len` values.
-pub fn add_sim_encode(
+pub fn add_exact_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     (a, pa): (&wgpu::Buffer, QParams),
@@ -279,18 +281,18 @@ pub fn add_sim_encode(
     for (what, buf) in [("add a", a), ("add b", b), ("add y", y)] {
         buffers::check_len(what, buf, len)?;
     }
-    let mut p = SimParams {
-        total: u32_of("add_sim values", len)?,
+    let mut p = ExactParams {
+        total: u32_of("add_exact values", len)?,
         s_a: pa.scale,
         s_b: pb.scale,
         ..Default::default()
     };
     out_fields(&mut p, Some(out));
-    launch(ctx, enc, "add_sim", [a, b, a, y], &p)
+    launch(ctx, enc, "add_exact", [a, b, a, y], &p)
 }
 
 /// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`.
-pub fn gap_sim_encode(
+pub fn gap_exact_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     (x, px): (&wgpu::Buffer, QParams),
@@ -300,15 +302,15 @@ pub fn gap_sim_encode(
 ) -> Result<()> {
     buffers::check_len("gap x", x, n * c * h * w)?;
     buffers::check_len("gap y", y, n * c)?;
-    let mut p = SimParams {
+    let mut p = ExactParams {
         h: u32_of("height", h)?,
         w: u32_of("width", w)?,
-        total: u32_of("gap_sim planes", n * c)?,
+        total: u32_of("gap_exact planes", n * c)?,
         chunk: chunk_len(max_centred(&px)),
         s_a: px.scale,
         s_b: 1.0 / (h * w) as f32,
         ..Default::default()
     };
     out_fields(&mut p, Some(out));
-    launch(ctx, enc, "gap_sim", [x, x, x, y], &p)
+    launch(ctx, enc, "gap_exact", [x, x, x, y], &p)
 }

@@ -43,7 +43,7 @@ proptest! {
     /// Layers whose K·max|w|·max|x| exceeds 2^24: the chunked exact accumulation (a dual
     /// layer's 4-bit second tensor stays within the bound and takes the f32 kernels).
     #[test]
-    fn chunked_conv_gpu_sim_equals_cpu(cin in 70usize..120, cout in 1usize..6, groups in 1usize..3, (s, pad) in (1usize..3, 0usize..2), (h, w) in (2usize..6, 2usize..6), seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
+    fn chunked_conv_gpu_exact_equals_cpu(cin in 70usize..120, cout in 1usize..6, groups in 1usize..3, (s, pad) in (1usize..3, 0usize..2), (h, w) in (2usize..6, 2usize..6), seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
         let Some(ctx) = gpu() else { return Ok(()) };
         let mut seed = seed;
         let c = Conv2d {
@@ -67,7 +67,7 @@ proptest! {
     }
 
     #[test]
-    fn chunked_linear_gpu_sim_equals_cpu(n in 1usize..4, f in 600usize..3000, o in 1usize..12, seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
+    fn chunked_linear_gpu_exact_equals_cpu(n in 1usize..4, f in 600usize..3000, o in 1usize..12, seed in any::<u64>(), dual in any::<bool>(), logits in any::<bool>()) {
         let Some(ctx) = gpu() else { return Ok(()) };
         let mut seed = seed;
         let x = wide_input(&[n, f], &mut seed);
@@ -109,7 +109,7 @@ fn chunked_layers(m: &IntModel) -> Vec<String> {
 /// The Lite0 deploy W4A4 model (data-free) on the 20 labelled images: the GPU simulation's
 /// logits are the CPU integer kernels' logits, bit for bit.
 #[test]
-fn lite0_deploy_w4a4_gpu_sim_equals_cpu_int() {
+fn lite0_deploy_w4a4_gpu_exact_equals_cpu_int() {
     let Some(ctx) = gpu() else { return };
     let Some((m, x, _)) = lite0() else { return };
     let chunked = chunked_layers(&m);
