@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::args::*;
 use super::{check_outputs, emit, resolve};
 use crate::calib;
-use crate::engine::{Backend, BackendChoice, Forward};
+use crate::engine::{BackendChoice, Forward};
 use crate::error::Error;
 use crate::eval::{self, EvalOptions};
 use crate::io::dataset::Dataset;
@@ -133,12 +133,10 @@ fn compare_backends(
     data: &Dataset,
     opts: &EvalOptions,
 ) -> anyhow::Result<Vec<crate::engine::LayerDiff>> {
-    let Backend::Gpu(ctx) = BackendChoice::Gpu.resolve()? else {
-        return Err(Error::Usage("--compare needs a GPU adapter".into()).into());
-    };
+    let gpu = BackendChoice::Gpu.resolve()?;
     let n = opts.batch.min(data.len_views(opts.views));
     let (x, _) = data.load_batch(0..n, &model.graph().preprocess, opts.views)?;
-    Ok(crate::engine::compare(&ctx, model.graph(), &x)?)
+    Ok(gpu.compare_layers(model.graph(), &x)?)
 }
 
 fn load_fp32(name: &str) -> anyhow::Result<Fp32Model> {

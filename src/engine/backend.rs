@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::compare::LayerDiff;
 use super::device::GpuContext;
 use super::exec::float_cpu::{self, FakeQuantHook};
 use super::exec::float_gpu::GpuGraph;
@@ -41,6 +42,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Runs `g` on the CPU and on this backend's device on the batch `x` and reports the
+    /// largest difference per layer ([`super::compare`], `eval --compare`).
+    pub fn compare_layers(&self, g: &Graph, x: &Tensor) -> Result<Vec<LayerDiff>> {
+        match self {
+            Backend::Gpu(ctx) => super::compare::compare(ctx, g, x),
+            Backend::Cpu => Err(Error::Usage("--compare needs a GPU adapter".into())),
+        }
+    }
+
     /// The evaluator of the MMSE clip objective on this backend: the device evaluates it
     /// over uploaded histograms, the CPU exactly; the planner decides either way
     /// (`quant::mmse`), so plans do not depend on the backend.
