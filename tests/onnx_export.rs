@@ -338,6 +338,69 @@ fn qdq_export_of_a_paper_plan_is_per_channel() {
     }
 }
 
+/// `ptq4 export` on an FP32 model file and on the deploy model `ptq4 quantize` writes.
+#[test]
+fn export_command_writes_fp32_and_qdq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, q) = (
+        dir.path().join("m.safetensors"),
+        dir.path().join("q.safetensors"),
+    );
+    ptq4::io::model::save_graph(&graph(false, false), &m).unwrap();
+    let export_cmd = |model: &Path, out: &Path| -> (ModelProto, String) {
+        let o = assert_cmd::Command::cargo_bin("ptq4")
+            .unwrap()
+            .arg("export")
+            .arg(model)
+            .arg("-o")
+            .arg(out)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let bytes = std::fs::read(out).unwrap();
+        (
+            ModelProto::decode(bytes.as_slice()).unwrap(),
+            String::from_utf8(o).unwrap(),
+        )
+    };
+    let (fp, text) = export_cmd(&m, &dir.path().join("m.onnx"));
+    assert_eq!(fp.opset_import[0].version(), OPSET_FP32);
+    assert!(text.contains("FP32 ONNX, opset 13"), "{text}");
+    assert_cmd::Command::cargo_bin("ptq4")
+        .unwrap()
+        .args(["quantize", "--model"])
+        .arg(&m)
+        .args([
+            "--data-free",
+            "--protocol",
+            "deploy",
+            "--bit-alloc",
+            "none",
+            "-o",
+        ])
+        .arg(&q)
+        .assert()
+        .success();
+    let (qdq, text) = export_cmd(&q, &dir.path().join("q.onnx"));
+    assert_eq!(qdq.opset_import[0].version(), OPSET_QDQ);
+    assert!(text.contains("QDQ ONNX, opset 21"), "{text}");
+    assert!(
+        text.contains("weights as INT8") && text.contains("c1"),
+        "{text}"
+    );
+    // The input is never overwritten.
+    assert_cmd::Command::cargo_bin("ptq4")
+        .unwrap()
+        .arg("export")
+        .arg(&q)
+        .arg("-o")
+        .arg(&q)
+        .assert()
+        .failure();
+}
+
 // ---- onnxruntime (PTQ4_ONNX_PYTHON) ----
 
 /// The Python to run tools/onnx/check_export.py with, or a loud skip.
@@ -487,6 +550,33 @@ fn onnxruntime_lite0_deploy_w4a4_agrees_with_the_exact_simulation() {
         panic!("lite0 is an FP32 model")
     };
     let d = ptq4::io::dataset::Dataset::open(&data).unwrap();
+    let (x, _) = d.load_batch(0..d.len(), &m.prepared.preprocess, 1).unwrap();
+    // FP32: onnxruntime within 1e-4 relative; ptq4's importer gives identical logits.
+    let fp = export(&m.prepared, None).unwrap();
+    let want = run(Executable::Fp32(&m.prepared), None, &x);
+    let f = ort_check(&py, &fp.model, &x, &want, "fp32", None, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lite0.onnx");
+    fp.save(&path).unwrap();
+    let p = &m.prepared.preprocess;
+    let back = ionnx::import(
+        &path,
+        &PreprocessArgs {
+            mean: Some(p.mean),
+            std: Some(p.std),
+            size: Some(p.size),
+            resize: Some(p.resize),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let back = Fp32Model::new(back).unwrap();
+    let got = run(Executable::Fp32(&back.prepared), None, &x);
+    assert_eq!(got.data, want.data, "Lite0 FP32 export re-imported");
+    eprintln!(
+        "lite0 FP32 export, 20 images: onnxruntime max relative diff {}",
+        f["max_rel_diff"]
+    );
     let cfg = QuantConfig {
         protocol: Protocol::Deploy,
         ..QuantConfig::default()
@@ -498,7 +588,6 @@ fn onnxruntime_lite0_deploy_w4a4_agrees_with_the_exact_simulation() {
         batch: 16,
     };
     let (q, _) = quantize(&m, &cfg, src, &Backend::Cpu, false).unwrap();
-    let (x, _) = d.load_batch(0..d.len(), &m.prepared.preprocess, 1).unwrap();
     let e = export(q.graph(), Some(&q.plan)).unwrap();
     let sim = run(q.executable().unwrap(), Some(Exec::Exact), &x);
     let fake = run(
