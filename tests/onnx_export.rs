@@ -509,10 +509,30 @@ fn onnxruntime_runs_the_exports() {
     let want = run(Executable::Fp32(&m.prepared), None, &x);
     ort_check(&py, &e.model, &x, &want, "fp32", None, &[]);
 
-    let q = quantized(&deploy_cfg());
-    let e = export(q.graph(), Some(&q.plan)).unwrap();
-    let sim = run(q.executable().unwrap(), Some(Exec::Exact), &x);
-    ort_check(&py, &e.model, &x, &sim, "qdq", Some(&logit_step(&q)), &[]);
+    // Deploy W4A4; then with weight bit allocation (INT8 where a channel is wider) and a
+    // dual layer (two DequantizeLinear, added).
+    for cfg in [
+        deploy_cfg(),
+        QuantConfig {
+            bit_alloc: BitAlloc::W,
+            dual: 1,
+            ..deploy_cfg()
+        },
+    ] {
+        let q = quantized(&cfg);
+        let e = export(q.graph(), Some(&q.plan)).unwrap();
+        let duals = q.plan.layers.iter().filter(|l| l.second.is_some()).count();
+        assert_eq!(duals, cfg.dual);
+        let g = e.model.graph.as_ref().unwrap();
+        let weight_adds = g
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Add" && n.name().ends_with(".weight"))
+            .count();
+        assert_eq!(weight_adds, cfg.dual);
+        let sim = run(q.executable().unwrap(), Some(Exec::Exact), &x);
+        ort_check(&py, &e.model, &x, &sim, "qdq", Some(&logit_step(&q)), &[]);
+    }
 
     let q = quantized(&QuantConfig {
         protocol: Protocol::Paper,
