@@ -287,6 +287,58 @@ fn qdq_export_holds_the_plans_codes() {
     assert!(known.contains(g.output[0].name()));
 }
 
+/// `(q − z) · s` from the exported initializers equals `dequantize_layer`, bit for bit, for
+/// every layer, including 0-bit channels (`z ∈ {−1, 0, 1}`, written as another pair).
+#[test]
+fn qdq_weights_dequantize_to_ptq4s_weights() {
+    let mut q = quantized(&QuantConfig {
+        bit_alloc: BitAlloc::W,
+        ..deploy_cfg()
+    });
+    let l = q.plan.layers.iter_mut().find(|l| l.node == "c3").unwrap();
+    let per = l.codes.len() / l.params.len();
+    for (c, v) in [(0, 0.3f32), (1, -0.2), (2, 0.0)] {
+        l.params[c] = ptq4::quant::scheme::QParams::constant(v);
+        l.codes[c * per..(c + 1) * per].fill(0);
+    }
+    let e = export(q.graph(), Some(&q.plan)).unwrap();
+    let g = e.model.graph.as_ref().unwrap();
+    let init = |name: String| g.initializer.iter().find(|t| t.name() == name).unwrap();
+    for l in &q.plan.layers {
+        let (w, z, s) = (
+            init(format!("{}.weight_q", l.node)),
+            init(format!("{}.weight_zero_point", l.node)),
+            init(format!("{}.weight_scale", l.node)),
+        );
+        let ints = |t: &ptq4::io::onnx::onnx::TensorProto, n: usize| -> Vec<i32> {
+            if t.data_type() == DataType::Int4 as i32 {
+                let v = ptq4::quant::pack::unpack_i4(t.raw_data(), n).unwrap();
+                v.into_iter().map(i32::from).collect()
+            } else {
+                t.raw_data().iter().map(|&b| b as i8 as i32).collect()
+            }
+        };
+        let (qs, zs) = (ints(w, l.codes.len()), ints(z, l.params.len()));
+        let scales: Vec<f32> = s
+            .raw_data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let per = l.codes.len() / l.params.len();
+        let got: Vec<f32> = qs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v - zs[i / per]) as f32 * scales[i / per])
+            .collect();
+        let want = ptq4::quant::plan::dequantize_layer(l).unwrap();
+        assert_eq!(got, want, "layer {}", l.node);
+    }
+    let c3 =
+        ptq4::quant::plan::dequantize_layer(q.plan.layers.iter().find(|l| l.node == "c3").unwrap())
+            .unwrap();
+    assert_eq!([c3[0], c3[per], c3[2 * per]], [0.3, -0.2, 0.0]);
+}
+
 #[test]
 fn qdq_export_refuses_activation_bits_a_clamp_cannot_hold() {
     let mut q = quantized(&deploy_cfg());
