@@ -2,7 +2,7 @@
 """Checks a model written by `ptq4 export` with onnxruntime against ptq4's own logits.
 
     python check_export.py MODEL.onnx INPUTS.npy REFERENCE.npy --mode fp32|qdq
-        [--step STEP.npy] [--min-top1 0.99] [--max-steps 1]
+        [--step STEP.npy] [--min-top1 0.99] [--max-steps 1] [--optimize]
 
 INPUTS.npy: the preprocessed inputs ptq4 ran, [N, C, H, W] float32. REFERENCE.npy: ptq4's
 logits for them, [N, K] float32 (FP32 execution for `--mode fp32`; `eval --exec sim` for a
@@ -11,7 +11,8 @@ logit, what one output quantization step is worth ([K]); the QDQ check reports t
 difference in those units.
 
 Checks (exit 1 on failure): the model passes `onnx.checker` (full check) and runs on the
-CPU execution provider with graph optimisations off (what runs is the file as written);
+CPU execution provider with graph optimisations off (what runs is the file as written;
+`--optimize`: all of onnxruntime's optimisations, e.g. QDQ fusion into integer kernels);
 fp32: every logit within 1e-4 relative (of the largest |logit| of its row) of ptq4's;
 qdq: the same top-1 on at least --min-top1 of inputs (default 99 %) and, with STEP.npy, every
 logit within --max-steps steps (default 1; `inf` only reports). Prints one JSON object with
@@ -38,11 +39,16 @@ def main() -> int:
     ap.add_argument("--step")
     ap.add_argument("--min-top1", type=float, default=0.99)
     ap.add_argument("--max-steps", type=float, default=1.0)
+    ap.add_argument("--optimize", action="store_true")
     a = ap.parse_args()
 
     onnx.checker.check_model(onnx.load(a.model), full_check=True)
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if a.optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     sess = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
     x = np.load(a.inputs).astype(np.float32)
     ref = np.load(a.reference).astype(np.float32)
@@ -58,6 +64,7 @@ def main() -> int:
     out = {
         "model": a.model,
         "mode": a.mode,
+        "optimized": a.optimize,
         "n": int(len(x)),
         "top1_agreement": top1,
         "max_abs_diff": float(diff.max()),

@@ -15,7 +15,9 @@
 //!   that fits the type (`(1, 0)` for `z = −1`). A dual layer's second tensor is a second
 //!   DequantizeLinear, added. Every activation quantizer of the plan becomes
 //!   `QuantizeLinear → DequantizeLinear` on its value (after the fused activation), UINT4 at
-//!   4 bits and UINT8 at 8 bits, per tensor or per channel (axis 1).
+//!   4 bits and UINT8 at 8 bits, per tensor or per channel (axis 1). ReLU6 is written as
+//!   `Max(x, 0)`, `Min(·, 6)` (onnxruntime 1.20.1 fails to load a Clip that feeds a UINT4
+//!   QuantizeLinear with its default optimisations).
 //!
 //! Refused, naming the value or layer: activation quantizers of other bit-widths or of mixed
 //! bit-widths across channels (a UINT4/UINT8 clamp saturates at 15/255, not at 2^M − 1), and
@@ -74,6 +76,7 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
         inits: Vec::new(),
         names: std::collections::HashMap::new(),
         relu6: false,
+        qdq: plan.is_some(),
     };
     let acts: std::collections::HashMap<&str, &ActQuant> = plan
         .map(|p| p.acts.iter().map(|a| (a.value.as_str(), a)).collect())
@@ -249,6 +252,8 @@ struct Builder {
     names: std::collections::HashMap<String, String>,
     /// Whether the Clip bounds 0 and 6 are in the initializers.
     relu6: bool,
+    /// QDQ export: ReLU6 as Max/Min (see [`Builder::activation_node`]).
+    qdq: bool,
 }
 
 impl Builder {
@@ -292,13 +297,18 @@ impl Builder {
                     self.f32_init("relu6.max", vec![], &[6.0]);
                     self.relu6 = true;
                 }
-                self.node(
-                    "Clip",
-                    name,
-                    vec![x.to_string(), "relu6.min".into(), "relu6.max".into()],
-                    out,
-                    vec![],
-                );
+                let x = x.to_string();
+                if self.qdq {
+                    // Max then Min, the same clamp: onnxruntime 1.20's Clip → QuantizeLinear
+                    // fusion rejects UINT4 zero points, and the model would not load with
+                    // its default optimisations.
+                    let m = format!("{name}.max");
+                    self.node("Max", &m, vec![x, "relu6.min".into()], &m, vec![]);
+                    self.node("Min", name, vec![m, "relu6.max".into()], out, vec![]);
+                } else {
+                    let ins = vec![x, "relu6.min".into(), "relu6.max".into()];
+                    self.node("Clip", name, ins, out, vec![]);
+                }
             }
         }
     }
