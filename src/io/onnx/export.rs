@@ -414,18 +414,13 @@ impl Builder {
                 bad + offset
             )));
         }
-        let (ty, pack) = if wide {
-            (
-                DataType::Int8,
-                Box::new(|v: &[i32]| Ok(v.iter().map(|&x| x as i8 as u8).collect::<Vec<u8>>()))
-                    as Box<dyn Fn(&[i32]) -> Result<Vec<u8>>>,
-            )
-        } else {
-            (
-                DataType::Int4,
-                Box::new(|v: &[i32]| pack_i4(&v.iter().map(|&x| x as i8).collect::<Vec<_>>()))
-                    as Box<dyn Fn(&[i32]) -> Result<Vec<u8>>>,
-            )
+        let ty = if wide { DataType::Int8 } else { DataType::Int4 };
+        let pack = |v: &[i32]| -> Result<Vec<u8>> {
+            if wide {
+                Ok(v.iter().map(|&x| x as i8 as u8).collect())
+            } else {
+                pack_i4(&v.iter().map(|&x| x as i8).collect::<Vec<_>>())
+            }
         };
         let (qn, sn, zn) = (
             format!("{node}.weight_q{tag}"),
