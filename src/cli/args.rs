@@ -130,6 +130,18 @@ pub enum Command {
     Ablate(AblateArgs),
     /// An HTML report of a quantized model: plan, per-layer SQNR, clip windows, bits.
     Report(ReportArgs),
+    /// Write a model as ONNX: FP32 models as FP32 (opset 13), quantized models as QDQ
+    /// (opset 21: INT4/INT8 weights per output channel, UINT4/UINT8 activations).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A model file (FP32 or quantized), or the name of a fetched model.
+    pub model: String,
+    /// The .onnx file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 /// Bit-widths, shared by quantize (in [`MethodArgs`]) and ablate. Only these are shared:

@@ -386,3 +386,33 @@ pub(super) fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub(super) fn cmd_export(a: ExportArgs) -> anyhow::Result<()> {
+    let path = resolve(&a.model)?;
+    check_outputs(&[("MODEL", &path)], &[("-o", &a.output)], &fetch::home())?;
+    let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let (e, kind) = match &m {
+        LoadedModel::Fp32(f) => (crate::io::onnx::export::export(&f.prepared, None)?, "FP32"),
+        LoadedModel::Quant(q) => (
+            crate::io::onnx::export::export(q.graph(), Some(&q.plan))?,
+            "QDQ",
+        ),
+    };
+    e.save(&a.output)?;
+    let mut out = format!(
+        "{}: {kind} ONNX, opset {}, {} nodes -> {}\n",
+        m.graph().name,
+        e.model.opset_import[0].version(),
+        e.node_count(),
+        a.output.display()
+    );
+    if !e.int8_layers.is_empty() {
+        writeln!(
+            out,
+            "weights as INT8 (a channel has more than 4 bits): {}",
+            e.int8_layers.join(", ")
+        )?;
+    }
+    emit(&out)?;
+    Ok(())
+}

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quantize(a) => cmd_quantize(a),
         Command::Ablate(a) => cmd_ablate(a),
         Command::Report(a) => cmd_report(a),
+        Command::Export(a) => cmd_export(a),
     }
 }
 

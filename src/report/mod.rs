@@ -1,6 +1,6 @@
 //! Output for people, and only that: the tables, lines and JSON objects of `inspect`,
 //! `eval`, `quantize` and `ablate`, and the HTML report (the one-line confirmations of
-//! `fetch`, `import` and `report` stay with their commands). Each renderer is a free
+//! `fetch`, `import`, `report` and `export` stay with their commands). Each renderer is a free
 //! function of plain data (a [`Graph`], a [`Plan`], an [`EvalReport`], an [`Ablation`]...),
 //! never of the model wrapper types, so the words do not move when those do. The CLI
 //! computes; these modules say it.

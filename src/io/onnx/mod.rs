@@ -1,4 +1,4 @@
-//! ONNX import: a `.onnx` file (opsets 7–21, initializers inline or in external-data files
+//! ONNX import (and [`export`]): a `.onnx` file (opsets 7–21, initializers inline or in external-data files
 //! beside it) becomes a validated FP32 [`Graph`] with the preprocessing the caller names.
 //!
 //! - [`onnx`](self::onnx): prost code generated from the official `onnx.proto` by
@@ -8,6 +8,8 @@
 //! - [`fold`]: constant folding of the shape/weight subgraphs exporters write.
 //! - [`translate`]: the remaining nodes → IR ops; every node that cannot be imported is
 //!   listed in one error.
+//! - [`export`]: the other way, a prepared graph (FP32, opset 13) or a quantized model's
+//!   plan (QDQ, opset 21) → ONNX.
 //!
 //! An ONNX file does not say how its input was normalised, so [`PreprocessArgs`] (presets
 //! and explicit values) supplies it. BGR-trained models (`--bgr`, the `caffe` preset) are
@@ -15,6 +17,7 @@
 //! image, since the IR's preprocessing is RGB only.
 
 pub mod attr;
+pub mod export;
 pub mod fold;
 #[allow(clippy::all, missing_docs)]
 #[rustfmt::skip] // Kept byte for byte as tools/onnx-proto writes it.
