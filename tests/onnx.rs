@@ -88,7 +88,7 @@ fn light_models_import_and_match_reference_outputs() {
         .map(PathBuf::from)
         .unwrap_or_else(|| ptq4::io::fetch::home().join("onnx-light"));
     if !dir.join("light_resnet50.onnx").exists() {
-        common::skip_loudly(&format!(
+        common::skip_missing_data(&format!(
             "SKIPPED light_* ONNX models: not in {} (copy onnx/backend/test/data/light/ from the onnx wheel there, or set PTQ4_ONNX_LIGHT)",
             dir.display()
         ));
@@ -386,7 +386,7 @@ fn light_models_with_random_weights_match_onnxruntime() {
         .map(PathBuf::from)
         .unwrap_or_else(|| ptq4::io::fetch::home().join("onnx-light-random"));
     if !dir.join("light_resnet50.onnx").exists() {
-        common::skip_loudly(&format!(
+        common::skip_missing_data(&format!(
             "SKIPPED light_* ONNX models with random weights: not in {} (make them with tools/onnx/randomize_light.py)",
             dir.display()
         ));

@@ -460,7 +460,7 @@ fn python() -> Option<PathBuf> {
     match std::env::var_os("PTQ4_ONNX_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            common::skip_loudly(
+            common::skip_missing_data(
                 "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
             );
             None

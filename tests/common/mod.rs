@@ -65,6 +65,15 @@ pub fn skip_loudly(msg: &str) {
     }
 }
 
+/// A missing model, data set or tool: fails when `PTQ4_REQUIRE_DATA=1` (CI sets it up),
+/// else skips loudly.
+pub fn skip_missing_data(msg: &str) {
+    if std::env::var("PTQ4_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!("PTQ4_REQUIRE_DATA=1 but {msg}");
+    }
+    skip_loudly(msg);
+}
+
 /// `isa` if this CPU runs it (it is in `available`); otherwise says so loudly and returns
 /// `None`, and the test instantiated for that instruction set skips.
 pub fn isa_or_skip<I: PartialEq + std::fmt::Debug>(isa: I, available: &[I]) -> Option<I> {
