@@ -10,12 +10,14 @@ use super::exact_gpu;
 use crate::engine::cpu::int::QTensor;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
-use crate::engine::exec::int_model::{Exec, IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::exec::int_model::{pool_out_hw, Exec, IntLayer, IntModel, IntOutput, StepKind};
 use crate::engine::gpu::conv_exact::GpuExactLayer;
 use crate::engine::gpu::conv_int::{
     conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
-use crate::engine::gpu::eltwise_int::{add_int_encode, gap_int_encode};
+use crate::engine::gpu::eltwise_int::{
+    add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
+};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -262,6 +264,61 @@ impl GpuIntModel<'_> {
                         buf: yb,
                         params: oq,
                         dims: (n, c, 1, 1),
+                    }
+                }
+                StepKind::MaxPool(pool) | StepKind::AvgPool(pool) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let (oh, ow) = pool_out_hw(pool, h, w, &s.name)?;
+                    let words = n * oh * ow * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int pool", (words * 4) as u64);
+                    let max = matches!(s.kind, StepKind::MaxPool(_));
+                    pool_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        a.dims,
+                        (oh, ow),
+                        pool,
+                        max,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, c, oh, ow),
+                    }
+                }
+                StepKind::Concat => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let ins = s.inputs.iter().map(get).collect::<Result<Vec<_>>>()?;
+                    if ins
+                        .iter()
+                        .any(|v| (v.dims.0, v.dims.2, v.dims.3) != (n, h, w))
+                    {
+                        return Err(fail("concat inputs differ in size"));
+                    }
+                    let co: usize = ins.iter().map(|v| v.dims.1).sum();
+                    let words = n * h * w * words_per_pixel(co);
+                    let yb = buffers::zeroed(ctx, "int concat", (words * 4) as u64);
+                    let mut off = 0;
+                    for (k, v) in ins.iter().enumerate() {
+                        concat_int_encode(
+                            ctx,
+                            &mut enc,
+                            (&v.buf, v.params),
+                            &yb,
+                            n * h * w,
+                            (v.dims.1, off, co),
+                            k + 1 == ins.len(),
+                            oq,
+                        )?;
+                        off += v.dims.1;
+                    }
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, co, h, w),
                     }
                 }
                 StepKind::Flatten => {

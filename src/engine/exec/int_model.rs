@@ -8,15 +8,17 @@
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
 //! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`.
-//! Residual adds and global average pooling dequantize, compute in f32 and requantize
-//! (`requant::add_codes`, `requant::gap_code`); `Flatten` passes codes through.
+//! Residual adds and average pooling dequantize, compute in f32 and requantize
+//! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
+//! concatenation (along channels) copies them, each requantized to the output quantizer
+//! where it differs (`requant::requant_code`); `Flatten` passes codes through.
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
 use crate::engine::requant::Epilogue;
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph, Op};
+use crate::graph::{Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -67,6 +69,12 @@ pub enum StepKind {
     Layer(Box<IntLayer>),
     Add,
     GlobalAvgPool,
+    /// Max pooling over in-bounds taps (`engine::cpu::pool` semantics).
+    MaxPool(Pool),
+    /// Average pooling; the divisor is the count of in-bounds taps.
+    AvgPool(Pool),
+    /// Concatenation along channels, inputs in order.
+    Concat,
     Flatten,
 }
 
@@ -143,6 +151,9 @@ impl IntModel {
                 }
                 Op::Add if !is_out && ins.len() >= 2 => StepKind::Add,
                 Op::GlobalAvgPool if !is_out => StepKind::GlobalAvgPool,
+                Op::MaxPool(p) if !is_out => StepKind::MaxPool(p.clone()),
+                Op::AvgPool(p) if !is_out => StepKind::AvgPool(p.clone()),
+                Op::Concat if !is_out => StepKind::Concat,
                 Op::Flatten if !is_out => StepKind::Flatten,
                 _ if is_out => {
                     return Err(unsupported(
@@ -217,6 +228,28 @@ impl IntModel {
         }
         r
     }
+}
+
+/// The (OH, OW) of pooling `p` on an `h × w` map, or the error naming `node`.
+pub fn pool_out_hw(p: &Pool, h: usize, w: usize, node: &str) -> Result<(usize, usize)> {
+    p.out_hw(h, w).ok_or_else(|| {
+        Error::Engine(format!(
+            "integer pooling {node}: window {:?} does not fit {h}×{w}",
+            p.kernel
+        ))
+    })
+}
+
+/// For each of `out` positions along one axis: the in-bounds tap range `lo..hi` (input
+/// coordinates) of a window of `k` taps at stride `s` with leading padding `pad`.
+pub fn pool_taps(out: usize, len: usize, k: usize, s: usize, pad: usize) -> Vec<(usize, usize)> {
+    (0..out)
+        .map(|o| {
+            let lo = (o * s).max(pad) - pad;
+            let hi = (o * s + k).min(len + pad).saturating_sub(pad);
+            (lo, hi.max(lo))
+        })
+        .collect()
 }
 
 fn bind_layer(
