@@ -11,6 +11,8 @@ mod fixtures;
 mod gpu;
 #[path = "int_exact/gpu_exact.rs"]
 mod gpu_exact;
+#[path = "int_exact/pool_ops.rs"]
+mod pool_ops;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};
