@@ -154,10 +154,11 @@ fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
     y[i] = quantize_centred(opaque(p.s_a * rne_f32(total + i32(part))) * p.s_b);
 }
 
-// requant::requant_code of a centred code v of the input quantizer (scale s_a).
+// requant::act_code of a centred code v of the input quantizer (scale s_a) with
+// activation p.act (0 for max pooling and concat: requant_code).
 fn requant_centred(v: f32) -> f32 {
     if p.copy == 1u { return v; }
-    return quantize_centred(opaque(v * p.s_a));
+    return quantize_centred(act(opaque(v * p.s_a)));
 }
 
 // In-bounds input rows/columns lo..hi of output coordinate o (int_model::pool_taps).
@@ -210,7 +211,8 @@ fn avg_pool_exact(@builtin(global_invocation_id) gid: vec3<u32>,
     y[i] = quantize_centred(opaque(p.s_a * rne_f32(total)) * inv);
 }
 
-// One input of a channel concatenation: value i of [N, ci, plane] to channel c_off + c.
+// One input of a channel concatenation (one input and p.act: a standalone activation):
+// value i of [N, ci, plane] to channel c_off + c.
 @compute @workgroup_size(64, 1, 1)
 fn concat_exact(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {

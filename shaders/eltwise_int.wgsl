@@ -74,10 +74,14 @@ fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
     y[i] = word;
 }
 
-// requant::requant_code of code q of the input quantizer (s_a, z_a).
+// requant::act_code of code q of the input quantizer (s_a, z_a) with activation p.act
+// (0 none: requant_code; 1 ReLU; 2 ReLU6).
 fn requant(q: u32) -> u32 {
     if p.copy == 1u { return q; }
-    return quantize(opaque(f32(i32(q) - p.z_a) * p.s_a));
+    var v = opaque(f32(i32(q) - p.z_a) * p.s_a);
+    if p.act == 1u { v = max(v, 0.0); }
+    if p.act == 2u { v = clamp(v, 0.0, 6.0); }
+    return quantize(v);
 }
 
 fn codes(v: u32) -> vec4<u32> {
@@ -144,7 +148,8 @@ fn avg_pool_int(@builtin(global_invocation_id) gid: vec3<u32>,
     pool(i, 1u);
 }
 
-// One input of a concatenation: output word i (cw_out words per pixel) takes channels
+// One input of a concatenation (or, with one input and p.act, a standalone activation):
+// output word i (cw_out words per pixel) takes channels
 // c_off..c_off + c_in from the input (cw_in words per pixel) through requant; the last
 // input also writes out_zero into the padding channels >= co; other bytes are kept.
 @compute @workgroup_size(64, 1, 1)

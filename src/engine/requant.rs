@@ -21,7 +21,8 @@
 //! only move or select codes keep them when the input and output quantizers are equal and
 //! otherwise requantize each code ([`requant_code`]): concatenation per input, max pooling
 //! after the max of the codes (dequantization is monotone, so this equals
-//! dequantize–max–requantize; a window entirely in padding takes code 0).
+//! dequantize–max–requantize; a window entirely in padding takes code 0). A standalone
+//! activation (ReLU after a residual add) is [`act_code`]: dequantize, activate, requantize.
 
 use rayon::prelude::*;
 
@@ -193,6 +194,16 @@ pub fn requant_code(from: &QParams, q: u8, to: &QParams) -> u8 {
         q
     } else {
         to.quantize(from.dequantize(q))
+    }
+}
+
+/// A standalone activation on one code: `to.quantize(act(from.dequantize(q)))`; the code
+/// itself when there is no activation and the quantizers are equal ([`requant_code`]).
+#[inline]
+pub fn act_code(from: &QParams, q: u8, act: Activation, to: &QParams) -> u8 {
+    match act {
+        Activation::None => requant_code(from, q, to),
+        _ => to.quantize(act.apply(from.dequantize(q))),
     }
 }
 

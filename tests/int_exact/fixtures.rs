@@ -294,14 +294,15 @@ pub fn small_graph(seed: &mut u64) -> Graph {
     }
 }
 
-/// conv → BN → ReLU6 → max pool 3×3/2 (padded) → {1×1 → BN → ReLU6 → max pool 2×2/1
-/// (bottom/right padding); avg pool 3×3/1 (padded: border windows count fewer taps)} →
-/// concat(max pool 2×2, avg pool, max pool 3×3) (6 + 8 + 8 channels) → 1×1 → GAP →
+/// conv → BN → ReLU6 → max pool 3×3/2 (padded) → {1×1 → BN → max pool 2×2/1 (bottom/right
+/// padding, signed values); avg pool 3×3/1 (padded: border windows count fewer taps)} →
+/// add → standalone ReLU → concat(max pool 2×2, ReLU, max pool 3×3) (3 × 8 channels; the
+/// GPU's part-filled words are left to `pool_ops`) → 1×1 → GAP →
 /// flatten → linear: the pooling and concat ops of the Inception/ResNet family, on the same
 /// 3×10×12 input and 5 logits as [`small_graph`].
 pub fn pool_graph(seed: &mut u64) -> Graph {
     let mut params = BTreeMap::new();
-    for (name, c) in [("bn1", 8), ("bn2", 6)] {
+    for (name, c) in [("bn1", 8), ("bn2", 8)] {
         params.insert(format!("{name}.weight"), rand_t(&[c], seed));
         params.insert(format!("{name}.bias"), rand_t(&[c], seed));
         params.insert(format!("{name}.running_mean"), rand_t(&[c], seed));
@@ -315,8 +316,8 @@ pub fn pool_graph(seed: &mut u64) -> Graph {
         );
     }
     params.insert("c1.weight".into(), rand_t(&[8, 3, 3, 3], seed));
-    params.insert("pw.weight".into(), rand_t(&[6, 8, 1, 1], seed));
-    params.insert("c2.weight".into(), rand_t(&[8, 22, 1, 1], seed));
+    params.insert("pw.weight".into(), rand_t(&[8, 8, 1, 1], seed));
+    params.insert("c2.weight".into(), rand_t(&[8, 24, 1, 1], seed));
     params.insert("fc.weight".into(), rand_t(&[5, 8], seed));
     params.insert("fc.bias".into(), rand_t(&[5], seed));
     let pool = |k: usize, s: usize, padding: [usize; 4]| Pool {
@@ -336,13 +337,14 @@ pub fn pool_graph(seed: &mut u64) -> Graph {
             node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
             node("r1", Op::Relu6, &["bn1"]),
             node("mp", Op::MaxPool(pool(3, 2, [1, 1, 1, 1])), &["r1"]),
-            node("pw", Op::Conv2d(conv(8, 6, 1, 1, 1, [0; 4])), &["mp"]),
+            node("pw", Op::Conv2d(conv(8, 8, 1, 1, 1, [0; 4])), &["mp"]),
             node("bn2", Op::BatchNorm { eps: 1e-3 }, &["pw"]),
-            node("r2", Op::Relu6, &["bn2"]),
-            node("mp2", Op::MaxPool(pool(2, 1, [0, 0, 1, 1])), &["r2"]),
+            node("mp2", Op::MaxPool(pool(2, 1, [0, 0, 1, 1])), &["bn2"]),
             node("ap", Op::AvgPool(pool(3, 1, [1, 1, 1, 1])), &["mp"]),
-            node("cat", Op::Concat, &["mp2", "ap", "mp"]),
-            node("c2", Op::Conv2d(conv(22, 8, 1, 1, 1, [0; 4])), &["cat"]),
+            node("sum", Op::Add, &["ap", "mp2"]),
+            node("ra", Op::Relu, &["sum"]),
+            node("cat", Op::Concat, &["mp2", "ra", "mp"]),
+            node("c2", Op::Conv2d(conv(24, 8, 1, 1, 1, [0; 4])), &["cat"]),
             node("gap", Op::GlobalAvgPool, &["c2"]),
             node("flat", Op::Flatten, &["gap"]),
             node(

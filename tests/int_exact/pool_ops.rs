@@ -1,4 +1,5 @@
-//! Max pooling, average pooling and concatenation on codes, one op at a time, against a
+//! Max pooling, average pooling, concatenation and standalone activations on codes, one op
+//! at a time, against a
 //! naive oracle on every executor (CPU integer kernels, CPU exact simulation, and both GPU
 //! executors when an adapter exists). The op's output codes come back through a 1×1
 //! identity logits layer (weights 1 with scale 1 on the diagonal, bias 0), whose logits are
@@ -10,6 +11,7 @@ use ptq4::engine::cpu::int::PackedWeights;
 use ptq4::engine::exec::int_model::{Exec, IntLayer, IntModel, Step, StepKind};
 use ptq4::engine::requant::Epilogue;
 use ptq4::graph::{Activation, Pool};
+
 use ptq4::quant::plan::{LayerInfo, LayerQuant};
 use ptq4::quant::QParams;
 use ptq4::tensor::Tensor;
@@ -194,6 +196,30 @@ proptest! {
             .chunks(c * h * w)
             .flat_map(|img| std::iter::repeat_n(img, k).flatten())
             .map(|&q| out.quantize(x.params.dequantize(q)))
+            .collect();
+        check(&m, &x, &want, out);
+    }
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config(32))]
+
+    /// A standalone ReLU or ReLU6: every code dequantized, activated and quantized.
+    #[test]
+    fn random_activation_equals_oracle(
+        relu6 in any::<bool>(),
+        (n, c, h, w) in (1usize..3, 1usize..11, 1usize..6, 1usize..6),
+        (seed, bits) in (any::<u64>(), 1u8..9),
+    ) {
+        let mut seed = seed;
+        let x = rand_input(&[n, c, h, w], bits, &mut seed);
+        let out = out_params(x.params, &mut seed);
+        let act = if relu6 { Activation::Relu6 } else { Activation::Relu };
+        let m = model(x.params, [c, h, w], StepKind::Act(act), &["input"], out);
+        let want: Vec<u8> = x
+            .codes
+            .iter()
+            .map(|&q| out.quantize(act.apply(x.params.dequantize(q))))
             .collect();
         check(&m, &x, &want, out);
     }

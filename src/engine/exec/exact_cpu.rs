@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use super::int_model::{pool_out_hw, pool_taps, IntLayer, IntModel, StepKind};
 use crate::engine::cpu::int::{self, QTensor};
 use crate::engine::exact::exact_in_f32;
-use crate::engine::requant::{add_codes, gap_code, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, requant_code};
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Graph, Pool};
 use crate::quant::QParams;
@@ -234,6 +234,21 @@ impl IntModel {
                 StepKind::MaxPool(p) => pool(ins[0], p, true, s.out, &s.name)?,
                 StepKind::AvgPool(p) => pool(ins[0], p, false, s.out, &s.name)?,
                 StepKind::Concat => concat(&ins, s.out)?,
+                StepKind::Act(a) => {
+                    let x = ins[0];
+                    let out = s.out.ok_or_else(|| {
+                        Error::Engine("activation without an output quantizer".into())
+                    })?;
+                    QTensor {
+                        shape: x.shape.clone(),
+                        codes: x
+                            .codes
+                            .iter()
+                            .map(|&q| act_code(&x.params, q, *a, &out))
+                            .collect(),
+                        params: out,
+                    }
+                }
                 StepKind::Flatten => {
                     let n = ins[0].shape[0];
                     QTensor {

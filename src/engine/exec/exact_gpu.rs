@@ -15,8 +15,8 @@ use crate::engine::device::buffers::{self, BufferPool};
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{pool_out_hw, IntLayer, IntModel, IntOutput, StepKind};
 use crate::engine::gpu::conv_exact::{
-    acc_encode, add_exact_encode, concat_exact_encode, gap_exact_encode, pool_exact_encode,
-    requant_encode, upload_tensor, GpuExactLayer,
+    acc_encode, act_exact_encode, add_exact_encode, concat_exact_encode, gap_exact_encode,
+    pool_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
@@ -289,6 +289,24 @@ fn run_chunk(
                     buf: y,
                     params: oq,
                     dims: (co, h, w),
+                }
+            }
+            StepKind::Act(act) => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let y = pool.take(ctx, m * c * h * w);
+                act_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &y,
+                    (m, c, h * w),
+                    *act,
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: a.dims,
                 }
             }
             // NCHW [m, C, 1, 1] is already [m, C].

@@ -15,9 +15,9 @@ use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
 use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
-use crate::engine::requant::{add_codes, gap_code, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, requant_code};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Pool};
+use crate::graph::{Activation, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -174,6 +174,7 @@ impl IntModel {
                 StepKind::MaxPool(p) => Value::Map(pool(ins[0], p, true, s.out, &s.name)?),
                 StepKind::AvgPool(p) => Value::Map(pool(ins[0], p, false, s.out, &s.name)?),
                 StepKind::Concat => Value::Map(concat(&ins, s.out)?),
+                StepKind::Act(a) => Value::Map(activation(ins[0], *a, s.out)?),
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
             };
             for i in &s.inputs {
@@ -415,5 +416,18 @@ fn concat(ins: &[&Map], out: Option<QParams>) -> Result<Map> {
         c,
         codes,
         params: out,
+    })
+}
+
+/// A standalone activation on a map, through a table of `act_code` over the input's codes.
+fn activation(x: &Map, act: Activation, out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("activation without an output quantizer".into()))?;
+    let table: Vec<u8> = (0..=x.params.qmax().max(0) as u8)
+        .map(|q| act_code(&x.params, q, act, &out))
+        .collect();
+    Ok(Map {
+        codes: x.codes.iter().map(|&q| table[q as usize]).collect(),
+        params: out,
+        ..*x
     })
 }

@@ -16,7 +16,7 @@ use crate::engine::gpu::conv_int::{
     conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
 use crate::engine::gpu::eltwise_int::{
-    add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
+    act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -319,6 +319,25 @@ impl GpuIntModel<'_> {
                         buf: yb,
                         params: oq,
                         dims: (n, co, h, w),
+                    }
+                }
+                StepKind::Act(act) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int act", (words * 4) as u64);
+                    act_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        (n * h * w, c),
+                        *act,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
                     }
                 }
                 StepKind::Flatten => {

@@ -11,14 +11,15 @@
 //! Residual adds and average pooling dequantize, compute in f32 and requantize
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
-//! where it differs (`requant::requant_code`); `Flatten` passes codes through.
+//! where it differs (`requant::requant_code`); a standalone ReLU/ReLU6 requantizes each
+//! code through the activation (`requant::act_code`); `Flatten` passes codes through.
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
 use crate::engine::requant::Epilogue;
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph, Op, Pool};
+use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -75,6 +76,8 @@ pub enum StepKind {
     AvgPool(Pool),
     /// Concatenation along channels, inputs in order.
     Concat,
+    /// A standalone activation (not fused into a layer), code by code.
+    Act(Activation),
     Flatten,
 }
 
@@ -154,6 +157,8 @@ impl IntModel {
                 Op::MaxPool(p) if !is_out => StepKind::MaxPool(p.clone()),
                 Op::AvgPool(p) if !is_out => StepKind::AvgPool(p.clone()),
                 Op::Concat if !is_out => StepKind::Concat,
+                Op::Relu if !is_out => StepKind::Act(Activation::Relu),
+                Op::Relu6 if !is_out => StepKind::Act(Activation::Relu6),
                 Op::Flatten if !is_out => StepKind::Flatten,
                 _ if is_out => {
                     return Err(unsupported(

@@ -19,7 +19,8 @@
 //! followed by `QParams::quantize` as a centred code, or the f32 logits; `add_exact` and
 //! `gap_exact` are `requant::add_codes` and `requant::gap_code` on centred codes;
 //! `avg_pool_exact` is `gap_code` per window (1/count from a host table), `max_pool_exact`
-//! and `concat_exact` are `requant::requant_code` of the max code or of each code.
+//! and `concat_exact` are `requant::requant_code` of the max code or of each code
+//! (`concat_exact` with one input and an activation: `requant::act_code`).
 //! Bindings of every entry: 0 a, 1 b, 2 chan → 3 y → 4 [`ExactParams`].
 
 use bytemuck::{Pod, Zeroable};
@@ -382,6 +383,44 @@ pub fn concat_exact_encode(
     (c_in, c_off, co): (usize, usize, usize),
     out: QParams,
 ) -> Result<()> {
+    map_exact_encode(
+        ctx,
+        enc,
+        (x, px),
+        y,
+        (n, plane),
+        (c_in, c_off, co),
+        Activation::None,
+        out,
+    )
+}
+
+/// Records a standalone activation (`requant::act_code`) of a centred `[n, c, plane]` tensor.
+pub fn act_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, c, plane): (usize, usize, usize),
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
+    map_exact_encode(ctx, enc, (x, px), y, (n, plane), (c, 0, c), act, out)
+}
+
+/// The `concat_exact` entry: channels `c_off..c_off + c_in` of `y` from `x` through
+/// `act_code`.
+#[allow(clippy::too_many_arguments)]
+fn map_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, plane): (usize, usize),
+    (c_in, c_off, co): (usize, usize, usize),
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
     buffers::check_len("concat x", x, n * c_in * plane)?;
     buffers::check_len("concat y", y, n * co * plane)?;
     let mut p = ExactParams {
@@ -391,7 +430,8 @@ pub fn concat_exact_encode(
         total: u32_of("concat_exact values", n * c_in * plane)?,
         s_a: px.scale,
         c_off: c_off as u32,
-        copy: u32::from(px == out),
+        act: act_u32(act),
+        copy: u32::from(px == out && act == Activation::None),
         ..Default::default()
     };
     out_fields(&mut p, Some(out));

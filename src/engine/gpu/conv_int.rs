@@ -229,7 +229,7 @@ impl GpuIntLayer {
     }
 }
 
-fn act_u32(a: Activation) -> u32 {
+pub(super) fn act_u32(a: Activation) -> u32 {
     match a {
         Activation::None => 0,
         Activation::Relu => 1,

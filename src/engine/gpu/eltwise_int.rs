@@ -6,11 +6,11 @@
 //! Bindings: 0 a, 1 b (x twice, or x and the table of 1/count for average pooling) → 2 y
 //! → 3 [`IntParams`].
 
-use super::conv_int::{launch, out_fields, words_per_pixel, IntParams};
+use super::conv_int::{act_u32, launch, out_fields, words_per_pixel, IntParams};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::error::Result;
-use crate::graph::Pool;
+use crate::graph::{Activation, Pool};
 use crate::quant::QParams;
 
 pub const SOURCE: &str = include_str!("../../../shaders/eltwise_int.wgsl");
@@ -153,6 +153,46 @@ pub fn concat_int_encode(
     last: bool,
     out: QParams,
 ) -> Result<()> {
+    map_int_encode(
+        ctx,
+        enc,
+        (x, px),
+        y,
+        pixels,
+        (c_in, c_off, co),
+        last,
+        Activation::None,
+        out,
+    )
+}
+
+/// Records a standalone activation (`requant::act_code`) of `pixels` pixels of `c` channels.
+pub fn act_int_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (pixels, c): (usize, usize),
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
+    map_int_encode(ctx, enc, (x, px), y, pixels, (c, 0, c), true, act, out)
+}
+
+/// The `concat_int` entry: channels `c_off..c_off + c_in` of `y` from `x` through
+/// `act_code`.
+#[allow(clippy::too_many_arguments)]
+fn map_int_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    pixels: usize,
+    (c_in, c_off, co): (usize, usize, usize),
+    last: bool,
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
     let mut p = IntParams {
         cw_in: words_per_pixel(c_in) as u32,
         co: u32_of("concat channels", co)?,
@@ -162,7 +202,8 @@ pub fn concat_int_encode(
         z_a: px.zero_point,
         c_in: c_in as u32,
         c_off: c_off as u32,
-        copy: u32::from(px == out),
+        act: act_u32(act),
+        copy: u32::from(px == out && act == Activation::None),
         last: u32::from(last),
         ..Default::default()
     };
