@@ -191,6 +191,7 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
+        assert_eq!(m.softmax, name == "pools");
         let x = Tensor {
             shape: vec![3, 3, 10, 12],
             data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,

@@ -107,6 +107,19 @@ pub struct Graph {
 impl Graph {
     pub const INPUT: &'static str = "input";
 
+    /// The value `deploy` integer execution leaves in f32 (its logits): the output, or the
+    /// input of an output `Softmax` (applied afterwards in f32).
+    pub fn logits(&self) -> &str {
+        match self.node(&self.output) {
+            Some(Node {
+                op: Op::Softmax,
+                inputs,
+                ..
+            }) if inputs.len() == 1 => &inputs[0],
+            _ => &self.output,
+        }
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

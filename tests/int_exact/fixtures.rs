@@ -297,9 +297,9 @@ pub fn small_graph(seed: &mut u64) -> Graph {
 /// conv → BN → ReLU6 → max pool 3×3/2 (padded) → {1×1 → BN → max pool 2×2/1 (bottom/right
 /// padding, signed values); avg pool 3×3/1 (padded: border windows count fewer taps)} →
 /// add → standalone ReLU → concat(max pool 2×2, ReLU, max pool 3×3) (3 × 8 channels; the
-/// GPU's part-filled words are left to `pool_ops`) → 1×1 → GAP →
-/// flatten → linear: the pooling and concat ops of the Inception/ResNet family, on the same
-/// 3×10×12 input and 5 logits as [`small_graph`].
+/// GPU's part-filled words are left to `pool_ops`) → 1×1 → GAP → flatten → linear →
+/// softmax (applied to the integer logits in f32): the ops of the ResNet/Inception family
+/// beyond Lite0, on the same 3×10×12 input and 5 outputs as [`small_graph`].
 pub fn pool_graph(seed: &mut u64) -> Graph {
     let mut params = BTreeMap::new();
     for (name, c) in [("bn1", 8), ("bn2", 8)] {
@@ -357,8 +357,9 @@ pub fn pool_graph(seed: &mut u64) -> Graph {
                 }),
                 &["flat"],
             ),
+            node("sm", Op::Softmax, &["fc"]),
         ],
-        output: "fc".into(),
+        output: "sm".into(),
         params,
         preprocess: Preprocess::efficientnet(12),
     }

@@ -81,6 +81,7 @@ fn model(x: QParams, shape: [usize; 3], kind: StepKind, ins: &[&str], out: QPara
             },
         ],
         output: "id".into(),
+        softmax: false,
         cpu,
     }
 }

@@ -220,7 +220,7 @@ impl IntModel {
                 StepKind::Layer(l) => {
                     let (acc, acc2, shape) = exact_acc(l, ins[0])?;
                     let Some(out) = s.out else {
-                        return logits(l, &acc, acc2.as_deref(), shape);
+                        return logits(l, &acc, acc2.as_deref(), shape).map(|t| self.finish(t));
                     };
                     let codes = requantize(l, &acc, acc2.as_deref(), &shape);
                     QTensor {

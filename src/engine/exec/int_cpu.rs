@@ -46,6 +46,11 @@ impl IntModel {
     /// [`IntModel::forward_int`], also returning the seconds spent in each step (summed over
     /// the images of a batch, so CPU time in the image-parallel part).
     pub fn forward_int_profiled(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
+        let (t, times) = self.logits_int(x, isa)?;
+        Ok((self.finish(t), times))
+    }
+
+    fn logits_int(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
         self.check_input(x)?;
         let mut times = vec![0.0; self.steps.len()];
         let n = x.shape[0];

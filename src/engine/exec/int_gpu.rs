@@ -153,7 +153,10 @@ impl GpuIntModel<'_> {
         let model = self.model;
         let layers = match exec {
             Exec::Int => self.int_layers(ctx)?,
-            Exec::Exact => return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x),
+            Exec::Exact => {
+                return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x)
+                    .map(|t| model.finish(t))
+            }
         };
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;
@@ -365,6 +368,6 @@ impl GpuIntModel<'_> {
             .ok_or_else(|| Error::Engine(format!("output {} was not produced", model.output)))?;
         ctx.submit(enc)?;
         let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
-        Tensor::from_vec(&shape, data)
+        Tensor::from_vec(&shape, data).map(|t| model.finish(t))
     }
 }

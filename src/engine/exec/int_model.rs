@@ -7,7 +7,9 @@
 //!
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
-//! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`.
+//! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`;
+//! an output softmax (`Graph::logits`) is applied to them in f32 by `engine::cpu::softmax`
+//! on the host, after every executor ([`IntModel::finish`]).
 //! Residual adds and average pooling dequantize, compute in f32 and requantize
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
@@ -97,7 +99,10 @@ pub struct IntModel {
     pub input: QParams,
     pub input_shape: Vec<usize>,
     pub steps: Vec<Step>,
+    /// The logits step.
     pub output: String,
+    /// Whether the graph ends with a softmax of the logits.
+    pub softmax: bool,
     /// Per step: the layer's weights packed for the CPU integer kernels.
     pub cpu: Vec<Option<CpuLayer>>,
 }
@@ -124,7 +129,12 @@ impl IntModel {
         let input = per_tensor(plan, Graph::INPUT)?;
         params.insert(Graph::INPUT, input);
         let mut steps = Vec::with_capacity(g.nodes.len());
+        let logits = g.logits();
+        let softmax = logits != g.output;
         for n in &g.nodes {
+            if softmax && n.name == g.output {
+                continue;
+            }
             let unsupported = |why: &str| {
                 Error::Engine(format!(
                     "integer execution: node {} ({}): {why}",
@@ -142,7 +152,7 @@ impl IntModel {
                         .ok_or_else(|| unsupported(&format!("input {i} is not quantized")))
                 })
                 .collect::<Result<_>>()?;
-            let is_out = n.name == g.output;
+            let is_out = n.name == logits;
             let out = if is_out || matches!(n.op, Op::Flatten) {
                 None
             } else {
@@ -192,9 +202,20 @@ impl IntModel {
             input,
             input_shape: g.input_shape.clone(),
             steps,
-            output: g.output.clone(),
+            output: logits.to_string(),
+            softmax,
             cpu,
         })
+    }
+
+    /// The model's result from the logits every executor computes: the logits, or their
+    /// softmax when the graph ends with one.
+    pub fn finish(&self, logits: Tensor) -> Tensor {
+        if self.softmax {
+            crate::engine::cpu::softmax(&logits)
+        } else {
+            logits
+        }
     }
 
     /// Quantizes an f32 NCHW batch with the input quantizer.
