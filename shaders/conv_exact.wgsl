@@ -132,7 +132,8 @@ fn add_exact(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // Global average pooling of one plane: the exact sum of its centred codes (f32 chunks of
-// p.chunk terms carried into i32), then (s_a * f32(sum)) * s_b with s_b = f32(1 / (H W)).
+// p.chunk terms carried into i32), then (s_a * f32(sum)) * s_b with s_b = f32(1 / (H W)),
+// quantized (or left f32 when it is the logits).
 @compute @workgroup_size(64, 1, 1)
 fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -151,7 +152,12 @@ fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
             count = 0u;
         }
     }
-    y[i] = quantize_centred(opaque(p.s_a * rne_f32(total + i32(part))) * p.s_b);
+    let v = opaque(p.s_a * rne_f32(total + i32(part))) * p.s_b;
+    if p.logits == 1u {
+        y[i] = v;
+    } else {
+        y[i] = quantize_centred(v);
+    }
 }
 
 // requant::act_code of a centred code v of the input quantizer (scale s_a) with

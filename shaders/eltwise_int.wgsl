@@ -50,14 +50,8 @@ fn add_int(@builtin(global_invocation_id) gid: vec3<u32>,
     y[i] = word;
 }
 
-// y[n, c] = quantize((s_a * f32(sum (q - z_a))) * s_b) with s_b = f32(1 / (h w)) from the
-// host; one word per invocation.
-// Reads `a` only (b is bound to the same buffer).
-@compute @workgroup_size(64, 1, 1)
-fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * nwg.x * 64u + gid.x;
-    if i >= p.total { return; }
+// Channel sums (q - z_a) of word i (4 channels) of a global average pool.
+fn gap_sums(i: u32) -> vec4<i32> {
     let wd = i % p.cw_in;
     let nb = i / p.cw_in;
     var s = vec4<i32>(0);
@@ -67,11 +61,41 @@ fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
         s += vec4<i32>(i32(extractBits(v, 0u, 8u)), i32(extractBits(v, 8u, 8u)),
                        i32(extractBits(v, 16u, 8u)), i32(extractBits(v, 24u, 8u))) - vec4<i32>(p.z_a);
     }
+    return s;
+}
+
+// y[n, c] = quantize((s_a * f32(sum (q - z_a))) * s_b) with s_b = f32(1 / (h w)) from the
+// host; one word per invocation.
+// Reads `a` only (b is bound to the same buffer).
+@compute @workgroup_size(64, 1, 1)
+fn gap_int(@builtin(global_invocation_id) gid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let s = gap_sums(i);
     var word = 0u;
     for (var k = 0u; k < 4u; k++) {
         word |= quantize(opaque(p.s_a * f32(s[k])) * p.s_b) << (8u * k);
     }
     y[i] = word;
+}
+
+// The same means as f32 logits (requant::gap_real, no quantization): y = f32 bits of
+// [n, co] (channel padding skipped); one word of the input per invocation.
+@compute @workgroup_size(64, 1, 1)
+fn gap_int_logits(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let s = gap_sums(i);
+    let wd = i % p.cw_in;
+    let nb = i / p.cw_in;
+    for (var k = 0u; k < 4u; k++) {
+        let ch = wd * 4u + k;
+        if ch < p.co {
+            y[nb * p.co + ch] = bitcast<u32>(opaque(p.s_a * f32(s[k])) * p.s_b);
+        }
+    }
 }
 
 // requant::act_code of code q of the input quantizer (s_a, z_a) with activation p.act

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};
 use ptq4::engine::device::GpuContext;
 use ptq4::engine::exec::exact_cpu;
-use ptq4::engine::exec::int_model::{Exec, IntModel};
+use ptq4::engine::exec::int_model::{Exec, IntModel, StepKind};
 use ptq4::engine::requant::Epilogue;
 use ptq4::graph::{passes, Op};
 use ptq4::quant::config::{quant_points, BitAlloc, Protocol, QuantConfig};
@@ -163,10 +163,11 @@ enum Target {
     Gpu(Exec),
 }
 
-/// Random deploy plans of the small graphs (every Lite0 op kind; pooling and concat; bit
-/// allocation, dual weights and bias correction varied) on `target`, against the CPU exact
-/// simulation: a batch of 3 (image-parallel) and one image (kernels in parallel); on the GPU
-/// simulation also with a binding limit so small that the batch runs one image per chunk. Skips without a GPU.
+/// Random deploy plans of the small graphs (every Lite0 op kind; pooling, concat, softmax
+/// after linear or GAP logits; bit allocation, dual weights and bias correction varied) on
+/// `target`, against the CPU exact simulation: a batch of 3 (image-parallel) and one image
+/// (kernels in parallel); on the GPU simulation also with a binding limit so small that the
+/// batch runs one image per chunk. Skips without a GPU.
 fn deploy_plans_equal_cpu_sim(target: Target) {
     let ctx = match target {
         Target::Gpu(_) => match common::gpu() {
@@ -178,7 +179,7 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
     // Binding limits just over one image's largest value (f32) of each graph.
     let tiny = matches!(target, Target::Gpu(Exec::Exact))
         .then(|| [1536, 4096].map(|b| GpuContext::new().unwrap().with_max_binding_bytes(b)));
-    let graphs: [fn(&mut u64) -> ptq4::graph::Graph; 2] = [small_graph, pool_graph];
+    let graphs: [fn(&mut u64) -> ptq4::graph::Graph; 3] = [small_graph, pool_graph, gap_head_graph];
     for (seed0, make) in (0..6u64).flat_map(|s| graphs.map(|g| (s, g))) {
         let mut seed = seed0;
         let raw = make(&mut seed);
@@ -191,7 +192,13 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
-        assert_eq!(m.softmax, name == "pools");
+        assert_eq!(m.softmax, name != "small");
+        let last = &m.steps.last().unwrap().kind;
+        assert_eq!(
+            matches!(last, StepKind::GlobalAvgPool),
+            name == "gap-head",
+            "{name}: the logits step"
+        );
         let x = Tensor {
             shape: vec![3, 3, 10, 12],
             data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
@@ -217,7 +224,7 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
             "{target:?} {name} seed {seed0}, one image"
         );
         if let Some(tiny) = &tiny {
-            let tiny = &tiny[usize::from(name == "pools")];
+            let tiny = &tiny[usize::from(name != "small")];
             let c = m.forward_gpu(tiny, &x, Exec::Exact).unwrap();
             assert_eq!(
                 c.data, want.data,

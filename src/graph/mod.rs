@@ -107,16 +107,18 @@ pub struct Graph {
 impl Graph {
     pub const INPUT: &'static str = "input";
 
-    /// The value `deploy` integer execution leaves in f32 (its logits): the output, or the
-    /// input of an output `Softmax` (applied afterwards in f32).
+    /// The value `deploy` integer execution leaves in f32 (its logits): the output, less an
+    /// output `Softmax` (applied afterwards in f32) and a `Flatten` of a global average pool
+    /// before it (SqueezeNet's head: the pool's f32 means are the logits).
     pub fn logits(&self) -> &str {
-        match self.node(&self.output) {
-            Some(Node {
-                op: Op::Softmax,
-                inputs,
-                ..
-            }) if inputs.len() == 1 => &inputs[0],
-            _ => &self.output,
+        let single = |v: &str, op: fn(&Op) -> bool| match self.node(v) {
+            Some(n) if op(&n.op) && n.inputs.len() == 1 => Some(n.inputs[0].as_str()),
+            _ => None,
+        };
+        let v = single(&self.output, |o| matches!(o, Op::Softmax)).unwrap_or(&self.output);
+        match single(v, |o| matches!(o, Op::Flatten)) {
+            Some(i) if matches!(self.node(i).map(|n| &n.op), Some(Op::GlobalAvgPool)) => i,
+            _ => v,
         }
     }
 

@@ -6,7 +6,8 @@
 //!   pooling outputs, the graph input and the logits are not quantized. Weights of the kept
 //!   layers (first conv, classifier) at 8 bits. Simulation only.
 //! - `deploy`: per-tensor activation quantizers on every value except the logits (the
-//!   output, or the input of an output softmax: `Graph::logits`) and `Flatten` outputs (a reshape of an already quantized value): the graph input, every
+//!   output, less an output softmax and a flatten of a global average pool:
+//!   `Graph::logits`) and `Flatten` outputs (a reshape of an already quantized value): the graph input, every
 //!   conv/linear output, every residual sum and pooling output — so each conv/linear reads
 //!   codes. A value read by a kept 8-bit layer is quantized at 8 bits. Per-channel bit-widths
 //!   only for weights.

@@ -365,6 +365,25 @@ pub fn pool_graph(seed: &mut u64) -> Graph {
     }
 }
 
+/// [`pool_graph`] with SqueezeNet's head: the last 1×1 has 5 channels and the global
+/// average pool is the logits (… → 1×1 → GAP → flatten → softmax, no linear layer).
+pub fn gap_head_graph(seed: &mut u64) -> Graph {
+    let mut g = pool_graph(seed);
+    g.name = "gap-head".into();
+    g.params.retain(|k, _| !k.starts_with("fc."));
+    g.params
+        .insert("c2.weight".into(), rand_t(&[5, 24, 1, 1], seed));
+    g.nodes.retain(|n| n.name != "fc");
+    for n in &mut g.nodes {
+        match n.name.as_str() {
+            "c2" => n.op = Op::Conv2d(conv(24, 5, 1, 1, 1, [0; 4])),
+            "sm" => n.inputs = vec!["flat".into()],
+            _ => {}
+        }
+    }
+    g
+}
+
 pub fn deploy_model(raw: &Graph, cfg: &QuantConfig) -> (Graph, IntModel) {
     let mut g = raw.clone();
     passes::prepare(&mut g).unwrap();

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use super::int_model::{pool_out_hw, pool_taps, IntLayer, IntModel, StepKind};
 use crate::engine::cpu::int::{self, QTensor};
 use crate::engine::exact::exact_in_f32;
-use crate::engine::requant::{act_code, add_codes, gap_code, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Graph, Pool};
 use crate::quant::QParams;
@@ -230,7 +230,10 @@ impl IntModel {
                     }
                 }
                 StepKind::Add => add(&ins, s.out)?,
-                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
+                StepKind::GlobalAvgPool => match s.out {
+                    Some(out) => gap(ins[0], out)?,
+                    None => return gap_logits(ins[0]).map(|t| self.finish(t)),
+                },
                 StepKind::MaxPool(p) => pool(ins[0], p, true, s.out, &s.name)?,
                 StepKind::AvgPool(p) => pool(ins[0], p, false, s.out, &s.name)?,
                 StepKind::Concat => concat(&ins, s.out)?,
@@ -334,8 +337,19 @@ fn add(ins: &[&QTensor], out: Option<QParams>) -> Result<QTensor> {
     })
 }
 
-fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
-    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+/// Global average pooling as the logits: `[n, c]` f32 means (`gap_real`).
+fn gap_logits(x: &QTensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims()?;
+    let z = x.params.zero_point as i64;
+    let data = x
+        .codes
+        .chunks(h * w)
+        .map(|pl| gap_real(&x.params, pl.iter().map(|&q| q as i64 - z).sum(), h * w))
+        .collect();
+    Tensor::from_vec(&[n, c], data)
+}
+
+fn gap(x: &QTensor, out: QParams) -> Result<QTensor> {
     let (n, c, h, w) = x.dims()?;
     let z = x.params.zero_point as i64;
     let codes = x

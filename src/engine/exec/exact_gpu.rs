@@ -233,9 +233,12 @@ fn run_chunk(
                 }
             }
             StepKind::GlobalAvgPool => {
-                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                 let y = pool.take(ctx, m * c);
-                gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), oq)?;
+                gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), s.out)?;
+                let Some(oq) = s.out else {
+                    ctx.submit(enc)?;
+                    return Ok((buffers::read(ctx, &y, m * c)?, vec![m, c]));
+                };
                 Value {
                     buf: y,
                     params: oq,

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
 use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
-use crate::engine::requant::{act_code, add_codes, gap_code, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Pool};
 use crate::quant::QParams;
@@ -175,7 +175,7 @@ impl IntModel {
                     layer(cl, &l.ep, ins[0], isa, par, l.conv.is_none())?
                 }
                 StepKind::Add => Value::Map(add(&ins, s.out)?),
-                StepKind::GlobalAvgPool => Value::Map(gap(ins[0], s.out)?),
+                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
                 StepKind::MaxPool(p) => Value::Map(pool(ins[0], p, true, s.out, &s.name)?),
                 StepKind::AvgPool(p) => Value::Map(pool(ins[0], p, false, s.out, &s.name)?),
                 StepKind::Concat => Value::Map(concat(&ins, s.out)?),
@@ -311,33 +311,36 @@ fn add(ins: &[&Map], out: Option<QParams>) -> Result<Map> {
     })
 }
 
-/// Global average pooling of an NHWC map (exact integer sums per channel).
-fn gap(x: &Map, out: Option<QParams>) -> Result<Map> {
-    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+/// Global average pooling of an NHWC map (exact integer sums per channel): codes, or the
+/// `[n, c]` f32 logits without an output quantizer.
+fn gap(x: &Map, out: Option<QParams>) -> Result<Value> {
     let (hw, c) = (x.h * x.w, x.c);
     let z = x.params.zero_point as i64;
-    let mut codes = Vec::with_capacity(x.n * c);
-    let mut sums = vec![0i64; c];
+    let mut sums = Vec::with_capacity(x.n * c);
     for img in x.codes.chunks_exact(hw * c) {
-        sums.fill(0);
+        let mut s = vec![-z * hw as i64; c];
         for px in img.chunks_exact(c) {
-            for (s, &q) in sums.iter_mut().zip(px) {
+            for (s, &q) in s.iter_mut().zip(px) {
                 *s += q as i64;
             }
         }
-        codes.extend(
-            sums.iter()
-                .map(|&s| gap_code(&x.params, s - z * hw as i64, hw, &out)),
-        );
+        sums.extend(s);
     }
-    Ok(Map {
+    let Some(out) = out else {
+        let data = sums.iter().map(|&s| gap_real(&x.params, s, hw)).collect();
+        return Tensor::from_vec(&[x.n, c], data).map(Value::Logits);
+    };
+    Ok(Value::Map(Map {
         n: x.n,
         h: 1,
         w: 1,
         c,
-        codes,
+        codes: sums
+            .iter()
+            .map(|&s| gap_code(&x.params, s, hw, &out))
+            .collect(),
         params: out,
-    })
+    }))
 }
 
 /// Max (`max`) or average pooling of an NHWC map: per output pixel and channel, the max of

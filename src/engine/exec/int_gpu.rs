@@ -260,9 +260,14 @@ impl GpuIntModel<'_> {
                     }
                 }
                 StepKind::GlobalAvgPool => {
-                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let Some(oq) = s.out else {
+                        let yb = buffers::filled(ctx, "int logits", n * c, buffers::SENTINEL_F32);
+                        gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, None)?;
+                        logits = Some((yb, n * c, vec![n, c]));
+                        continue;
+                    };
                     let yb = buffers::zeroed(ctx, "int gap", (n * words_per_pixel(c) * 4) as u64);
-                    gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, oq)?;
+                    gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, Some(oq))?;
                     Value {
                         buf: yb,
                         params: oq,

@@ -8,8 +8,9 @@
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
 //! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`;
-//! an output softmax (`Graph::logits`) is applied to them in f32 by `engine::cpu::softmax`
-//! on the host, after every executor ([`IntModel::finish`]).
+//! a global average pool may be the logits too (`requant::gap_real`, shape `[N, C]`: the
+//! flatten after it is implied). An output softmax (`Graph::logits`) is applied to them in
+//! f32 by `engine::cpu::softmax` on the host, after every executor ([`IntModel::finish`]).
 //! Residual adds and average pooling dequantize, compute in f32 and requantize
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
@@ -130,11 +131,10 @@ impl IntModel {
         params.insert(Graph::INPUT, input);
         let mut steps = Vec::with_capacity(g.nodes.len());
         let logits = g.logits();
-        let softmax = logits != g.output;
+        let softmax = g
+            .node(&g.output)
+            .is_some_and(|n| matches!(n.op, Op::Softmax));
         for n in &g.nodes {
-            if softmax && n.name == g.output {
-                continue;
-            }
             let unsupported = |why: &str| {
                 Error::Engine(format!(
                     "integer execution: node {} ({}): {why}",
@@ -163,7 +163,7 @@ impl IntModel {
                     StepKind::Layer(Box::new(bind_layer(n, plan, ins[0], out)?))
                 }
                 Op::Add if !is_out && ins.len() >= 2 => StepKind::Add,
-                Op::GlobalAvgPool if !is_out => StepKind::GlobalAvgPool,
+                Op::GlobalAvgPool => StepKind::GlobalAvgPool,
                 Op::MaxPool(p) if !is_out => StepKind::MaxPool(p.clone()),
                 Op::AvgPool(p) if !is_out => StepKind::AvgPool(p.clone()),
                 Op::Concat if !is_out => StepKind::Concat,
@@ -172,7 +172,7 @@ impl IntModel {
                 Op::Flatten if !is_out => StepKind::Flatten,
                 _ if is_out => {
                     return Err(unsupported(
-                        "the graph output must be a conv or linear layer",
+                        "the logits must be a conv, linear or global average pooling layer",
                     ))
                 }
                 _ => return Err(unsupported("no integer kernel for this op")),
@@ -190,6 +190,10 @@ impl IntModel {
                 kind,
                 out,
             });
+            // What follows the logits (softmax, flatten) is applied by `finish` or implied.
+            if is_out {
+                break;
+            }
         }
         let cpu = steps
             .iter()

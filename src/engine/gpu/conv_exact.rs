@@ -301,14 +301,15 @@ pub fn add_exact_encode(
     launch(ctx, enc, "add_exact", [a, b, a, y], &p)
 }
 
-/// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`.
+/// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`
+/// (centred codes, or f32 logits when `out` is `None`).
 pub fn gap_exact_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     (x, px): (&wgpu::Buffer, QParams),
     y: &wgpu::Buffer,
     (n, c, h, w): (usize, usize, usize, usize),
-    out: QParams,
+    out: Option<QParams>,
 ) -> Result<()> {
     buffers::check_len("gap x", x, n * c * h * w)?;
     buffers::check_len("gap y", y, n * c)?;
@@ -321,7 +322,7 @@ pub fn gap_exact_encode(
         s_b: 1.0 / (h * w) as f32,
         ..Default::default()
     };
-    out_fields(&mut p, Some(out));
+    out_fields(&mut p, out);
     launch(ctx, enc, "gap_exact", [x, x, x, y], &p)
 }
 

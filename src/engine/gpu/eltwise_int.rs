@@ -46,7 +46,8 @@ pub fn add_int_encode(
     launch(ctx, enc, spec, &[a, b, y], &p)
 }
 
-/// Records global average pooling of `n` NHWC-word images of `h × w × c` into `[n, c]` words.
+/// Records global average pooling of `n` NHWC-word images of `h × w × c` into `[n, c]`
+/// words, or into `[n, c]` f32 logits when `out` is `None`.
 #[allow(clippy::too_many_arguments)]
 pub fn gap_int_encode(
     ctx: &GpuContext,
@@ -55,7 +56,7 @@ pub fn gap_int_encode(
     px: QParams,
     y: &wgpu::Buffer,
     (n, c, h, w): (usize, usize, usize, usize),
-    out: QParams,
+    out: Option<QParams>,
 ) -> Result<()> {
     let cw = words_per_pixel(c);
     let mut p = IntParams {
@@ -68,11 +69,16 @@ pub fn gap_int_encode(
         s_b: 1.0 / (h * w) as f32,
         ..Default::default()
     };
-    out_fields(&mut p, Some(out));
+    out_fields(&mut p, out);
+    p.co = u32_of("channels", c)?;
     let spec = KernelSpec {
         name: "eltwise_int",
         source: SOURCE,
-        entry: "gap_int",
+        entry: if out.is_some() {
+            "gap_int"
+        } else {
+            "gap_int_logits"
+        },
         slots: &SLOTS,
         constants: &[],
         workgroup_bytes: 0,
