@@ -88,7 +88,7 @@ fn model(x: QParams, shape: [usize; 3], kind: StepKind, ins: &[&str], out: QPara
 
 /// A random quantizer, or `x` itself (codes copied) half of the time.
 fn out_params(x: QParams, seed: &mut u64) -> QParams {
-    if lcg(seed) % 2 == 0 {
+    if lcg(seed).is_multiple_of(2) {
         return x;
     }
     QParams::from_range(
