@@ -193,6 +193,15 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
         };
         let (_, m) = deploy_model(&raw, &cfg);
         assert_eq!(m.softmax, name != "small");
+        // Deploy max pools share their input's quantizer (codes taken as they are).
+        for mp in m
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::MaxPool(_)))
+        {
+            let input = m.steps.iter().find(|s| s.name == mp.inputs[0]).unwrap();
+            assert_eq!(mp.out, input.out, "{name}: max pool {}", mp.name);
+        }
         let last = &m.steps.last().unwrap().kind;
         assert_eq!(
             matches!(last, StepKind::GlobalAvgPool),
