@@ -5,6 +5,8 @@
 //   acc_chunked: a = x [N, CI, H, W], b = w [CO, CI/G, KH, KW] -> y = acc [N, CO, OH, OW]
 //   requant:     a = acc, b = acc2, chan = (mult, mult2, bias, 0) per channel -> y
 //   add_exact:     a, b -> y;   gap_exact: a = x [N, C, H, W] -> y [N, C]
+//   max_pool_exact: a = x -> y [N, C, OH, OW];  avg_pool_exact: the same, chan = 1/count
+//   per count of in-bounds taps;  concat_exact: a = x [N, ci, plane] -> y [N, co, plane]
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -15,6 +17,7 @@ struct Params {
     plane: u32, dual: u32, act: u32, logits: u32,
     out_zero: i32, out_qmax: f32, out_inv: f32, out_scale: f32,
     divides: u32, opaque: u32, s_a: f32, s_b: f32,
+    z_a: i32, c_off: u32, copy: u32, pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -129,7 +132,8 @@ fn add_exact(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // Global average pooling of one plane: the exact sum of its centred codes (f32 chunks of
-// p.chunk terms carried into i32), then (s_a * f32(sum)) * s_b with s_b = f32(1 / (H W)).
+// p.chunk terms carried into i32), then (s_a * f32(sum)) * s_b with s_b = f32(1 / (H W)),
+// quantized (or left f32 when it is the logits).
 @compute @workgroup_size(64, 1, 1)
 fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -148,5 +152,79 @@ fn gap_exact(@builtin(global_invocation_id) gid: vec3<u32>,
             count = 0u;
         }
     }
-    y[i] = quantize_centred(opaque(p.s_a * rne_f32(total + i32(part))) * p.s_b);
+    let v = opaque(p.s_a * rne_f32(total + i32(part))) * p.s_b;
+    if p.logits == 1u {
+        y[i] = v;
+    } else {
+        y[i] = quantize_centred(v);
+    }
+}
+
+// requant::act_code of a centred code v of the input quantizer (scale s_a) with
+// activation p.act (0 for max pooling and concat: requant_code).
+fn requant_centred(v: f32) -> f32 {
+    if p.copy == 1u { return v; }
+    return quantize_centred(act(opaque(v * p.s_a)));
+}
+
+// In-bounds input rows/columns lo..hi of output coordinate o (int_model::pool_taps).
+fn taps(o: u32, len: u32, k: u32, s: u32, pad: u32) -> vec2<u32> {
+    let lo = max(o * s, pad) - pad;
+    let hi = max(min(o * s + k, len + pad), pad) - pad;
+    return vec2<u32>(lo, max(hi, lo));
+}
+
+// Max pooling of one output: the max centred code over the in-bounds taps (code 0, i.e.
+// -z_a, for an empty window), then requant_centred.
+@compute @workgroup_size(64, 1, 1)
+fn max_pool_exact(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let pl = i / (p.ow * p.oh);
+    let ty = taps(oy, p.h, p.kh, p.sh, p.pt);
+    let tx = taps(ox, p.w, p.kw, p.sw, p.pl);
+    var m = f32(-p.z_a);
+    for (var iy = ty.x; iy < ty.y; iy++) {
+        for (var ix = tx.x; ix < tx.y; ix++) {
+            m = max(m, a[(pl * p.h + iy) * p.w + ix]);
+        }
+    }
+    y[i] = requant_centred(m);
+}
+
+// Average pooling of one output: the exact i32 sum of the in-bounds centred codes, then
+// (s_a * f32(sum)) * f32(1 / count) as gap_exact.
+@compute @workgroup_size(64, 1, 1)
+fn avg_pool_exact(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let pl = i / (p.ow * p.oh);
+    let ty = taps(oy, p.h, p.kh, p.sh, p.pt);
+    let tx = taps(ox, p.w, p.kw, p.sw, p.pl);
+    var total: i32 = 0;
+    for (var iy = ty.x; iy < ty.y; iy++) {
+        for (var ix = tx.x; ix < tx.y; ix++) {
+            total += i32(a[(pl * p.h + iy) * p.w + ix]);
+        }
+    }
+    let inv = chan[(ty.y - ty.x) * (tx.y - tx.x)];
+    y[i] = quantize_centred(opaque(p.s_a * rne_f32(total)) * inv);
+}
+
+// One input of a channel concatenation (one input and p.act: a standalone activation):
+// value i of [N, ci, plane] to channel c_off + c.
+@compute @workgroup_size(64, 1, 1)
+fn concat_exact(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let per = p.ci * p.plane;
+    let nb = i / per;
+    y[(nb * p.co + p.c_off) * p.plane + i % per] = requant_centred(a[i]);
 }

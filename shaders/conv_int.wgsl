@@ -14,6 +14,7 @@ struct Params {
     out_zero: i32, out_qmax: f32, out_scale: f32, opaque: u32,
     total: u32, act: u32, s_a: f32, z_a: i32,
     s_b: f32, z_b: i32, out_inv: f32, divides: u32,
+    c_in: u32, c_off: u32, copy: u32, last: u32,
 }
 
 // Per output channel and tensor t (index t * co + c).

@@ -11,12 +11,14 @@ mod fixtures;
 mod gpu;
 #[path = "int_exact/gpu_exact.rs"]
 mod gpu_exact;
+#[path = "int_exact/pool_ops.rs"]
+mod pool_ops;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};
 use ptq4::engine::device::GpuContext;
 use ptq4::engine::exec::exact_cpu;
-use ptq4::engine::exec::int_model::{Exec, IntModel};
+use ptq4::engine::exec::int_model::{Exec, IntModel, StepKind};
 use ptq4::engine::requant::Epilogue;
 use ptq4::graph::{passes, Op};
 use ptq4::quant::config::{quant_points, BitAlloc, Protocol, QuantConfig};
@@ -161,10 +163,11 @@ enum Target {
     Gpu(Exec),
 }
 
-/// Random deploy plans of the small graph (every Lite0 op kind; bit allocation, dual
-/// weights and bias correction varied) on `target`, against the CPU exact simulation: a batch
-/// of 3 (image-parallel) and one image (kernels in parallel); on the GPU simulation also with
-/// a binding limit so small that the batch runs one image per chunk. Skips without a GPU.
+/// Random deploy plans of the small graphs (every Lite0 op kind; pooling, concat, softmax
+/// after linear or GAP logits; bit allocation, dual weights and bias correction varied) on
+/// `target`, against the CPU exact simulation: a batch of 3 (image-parallel) and one image
+/// (kernels in parallel); on the GPU simulation also with a binding limit so small that the
+/// batch runs one image per chunk. Skips without a GPU.
 fn deploy_plans_equal_cpu_sim(target: Target) {
     let ctx = match target {
         Target::Gpu(_) => match common::gpu() {
@@ -173,11 +176,14 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
         },
         _ => None,
     };
+    // Binding limits just over one image's largest value (f32) of each graph.
     let tiny = matches!(target, Target::Gpu(Exec::Exact))
-        .then(|| GpuContext::new().unwrap().with_max_binding_bytes(1536));
-    for seed0 in 0..6u64 {
+        .then(|| [1536, 4096].map(|b| GpuContext::new().unwrap().with_max_binding_bytes(b)));
+    let graphs: [fn(&mut u64) -> ptq4::graph::Graph; 3] = [small_graph, pool_graph, gap_head_graph];
+    for (seed0, make) in (0..6u64).flat_map(|s| graphs.map(|g| (s, g))) {
         let mut seed = seed0;
-        let raw = small_graph(&mut seed);
+        let raw = make(&mut seed);
+        let name = raw.name.clone();
         let cfg = QuantConfig {
             protocol: Protocol::Deploy,
             bit_alloc: [BitAlloc::W, BitAlloc::None][seed0 as usize % 2],
@@ -186,6 +192,22 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
             ..QuantConfig::default()
         };
         let (_, m) = deploy_model(&raw, &cfg);
+        assert_eq!(m.softmax, name != "small");
+        // Deploy max pools share their input's quantizer (codes taken as they are).
+        for mp in m
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::MaxPool(_)))
+        {
+            let input = m.steps.iter().find(|s| s.name == mp.inputs[0]).unwrap();
+            assert_eq!(mp.out, input.out, "{name}: max pool {}", mp.name);
+        }
+        let last = &m.steps.last().unwrap().kind;
+        assert_eq!(
+            matches!(last, StepKind::GlobalAvgPool),
+            name == "gap-head",
+            "{name}: the logits step"
+        );
         let x = Tensor {
             shape: vec![3, 3, 10, 12],
             data: rand_t(&[3 * 3 * 10 * 12], &mut seed).data,
@@ -204,15 +226,19 @@ fn deploy_plans_equal_cpu_sim(target: Target) {
         let got = run(&x);
         assert_eq!(got.shape, vec![3, 5]);
         assert!(got.data.iter().all(|v| v.is_finite()));
-        assert_eq!(got.data, want.data, "{target:?} seed {seed0}");
+        assert_eq!(got.data, want.data, "{target:?} {name} seed {seed0}");
         assert_eq!(
             run(&x1).data[..],
             want.data[..5],
-            "{target:?} seed {seed0}, one image"
+            "{target:?} {name} seed {seed0}, one image"
         );
         if let Some(tiny) = &tiny {
+            let tiny = &tiny[usize::from(name != "small")];
             let c = m.forward_gpu(tiny, &x, Exec::Exact).unwrap();
-            assert_eq!(c.data, want.data, "seed {seed0}, one image per chunk");
+            assert_eq!(
+                c.data, want.data,
+                "{name} seed {seed0}, one image per chunk"
+            );
         }
     }
 }

@@ -16,7 +16,13 @@
 //! layer returns `y` without quantization. Elementwise ops between quantized tensors
 //! dequantize, compute in f32 and requantize with the same [`QParams::quantize`]:
 //! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), global average
-//! pooling `y = (s · f32(Σ(q − z))) · f32(1/(H·W))` (the integer sum is exact and order-free).
+//! pooling `y = (s · f32(Σ(q − z))) · f32(1/(H·W))` (the integer sum is exact and order-free),
+//! and average pooling the same per window with the count of its in-bounds taps. Ops that
+//! only move or select codes keep them when the input and output quantizers are equal and
+//! otherwise requantize each code ([`requant_code`]): concatenation per input, max pooling
+//! after the max of the codes (dequantization is monotone, so this equals
+//! dequantize–max–requantize; a window entirely in padding takes code 0). A standalone
+//! activation (ReLU after a residual add) is [`act_code`]: dequantize, activate, requantize.
 
 use rayon::prelude::*;
 
@@ -180,7 +186,29 @@ pub fn add_codes(ins: impl IntoIterator<Item = (QParams, u8)>, out: &QParams) ->
     out.quantize(it.fold(first, |y, (p, q)| y + p.dequantize(q)))
 }
 
-/// Global average pooling of one plane given its exact integer sum Σ(q − z).
+/// One code of quantizer `from` as a code of `to`: the code itself when the quantizers are
+/// equal, else `to.quantize(from.dequantize(q))`.
+#[inline]
+pub fn requant_code(from: &QParams, q: u8, to: &QParams) -> u8 {
+    if from == to {
+        q
+    } else {
+        to.quantize(from.dequantize(q))
+    }
+}
+
+/// A standalone activation on one code: `to.quantize(act(from.dequantize(q)))`; the code
+/// itself when there is no activation and the quantizers are equal ([`requant_code`]).
+#[inline]
+pub fn act_code(from: &QParams, q: u8, act: Activation, to: &QParams) -> u8 {
+    match act {
+        Activation::None => requant_code(from, q, to),
+        _ => to.quantize(act.apply(from.dequantize(q))),
+    }
+}
+
+/// Global (or windowed: average pooling, `count` = in-bounds taps, at least 1) average
+/// pooling of one plane given its exact integer sum Σ(q − z).
 #[inline]
 pub fn gap_code(p: &QParams, centered_sum: i64, count: usize, out: &QParams) -> u8 {
     out.quantize(gap_real(p, centered_sum, count))

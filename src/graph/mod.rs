@@ -107,6 +107,21 @@ pub struct Graph {
 impl Graph {
     pub const INPUT: &'static str = "input";
 
+    /// The value `deploy` integer execution leaves in f32 (its logits): the output, less an
+    /// output `Softmax` (applied afterwards in f32) and a `Flatten` of a global average pool
+    /// before it (SqueezeNet's head: the pool's f32 means are the logits).
+    pub fn logits(&self) -> &str {
+        let single = |v: &str, op: fn(&Op) -> bool| match self.node(v) {
+            Some(n) if op(&n.op) && n.inputs.len() == 1 => Some(n.inputs[0].as_str()),
+            _ => None,
+        };
+        let v = single(&self.output, |o| matches!(o, Op::Softmax)).unwrap_or(&self.output);
+        match single(v, |o| matches!(o, Op::Flatten)) {
+            Some(i) if matches!(self.node(i).map(|n| &n.op), Some(Op::GlobalAvgPool)) => i,
+            _ => v,
+        }
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

@@ -5,8 +5,9 @@
 //!   ReLU/ReLU6 is fused); conv outputs that feed pooling stay at 8 bits; residual sums,
 //!   pooling outputs, the graph input and the logits are not quantized. Weights of the kept
 //!   layers (first conv, classifier) at 8 bits. Simulation only.
-//! - `deploy`: per-tensor activation quantizers on every value except the logits and
-//!   `Flatten` outputs (a reshape of an already quantized value): the graph input, every
+//! - `deploy`: per-tensor activation quantizers on every value except the logits (the
+//!   output, less an output softmax and a flatten of a global average pool:
+//!   `Graph::logits`) and `Flatten` outputs (a reshape of an already quantized value): the graph input, every
 //!   conv/linear output, every residual sum and pooling output — so each conv/linear reads
 //!   codes. A value read by a kept 8-bit layer is quantized at 8 bits. Per-channel bit-widths
 //!   only for weights.
@@ -209,7 +210,10 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
                 act: Activation::None,
             });
             for n in &g.nodes {
-                if n.name == g.output || matches!(n.op, Op::Flatten | Op::Softmax) {
+                if n.name == g.output
+                    || n.name == g.logits()
+                    || matches!(n.op, Op::Flatten | Op::Softmax)
+                {
                     continue;
                 }
                 let act = match &n.op {

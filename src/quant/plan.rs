@@ -57,7 +57,8 @@ pub struct ActQuant {
     /// One per channel, or one for the whole tensor.
     pub params: Vec<QParams>,
     pub clip: String,
-    /// SQNR in dB on the calibration histogram (absent for data-free statistics).
+    /// SQNR in dB on the calibration histogram (absent for data-free statistics and for a
+    /// quantizer shared with another value).
     pub sqnr_db: Option<f64>,
 }
 
@@ -242,6 +243,9 @@ pub fn make_plan_with(
             .ok_or_else(|| Error::Quant(format!("no statistics for {}", p.value)))?;
         acts.push(plan_activation(p, s, cfg, mse)?);
     }
+    if cfg.protocol == Protocol::Deploy {
+        share_max_pool_quantizers(g, &mut acts);
+    }
     Ok(Plan {
         config: cfg.clone(),
         source: source.into(),
@@ -249,6 +253,31 @@ pub fn make_plan_with(
         layers: out,
         acts,
     })
+}
+
+/// `deploy`: a max pool's output takes its input's per-tensor quantizer when both have the
+/// same bit-width, so integer execution takes the max of the codes as they are (max
+/// commutes with a monotone quantizer, and the pooled range lies within the input's);
+/// otherwise the pool keeps its own quantizer and its codes are requantized.
+fn share_max_pool_quantizers(g: &Graph, acts: &mut [ActQuant]) {
+    for n in &g.nodes {
+        let (Op::MaxPool(_), [input]) = (&n.op, &n.inputs[..]) else {
+            continue;
+        };
+        let pos = |v: &str| acts.iter().position(|a| a.value == v);
+        let (Some(i), Some(o)) = (pos(input), pos(&n.name)) else {
+            continue;
+        };
+        let (a, b) = (&acts[i], &acts[o]);
+        if a.per_channel || b.per_channel || a.params.len() != 1 || b.params.len() != 1 {
+            continue;
+        }
+        if a.params[0].bits == b.params[0].bits {
+            acts[o].params = acts[i].params.clone();
+            acts[o].clip = format!("shared with {input}");
+            acts[o].sqnr_db = None;
+        }
+    }
 }
 
 fn plan_activation(

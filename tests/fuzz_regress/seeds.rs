@@ -40,8 +40,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
 }
 
 /// conv → BN → ReLU6 → depthwise conv → BN → ReLU → (+ skip) → max pool ‖ avg pool → concat
-/// → GAP → flatten → linear → softmax, on a 3 × 8 × 8 input. With `integer`, only what the
-/// `deploy` integer kernels run: the pools, concat and softmax are left out.
+/// → GAP → flatten → linear → softmax, on a 3 × 8 × 8 input. With `integer`, the pools,
+/// concat and softmax are left out (what the `deploy` integer kernels ran when the seeds
+/// were made; the seeds stay as they are).
 fn graph(integer: bool) -> Graph {
     let seed = &mut 7u64;
     let mut params = BTreeMap::new();

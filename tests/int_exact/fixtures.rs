@@ -1,12 +1,13 @@
 //! Shared fixtures of the integer-execution tests: random codes and quantizers, an exact
-//! i64 conv oracle, a small graph with every Lite0 op kind, deploy plans, Lite0 inputs.
+//! i64 conv oracle, small graphs with every Lite0 op kind and with pooling and concat,
+//! deploy plans, Lite0 inputs.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::QTensor;
 use ptq4::engine::exec::int_model::IntModel;
-use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
+use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Pool, Preprocess};
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::plan::make_plan;
 use ptq4::quant::QParams;
@@ -291,6 +292,96 @@ pub fn small_graph(seed: &mut u64) -> Graph {
         params,
         preprocess: Preprocess::efficientnet(12),
     }
+}
+
+/// conv → BN → ReLU6 → max pool 3×3/2 (padded) → {1×1 → BN → max pool 2×2/1 (bottom/right
+/// padding, signed values); avg pool 3×3/1 (padded: border windows count fewer taps)} →
+/// add → standalone ReLU → concat(max pool 2×2, ReLU, max pool 3×3) (3 × 8 channels; the
+/// GPU's part-filled words are left to `pool_ops`) → 1×1 → GAP → flatten → linear →
+/// softmax (applied to the integer logits in f32): the ops of the ResNet/Inception family
+/// beyond Lite0, on the same 3×10×12 input and 5 outputs as [`small_graph`].
+pub fn pool_graph(seed: &mut u64) -> Graph {
+    let mut params = BTreeMap::new();
+    for (name, c) in [("bn1", 8), ("bn2", 8)] {
+        params.insert(format!("{name}.weight"), rand_t(&[c], seed));
+        params.insert(format!("{name}.bias"), rand_t(&[c], seed));
+        params.insert(format!("{name}.running_mean"), rand_t(&[c], seed));
+        let v = rand_t(&[c], seed);
+        params.insert(
+            format!("{name}.running_var"),
+            Tensor {
+                shape: v.shape,
+                data: v.data.iter().map(|x| x.abs() + 0.1).collect(),
+            },
+        );
+    }
+    params.insert("c1.weight".into(), rand_t(&[8, 3, 3, 3], seed));
+    params.insert("pw.weight".into(), rand_t(&[8, 8, 1, 1], seed));
+    params.insert("c2.weight".into(), rand_t(&[8, 24, 1, 1], seed));
+    params.insert("fc.weight".into(), rand_t(&[5, 8], seed));
+    params.insert("fc.bias".into(), rand_t(&[5], seed));
+    let pool = |k: usize, s: usize, padding: [usize; 4]| Pool {
+        kernel: [k, k],
+        stride: [s, s],
+        padding,
+    };
+    Graph {
+        name: "pools".into(),
+        input_shape: vec![3, 10, 12],
+        nodes: vec![
+            node(
+                "c1",
+                Op::Conv2d(conv(3, 8, 3, 1, 1, [1, 1, 1, 1])),
+                &["input"],
+            ),
+            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node("r1", Op::Relu6, &["bn1"]),
+            node("mp", Op::MaxPool(pool(3, 2, [1, 1, 1, 1])), &["r1"]),
+            node("pw", Op::Conv2d(conv(8, 8, 1, 1, 1, [0; 4])), &["mp"]),
+            node("bn2", Op::BatchNorm { eps: 1e-3 }, &["pw"]),
+            node("mp2", Op::MaxPool(pool(2, 1, [0, 0, 1, 1])), &["bn2"]),
+            node("ap", Op::AvgPool(pool(3, 1, [1, 1, 1, 1])), &["mp"]),
+            node("sum", Op::Add, &["ap", "mp2"]),
+            node("ra", Op::Relu, &["sum"]),
+            node("cat", Op::Concat, &["mp2", "ra", "mp"]),
+            node("c2", Op::Conv2d(conv(24, 8, 1, 1, 1, [0; 4])), &["cat"]),
+            node("gap", Op::GlobalAvgPool, &["c2"]),
+            node("flat", Op::Flatten, &["gap"]),
+            node(
+                "fc",
+                Op::Linear(Linear {
+                    in_features: 8,
+                    out_features: 5,
+                    bias: true,
+                    act: Activation::None,
+                }),
+                &["flat"],
+            ),
+            node("sm", Op::Softmax, &["fc"]),
+        ],
+        output: "sm".into(),
+        params,
+        preprocess: Preprocess::efficientnet(12),
+    }
+}
+
+/// [`pool_graph`] with SqueezeNet's head: the last 1×1 has 5 channels and the global
+/// average pool is the logits (… → 1×1 → GAP → flatten → softmax, no linear layer).
+pub fn gap_head_graph(seed: &mut u64) -> Graph {
+    let mut g = pool_graph(seed);
+    g.name = "gap-head".into();
+    g.params.retain(|k, _| !k.starts_with("fc."));
+    g.params
+        .insert("c2.weight".into(), rand_t(&[5, 24, 1, 1], seed));
+    g.nodes.retain(|n| n.name != "fc");
+    for n in &mut g.nodes {
+        match n.name.as_str() {
+            "c2" => n.op = Op::Conv2d(conv(24, 5, 1, 1, 1, [0; 4])),
+            "sm" => n.inputs = vec!["flat".into()],
+            _ => {}
+        }
+    }
+    g
 }
 
 pub fn deploy_model(raw: &Graph, cfg: &QuantConfig) -> (Graph, IntModel) {

@@ -13,12 +13,12 @@
 
 use std::collections::HashMap;
 
-use super::int_model::{IntLayer, IntModel, StepKind};
+use super::int_model::{pool_out_hw, pool_taps, IntLayer, IntModel, StepKind};
 use crate::engine::cpu::int::{self, QTensor};
 use crate::engine::exact::exact_in_f32;
-use crate::engine::requant::{add_codes, gap_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph};
+use crate::graph::{Conv2d, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -220,7 +220,7 @@ impl IntModel {
                 StepKind::Layer(l) => {
                     let (acc, acc2, shape) = exact_acc(l, ins[0])?;
                     let Some(out) = s.out else {
-                        return logits(l, &acc, acc2.as_deref(), shape);
+                        return logits(l, &acc, acc2.as_deref(), shape).map(|t| self.finish(t));
                     };
                     let codes = requantize(l, &acc, acc2.as_deref(), &shape);
                     QTensor {
@@ -229,8 +229,29 @@ impl IntModel {
                         params: out,
                     }
                 }
-                StepKind::Add => add(ins, s.out)?,
-                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
+                StepKind::Add => add(&ins, s.out)?,
+                StepKind::GlobalAvgPool => match s.out {
+                    Some(out) => gap(ins[0], out)?,
+                    None => return gap_logits(ins[0]).map(|t| self.finish(t)),
+                },
+                StepKind::MaxPool(p) => pool(ins[0], p, true, s.out, &s.name)?,
+                StepKind::AvgPool(p) => pool(ins[0], p, false, s.out, &s.name)?,
+                StepKind::Concat => concat(&ins, s.out)?,
+                StepKind::Act(a) => {
+                    let x = ins[0];
+                    let out = s.out.ok_or_else(|| {
+                        Error::Engine("activation without an output quantizer".into())
+                    })?;
+                    QTensor {
+                        shape: x.shape.clone(),
+                        codes: x
+                            .codes
+                            .iter()
+                            .map(|&q| act_code(&x.params, q, *a, &out))
+                            .collect(),
+                        params: out,
+                    }
+                }
                 StepKind::Flatten => {
                     let n = ins[0].shape[0];
                     QTensor {
@@ -300,7 +321,7 @@ fn logits(l: &IntLayer, acc: &[f32], acc2: Option<&[f32]>, shape: Vec<usize>) ->
     Tensor::from_vec(&shape, data)
 }
 
-fn add(ins: Vec<&QTensor>, out: Option<QParams>) -> Result<QTensor> {
+fn add(ins: &[&QTensor], out: Option<QParams>) -> Result<QTensor> {
     let out = out.ok_or_else(|| Error::Engine("add without an output quantizer".into()))?;
     let first = ins[0];
     if ins.iter().any(|t| t.shape != first.shape) {
@@ -316,8 +337,19 @@ fn add(ins: Vec<&QTensor>, out: Option<QParams>) -> Result<QTensor> {
     })
 }
 
-fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
-    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+/// Global average pooling as the logits: `[n, c]` f32 means (`gap_real`).
+fn gap_logits(x: &QTensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims()?;
+    let z = x.params.zero_point as i64;
+    let data = x
+        .codes
+        .chunks(h * w)
+        .map(|pl| gap_real(&x.params, pl.iter().map(|&q| q as i64 - z).sum(), h * w))
+        .collect();
+    Tensor::from_vec(&[n, c], data)
+}
+
+fn gap(x: &QTensor, out: QParams) -> Result<QTensor> {
     let (n, c, h, w) = x.dims()?;
     let z = x.params.zero_point as i64;
     let codes = x
@@ -330,6 +362,68 @@ fn gap(x: &QTensor, out: Option<QParams>) -> Result<QTensor> {
         .collect();
     Ok(QTensor {
         shape: vec![n, c, 1, 1],
+        codes,
+        params: out,
+    })
+}
+
+/// Max or average pooling of NCHW codes, window by window over the in-bounds taps (the
+/// shared rules: `requant_code` of the max code, 0 for an empty window; `gap_code` of the
+/// centred sum with the in-bounds count).
+fn pool(x: &QTensor, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+    let (n, c, h, w) = x.dims()?;
+    let (oh, ow) = pool_out_hw(p, h, w, name)?;
+    let ty = pool_taps(oh, h, p.kernel[0], p.stride[0], p.padding[0]);
+    let tx = pool_taps(ow, w, p.kernel[1], p.stride[1], p.padding[1]);
+    let z = x.params.zero_point as i64;
+    let mut codes = Vec::with_capacity(n * c * oh * ow);
+    for pl in x.codes.chunks(h * w) {
+        for &(y0, y1) in &ty {
+            for &(x0, x1) in &tx {
+                let taps = (y0..y1).flat_map(|iy| pl[iy * w + x0..iy * w + x1].iter());
+                codes.push(if max {
+                    let m = taps.copied().max().unwrap_or(0);
+                    requant_code(&x.params, m, &out)
+                } else {
+                    let s: i64 = taps.map(|&q| q as i64 - z).sum();
+                    gap_code(&x.params, s, ((y1 - y0) * (x1 - x0)).max(1), &out)
+                });
+            }
+        }
+    }
+    Ok(QTensor {
+        shape: vec![n, c, oh, ow],
+        codes,
+        params: out,
+    })
+}
+
+/// Concatenation of NCHW codes along channels, code by code through `requant_code`.
+fn concat(ins: &[&QTensor], out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("concat without an output quantizer".into()))?;
+    let (n, _, h, w) = ins[0].dims()?;
+    let mut c = 0;
+    for t in ins {
+        let (tn, tc, th, tw) = t.dims()?;
+        if (tn, th, tw) != (n, h, w) {
+            return Err(Error::Engine("integer concat: input sizes differ".into()));
+        }
+        c += tc;
+    }
+    let mut codes = Vec::with_capacity(n * c * h * w);
+    for img in 0..n {
+        for t in ins {
+            let per = t.codes.len() / n;
+            codes.extend(
+                t.codes[img * per..(img + 1) * per]
+                    .iter()
+                    .map(|&q| requant_code(&t.params, q, &out)),
+            );
+        }
+    }
+    Ok(QTensor {
+        shape: vec![n, c, h, w],
         codes,
         params: out,
     })

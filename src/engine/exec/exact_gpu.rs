@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use crate::engine::cpu::int::{conv_out_hw, QTensor};
 use crate::engine::device::buffers::{self, BufferPool};
 use crate::engine::device::context::GpuContext;
-use crate::engine::exec::int_model::{IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::exec::int_model::{pool_out_hw, IntLayer, IntModel, IntOutput, StepKind};
 use crate::engine::gpu::conv_exact::{
-    acc_encode, add_exact_encode, gap_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
+    acc_encode, act_exact_encode, add_exact_encode, concat_exact_encode, gap_exact_encode,
+    pool_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
@@ -88,6 +89,26 @@ fn step_dims(model: &IntModel, layers: &[Option<GpuExactLayer>], dims: Dims) -> 
                 )))
             }
             (StepKind::GlobalAvgPool, _) => (c, 1, 1),
+            (StepKind::MaxPool(p) | StepKind::AvgPool(p), _) => {
+                let (oh, ow) = pool_out_hw(p, h, w, &s.name)?;
+                (c, oh, ow)
+            }
+            (StepKind::Concat, _) => {
+                let mut co = 0;
+                for i in &s.inputs {
+                    let d = by_name.get(i.as_str()).copied().ok_or_else(|| {
+                        Error::Engine(format!("step {}: input is not available", s.name))
+                    })?;
+                    if (d.1, d.2) != (h, w) {
+                        return Err(Error::Engine(format!(
+                            "step {}: concat inputs differ in size",
+                            s.name
+                        )));
+                    }
+                    co += d.0;
+                }
+                (co, h, w)
+            }
             _ => (c, h, w),
         };
         by_name.insert(s.name.as_str(), d);
@@ -212,13 +233,83 @@ fn run_chunk(
                 }
             }
             StepKind::GlobalAvgPool => {
-                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                 let y = pool.take(ctx, m * c);
-                gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), oq)?;
+                gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), s.out)?;
+                let Some(oq) = s.out else {
+                    ctx.submit(enc)?;
+                    return Ok((buffers::read(ctx, &y, m * c)?, vec![m, c]));
+                };
                 Value {
                     buf: y,
                     params: oq,
                     dims: (c, 1, 1),
+                }
+            }
+            StepKind::MaxPool(win) | StepKind::AvgPool(win) => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let (oh, ow) = pool_out_hw(win, h, w, &s.name)?;
+                let y = pool.take(ctx, m * c * oh * ow);
+                let max = matches!(s.kind, StepKind::MaxPool(_));
+                pool_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &y,
+                    (m, c, h, w),
+                    (oh, ow),
+                    win,
+                    max,
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: (c, oh, ow),
+                }
+            }
+            StepKind::Concat => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let ins = s.inputs.iter().map(get).collect::<Result<Vec<_>>>()?;
+                if ins.iter().any(|v| (v.dims.1, v.dims.2) != (h, w)) {
+                    return Err(fail("concat inputs differ in size"));
+                }
+                let co: usize = ins.iter().map(|v| v.dims.0).sum();
+                let y = pool.take(ctx, m * co * h * w);
+                let mut off = 0;
+                for v in &ins {
+                    concat_exact_encode(
+                        ctx,
+                        &mut enc,
+                        (&v.buf, v.params),
+                        &y,
+                        (m, h * w),
+                        (v.dims.0, off, co),
+                        oq,
+                    )?;
+                    off += v.dims.0;
+                }
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: (co, h, w),
+                }
+            }
+            StepKind::Act(act) => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let y = pool.take(ctx, m * c * h * w);
+                act_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &y,
+                    (m, c, h * w),
+                    *act,
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: a.dims,
                 }
             }
             // NCHW [m, C, 1, 1] is already [m, C].

@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
-use crate::engine::exec::int_model::{IntModel, StepKind};
-use crate::engine::requant::{add_codes, gap_code};
+use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Activation, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -46,6 +46,11 @@ impl IntModel {
     /// [`IntModel::forward_int`], also returning the seconds spent in each step (summed over
     /// the images of a batch, so CPU time in the image-parallel part).
     pub fn forward_int_profiled(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
+        let (t, times) = self.logits_int(x, isa)?;
+        Ok((self.finish(t), times))
+    }
+
+    fn logits_int(&self, x: &Tensor, isa: Isa) -> Result<(Tensor, Vec<f64>)> {
         self.check_input(x)?;
         let mut times = vec![0.0; self.steps.len()];
         let n = x.shape[0];
@@ -170,7 +175,11 @@ impl IntModel {
                     layer(cl, &l.ep, ins[0], isa, par, l.conv.is_none())?
                 }
                 StepKind::Add => Value::Map(add(&ins, s.out)?),
-                StepKind::GlobalAvgPool => Value::Map(gap(ins[0], s.out)?),
+                StepKind::GlobalAvgPool => gap(ins[0], s.out)?,
+                StepKind::MaxPool(p) => Value::Map(pool(ins[0], p, true, s.out, &s.name)?),
+                StepKind::AvgPool(p) => Value::Map(pool(ins[0], p, false, s.out, &s.name)?),
+                StepKind::Concat => Value::Map(concat(&ins, s.out)?),
+                StepKind::Act(a) => Value::Map(activation(ins[0], *a, s.out)?),
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
             };
             for i in &s.inputs {
@@ -302,31 +311,131 @@ fn add(ins: &[&Map], out: Option<QParams>) -> Result<Map> {
     })
 }
 
-/// Global average pooling of an NHWC map (exact integer sums per channel).
-fn gap(x: &Map, out: Option<QParams>) -> Result<Map> {
-    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+/// Global average pooling of an NHWC map (exact integer sums per channel): codes, or the
+/// `[n, c]` f32 logits without an output quantizer.
+fn gap(x: &Map, out: Option<QParams>) -> Result<Value> {
     let (hw, c) = (x.h * x.w, x.c);
     let z = x.params.zero_point as i64;
-    let mut codes = Vec::with_capacity(x.n * c);
-    let mut sums = vec![0i64; c];
+    let mut sums = Vec::with_capacity(x.n * c);
     for img in x.codes.chunks_exact(hw * c) {
-        sums.fill(0);
+        let mut s = vec![-z * hw as i64; c];
         for px in img.chunks_exact(c) {
-            for (s, &q) in sums.iter_mut().zip(px) {
+            for (s, &q) in s.iter_mut().zip(px) {
                 *s += q as i64;
             }
         }
-        codes.extend(
-            sums.iter()
-                .map(|&s| gap_code(&x.params, s - z * hw as i64, hw, &out)),
-        );
+        sums.extend(s);
     }
-    Ok(Map {
+    let Some(out) = out else {
+        let data = sums.iter().map(|&s| gap_real(&x.params, s, hw)).collect();
+        return Tensor::from_vec(&[x.n, c], data).map(Value::Logits);
+    };
+    Ok(Value::Map(Map {
         n: x.n,
         h: 1,
         w: 1,
         c,
+        codes: sums
+            .iter()
+            .map(|&s| gap_code(&x.params, s, hw, &out))
+            .collect(),
+        params: out,
+    }))
+}
+
+/// Max (`max`) or average pooling of an NHWC map: per output pixel and channel, the max of
+/// the in-bounds codes requantized (`requant_code`; 0 for a window entirely in padding), or
+/// the exact centred sum over the in-bounds taps through `gap_code` with their count.
+fn pool(x: &Map, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("pooling without an output quantizer".into()))?;
+    let (oh, ow) = pool_out_hw(p, x.h, x.w, name)?;
+    let ty = pool_taps(oh, x.h, p.kernel[0], p.stride[0], p.padding[0]);
+    let tx = pool_taps(ow, x.w, p.kernel[1], p.stride[1], p.padding[1]);
+    let (c, z) = (x.c, x.params.zero_point as i64);
+    let mut codes = Vec::with_capacity(x.n * oh * ow * c);
+    let mut acc = vec![0i64; c];
+    for img in x.codes.chunks_exact(x.h * x.w * c) {
+        for &(y0, y1) in &ty {
+            for &(x0, x1) in &tx {
+                acc.fill(0);
+                for iy in y0..y1 {
+                    for px in img[(iy * x.w + x0) * c..(iy * x.w + x1) * c].chunks_exact(c) {
+                        for (a, &q) in acc.iter_mut().zip(px) {
+                            *a = if max {
+                                (*a).max(q as i64)
+                            } else {
+                                *a + q as i64 - z
+                            };
+                        }
+                    }
+                }
+                let count = (y1 - y0) * (x1 - x0);
+                codes.extend(acc.iter().map(|&a| {
+                    if max {
+                        requant_code(&x.params, a as u8, &out)
+                    } else {
+                        gap_code(&x.params, a, count.max(1), &out)
+                    }
+                }));
+            }
+        }
+    }
+    Ok(Map {
+        n: x.n,
+        h: oh,
+        w: ow,
+        c,
         codes,
         params: out,
+    })
+}
+
+/// Concatenation of NHWC maps along channels, each input's codes requantized to the output
+/// quantizer (`requant_code`, through a table of its codes).
+fn concat(ins: &[&Map], out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("concat without an output quantizer".into()))?;
+    let a = ins[0];
+    if ins.iter().any(|t| (t.n, t.h, t.w) != (a.n, a.h, a.w)) {
+        return Err(Error::Engine("integer concat: input sizes differ".into()));
+    }
+    let c: usize = ins.iter().map(|t| t.c).sum();
+    let tables: Vec<Vec<u8>> = ins
+        .iter()
+        .map(|t| {
+            (0..=t.params.qmax().max(0) as u8)
+                .map(|q| requant_code(&t.params, q, &out))
+                .collect()
+        })
+        .collect();
+    let mut codes = Vec::with_capacity(a.n * a.h * a.w * c);
+    for px in 0..a.n * a.h * a.w {
+        for (t, table) in ins.iter().zip(&tables) {
+            codes.extend(
+                t.codes[px * t.c..(px + 1) * t.c]
+                    .iter()
+                    .map(|&q| table[q as usize]),
+            );
+        }
+    }
+    Ok(Map {
+        n: a.n,
+        h: a.h,
+        w: a.w,
+        c,
+        codes,
+        params: out,
+    })
+}
+
+/// A standalone activation on a map, through a table of `act_code` over the input's codes.
+fn activation(x: &Map, act: Activation, out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("activation without an output quantizer".into()))?;
+    let table: Vec<u8> = (0..=x.params.qmax().max(0) as u8)
+        .map(|q| act_code(&x.params, q, act, &out))
+        .collect();
+    Ok(Map {
+        codes: x.codes.iter().map(|&q| table[q as usize]).collect(),
+        params: out,
+        ..*x
     })
 }

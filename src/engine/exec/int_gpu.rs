@@ -10,12 +10,14 @@ use super::exact_gpu;
 use crate::engine::cpu::int::QTensor;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
-use crate::engine::exec::int_model::{Exec, IntLayer, IntModel, IntOutput, StepKind};
+use crate::engine::exec::int_model::{pool_out_hw, Exec, IntLayer, IntModel, IntOutput, StepKind};
 use crate::engine::gpu::conv_exact::GpuExactLayer;
 use crate::engine::gpu::conv_int::{
     conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
-use crate::engine::gpu::eltwise_int::{add_int_encode, gap_int_encode};
+use crate::engine::gpu::eltwise_int::{
+    act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
+};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -151,7 +153,10 @@ impl GpuIntModel<'_> {
         let model = self.model;
         let layers = match exec {
             Exec::Int => self.int_layers(ctx)?,
-            Exec::Exact => return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x),
+            Exec::Exact => {
+                return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x)
+                    .map(|t| model.finish(t))
+            }
         };
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;
@@ -255,13 +260,92 @@ impl GpuIntModel<'_> {
                     }
                 }
                 StepKind::GlobalAvgPool => {
-                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let Some(oq) = s.out else {
+                        let yb = buffers::filled(ctx, "int logits", n * c, buffers::SENTINEL_F32);
+                        gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, None)?;
+                        logits = Some((yb, n * c, vec![n, c]));
+                        continue;
+                    };
                     let yb = buffers::zeroed(ctx, "int gap", (n * words_per_pixel(c) * 4) as u64);
-                    gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, oq)?;
+                    gap_int_encode(ctx, &mut enc, &a.buf, a.params, &yb, a.dims, Some(oq))?;
                     Value {
                         buf: yb,
                         params: oq,
                         dims: (n, c, 1, 1),
+                    }
+                }
+                StepKind::MaxPool(pool) | StepKind::AvgPool(pool) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let (oh, ow) = pool_out_hw(pool, h, w, &s.name)?;
+                    let words = n * oh * ow * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int pool", (words * 4) as u64);
+                    let max = matches!(s.kind, StepKind::MaxPool(_));
+                    pool_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        a.dims,
+                        (oh, ow),
+                        pool,
+                        max,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, c, oh, ow),
+                    }
+                }
+                StepKind::Concat => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let ins = s.inputs.iter().map(get).collect::<Result<Vec<_>>>()?;
+                    if ins
+                        .iter()
+                        .any(|v| (v.dims.0, v.dims.2, v.dims.3) != (n, h, w))
+                    {
+                        return Err(fail("concat inputs differ in size"));
+                    }
+                    let co: usize = ins.iter().map(|v| v.dims.1).sum();
+                    let words = n * h * w * words_per_pixel(co);
+                    let yb = buffers::zeroed(ctx, "int concat", (words * 4) as u64);
+                    let mut off = 0;
+                    for (k, v) in ins.iter().enumerate() {
+                        concat_int_encode(
+                            ctx,
+                            &mut enc,
+                            (&v.buf, v.params),
+                            &yb,
+                            n * h * w,
+                            (v.dims.1, off, co),
+                            k + 1 == ins.len(),
+                            oq,
+                        )?;
+                        off += v.dims.1;
+                    }
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: (n, co, h, w),
+                    }
+                }
+                StepKind::Act(act) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int act", (words * 4) as u64);
+                    act_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        (n * h * w, c),
+                        *act,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
                     }
                 }
                 StepKind::Flatten => {
@@ -289,6 +373,6 @@ impl GpuIntModel<'_> {
             .ok_or_else(|| Error::Engine(format!("output {} was not produced", model.output)))?;
         ctx.submit(enc)?;
         let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
-        Tensor::from_vec(&shape, data)
+        Tensor::from_vec(&shape, data).map(|t| model.finish(t))
     }
 }

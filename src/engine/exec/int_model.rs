@@ -7,16 +7,22 @@
 //!
 //! Both finish every layer with the one rule of `engine::requant`. The f32 graph input is
 //! quantized with the `input` point's quantizer; every value is then a per-tensor quantized
-//! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`.
-//! Residual adds and global average pooling dequantize, compute in f32 and requantize
-//! (`requant::add_codes`, `requant::gap_code`); `Flatten` passes codes through.
+//! tensor, except the logits (the output conv/linear), which leave as f32 `act(acc_real)`;
+//! a global average pool may be the logits too (`requant::gap_real`, shape `[N, C]`: the
+//! flatten after it is implied). An output softmax (`Graph::logits`) is applied to them in
+//! f32 by `engine::cpu::softmax` on the host, after every executor ([`IntModel::finish`]).
+//! Residual adds and average pooling dequantize, compute in f32 and requantize
+//! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
+//! concatenation (along channels) copies them, each requantized to the output quantizer
+//! where it differs (`requant::requant_code`); a standalone ReLU/ReLU6 requantizes each
+//! code through the activation (`requant::act_code`); `Flatten` passes codes through.
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
 use crate::engine::requant::Epilogue;
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph, Op};
+use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -67,6 +73,14 @@ pub enum StepKind {
     Layer(Box<IntLayer>),
     Add,
     GlobalAvgPool,
+    /// Max pooling over in-bounds taps (`engine::cpu::pool` semantics).
+    MaxPool(Pool),
+    /// Average pooling; the divisor is the count of in-bounds taps.
+    AvgPool(Pool),
+    /// Concatenation along channels, inputs in order.
+    Concat,
+    /// A standalone activation (not fused into a layer), code by code.
+    Act(Activation),
     Flatten,
 }
 
@@ -86,7 +100,10 @@ pub struct IntModel {
     pub input: QParams,
     pub input_shape: Vec<usize>,
     pub steps: Vec<Step>,
+    /// The logits step.
     pub output: String,
+    /// Whether the graph ends with a softmax of the logits.
+    pub softmax: bool,
     /// Per step: the layer's weights packed for the CPU integer kernels.
     pub cpu: Vec<Option<CpuLayer>>,
 }
@@ -113,6 +130,10 @@ impl IntModel {
         let input = per_tensor(plan, Graph::INPUT)?;
         params.insert(Graph::INPUT, input);
         let mut steps = Vec::with_capacity(g.nodes.len());
+        let logits = g.logits();
+        let softmax = g
+            .node(&g.output)
+            .is_some_and(|n| matches!(n.op, Op::Softmax));
         for n in &g.nodes {
             let unsupported = |why: &str| {
                 Error::Engine(format!(
@@ -131,7 +152,7 @@ impl IntModel {
                         .ok_or_else(|| unsupported(&format!("input {i} is not quantized")))
                 })
                 .collect::<Result<_>>()?;
-            let is_out = n.name == g.output;
+            let is_out = n.name == logits;
             let out = if is_out || matches!(n.op, Op::Flatten) {
                 None
             } else {
@@ -142,11 +163,16 @@ impl IntModel {
                     StepKind::Layer(Box::new(bind_layer(n, plan, ins[0], out)?))
                 }
                 Op::Add if !is_out && ins.len() >= 2 => StepKind::Add,
-                Op::GlobalAvgPool if !is_out => StepKind::GlobalAvgPool,
+                Op::GlobalAvgPool => StepKind::GlobalAvgPool,
+                Op::MaxPool(p) if !is_out => StepKind::MaxPool(p.clone()),
+                Op::AvgPool(p) if !is_out => StepKind::AvgPool(p.clone()),
+                Op::Concat if !is_out => StepKind::Concat,
+                Op::Relu if !is_out => StepKind::Act(Activation::Relu),
+                Op::Relu6 if !is_out => StepKind::Act(Activation::Relu6),
                 Op::Flatten if !is_out => StepKind::Flatten,
                 _ if is_out => {
                     return Err(unsupported(
-                        "the graph output must be a conv or linear layer",
+                        "the logits must be a conv, linear or global average pooling layer",
                     ))
                 }
                 _ => return Err(unsupported("no integer kernel for this op")),
@@ -164,6 +190,10 @@ impl IntModel {
                 kind,
                 out,
             });
+            // What follows the logits (softmax, flatten) is applied by `finish` or implied.
+            if is_out {
+                break;
+            }
         }
         let cpu = steps
             .iter()
@@ -176,9 +206,20 @@ impl IntModel {
             input,
             input_shape: g.input_shape.clone(),
             steps,
-            output: g.output.clone(),
+            output: logits.to_string(),
+            softmax,
             cpu,
         })
+    }
+
+    /// The model's result from the logits every executor computes: the logits, or their
+    /// softmax when the graph ends with one.
+    pub fn finish(&self, logits: Tensor) -> Tensor {
+        if self.softmax {
+            crate::engine::cpu::softmax(&logits)
+        } else {
+            logits
+        }
     }
 
     /// Quantizes an f32 NCHW batch with the input quantizer.
@@ -217,6 +258,28 @@ impl IntModel {
         }
         r
     }
+}
+
+/// The (OH, OW) of pooling `p` on an `h × w` map, or the error naming `node`.
+pub fn pool_out_hw(p: &Pool, h: usize, w: usize, node: &str) -> Result<(usize, usize)> {
+    p.out_hw(h, w).ok_or_else(|| {
+        Error::Engine(format!(
+            "integer pooling {node}: window {:?} does not fit {h}×{w}",
+            p.kernel
+        ))
+    })
+}
+
+/// For each of `out` positions along one axis: the in-bounds tap range `lo..hi` (input
+/// coordinates) of a window of `k` taps at stride `s` with leading padding `pad`.
+pub fn pool_taps(out: usize, len: usize, k: usize, s: usize, pad: usize) -> Vec<(usize, usize)> {
+    (0..out)
+        .map(|o| {
+            let lo = (o * s).max(pad) - pad;
+            let hi = (o * s + k).min(len + pad).saturating_sub(pad);
+            (lo, hi.max(lo))
+        })
+        .collect()
 }
 
 fn bind_layer(

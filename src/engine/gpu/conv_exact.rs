@@ -17,7 +17,10 @@
 //!
 //! Then `requant` is `requant::Epilogue` op for op (products kept out of FMA contraction)
 //! followed by `QParams::quantize` as a centred code, or the f32 logits; `add_exact` and
-//! `gap_exact` are `requant::add_codes` and `requant::gap_code` on centred codes.
+//! `gap_exact` are `requant::add_codes` and `requant::gap_code` on centred codes;
+//! `avg_pool_exact` is `gap_code` per window (1/count from a host table), `max_pool_exact`
+//! and `concat_exact` are `requant::requant_code` of the max code or of each code
+//! (`concat_exact` with one input and an activation: `requant::act_code`).
 //! Bindings of every entry: 0 a, 1 b, 2 chan → 3 y → 4 [`ExactParams`].
 
 use bytemuck::{Pod, Zeroable};
@@ -29,7 +32,7 @@ use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::exact::{chunk_len, exact_in_f32, max_centred};
 use crate::engine::requant::QUANTIZE_DIVIDES;
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Conv2d};
+use crate::graph::{Activation, Conv2d, Pool};
 use crate::quant::QParams;
 
 pub const SOURCE: &str = include_str!("../../../shaders/conv_exact.wgsl");
@@ -78,8 +81,15 @@ pub struct ExactParams {
     pub opaque: u32,
     pub s_a: f32,
     pub s_b: f32,
+    /// Max pooling: the input zero point (an empty window's code 0 is −z_a centred).
+    pub z_a: i32,
+    /// Concat: the input's channel offset in the output.
+    pub c_off: u32,
+    /// Max pooling and concat: 1 when input and output quantizers are equal (codes copied).
+    pub copy: u32,
+    pub pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<ExactParams>() == 128);
+const _: () = assert!(std::mem::size_of::<ExactParams>() == 144);
 
 /// One weight tensor of a layer on the device.
 pub struct ExactTensor {
@@ -291,14 +301,15 @@ pub fn add_exact_encode(
     launch(ctx, enc, "add_exact", [a, b, a, y], &p)
 }
 
-/// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`.
+/// Records global average pooling of a centred `[n, c, h, w]` tensor into `[n, c]`
+/// (centred codes, or f32 logits when `out` is `None`).
 pub fn gap_exact_encode(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     (x, px): (&wgpu::Buffer, QParams),
     y: &wgpu::Buffer,
     (n, c, h, w): (usize, usize, usize, usize),
-    out: QParams,
+    out: Option<QParams>,
 ) -> Result<()> {
     buffers::check_len("gap x", x, n * c * h * w)?;
     buffers::check_len("gap y", y, n * c)?;
@@ -311,6 +322,119 @@ pub fn gap_exact_encode(
         s_b: 1.0 / (h * w) as f32,
         ..Default::default()
     };
-    out_fields(&mut p, Some(out));
+    out_fields(&mut p, out);
     launch(ctx, enc, "gap_exact", [x, x, x, y], &p)
+}
+
+/// Records max (`max`) or average pooling `pool` of a centred `[n, c, h, w]` tensor into
+/// `[n, c, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+    pool: &Pool,
+    max: bool,
+    out: QParams,
+) -> Result<()> {
+    buffers::check_len("pool x", x, n * c * h * w)?;
+    buffers::check_len("pool y", y, n * c * oh * ow)?;
+    let mut p = ExactParams {
+        h: u32_of("height", h)?,
+        w: u32_of("width", w)?,
+        oh: u32_of("pool height", oh)?,
+        ow: u32_of("pool width", ow)?,
+        kh: u32_of("pool kernel", pool.kernel[0])?,
+        kw: u32_of("pool kernel", pool.kernel[1])?,
+        sh: u32_of("pool stride", pool.stride[0])?,
+        sw: u32_of("pool stride", pool.stride[1])?,
+        pt: u32_of("pool padding", pool.padding[0])?,
+        pl: u32_of("pool padding", pool.padding[1])?,
+        total: u32_of("pool_exact values", n * c * oh * ow)?,
+        s_a: px.scale,
+        z_a: px.zero_point,
+        copy: u32::from(px == out),
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    if max {
+        launch(ctx, enc, "max_pool_exact", [x, x, x, y], &p)
+    } else {
+        // 1/max(count, 1) per count of in-bounds taps (host division, as `gap_real`).
+        let inv: Vec<f32> = (0..=pool.kernel[0] * pool.kernel[1])
+            .map(|k| 1.0 / k.max(1) as f32)
+            .collect();
+        let table = buffers::upload(ctx, "pool 1/count", &inv);
+        launch(ctx, enc, "avg_pool_exact", [x, x, &table, y], &p)
+    }
+}
+
+/// Records one input of a channel concatenation: its `[n, c_in, plane]` centred values go
+/// to channels `c_off..c_off + c_in` of `y` (`[n, co, plane]`).
+#[allow(clippy::too_many_arguments)]
+pub fn concat_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, plane): (usize, usize),
+    (c_in, c_off, co): (usize, usize, usize),
+    out: QParams,
+) -> Result<()> {
+    map_exact_encode(
+        ctx,
+        enc,
+        (x, px),
+        y,
+        (n, plane),
+        (c_in, c_off, co),
+        Activation::None,
+        out,
+    )
+}
+
+/// Records a standalone activation (`requant::act_code`) of a centred `[n, c, plane]` tensor.
+pub fn act_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, c, plane): (usize, usize, usize),
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
+    map_exact_encode(ctx, enc, (x, px), y, (n, plane), (c, 0, c), act, out)
+}
+
+/// The `concat_exact` entry: channels `c_off..c_off + c_in` of `y` from `x` through
+/// `act_code`.
+#[allow(clippy::too_many_arguments)]
+fn map_exact_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (x, px): (&wgpu::Buffer, QParams),
+    y: &wgpu::Buffer,
+    (n, plane): (usize, usize),
+    (c_in, c_off, co): (usize, usize, usize),
+    act: Activation,
+    out: QParams,
+) -> Result<()> {
+    buffers::check_len("concat x", x, n * c_in * plane)?;
+    buffers::check_len("concat y", y, n * co * plane)?;
+    let mut p = ExactParams {
+        ci: u32_of("concat channels", c_in)?,
+        co: u32_of("concat channels", co)?,
+        plane: u32_of("concat plane", plane)?,
+        total: u32_of("concat_exact values", n * c_in * plane)?,
+        s_a: px.scale,
+        c_off: c_off as u32,
+        act: act_u32(act),
+        copy: u32::from(px == out && act == Activation::None),
+        ..Default::default()
+    };
+    out_fields(&mut p, Some(out));
+    launch(ctx, enc, "concat_exact", [x, x, x, y], &p)
 }

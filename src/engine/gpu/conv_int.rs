@@ -82,8 +82,15 @@ pub struct IntParams {
     pub out_inv: f32,
     /// 1: x/s is a true division (`requant::QUANTIZE_DIVIDES`).
     pub divides: u32,
+    /// Concat: channels of the input being copied, and their offset in the output.
+    pub c_in: u32,
+    pub c_off: u32,
+    /// Max pooling and concat: 1 when input and output quantizers are equal (codes copied).
+    pub copy: u32,
+    /// Concat: 1 for the last input (it also writes the output's padding channels).
+    pub last: u32,
 }
-const _: () = assert!(std::mem::size_of::<IntParams>() == 128);
+const _: () = assert!(std::mem::size_of::<IntParams>() == 144);
 
 /// Twin of the WGSL `Chan` struct.
 #[repr(C)]
@@ -222,7 +229,7 @@ impl GpuIntLayer {
     }
 }
 
-fn act_u32(a: Activation) -> u32 {
+pub(super) fn act_u32(a: Activation) -> u32 {
     match a {
         Activation::None => 0,
         Activation::Relu => 1,
