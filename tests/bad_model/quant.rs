@@ -224,10 +224,13 @@ fn an_unfoldable_batchnorm_is_refused_at_quantize_time() {
     assert_names(&err, &["bn1", "cannot be folded"]);
 }
 
+/// A softmax inside the graph (read by a flatten that is the output): the integer kernels
+/// apply a softmax only to the logits.
 fn softmax_graph() -> Graph {
     let mut g = small_graph();
     g.nodes.push(node("sm", Op::Softmax, &["fc"]));
-    g.output = "sm".into();
+    g.nodes.push(node("fl", Op::Flatten, &["sm"]));
+    g.output = "fl".into();
     g
 }
 

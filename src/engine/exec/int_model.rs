@@ -153,6 +153,23 @@ impl IntModel {
                 })
                 .collect::<Result<_>>()?;
             let is_out = n.name == logits;
+            // Named before its quantizer is looked up: an op without integer kernels has none.
+            let has_kernel = matches!(
+                n.op,
+                Op::Conv2d(_)
+                    | Op::Linear(_)
+                    | Op::Add
+                    | Op::GlobalAvgPool
+                    | Op::MaxPool(_)
+                    | Op::AvgPool(_)
+                    | Op::Concat
+                    | Op::Relu
+                    | Op::Relu6
+                    | Op::Flatten
+            );
+            if !has_kernel && !is_out {
+                return Err(unsupported("no integer kernel for this op"));
+            }
             let out = if is_out || matches!(n.op, Op::Flatten) {
                 None
             } else {
