@@ -277,7 +277,11 @@ pub fn transpose(c: &Const, perm: &[usize]) -> Const {
 }
 
 fn slice(node: &NodeProto, opset: i64, ins: &[Option<&Const>]) -> Result<Const> {
-    let data = ins[0].unwrap();
+    let data = ins
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| err(node, "input 0 is missing"))?;
     let r = data.shape.len();
     let a = Attrs(node);
     let input = |k: usize| ins.get(k).copied().flatten().map(|c| c.ints()).transpose();
@@ -464,4 +468,27 @@ pub fn eval(
         _ => return Ok(None),
     };
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A foldable op given fewer inputs than it needs (a malformed file) is an error, never
+    /// a panic.
+    #[test]
+    fn missing_inputs_are_errors() {
+        for op in FOLDABLE {
+            let node = NodeProto {
+                op_type: Some(op.to_string()),
+                name: Some("n".into()),
+                ..Default::default()
+            };
+            if *op == "Constant" {
+                continue; // no inputs by definition; its value attribute is checked instead
+            }
+            let r = eval(&node, 13, &[], std::path::Path::new("."));
+            assert!(r.is_err(), "{op} with no inputs: {r:?}");
+        }
+    }
 }
