@@ -218,7 +218,15 @@ pub fn gap_code(p: &QParams, centered_sum: i64, count: usize, out: &QParams) -> 
 /// (products only, so a device without correctly rounded division agrees).
 #[inline]
 pub fn gap_real(p: &QParams, centered_sum: i64, count: usize) -> f32 {
-    (p.scale * centered_sum as f32) * (1.0 / count as f32)
+    (p.scale * centered_sum as f32) * inv_count(count)
+}
+
+/// f32(1/count), the factor of every mean on codes (computed on the host: the GPU kernels
+/// read it from a table, so no device division is involved); count 0 (a window entirely
+/// in padding, whose sum is 0) gives 1.
+#[inline]
+pub fn inv_count(count: usize) -> f32 {
+    1.0 / count.max(1) as f32
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::engine::cpu::int::conv_out_hw;
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
 use crate::engine::exact::{chunk_len, exact_in_f32, max_centred};
-use crate::engine::requant::QUANTIZE_DIVIDES;
+use crate::engine::requant::{inv_count, QUANTIZE_DIVIDES};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Pool};
 use crate::quant::QParams;
@@ -319,7 +319,7 @@ pub fn gap_exact_encode(
         total: u32_of("gap_exact planes", n * c)?,
         chunk: chunk_len(max_centred(&px)),
         s_a: px.scale,
-        s_b: 1.0 / (h * w) as f32,
+        s_b: inv_count(h * w),
         ..Default::default()
     };
     out_fields(&mut p, out);
@@ -365,7 +365,7 @@ pub fn pool_exact_encode(
     } else {
         // 1/max(count, 1) per count of in-bounds taps (host division, as `gap_real`).
         let inv: Vec<f32> = (0..=pool.kernel[0] * pool.kernel[1])
-            .map(|k| 1.0 / k.max(1) as f32)
+            .map(inv_count)
             .collect();
         let table = buffers::upload(ctx, "pool 1/count", &inv);
         launch(ctx, enc, "avg_pool_exact", [x, x, &table, y], &p)

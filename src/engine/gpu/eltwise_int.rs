@@ -9,6 +9,7 @@
 use super::conv_int::{act_u32, launch, out_fields, words_per_pixel, IntParams};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
+use crate::engine::requant::inv_count;
 use crate::error::Result;
 use crate::graph::{Activation, Pool};
 use crate::quant::QParams;
@@ -66,7 +67,7 @@ pub fn gap_int_encode(
         total: u32_of("gap_int words", n * cw)?,
         s_a: px.scale,
         z_a: px.zero_point,
-        s_b: 1.0 / (h * w) as f32,
+        s_b: inv_count(h * w),
         ..Default::default()
     };
     out_fields(&mut p, out);
@@ -138,7 +139,7 @@ pub fn pool_int_encode(
     } else {
         // f32 bits of 1/max(count, 1) (host division, correctly rounded as in `gap_real`).
         let inv: Vec<u32> = (0..=pool.kernel[0] * pool.kernel[1])
-            .map(|k| (1.0 / k.max(1) as f32).to_bits())
+            .map(|k| inv_count(k).to_bits())
             .collect();
         let table = buffers::upload(ctx, "pool 1/count", &inv);
         launch(ctx, enc, spec("avg_pool_int"), &[x, &table, y], &p)
