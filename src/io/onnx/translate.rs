@@ -1077,7 +1077,10 @@ pub fn translate(
                     _ => None,
                 })
                 .collect();
-            fold::eval(node, opset, &cs, dir).map(|c| vec![Val::Const(c.expect("foldable op"))])
+            fold::eval(node, opset, &cs, dir).and_then(|c| {
+                c.map(|c| vec![Val::Const(c)])
+                    .ok_or_else(|| no("listed as foldable but not folded"))
+            })
         } else if all_const {
             Err(no("folding it on constants is not supported"))
         } else {
