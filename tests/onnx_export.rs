@@ -457,7 +457,8 @@ fn export_command_writes_fp32_and_qdq() {
 
 /// The Python to run tools/onnx/check_export.py with, or a loud skip.
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("PTQ4_ONNX_PYTHON") {
+    // An empty value counts as unset (as `env VAR= ...` clears it).
+    match std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) {
         Some(p) => Some(PathBuf::from(p)),
         None => {
             common::skip_missing_data(
