@@ -19,7 +19,7 @@ for b in $backends; do
     t0=$(date +%s.%N)
     timed quantize --model "$model" --protocol "$p" --calib imagenet-samples --calib-n 8 \
       --backend "$b" -o "$tmp/$p.safetensors"
-    echo "| $b | quantize $p | $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s | $(rss) | |"
+    echo "| $b | quantize $p | $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s | $(rss) | |"
   done
   for run in "fp32:$model:" "paper:$tmp/paper.safetensors:" \
     "deploy int:$tmp/deploy.safetensors:int" "deploy sim:$tmp/deploy.safetensors:sim"; do
