@@ -154,15 +154,8 @@ fn torch_exported_lite0_equals_the_pickle_import() {
         }
         let int = forward(q_onnx[0].executable().unwrap(), Some(Exec::Int), &x);
         assert_eq!(
-            int.data
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>(),
-            int_ref
-                .data
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>(),
+            int.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            int_ref.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             "opset {opset}: integer logits"
         );
     }

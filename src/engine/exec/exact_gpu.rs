@@ -52,7 +52,7 @@ fn input_params(model: &IntModel) -> Result<Vec<QParams>> {
 }
 
 /// Uploads every conv/linear step's plan codes for the simulation.
-pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuExactLayer>>> {
+pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<ExactStep>>> {
     let ins = input_params(model)?;
     model
         .steps
@@ -68,7 +68,7 @@ pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<GpuExactL
 type Dims = (usize, usize, usize);
 
 /// Per-image (C, H, W) of every step's output for an input of `dims`.
-fn step_dims(model: &IntModel, layers: &[Option<GpuExactLayer>], dims: Dims) -> Result<Vec<Dims>> {
+fn step_dims(model: &IntModel, layers: &[Option<ExactStep>], dims: Dims) -> Result<Vec<Dims>> {
     let mut by_name: HashMap<&str, Dims> = HashMap::from([(Graph::INPUT, dims)]);
     let mut out = Vec::with_capacity(model.steps.len());
     for (s, gl) in model.steps.iter().zip(layers) {
@@ -78,9 +78,9 @@ fn step_dims(model: &IntModel, layers: &[Option<GpuExactLayer>], dims: Dims) -> 
             .and_then(|i| by_name.get(i.as_str()).copied())
             .ok_or_else(|| Error::Engine(format!("step {}: input is not available", s.name)))?;
         let d = match (&s.kind, gl) {
-            (StepKind::Layer(_), Some(gl)) => {
-                let (oh, ow) = conv_out_hw(&gl.conv, h, w)?;
-                (gl.conv.out_channels, oh, ow)
+            (StepKind::Layer(_), Some(st)) => {
+                let (oh, ow) = conv_out_hw(&st.parts[0].1.conv, h, w)?;
+                (st.co, oh, ow)
             }
             (StepKind::Layer(_), None) => {
                 return Err(Error::Gpu(format!(
@@ -127,7 +127,7 @@ struct Value {
 pub fn forward(
     ctx: &GpuContext,
     model: &IntModel,
-    layers: &[Option<GpuExactLayer>],
+    layers: &[Option<ExactStep>],
     x: &Tensor,
 ) -> Result<Tensor> {
     let q = model.quantize_input(x)?;
@@ -164,7 +164,7 @@ pub fn forward(
 fn run_chunk(
     ctx: &GpuContext,
     model: &IntModel,
-    layers: &[Option<GpuExactLayer>],
+    layers: &[Option<ExactStep>],
     input: Value,
     m: usize,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
@@ -183,25 +183,16 @@ fn run_chunk(
         let (c, h, w) = a.dims;
         let out = match &s.kind {
             StepKind::Layer(l) => {
-                let gl = gl.as_ref().ok_or_else(|| fail("weights not uploaded"))?;
-                let (co, (oh, ow)) = (gl.conv.out_channels, conv_out_hw(&gl.conv, h, w)?);
-                let len = m * co * oh * ow;
-                let accs = (0..gl.tensors.len())
-                    .map(|t| {
-                        let acc = pool.take(ctx, len);
-                        acc_encode(ctx, &mut enc, &a.buf, gl, t, &acc, m, (h, w)).map(|_| acc)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let y = pool.take(ctx, len);
-                requant_encode(ctx, &mut enc, (&accs[0], accs.get(1)), gl, &y, m, oh * ow)?;
-                accs.into_iter().for_each(|b| pool.give(b));
-                let Some(oq) = gl.out else {
+                let st = gl.as_ref().ok_or_else(|| fail("weights not uploaded"))?;
+                let (y, (co, oh, ow)) =
+                    encode_layer(ctx, &mut enc, Some(&mut pool), st, &a.buf, m, (h, w))?;
+                let Some(oq) = st.parts[0].1.out else {
                     ctx.submit(enc)?;
                     let shape = match l.conv {
                         Some(_) => vec![m, co, oh, ow],
                         None => vec![m, co],
                     };
-                    return Ok((buffers::read(ctx, &y, len)?, shape));
+                    return Ok((buffers::read(ctx, &y, m * co * oh * ow)?, shape));
                 };
                 Value {
                     buf: y,
@@ -354,21 +345,14 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
         [_, h, w] => (*n, (*h, *w)),
         _ => return Err(Error::Engine(format!("exact layer: input {:?}", x.shape))),
     };
-    let (co, (oh, ow)) = (gl.conv.out_channels, conv_out_hw(&gl.conv, h, w)?);
-    let len = n * co * oh * ow;
     let xb = buffers::upload(ctx, "exact x", &centred(x));
-    let accs: Vec<wgpu::Buffer> = (0..gl.tensors.len())
-        .map(|_| buffers::filled(ctx, "exact acc", len, buffers::SENTINEL_F32))
-        .collect();
-    let y = buffers::filled(ctx, "exact y", len, buffers::SENTINEL_F32);
     let mut enc = ctx.encoder("exact layer");
-    for (t, acc) in accs.iter().enumerate() {
-        acc_encode(ctx, &mut enc, &xb, &gl, t, acc, n, (h, w))?;
-    }
-    requant_encode(ctx, &mut enc, (&accs[0], accs.get(1)), &gl, &y, n, oh * ow)?;
+    let (y, (co, oh, ow)) = encode_layer(ctx, &mut enc, None, &gl, &xb, n, (h, w))?;
+    let len = n * co * oh * ow;
     ctx.submit(enc)?;
     let vals: Vec<f32> = buffers::read(ctx, &y, len)?;
-    if let Some(q) = gl.out {
+    let out = gl.parts[0].1.out;
+    if let Some(q) = out {
         // Every value written, and a centred code of the output quantizer.
         let ok = |v: f32| v.fract() == 0.0 && (0..=q.qmax()).contains(&(v as i32 + q.zero_point));
         if let Some(v) = vals.iter().find(|&&v| !ok(v)) {
@@ -381,7 +365,7 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
         Some(_) => vec![n, co, oh, ow],
         None => vec![n, co],
     };
-    Ok(match gl.out {
+    Ok(match out {
         Some(q) => IntOutput::Codes(QTensor {
             shape,
             codes: vals
@@ -394,35 +378,115 @@ pub fn layer_exact(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOut
     })
 }
 
+/// Records conv/linear step `st` on `m` centred images of `h × w` in `x`: per block, the
+/// accumulators and the epilogue, then (several blocks) the block's channels of each image
+/// copied into place. Buffers from `pool`, or fresh ones filled with the sentinel (`None`:
+/// one-layer runs check that every output was written). Returns the output and its (C, H, W).
+fn encode_layer(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    mut pool: Option<&mut BufferPool>,
+    st: &ExactStep,
+    x: &wgpu::Buffer,
+    m: usize,
+    (h, w): (usize, usize),
+) -> Result<(wgpu::Buffer, Dims)> {
+    let take = |pool: &mut Option<&mut BufferPool>, len: usize| match pool {
+        Some(p) => p.take(ctx, len),
+        None => buffers::filled(ctx, "exact", len, buffers::SENTINEL_F32),
+    };
+    let give = |pool: &mut Option<&mut BufferPool>, b: wgpu::Buffer| {
+        if let Some(p) = pool {
+            p.give(b);
+        }
+    };
+    let (oh, ow) = conv_out_hw(&st.parts[0].1.conv, h, w)?;
+    let (co, plane) = (st.co, oh * ow);
+    let y = take(&mut pool, m * co * plane);
+    for (c0, part) in &st.parts {
+        let cp = part.conv.out_channels;
+        let accs = (0..part.tensors.len())
+            .map(|t| {
+                let acc = take(&mut pool, m * cp * plane);
+                acc_encode(ctx, enc, x, part, t, &acc, m, (h, w)).map(|_| acc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if st.parts.len() == 1 {
+            requant_encode(ctx, enc, (&accs[0], accs.get(1)), part, &y, m, plane)?;
+        } else {
+            let yp = take(&mut pool, m * cp * plane);
+            requant_encode(ctx, enc, (&accs[0], accs.get(1)), part, &yp, m, plane)?;
+            let bytes = |v: usize| (v * plane * 4) as u64;
+            for i in 0..m {
+                enc.copy_buffer_to_buffer(&yp, bytes(i * cp), &y, bytes(i * co + c0), bytes(cp));
+            }
+            give(&mut pool, yp);
+        }
+        accs.into_iter().for_each(|b| give(&mut pool, b));
+    }
+    Ok((y, (co, oh, ow)))
+}
+
+/// A conv/linear step of the simulation on the device: one [`GpuExactLayer`] per block of
+/// output channels, with the block's first channel. Several blocks only where the layer's
+/// f32 weights exceed the storage binding limit (VGG's first classifier layer: 411 MB,
+/// over lavapipe's 128 MiB); each block's outputs are copied into place.
+pub struct ExactStep {
+    /// Output channels of the whole layer.
+    pub co: usize,
+    pub parts: Vec<(usize, GpuExactLayer)>,
+}
+
 /// Uploads `l`'s plan codes (not its packed integer weights) for input quantizer `x`.
-pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<GpuExactLayer> {
+pub fn upload_layer(ctx: &GpuContext, l: &IntLayer, x: &QParams) -> Result<ExactStep> {
     let co = l.plan.params.len();
     let conv = Conv2d {
         act: Activation::None,
         ..l.as_conv()
     };
-    let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
-        .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))
-        .map(|(codes, params)| upload_tensor(ctx, codes, params, x, co))
-        .collect::<Result<Vec<_>>>()?;
     let ep = &l.ep;
-    let chan: Vec<f32> = (0..co)
-        .flat_map(|c| {
-            let m2 = ep.mult2.as_ref().map_or(0.0, |m| m[c]);
-            [ep.mult[c], m2, ep.bias[c], 0.0]
-        })
-        .collect();
-    if ep.mult.len() != co || ep.bias.len() != co {
+    if ep.mult.len() != co || ep.bias.len() != co || co == 0 || conv.out_channels != co {
         return Err(Error::Gpu(
             "exact layer: epilogue does not match weights".into(),
         ));
     }
-    Ok(GpuExactLayer {
-        conv,
-        tensors,
-        zeros: buffers::upload(ctx, "exact zeros", &vec![0f32; co]),
-        chan: buffers::upload(ctx, "exact channels", &chan),
-        act: ep.act,
-        out: ep.out,
-    })
+    let per_channel = (l.plan.codes.len() / co).max(1);
+    // Grouped convs keep one block (their weights are small); the limit is in bytes of f32.
+    let block = if conv.groups == 1 {
+        (ctx.max_binding_bytes() as usize / (4 * per_channel)).clamp(1, co)
+    } else {
+        co
+    };
+    let parts = (0..co)
+        .step_by(block)
+        .map(|c0| {
+            let c1 = (c0 + block).min(co);
+            let rows = |codes: &[u8]| codes[c0 * per_channel..c1 * per_channel].to_vec();
+            let tensors = std::iter::once((&l.plan.codes, &l.plan.params))
+                .chain(l.plan.second.as_ref().map(|(p2, c2)| (c2, p2)))
+                .map(|(codes, params)| {
+                    upload_tensor(ctx, &rows(codes), &params[c0..c1], x, c1 - c0)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let chan: Vec<f32> = (c0..c1)
+                .flat_map(|c| {
+                    let m2 = ep.mult2.as_ref().map_or(0.0, |m| m[c]);
+                    [ep.mult[c], m2, ep.bias[c], 0.0]
+                })
+                .collect();
+            let layer = GpuExactLayer {
+                conv: Conv2d {
+                    out_channels: c1 - c0,
+                    ..conv.clone()
+                },
+                tensors,
+                zeros: buffers::upload(ctx, "exact zeros", &vec![0f32; c1 - c0]),
+                chan: buffers::upload(ctx, "exact channels", &chan),
+                act: ep.act,
+                out: ep.out,
+            };
+            Ok((c0, layer))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ExactStep { co, parts })
 }

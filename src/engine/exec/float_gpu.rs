@@ -99,10 +99,11 @@ enum Step {
         w: wgpu::Buffer,
         b: wgpu::Buffer,
     },
+    /// Blocks of output features (first feature, count, weights, bias): one, or several where the
+    /// weights exceed the storage binding limit (VGG's first classifier layer: 411 MB).
     Linear {
         l: Linear,
-        w: wgpu::Buffer,
-        b: wgpu::Buffer,
+        parts: Vec<(usize, usize, wgpu::Buffer, wgpu::Buffer)>,
     },
     /// 1×1 depthwise `act(x·k + b)` over `[C, rest]` (standalone ReLU/ReLU6/BatchNorm).
     Pointwise {
@@ -138,6 +139,8 @@ pub struct GpuGraph<'a> {
     ones: wgpu::Buffer,
     zeros: wgpu::Buffer,
     item_bytes: u64,
+    /// Whether the graph output is a softmax, applied on the host.
+    softmax: bool,
 }
 
 fn unsupported(node: &str, op: &Op) -> Error {
@@ -168,6 +171,7 @@ impl<'a> GpuGraph<'a> {
         let mut readers = vec![0usize; names.len()];
         let mut steps = Vec::with_capacity(g.nodes.len());
         let mut widest = 1usize;
+        let mut softmax = false;
         for n in &g.nodes {
             let inputs: Vec<usize> =
                 n.inputs
@@ -209,11 +213,36 @@ impl<'a> GpuGraph<'a> {
                     w: upload("weight")?,
                     b: bias_or_zeros(cv.out_channels),
                 },
-                Op::Linear(l) => Step::Linear {
-                    l: l.clone(),
-                    w: upload("weight")?,
-                    b: bias_or_zeros(l.out_features),
-                },
+                Op::Linear(l) => {
+                    let (k, o) = (l.in_features.max(1), l.out_features);
+                    let w = g.param(&n.name, "weight")?;
+                    let b = g.param_opt(&n.name, "bias");
+                    let block = (ctx.max_binding_bytes() as usize / (4 * k)).clamp(1, o.max(1));
+                    let parts = (0..o)
+                        .step_by(block)
+                        .map(|r0| {
+                            let r1 = (r0 + block).min(o);
+                            let bias = match b {
+                                Some(t) => t.data[r0..r1].to_vec(),
+                                None => vec![0f32; r1 - r0],
+                            };
+                            (
+                                r0,
+                                r1 - r0,
+                                buffers::upload(
+                                    ctx,
+                                    &format!("{}.weight", n.name),
+                                    &w.data[r0 * k..r1 * k],
+                                ),
+                                buffers::upload(ctx, &format!("{}.bias", n.name), &bias),
+                            )
+                        })
+                        .collect();
+                    Step::Linear {
+                        l: l.clone(),
+                        parts,
+                    }
+                }
                 Op::Relu | Op::Relu6 => {
                     let act = if matches!(n.op, Op::Relu) {
                         Activation::Relu
@@ -262,6 +291,11 @@ impl<'a> GpuGraph<'a> {
                 Op::Add => Step::Add,
                 Op::Concat => Step::Concat,
                 Op::Flatten => Step::Flatten,
+                // The output softmax runs on the host after the read-back (as on the CPU).
+                Op::Softmax if n.name == g.output => {
+                    softmax = true;
+                    Step::Flatten
+                }
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
             };
             steps.push(NodeStep {
@@ -287,6 +321,7 @@ impl<'a> GpuGraph<'a> {
             ones: buffers::upload(ctx, "ones", &vec![1f32; widest]),
             zeros: buffers::upload(ctx, "zeros", &vec![0f32; widest]),
             item_bytes: (item.unwrap_or(1) * 4) as u64,
+            softmax,
         })
     }
 
@@ -408,6 +443,10 @@ impl<'a> GpuGraph<'a> {
             pool.give(yb);
             hook.chunk_done(ctx, r)?;
         }
-        Ok(out)
+        Ok(if self.softmax {
+            crate::engine::cpu::softmax(&out)
+        } else {
+            out
+        })
     }
 }

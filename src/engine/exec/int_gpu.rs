@@ -11,7 +11,6 @@ use crate::engine::cpu::int::QTensor;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{pool_out_hw, Exec, IntLayer, IntModel, IntOutput, StepKind};
-use crate::engine::gpu::conv_exact::GpuExactLayer;
 use crate::engine::gpu::conv_int::{
     conv_int_encode, pack_nhwc, unpack_nhwc, words_per_pixel, GpuIntLayer,
 };
@@ -89,7 +88,7 @@ pub struct GpuIntModel<'m> {
     model: &'m IntModel,
     /// Per step: the device weights of a conv/linear step.
     layers: OnceLock<Vec<Option<GpuIntLayer>>>,
-    exact: OnceLock<Vec<Option<GpuExactLayer>>>,
+    exact: OnceLock<Vec<Option<exact_gpu::ExactStep>>>,
 }
 
 /// The cell's value, computed by `f` when empty (`OnceLock::get_or_try_init` is unstable).
@@ -143,7 +142,7 @@ impl GpuIntModel<'_> {
         .map(Vec::as_slice)
     }
 
-    fn exact_layers(&self, ctx: &GpuContext) -> Result<&[Option<GpuExactLayer>]> {
+    fn exact_layers(&self, ctx: &GpuContext) -> Result<&[Option<exact_gpu::ExactStep>]> {
         get_or_try(&self.exact, || exact_gpu::upload(ctx, self.model)).map(Vec::as_slice)
     }
 

@@ -104,15 +104,39 @@ impl GpuGraph<'_> {
                 }
                 c.act
             }
-            Step::Linear { l, w, b } => {
-                let plain = Linear {
-                    act: if pre { Activation::None } else { l.act },
-                    ..l.clone()
-                };
-                if precise {
-                    linear_precise_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
-                } else {
-                    linear_encode(ctx, enc, ins[0], w, b, &y, m, &plain)?;
+            Step::Linear { l, parts } => {
+                let o = l.out_features;
+                for &(r0, rows, ref w, ref b) in parts {
+                    let plain = Linear {
+                        act: if pre { Activation::None } else { l.act },
+                        out_features: rows,
+                        ..l.clone()
+                    };
+                    let yp = if parts.len() == 1 {
+                        None
+                    } else {
+                        Some(pool.take(ctx, m * rows))
+                    };
+                    let target = yp.as_ref().unwrap_or(&y);
+                    if precise {
+                        linear_precise_encode(ctx, enc, ins[0], w, b, target, m, &plain)?;
+                    } else {
+                        linear_encode(ctx, enc, ins[0], w, b, target, m, &plain)?;
+                    }
+                    if let Some(yp) = yp {
+                        // This block's features of every row, into place.
+                        for i in 0..m {
+                            let at = |v: usize| (v * 4) as u64;
+                            enc.copy_buffer_to_buffer(
+                                &yp,
+                                at(i * rows),
+                                &y,
+                                at(i * o + r0),
+                                at(rows),
+                            );
+                        }
+                        pool.give(yp);
+                    }
                 }
                 l.act
             }
