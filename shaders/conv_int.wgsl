@@ -15,6 +15,7 @@ struct Params {
     total: u32, act: u32, s_a: f32, z_a: i32,
     s_b: f32, z_b: i32, out_inv: f32, divides: u32,
     c_in: u32, c_off: u32, copy: u32, last: u32,
+    cig: u32, cog: u32, _p0: u32, _p1: u32,
 }
 
 // Per output channel and tensor t (index t * co + c).
@@ -101,6 +102,9 @@ fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
     }
     let zfill = u32(p.zx) * 0x01010101u;
     let taps = p.kh * p.kw;
+    // The group's input channels start at word xoff (cig and cog are multiples of 4, so the
+    // four channels share a group); channels past cig read as the zero point.
+    let xoff = (c0 / p.cog) * (p.cig / 4u);
     var dot = vec4<i32>(0);
     var sx: i32 = 0;
     for (var ky = 0u; ky < p.kh; ky++) {
@@ -113,9 +117,11 @@ fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
             for (var j = 0u; j < p.cw8; j++) {
                 var x0 = zfill;
                 var x1 = zfill;
-                if inside {
-                    x0 = x[xb + 2u * j];
-                    x1 = x[xb + 2u * j + 1u];
+                if inside && 8u * j < p.cig {
+                    x0 = x[xb + xoff + 2u * j];
+                }
+                if inside && 8u * j + 4u < p.cig {
+                    x1 = x[xb + xoff + 2u * j + 1u];
                 }
                 x0 ^= 0x80808080u;
                 x1 ^= 0x80808080u;

@@ -38,13 +38,10 @@ pub fn channel_shuffle(x: &Tensor, groups: usize) -> Tensor {
     let c = x.shape.get(1).copied().unwrap_or(1).max(1);
     let plane = (x.numel() / (n * c)).max(1);
     let mut y = x.clone();
-    y.data
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(i, p)| {
-            let (img, o) = (i / c, i % c);
-            let src = (img * c + shuffle_source(c, groups, o)) * plane;
-            p.copy_from_slice(&x.data[src..src + plane]);
-        });
+    y.data.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+        let (img, o) = (i / c, i % c);
+        let src = (img * c + shuffle_source(c, groups, o)) * plane;
+        p.copy_from_slice(&x.data[src..src + plane]);
+    });
     y
 }

@@ -467,8 +467,5 @@ fn shuffle(x: &QTensor, groups: usize) -> Result<QTensor> {
             codes.extend_from_slice(&x.codes[s..s + plane]);
         }
     }
-    Ok(QTensor {
-        codes,
-        ..x.clone()
-    })
+    Ok(QTensor { codes, ..x.clone() })
 }

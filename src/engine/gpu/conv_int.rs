@@ -20,7 +20,10 @@
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
 //! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
 //! `requant::QUANTIZE_DIVIDES` says). Grouped
-//! convs other than depthwise are not supported on the GPU.
+//! convs: depthwise, or groups whose input and output channel counts are multiples of 4
+//! (an invocation's four output channels share a group, whose input channels start on a
+//! word; channels past the group's read as the zero point); other grouped convs are not
+//! supported on the GPU.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -89,8 +92,12 @@ pub struct IntParams {
     pub copy: u32,
     /// Concat: 1 for the last input (it also writes the output's padding channels).
     pub last: u32,
+    /// Conv: input / output channels per group.
+    pub cig: u32,
+    pub cog: u32,
+    pub _pad: [u32; 2],
 }
-const _: () = assert!(std::mem::size_of::<IntParams>() == 144);
+const _: () = assert!(std::mem::size_of::<IntParams>() == 160);
 
 /// Twin of the WGSL `Chan` struct.
 #[repr(C)]
@@ -275,9 +282,10 @@ pub fn conv_int_encode(
 ) -> Result<(usize, usize)> {
     let (oh, ow) = conv_out_hw(c, h, w)?;
     let depthwise = c.is_depthwise();
-    if c.groups != 1 && !depthwise {
+    let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
+    if c.groups != 1 && !depthwise && (cig % 4 != 0 || cog % 4 != 0) {
         return Err(Error::Gpu(format!(
-            "integer conv with {} groups (not depthwise) has no GPU kernel",
+            "integer conv with {} groups of {cig} → {cog} channels (not depthwise, not multiples of 4) has no GPU kernel",
             c.groups
         )));
     }
@@ -317,6 +325,8 @@ pub fn conv_int_encode(
         kpad: (l.taps * cw8 * 8) as i32,
         total: u32_of("conv_int outputs", total)?,
         act: act_u32(l.act),
+        cig: u32_of("channels per group", cig)?,
+        cog: u32_of("channels per group", cog)?,
         ..Default::default()
     };
     out_fields(&mut p, l.out);

@@ -211,7 +211,13 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                 let g = *groups as i64;
                 let (r1, t) = (format!("{}.split", n.name), format!("{}.t", n.name));
                 b.reshape(&r1, ins[0].clone(), &[-1, g, c / g, h, w]);
-                b.node("Transpose", &t, vec![r1], &t, vec![ints("perm", &[0, 2, 1, 3, 4])]);
+                b.node(
+                    "Transpose",
+                    &t,
+                    vec![r1],
+                    &t,
+                    vec![ints("perm", &[0, 2, 1, 3, 4])],
+                );
                 b.reshape(&out, t, &[-1, c, h, w]);
             }
             Op::Softmax => {
