@@ -195,8 +195,8 @@ def mul_shuffle():
     do not depend on the other fixtures): `mul_gate` (a squeeze-excitation gate GAP → 1×1
     conv → Relu → 1×1 conv → Relu multiplying the map, gate first; a product of two conv
     branches; a Gemm gate reshaped to [N, C, 1, 1]) and `shuffle_nhwc` (an NHWC input
-    transposed to NCHW, grouped 1×1 convs and two ShuffleNet channel shuffles:
-    Reshape → Transpose (0, 2, 1, 3, 4) → Reshape)."""
+    transposed to NCHW, grouped convs of 4 and 2 input channels per group and two
+    ShuffleNet channel shuffles: Reshape → Transpose (0, 2, 1, 3, 4) → Reshape)."""
     r = np.random.default_rng(611)
     n = helper.make_node
 
@@ -264,7 +264,7 @@ def mul_shuffle():
         n("Reshape", ["g1r", "split4"], ["s2"], name="shuffle2_split"),
         n("Transpose", ["s2"], ["t2"], name="shuffle2", perm=[0, 2, 1, 3, 4]),
         n("Reshape", ["t2", "merge"], ["m2"], name="shuffle2_merge"),
-        n("Conv", ["m2", "g2w", "g2b"], ["g2"], name="gconv2", group=2, pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("Conv", ["m2", "g2w", "g2b"], ["g2"], name="gconv2", group=4, pads=[1, 1, 1, 1], strides=[2, 2]),
         n("Relu", ["g2"], ["g2r"], name="gconv2_relu"),
         n("GlobalAveragePool", ["g2r"], ["gp"], name="gap"),
         n("Flatten", ["gp"], ["gf"], name="flat"),
@@ -276,7 +276,7 @@ def mul_shuffle():
         init("split4", np.array([0, 4, 2, 10, 10], np.int64)),
         init("merge", np.array([0, -1, 10, 10], np.int64)),
         init("g1w", wt(8, 4, 1, 1)), init("g1b", wt(8)),
-        init("g2w", wt(8, 4, 3, 3, scale=0.2)), init("g2b", wt(8)),
+        init("g2w", wt(8, 2, 3, 3, scale=0.2)), init("g2b", wt(8)),
         init("fcw", wt(10, 8)), init("fcb", wt(10)),
     ]
     save_own(model(nodes, inits, ["N", 10, 10, 3], ["N", 10], 13, "shuffle_nhwc"), "shuffle_nhwc")

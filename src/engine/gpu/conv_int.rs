@@ -19,11 +19,9 @@
 //! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
 //! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
-//! `requant::QUANTIZE_DIVIDES` says). Grouped
-//! convs: depthwise, or groups whose input and output channel counts are multiples of 4
-//! (an invocation's four output channels share a group, whose input channels start on a
-//! word; channels past the group's read as the zero point); other grouped convs are not
-//! supported on the GPU.
+//! `requant::QUANTIZE_DIVIDES` says). Other grouped convs
+//! (`gconv_int`) compute each output channel's sum alone over its group's input channels,
+//! gathered at any byte offset (channels past the group's read as the zero point).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -283,12 +281,6 @@ pub fn conv_int_encode(
     let (oh, ow) = conv_out_hw(c, h, w)?;
     let depthwise = c.is_depthwise();
     let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
-    if c.groups != 1 && !depthwise && (cig % 4 != 0 || cog % 4 != 0) {
-        return Err(Error::Gpu(format!(
-            "integer conv with {} groups of {cig} → {cog} channels (not depthwise, not multiples of 4) has no GPU kernel",
-            c.groups
-        )));
-    }
     let cw_in = words_per_pixel(c.in_channels);
     let cw_out = words_per_pixel(c.out_channels);
     let logits = l.out.is_none();
@@ -337,7 +329,13 @@ pub fn conv_int_encode(
     let spec = KernelSpec {
         name: "conv_int",
         source: SOURCE,
-        entry: if depthwise { "dw_int" } else { "conv_int" },
+        entry: if depthwise {
+            "dw_int"
+        } else if c.groups > 1 {
+            "gconv_int"
+        } else {
+            "conv_int"
+        },
         slots: &CONV_SLOTS,
         constants: &constants,
         workgroup_bytes: 0,
