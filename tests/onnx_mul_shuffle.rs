@@ -372,3 +372,51 @@ fn light_shufflenet_random_deploy_on_four_executors() {
     four_executors_agree(&q, &x, "light_shufflenet calibrated");
     eprintln!("light_shufflenet: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// The `mul` and `shuffle` kernels against their CPU twins, bit for bit (one f32 product
+/// per value; a permutation): x·x, that times a gate (the plane's max, exact on both), a
+/// shuffle of 4 groups and one of 2, through the FP32 executors.
+#[test]
+fn mul_and_shuffle_kernels_equal_their_cpu_twins() {
+    use common::node;
+    let plane = ptq4::graph::Pool {
+        kernel: [5, 7],
+        stride: [5, 7],
+        padding: [0; 4],
+    };
+    let g = Graph {
+        name: "mul_shuffle".into(),
+        input_shape: vec![8, 5, 7],
+        nodes: vec![
+            node("sq", Op::Mul, &["input", "input"]),
+            node("max", Op::MaxPool(plane), &["input"]),
+            node("gated", Op::Mul, &["sq", "max"]),
+            node("s4", Op::ChannelShuffle { groups: 4 }, &["gated"]),
+            node("s2", Op::ChannelShuffle { groups: 2 }, &["s4"]),
+        ],
+        output: "s2".into(),
+        params: Default::default(),
+        preprocess: ptq4::graph::Preprocess::efficientnet(5),
+    };
+    g.validate().unwrap();
+    let x = common::rand(&[3, 8, 5, 7], &mut 5);
+    let cpu = run(&Backend::Cpu, Executable::Fp32(&g), None, &x);
+    // Channel o of the output holds channel (o % 2)·4 + o / 2 of the 4-group shuffle, which
+    // holds channel (c % 4)·2 + c / 4 of `gated`.
+    let (n, c, hw) = (3, 8, 35);
+    for i in 0..n {
+        for o in 0..c {
+            let c4 = (o % 2) * 4 + o / 2;
+            let src = (c4 % 4) * 2 + c4 / 4;
+            let pl = &x.data[(i * c + src) * hw..][..hw];
+            let max = pl.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            for (q, &v) in pl.iter().enumerate() {
+                assert_eq!(cpu.data[(i * c + o) * hw + q], v * v * max);
+            }
+        }
+    }
+    if let Some(gpu) = gpu_backend() {
+        let y = run(gpu, Executable::Fp32(&g), None, &x);
+        assert_eq!(y.data, cpu.data, "GPU vs CPU");
+    }
+}
