@@ -239,7 +239,7 @@ pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize
             Op::ChannelShuffle { groups } => {
                 arity(node, 1)?;
                 let (c, _, _) = chw(node, ins[0])?;
-                if c % groups != 0 {
+                if !c.is_multiple_of(*groups) {
                     return Err(Error::Graph(format!(
                         "node {}: {groups} groups do not divide {c} channels",
                         node.name

@@ -35,7 +35,7 @@ fn launch(
     bufs: [&wgpu::Buffer; 2],
     p: &ShuffleParams,
 ) -> Result<()> {
-    if p.groups == 0 || p.c % p.groups != 0 {
+    if p.groups == 0 || !p.c.is_multiple_of(p.groups) {
         return Err(Error::Engine(format!(
             "channel shuffle: {} groups do not divide {} channels",
             p.groups, p.c
