@@ -220,6 +220,27 @@ fn a_transpose_that_is_no_shuffle_is_refused_by_name() {
 }
 
 #[test]
+fn a_mul_of_unmatched_maps_is_refused_by_name() {
+    use ptq4::io::onnx::onnx::ModelProto;
+    let bytes = std::fs::read(fixture("mul_gate.onnx")).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mul = g
+        .node
+        .iter_mut()
+        .find(|n| n.name() == "branch_mul")
+        .unwrap();
+    // [1, 8, 12, 12] times the [1, 3, 12, 12] image.
+    mul.input[1] = "x".into();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.onnx");
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    let err = ox::import(&p, &none()).unwrap_err().to_string();
+    assert!(err.contains("\"branch_mul\" (Mul)"), "{err}");
+    assert!(err.contains("[1, 3, 12, 12]"), "{err}");
+}
+
+#[test]
 fn deploy_plans_give_one_logits_bits_on_four_executors() {
     for name in ["mul_gate", "shuffle_nhwc"] {
         let (g, _, _) = fixture_case(name);
