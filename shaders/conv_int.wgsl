@@ -1,4 +1,4 @@
-// Integer conv / linear / depthwise / residual add / global average pooling on u8 codes.
+// Integer conv (ungrouped, grouped, depthwise) / linear on u8 codes.
 // Contract, layouts and Params twin: src/engine/gpu/conv_int.rs. Requantization replicates
 // src/engine/requant.rs and QParams::quantize operation for operation.
 // Bindings (conv, depthwise): 0 x, 1 nibble weights, 2 i8 weights, 3 channel table (read)
