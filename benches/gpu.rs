@@ -22,7 +22,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
-use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, pool};
+use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, mul, pool, shuffle};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
@@ -289,6 +289,19 @@ fn main() {
         &ctx,
         &format!("gpu/eltwise/lite0.blocks.4.add/b{B}"),
         |enc| eltwise::eltwise_encode(&ctx, enc, &a, &b2, &y, n, None),
+    );
+    // The same tensors as a product of two maps and as a channel shuffle (4 groups).
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/mul/lite0.blocks.4.add/b{B}"),
+        |enc| mul::mul_encode(&ctx, enc, &a, &b2, &y, n, None),
+    );
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/shuffle/lite0.blocks.4.add/b{B}"),
+        |enc| shuffle::shuffle_encode(&ctx, enc, &a, &y, (B, 40, 28 * 28), 4),
     );
     let head = buffers::upload(&ctx, "head", &values(B * 1280 * 49));
     let pooled = buffers::zeroed(&ctx, "pooled", (B * 1280 * 4) as u64);

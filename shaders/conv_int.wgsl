@@ -1,4 +1,4 @@
-// Integer conv / linear / depthwise / residual add / global average pooling on u8 codes.
+// Integer conv (ungrouped, grouped, depthwise) / linear on u8 codes.
 // Contract, layouts and Params twin: src/engine/gpu/conv_int.rs. Requantization replicates
 // src/engine/requant.rs and QParams::quantize operation for operation.
 // Bindings (conv, depthwise): 0 x, 1 nibble weights, 2 i8 weights, 3 channel table (read)
@@ -15,6 +15,7 @@ struct Params {
     total: u32, act: u32, s_a: f32, z_a: i32,
     s_b: f32, z_b: i32, out_inv: f32, divides: u32,
     c_in: u32, c_off: u32, copy: u32, last: u32,
+    cig: u32, cog: u32, _p0: u32, _p1: u32,
 }
 
 // Per output channel and tensor t (index t * co + c).
@@ -175,6 +176,96 @@ fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
             q = quantize(epilogue(c, a0[b], a1[b]));
         }
         word |= q << (8u * b);
+    }
+    if LOGITS == 0u { y[i] = word; }
+}
+
+// Grouped conv (not depthwise): the four codes of channels k..k+3 of the group whose input
+// channels start at `off`, at pixel word `xb` (any byte offset: two words shifted);
+// channels past cig, and taps outside the image, read the zero point.
+fn group_word(xb: u32, off: u32, k: u32, inside: bool) -> u32 {
+    let zfill = u32(p.zx) * 0x01010101u;
+    if !inside || k >= p.cig { return zfill; }
+    let ch = off + k;
+    let i = xb + ch / 4u;
+    let sh = 8u * (ch % 4u);
+    var v = x[i];
+    if sh != 0u {
+        // The second word only supplies channels past the group's when it is past the buffer.
+        v = (v >> sh) | (x[min(i + 1u, arrayLength(&x) - 1u)] << (32u - sh));
+    }
+    let valid = min(p.cig - k, 4u);
+    if valid < 4u {
+        let keep = (1u << (8u * valid)) - 1u;
+        v = (v & keep) | (zfill & ~keep);
+    }
+    return v;
+}
+
+// conv_acc4 for one output channel c of a grouped conv (its group's input channels,
+// cw8 = ceil(cig / 8) word pairs; the same zero-point-expanded exact sum).
+fn gconv_acc(t: u32, c: u32, nb: u32, oy: u32, ox: u32) -> i32 {
+    let row = t * p.co + c;
+    let info = chan[row];
+    let off = (c / p.cog) * p.cig;
+    let taps = p.kh * p.kw;
+    var dot: i32 = 0;
+    var sx: i32 = 0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+            let xb = ((nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
+            let tap = ky * p.kw + kx;
+            for (var j = 0u; j < p.cw8; j++) {
+                let x0 = group_word(xb, off, 8u * j, inside) ^ 0x80808080u;
+                let x1 = group_word(xb, off, 8u * j + 4u, inside) ^ 0x80808080u;
+                sx += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u);
+                var w0: u32;
+                var w1: u32;
+                if info.wide == NONE {
+                    let wv = wnib[(row * taps + tap) * p.cw8 + j];
+                    w0 = nib_lo(wv);
+                    w1 = nib_hi(wv);
+                } else {
+                    let wb = (info.wide * taps + tap) * p.cw8 * 2u + 2u * j;
+                    w0 = wide[wb];
+                    w1 = wide[wb + 1u];
+                }
+                dot += dot4I8Packed(w0, x0) + dot4I8Packed(w1, x1);
+            }
+        }
+    }
+    let zxs = p.zx - 128;
+    return dot - zxs * info.sumq - info.zs * sx + p.kpad * info.zs * zxs;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn gconv_int(@builtin(global_invocation_id) gid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let wd = i % p.cw_out;
+    let pix = i / p.cw_out;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let nb = pix / (p.ow * p.oh);
+    var word = 0u;
+    for (var b = 0u; b < 4u; b++) {
+        let c = 4u * wd + b;
+        if c >= p.co {
+            if LOGITS == 0u { word |= u32(p.out_zero) << (8u * b); }
+            continue;
+        }
+        let a0 = gconv_acc(0u, c, nb, oy, ox);
+        var a1: i32 = 0;
+        if p.ntensor == 2u { a1 = gconv_acc(1u, c, nb, oy, ox); }
+        if LOGITS == 1u {
+            y[((nb * p.co + c) * p.oh + oy) * p.ow + ox] = bitcast<u32>(epilogue(c, a0, a1));
+            continue;
+        }
+        word |= quantize(epilogue(c, a0, a1)) << (8u * b);
     }
     if LOGITS == 0u { y[i] = word; }
 }

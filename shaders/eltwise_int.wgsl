@@ -15,6 +15,7 @@ struct Params {
     total: u32, act: u32, s_a: f32, z_a: i32,
     s_b: f32, z_b: i32, out_inv: f32, divides: u32,
     c_in: u32, c_off: u32, copy: u32, last: u32,
+    cig: u32, cog: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<u32>;

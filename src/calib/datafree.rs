@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use super::accum::layer_inputs;
 use super::Calibration;
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, Op};
+use crate::graph::{shuffle_source, Activation, Graph, Op};
 use crate::quant::config::QuantPoint;
-use crate::quant::datafree::{self, activation_moments, add_moments, Moments};
+use crate::quant::datafree::{self, activation_moments, add_moments, mul_moments, Moments};
 
 /// Data-free statistics from the BatchNorm parameters of `raw` (the unfolded graph) for the
 /// points of `g` (its prepared form), by moment propagation (module docs).
@@ -91,6 +91,17 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                     m.extend_from_slice(inp(i)?);
                 }
                 (m, Activation::None)
+            }
+            // Independence of the map and the gate is assumed (a gate computed from the
+            // map's own global average is only approximately so).
+            Op::Mul => (mul_moments(inp(0)?, inp(1)?)?, Activation::None),
+            Op::ChannelShuffle { groups } => {
+                let m = inp(0)?;
+                let c = m.len();
+                (
+                    (0..c).map(|o| m[shuffle_source(c, *groups, o)]).collect(),
+                    Activation::None,
+                )
             }
             Op::Relu => (inp(0)?.clone(), Activation::Relu),
             Op::Relu6 => (inp(0)?.clone(), Activation::Relu6),

@@ -15,7 +15,8 @@
 //! twin hides the product from the compiler's fusion with a bit-level identity). The logits
 //! layer returns `y` without quantization. Elementwise ops between quantized tensors
 //! dequantize, compute in f32 and requantize with the same [`QParams::quantize`]:
-//! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), global average
+//! residual add `y = a.dequantize(qa) + b.dequantize(qb)` (left to right), the product of
+//! two maps `y = a.dequantize(qa) · b.dequantize(qb)` ([`mul_codes`]), global average
 //! pooling `y = (s · f32(Σ(q − z))) · f32(1/(H·W))` (the integer sum is exact and order-free),
 //! and average pooling the same per window with the count of its in-bounds taps. Ops that
 //! only move or select codes keep them when the input and output quantizers are equal and
@@ -184,6 +185,13 @@ pub fn add_codes(ins: impl IntoIterator<Item = (QParams, u8)>, out: &QParams) ->
     let mut it = ins.into_iter();
     let first = it.next().map_or(0.0, |(p, q)| p.dequantize(q));
     out.quantize(it.fold(first, |y, (p, q)| y + p.dequantize(q)))
+}
+
+/// Product of two codes (a feature map times a map or a channel gate): dequantize each,
+/// one f32 product, requantize. Products only (no sum), so a device cannot contract it.
+#[inline]
+pub fn mul_codes(pa: &QParams, qa: u8, pb: &QParams, qb: u8, out: &QParams) -> u8 {
+    out.quantize(pa.dequantize(qa) * pb.dequantize(qb))
 }
 
 /// One code of quantizer `from` as a code of `to`: the code itself when the quantizers are

@@ -134,6 +134,22 @@ pub enum Op {
     Flatten,
     Linear(Linear),
     Softmax,
+    /// Elementwise product of a feature map (input 0) and either a map of the same shape or
+    /// a per-sample channel gate of `C` values (`[C, 1, 1]` or `[C]`, broadcast over H×W).
+    Mul,
+    /// ShuffleNet channel shuffle: `[C, H, W]` viewed as `[groups, C/groups, H, W]`,
+    /// transposed to `[C/groups, groups, H, W]` ([`shuffle_source`]).
+    ChannelShuffle {
+        groups: usize,
+    },
+}
+
+/// The input channel that output channel `o` of a channel shuffle of `channels` channels in
+/// `groups` groups reads: output `j·groups + i` is input `i·(channels/groups) + j`.
+#[inline]
+pub fn shuffle_source(channels: usize, groups: usize, o: usize) -> usize {
+    let per = channels / groups.max(1);
+    (o % groups.max(1)) * per + o / groups.max(1)
 }
 
 impl Op {
@@ -151,6 +167,8 @@ impl Op {
             Op::Flatten => "flatten",
             Op::Linear(_) => "linear",
             Op::Softmax => "softmax",
+            Op::Mul => "mul",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
         }
     }
 

@@ -55,6 +55,7 @@ fn check_attrs(node: &Node) -> Result<()> {
             check_size(l.out_features, MAX_CHANNELS, &at("out_features"))?;
             limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
         }
+        Op::ChannelShuffle { groups } => check_size(*groups, MAX_CHANNELS, &at("groups"))?,
         Op::BatchNorm { eps } if !eps.is_finite() || *eps <= 0.0 => {
             return Err(Error::Graph(at(&format!(
                 "eps {eps} must be finite and positive"
@@ -225,6 +226,26 @@ pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize
                     })?;
                 }
                 vec![c, h, w]
+            }
+            Op::Mul => {
+                arity(node, 2)?;
+                let (c, _, _) = chw(node, ins[0])?;
+                let gate = *ins[1] == [c, 1, 1] || *ins[1] == [c];
+                if *ins[1] != *ins[0] && !gate {
+                    return Err(shape_err(node, ins[0].clone(), ins[1].clone()));
+                }
+                ins[0].clone()
+            }
+            Op::ChannelShuffle { groups } => {
+                arity(node, 1)?;
+                let (c, _, _) = chw(node, ins[0])?;
+                if !c.is_multiple_of(*groups) {
+                    return Err(Error::Graph(format!(
+                        "node {}: {groups} groups do not divide {c} channels",
+                        node.name
+                    )));
+                }
+                ins[0].clone()
             }
             Op::Flatten => {
                 arity(node, 1)?;

@@ -7,8 +7,9 @@
 //!   layers (first conv, classifier) at 8 bits. Simulation only.
 //! - `deploy`: per-tensor activation quantizers on every value except the logits (the
 //!   output, less an output softmax and a flatten of a global average pool:
-//!   `Graph::logits`) and `Flatten` outputs (a reshape of an already quantized value): the graph input, every
-//!   conv/linear output, every residual sum and pooling output — so each conv/linear reads
+//!   `Graph::logits`), `Flatten` and `ChannelShuffle` outputs (a reshape or permutation of an
+//!   already quantized value, which keeps its quantizer): the graph input, every
+//!   conv/linear output, every residual sum, product and pooling output — so each conv/linear reads
 //!   codes. A value read by a kept 8-bit layer is quantized at 8 bits. Per-channel bit-widths
 //!   only for weights.
 
@@ -151,7 +152,7 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
                 .push(n.name.as_str());
         }
     }
-    // Flatten is a reshape: what reads a Flatten reads its input.
+    // Flatten is a reshape and a channel shuffle a permutation: what reads one reads its input.
     let through_flatten = |v: &str| -> Vec<&str> {
         let mut out = Vec::new();
         for (r, op) in reader_names
@@ -160,7 +161,7 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
             .flatten()
             .zip(readers.get(v).into_iter().flatten())
         {
-            if matches!(op, Op::Flatten) {
+            if matches!(op, Op::Flatten | Op::ChannelShuffle { .. }) {
                 out.extend(reader_names.get(r).into_iter().flatten().copied());
             } else {
                 out.push(*r);
@@ -212,7 +213,7 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
             for n in &g.nodes {
                 if n.name == g.output
                     || n.name == g.logits()
-                    || matches!(n.op, Op::Flatten | Op::Softmax)
+                    || matches!(n.op, Op::Flatten | Op::Softmax | Op::ChannelShuffle { .. })
                 {
                     continue;
                 }

@@ -127,6 +127,29 @@ pub fn add_moments(a: &[Moments], b: &[Moments]) -> Result<Vec<Moments>> {
         .collect())
 }
 
+/// Moments of a · b per channel for independent a and b (a feature map times a same-shape
+/// map or a channel gate): E = μa·μb, Var = (σa² + μa²)(σb² + μb²) − μa²·μb².
+pub fn mul_moments(a: &[Moments], b: &[Moments]) -> Result<Vec<Moments>> {
+    if a.len() != b.len() {
+        return Err(Error::Quant(format!(
+            "multiplying moments of {} and {} channels",
+            a.len(),
+            b.len()
+        )));
+    }
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let (ex2, ey2) = (x.var + x.mean * x.mean, y.var + y.mean * y.mean);
+            let mean = x.mean * y.mean;
+            Moments {
+                mean,
+                var: (ex2 * ey2 - mean * mean).max(0.0),
+            }
+        })
+        .collect())
+}
+
 /// Moments of a convolution's output channels: `w` is `[cout, cin/groups, kh, kw]`
 /// (kh·kw inferred), `input` the moments of its cin input channels.
 pub fn conv_moments(

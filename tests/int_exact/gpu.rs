@@ -167,8 +167,7 @@ pub(super) fn check_layer(
 
 /// A random conv layer on the GPU executor `exec`: every conv kind (1×1, k×k, strided,
 /// dilated, padded, grouped, depthwise), single or dual, codes or logits. The integer
-/// kernels run groups = 1 and depthwise only (grouped convs become groups = 1) and no
-/// depthwise logits layer; groups = 1 convs widen past one word of channels.
+/// kernels run no depthwise logits layer; groups = 1 convs widen past one word of channels.
 #[allow(clippy::too_many_arguments)]
 fn random_conv(
     ctx: &GpuContext,
@@ -182,11 +181,6 @@ fn random_conv(
     cin_extra: usize,
 ) -> Result<(), TestCaseError> {
     let int = exec == Exec::Int;
-    if int && c.groups > 1 && !c.is_depthwise() {
-        c.in_channels /= c.groups;
-        c.out_channels /= c.groups;
-        c.groups = 1;
-    }
     if c.groups == 1 {
         c.in_channels += cin_extra;
     }

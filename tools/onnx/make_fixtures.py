@@ -190,6 +190,98 @@ def avg_pool_ceil(count_include_pad):
     return model(nodes, inits, [1, 3, 10, 10], None, 13, "avg_pool_ceil")
 
 
+def mul_shuffle():
+    """Feature-map Mul and channel shuffle, with their own seeded generator (so these bytes
+    do not depend on the other fixtures): `mul_gate` (a squeeze-excitation gate GAP → 1×1
+    conv → Relu → 1×1 conv → Relu multiplying the map, gate first; a product of two conv
+    branches; a Gemm gate reshaped to [N, C, 1, 1]) and `shuffle_nhwc` (an NHWC input
+    transposed to NCHW, grouped convs of 4 and 2 input channels per group and two
+    ShuffleNet channel shuffles: Reshape → Transpose (0, 2, 1, 3, 4) → Reshape)."""
+    r = np.random.default_rng(611)
+    n = helper.make_node
+
+    def wt(*shape, scale=0.3):
+        return (r.standard_normal(shape) * scale).astype(np.float32)
+
+    def save_own(m, name):
+        onnx.checker.check_model(m)
+        path = os.path.join(OUT, name + ".onnx")
+        onnx.save(m, path)
+        inp = m.graph.input[0]
+        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+        x = r.standard_normal(dims).astype(np.float32)
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        (y,) = sess.run(None, {inp.name: x})
+        for suffix, arr in (("input", x), ("output", y)):
+            with open(os.path.join(OUT, f"{name}_{suffix}.pb"), "wb") as f:
+                f.write(numpy_helper.from_array(arr).SerializeToString())
+
+    nodes = [
+        n("Conv", ["x", "c1w", "c1b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="relu1"),
+        n("GlobalAveragePool", ["r1"], ["se_gap"], name="se_gap"),
+        n("Conv", ["se_gap", "se1w", "se1b"], ["se1"], name="se_reduce"),
+        n("Relu", ["se1"], ["se1r"], name="se_relu"),
+        n("Conv", ["se1r", "se2w", "se2b"], ["se2"], name="se_expand"),
+        n("Relu", ["se2"], ["gate"], name="se_gate"),
+        n("Mul", ["gate", "r1"], ["se"], name="se_mul"),
+        n("Conv", ["se", "aw", "ab"], ["a"], name="branch_a", pads=[1, 1, 1, 1]),
+        n("Relu", ["a"], ["ar"], name="branch_a_relu"),
+        n("Conv", ["se", "bw", "bb"], ["b"], name="branch_b"),
+        n("Mul", ["ar", "b"], ["ab_mul"], name="branch_mul"),
+        n("GlobalAveragePool", ["ab_mul"], ["g2"], name="gap2"),
+        n("Flatten", ["g2"], ["g2f"], name="gap2_flat"),
+        n("Gemm", ["g2f", "fgw", "fgb"], ["fg"], name="fc_gate", transB=1),
+        n("Relu", ["fg"], ["fgr"], name="fc_gate_relu"),
+        n("Reshape", ["fgr", "gate_shape"], ["fg4"], name="gate_reshape"),
+        n("Mul", ["ab_mul", "fg4"], ["gated"], name="fc_mul"),
+        n("Add", ["gated", "se"], ["res"], name="residual"),
+        n("GlobalAveragePool", ["res"], ["g3"], name="gap3"),
+        n("Flatten", ["g3"], ["g3f"], name="flat"),
+        n("Gemm", ["g3f", "fcw", "fcb"], ["y"], name="fc", transB=1),
+    ]
+    inits = [
+        init("c1w", wt(8, 3, 3, 3)), init("c1b", wt(8)),
+        init("se1w", wt(4, 8, 1, 1)), init("se1b", wt(4)),
+        init("se2w", wt(8, 4, 1, 1)), init("se2b", wt(8) + 0.5),
+        init("aw", wt(8, 8, 3, 3, scale=0.15)), init("ab", wt(8)),
+        init("bw", wt(8, 8, 1, 1)), init("bb", wt(8)),
+        init("fgw", wt(8, 8)), init("fgb", wt(8) + 0.5),
+        init("gate_shape", np.array([-1, 8, 1, 1], np.int64)),
+        init("fcw", wt(10, 8)), init("fcb", wt(10)),
+    ]
+    save_own(model(nodes, inits, ["N", 3, 12, 12], ["N", 10], 13, "mul_gate"), "mul_gate")
+
+    nodes = [
+        n("Transpose", ["x"], ["xt"], name="to_nchw", perm=[0, 3, 1, 2]),
+        n("Conv", ["xt", "c1w", "c1b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="relu1"),
+        n("Reshape", ["r1", "split2"], ["s1"], name="shuffle1_split"),
+        n("Transpose", ["s1"], ["t1"], name="shuffle1", perm=[0, 2, 1, 3, 4]),
+        n("Reshape", ["t1", "merge"], ["m1"], name="shuffle1_merge"),
+        n("Conv", ["m1", "g1w", "g1b"], ["g1"], name="gconv1", group=2),
+        n("Relu", ["g1"], ["g1r"], name="gconv1_relu"),
+        n("Reshape", ["g1r", "split4"], ["s2"], name="shuffle2_split"),
+        n("Transpose", ["s2"], ["t2"], name="shuffle2", perm=[0, 2, 1, 3, 4]),
+        n("Reshape", ["t2", "merge"], ["m2"], name="shuffle2_merge"),
+        n("Conv", ["m2", "g2w", "g2b"], ["g2"], name="gconv2", group=4, pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("Relu", ["g2"], ["g2r"], name="gconv2_relu"),
+        n("GlobalAveragePool", ["g2r"], ["gp"], name="gap"),
+        n("Flatten", ["gp"], ["gf"], name="flat"),
+        n("Gemm", ["gf", "fcw", "fcb"], ["y"], name="fc", transB=1),
+    ]
+    inits = [
+        init("c1w", wt(8, 3, 3, 3)), init("c1b", wt(8)),
+        init("split2", np.array([0, 2, 4, 10, 10], np.int64)),
+        init("split4", np.array([0, 4, 2, 10, 10], np.int64)),
+        init("merge", np.array([0, -1, 10, 10], np.int64)),
+        init("g1w", wt(8, 4, 1, 1)), init("g1b", wt(8)),
+        init("g2w", wt(8, 2, 3, 3, scale=0.2)), init("g2b", wt(8)),
+        init("fcw", wt(10, 8)), init("fcb", wt(10)),
+    ]
+    save_own(model(nodes, inits, ["N", 10, 10, 3], ["N", 10], 13, "shuffle_nhwc"), "shuffle_nhwc")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tc = tiny_cnn()
@@ -219,4 +311,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    # `make_fixtures.py mul_shuffle` writes only those fixtures.
+    if sys.argv[1:] == ["mul_shuffle"]:
+        os.makedirs(OUT, exist_ok=True)
+        mul_shuffle()
+    else:
+        main()
+        mul_shuffle()

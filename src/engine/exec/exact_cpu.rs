@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use super::int_model::{pool_out_hw, pool_taps, IntLayer, IntModel, StepKind};
 use crate::engine::cpu::int::{self, QTensor};
 use crate::engine::exact::exact_in_f32;
-use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, mul_codes, requant_code};
 use crate::error::{Error, Result};
-use crate::graph::{Conv2d, Graph, Pool};
+use crate::graph::{shuffle_source, Conv2d, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -252,6 +252,8 @@ impl IntModel {
                         params: out,
                     }
                 }
+                StepKind::Mul => mul(ins[0], ins[1], s.out)?,
+                StepKind::Shuffle(g) => shuffle(ins[0], *g)?,
                 StepKind::Flatten => {
                     let n = ins[0].shape[0];
                     QTensor {
@@ -427,4 +429,43 @@ fn concat(ins: &[&QTensor], out: Option<QParams>) -> Result<QTensor> {
         codes,
         params: out,
     })
+}
+
+/// Product of NCHW code tensors: `b` of `a`'s size or one code per image and channel (a
+/// gate, broadcast over the plane), each pair through `mul_codes`.
+fn mul(a: &QTensor, b: &QTensor, out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("mul without an output quantizer".into()))?;
+    let (n, c, h, w) = a.dims()?;
+    let plane = if b.codes.len() == a.codes.len() {
+        1
+    } else if b.codes.len() == n * c {
+        h * w
+    } else {
+        return Err(Error::Engine("exact mul: input shapes differ".into()));
+    };
+    let codes = a
+        .codes
+        .iter()
+        .enumerate()
+        .map(|(i, &qa)| mul_codes(&a.params, qa, &b.params, b.codes[i / plane], &out))
+        .collect();
+    Ok(QTensor {
+        shape: a.shape.clone(),
+        codes,
+        params: out,
+    })
+}
+
+/// Channel shuffle of an NCHW code tensor (planes permuted; the quantizer is kept).
+fn shuffle(x: &QTensor, groups: usize) -> Result<QTensor> {
+    let (n, c, h, w) = x.dims()?;
+    let plane = h * w;
+    let mut codes = Vec::with_capacity(x.codes.len());
+    for img in 0..n {
+        for o in 0..c {
+            let s = (img * c + shuffle_source(c, groups, o)) * plane;
+            codes.extend_from_slice(&x.codes[s..s + plane]);
+        }
+    }
+    Ok(QTensor { codes, ..x.clone() })
 }

@@ -18,6 +18,8 @@ use crate::engine::gpu::conv_exact::{
     acc_encode, act_exact_encode, add_exact_encode, concat_exact_encode, gap_exact_encode,
     pool_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
+use crate::engine::gpu::mul::mul_exact_encode;
+use crate::engine::gpu::shuffle::shuffle_encode;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
 use crate::quant::QParams;
@@ -41,7 +43,7 @@ fn input_params(model: &IntModel) -> Result<Vec<QParams>> {
             .ok_or_else(|| Error::Engine(format!("step {}: input is not quantized", s.name)))?;
         out.push(first);
         let produced = match s.kind {
-            StepKind::Flatten => Some(first),
+            StepKind::Flatten | StepKind::Shuffle(_) => Some(first),
             _ => s.out,
         };
         if let Some(p) = produced {
@@ -300,6 +302,40 @@ fn run_chunk(
                 Value {
                     buf: y,
                     params: oq,
+                    dims: a.dims,
+                }
+            }
+            StepKind::Mul => {
+                let b = get(&s.inputs[1])?;
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let gate = b.dims != a.dims;
+                if gate && b.dims.0 != c {
+                    return Err(fail("mul inputs differ in shape"));
+                }
+                let len = m * c * h * w;
+                let y = pool.take(ctx, len);
+                mul_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    (&b.buf, b.params),
+                    &y,
+                    len,
+                    gate.then_some(h * w),
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: a.dims,
+                }
+            }
+            StepKind::Shuffle(groups) => {
+                let y = pool.take(ctx, m * c * h * w);
+                shuffle_encode(ctx, &mut enc, &a.buf, &y, (m, c, h * w), *groups)?;
+                Value {
+                    buf: y,
+                    params: a.params,
                     dims: a.dims,
                 }
             }

@@ -387,6 +387,8 @@ impl<'g, 'h> Executor<'g, 'h> {
             Op::GlobalAvgPool => cpu::global_avg_pool(ins[0]),
             Op::Concat => cpu::concat(ins),
             Op::Softmax => cpu::softmax(ins[0]),
+            Op::Mul => cpu::mul(ins[0], ins[1]),
+            Op::ChannelShuffle { groups } => cpu::channel_shuffle(ins[0], *groups),
         })
     }
 }

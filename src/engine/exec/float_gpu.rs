@@ -8,7 +8,8 @@
 //! - The batch is split into chunks of images whose largest value fits the adapter's
 //!   storage binding limit ([`buffers::batch_chunks`]).
 //! - Ops: conv/depthwise (fused ReLU/ReLU6), linear, add (pairwise, left to right), concat,
-//!   max/avg/global-average pooling, flatten (a copy). Standalone ReLU/ReLU6 and unfolded
+//!   max/avg/global-average pooling, flatten (a copy), product with a map or a channel gate
+//!   (`gpu::mul`), channel shuffle (`gpu::shuffle`). Standalone ReLU/ReLU6 and unfolded
 //!   BatchNorm run as a 1×1 depthwise conv (`y = act(x·k + b)`; ReLU: k = 1, b = 0, exact).
 //!   Softmax has no kernel and is refused at build time.
 //! - [`GpuGraph::forward_fake_quant`]: each [`ActQuant`] fake-quantizes its value right
@@ -115,6 +116,9 @@ enum Step {
     Add,
     Concat,
     Flatten,
+    /// Product with a same-shape map or a per-image channel gate.
+    Mul,
+    ChannelShuffle(usize),
 }
 
 /// One node: its kernel step, input value indices and output value index.
@@ -291,6 +295,8 @@ impl<'a> GpuGraph<'a> {
                 Op::Add => Step::Add,
                 Op::Concat => Step::Concat,
                 Op::Flatten => Step::Flatten,
+                Op::Mul => Step::Mul,
+                Op::ChannelShuffle { groups } => Step::ChannelShuffle(*groups),
                 // The output softmax runs on the host after the read-back (as on the CPU).
                 Op::Softmax if n.name == g.output => {
                     softmax = true;

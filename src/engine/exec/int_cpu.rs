@@ -15,9 +15,9 @@ use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
 use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
-use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, mul_codes, requant_code};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, Pool};
+use crate::graph::{shuffle_source, Activation, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
@@ -181,6 +181,8 @@ impl IntModel {
                 StepKind::Concat => Value::Map(concat(&ins, s.out)?),
                 StepKind::Act(a) => Value::Map(activation(ins[0], *a, s.out)?),
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
+                StepKind::Mul => Value::Map(mul(ins[0], ins[1], s.out)?),
+                StepKind::Shuffle(g) => Value::Map(shuffle(ins[0], *g)),
             };
             for i in &s.inputs {
                 if let Some(r) = remaining.get_mut(i.as_str()) {
@@ -438,4 +440,45 @@ fn activation(x: &Map, act: Activation, out: Option<QParams>) -> Result<Map> {
         params: out,
         ..*x
     })
+}
+
+/// Product of NHWC maps: `b` of `a`'s size or one code per image and channel (a gate),
+/// each pair through `mul_codes`.
+fn mul(a: &Map, b: &Map, out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("mul without an output quantizer".into()))?;
+    let gate = (b.n, b.h * b.w, b.c) == (a.n, 1, a.c);
+    if (b.n, b.h, b.w, b.c) != (a.n, a.h, a.w, a.c) && !gate {
+        return Err(Error::Engine("integer mul: input shapes differ".into()));
+    }
+    let px = a.h * a.w * a.c;
+    let codes = a
+        .codes
+        .iter()
+        .enumerate()
+        .map(|(i, &qa)| {
+            let qb = if gate {
+                b.codes[(i / px) * a.c + i % a.c]
+            } else {
+                b.codes[i]
+            };
+            mul_codes(&a.params, qa, &b.params, qb, &out)
+        })
+        .collect();
+    Ok(Map {
+        codes,
+        params: out,
+        ..*a
+    })
+}
+
+/// Channel shuffle of an NHWC map: a permutation of each pixel's codes.
+fn shuffle(x: &Map, groups: usize) -> Map {
+    let c = x.c;
+    let src: Vec<usize> = (0..c).map(|o| shuffle_source(c, groups, o)).collect();
+    let codes = x
+        .codes
+        .chunks_exact(c)
+        .flat_map(|px| src.iter().map(move |&s| px[s]))
+        .collect();
+    Map { codes, ..*x }
 }

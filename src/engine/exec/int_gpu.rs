@@ -17,6 +17,8 @@ use crate::engine::gpu::conv_int::{
 use crate::engine::gpu::eltwise_int::{
     act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
+use crate::engine::gpu::mul::mul_int_encode;
+use crate::engine::gpu::shuffle::shuffle_int_encode;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -344,6 +346,42 @@ impl GpuIntModel<'_> {
                     Value {
                         buf: yb,
                         params: oq,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::Mul => {
+                    let b = get(&s.inputs[1])?;
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let gate = b.dims != a.dims;
+                    if gate && b.dims != (n, c, 1, 1) {
+                        return Err(fail("mul inputs differ in shape"));
+                    }
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int mul", (words * 4) as u64);
+                    mul_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        (&b.buf, b.params),
+                        &yb,
+                        (n, h * w, c),
+                        gate,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::Shuffle(groups) => {
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int shuffle", (words * 4) as u64);
+                    let zero = a.params.zero_point as u8;
+                    shuffle_int_encode(ctx, &mut enc, &a.buf, &yb, (n * h * w, c), *groups, zero)?;
+                    Value {
+                        buf: yb,
+                        params: a.params,
                         dims: a.dims,
                     }
                 }

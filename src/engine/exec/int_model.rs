@@ -15,7 +15,10 @@
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
 //! where it differs (`requant::requant_code`); a standalone ReLU/ReLU6 requantizes each
-//! code through the activation (`requant::act_code`); `Flatten` passes codes through.
+//! code through the activation (`requant::act_code`); `Flatten` passes codes through and a
+//! channel shuffle permutes them (both keep the input's quantizer); a product of two maps
+//! (or a map and a per-image channel gate) dequantizes both, multiplies in f32 and
+//! requantizes (`requant::mul_codes`).
 
 use std::collections::HashMap;
 
@@ -82,6 +85,12 @@ pub enum StepKind {
     /// A standalone activation (not fused into a layer), code by code.
     Act(Activation),
     Flatten,
+    /// Product of a map and a same-shape map or a per-image channel gate
+    /// (`requant::mul_codes`).
+    Mul,
+    /// Channel shuffle in `groups` groups: a permutation of the codes, which keep their
+    /// quantizer (the output is no quantization point).
+    Shuffle(usize),
 }
 
 /// One node of the graph, in execution order.
@@ -166,11 +175,13 @@ impl IntModel {
                     | Op::Relu
                     | Op::Relu6
                     | Op::Flatten
+                    | Op::Mul
+                    | Op::ChannelShuffle { .. }
             );
             if !has_kernel && !is_out {
                 return Err(unsupported("no integer kernel for this op"));
             }
-            let out = if is_out || matches!(n.op, Op::Flatten) {
+            let out = if is_out || matches!(n.op, Op::Flatten | Op::ChannelShuffle { .. }) {
                 None
             } else {
                 Some(per_tensor(plan, &n.name)?)
@@ -187,6 +198,8 @@ impl IntModel {
                 Op::Relu if !is_out => StepKind::Act(Activation::Relu),
                 Op::Relu6 if !is_out => StepKind::Act(Activation::Relu6),
                 Op::Flatten if !is_out => StepKind::Flatten,
+                Op::Mul if !is_out => StepKind::Mul,
+                Op::ChannelShuffle { groups } if !is_out => StepKind::Shuffle(*groups),
                 _ if is_out => {
                     return Err(unsupported(
                         "the logits must be a conv, linear or global average pooling layer",
@@ -195,7 +208,7 @@ impl IntModel {
                 _ => return Err(unsupported("no integer kernel for this op")),
             };
             let produced = match kind {
-                StepKind::Flatten => Some(ins[0]),
+                StepKind::Flatten | StepKind::Shuffle(_) => Some(ins[0]),
                 _ => out,
             };
             if let Some(p) = produced {

@@ -19,8 +19,9 @@
 //! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
 //! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
-//! `requant::QUANTIZE_DIVIDES` says). Grouped
-//! convs other than depthwise are not supported on the GPU.
+//! `requant::QUANTIZE_DIVIDES` says). Other grouped convs
+//! (`gconv_int`) compute each output channel's sum alone over its group's input channels,
+//! gathered at any byte offset (channels past the group's read as the zero point).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -89,8 +90,12 @@ pub struct IntParams {
     pub copy: u32,
     /// Concat: 1 for the last input (it also writes the output's padding channels).
     pub last: u32,
+    /// Conv: input / output channels per group.
+    pub cig: u32,
+    pub cog: u32,
+    pub _pad: [u32; 2],
 }
-const _: () = assert!(std::mem::size_of::<IntParams>() == 144);
+const _: () = assert!(std::mem::size_of::<IntParams>() == 160);
 
 /// Twin of the WGSL `Chan` struct.
 #[repr(C)]
@@ -275,12 +280,7 @@ pub fn conv_int_encode(
 ) -> Result<(usize, usize)> {
     let (oh, ow) = conv_out_hw(c, h, w)?;
     let depthwise = c.is_depthwise();
-    if c.groups != 1 && !depthwise {
-        return Err(Error::Gpu(format!(
-            "integer conv with {} groups (not depthwise) has no GPU kernel",
-            c.groups
-        )));
-    }
+    let (cig, cog) = (c.in_channels / c.groups, c.out_channels / c.groups);
     let cw_in = words_per_pixel(c.in_channels);
     let cw_out = words_per_pixel(c.out_channels);
     let logits = l.out.is_none();
@@ -317,6 +317,8 @@ pub fn conv_int_encode(
         kpad: (l.taps * cw8 * 8) as i32,
         total: u32_of("conv_int outputs", total)?,
         act: act_u32(l.act),
+        cig: u32_of("channels per group", cig)?,
+        cog: u32_of("channels per group", cog)?,
         ..Default::default()
     };
     out_fields(&mut p, l.out);
@@ -327,7 +329,13 @@ pub fn conv_int_encode(
     let spec = KernelSpec {
         name: "conv_int",
         source: SOURCE,
-        entry: if depthwise { "dw_int" } else { "conv_int" },
+        entry: if depthwise {
+            "dw_int"
+        } else if c.groups > 1 {
+            "gconv_int"
+        } else {
+            "conv_int"
+        },
         slots: &CONV_SLOTS,
         constants: &constants,
         workgroup_bytes: 0,

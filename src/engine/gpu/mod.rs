@@ -14,5 +14,7 @@ pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
 pub mod mmse;
+pub mod mul;
 pub mod plane_stats;
 pub mod pool;
+pub mod shuffle;

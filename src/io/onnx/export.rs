@@ -3,7 +3,9 @@
 //! - **FP32** (no plan): opset 13. Conv, Gemm (`transB = 1`), Relu, Clip(0, 6) for ReLU6,
 //!   MaxPool, AveragePool (`count_include_pad = 0`, as the IR averages), GlobalAveragePool,
 //!   Add (a chain of binary Adds for more inputs, in the IR's order), Concat (axis 1),
-//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded). Fused
+//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded), Mul (a
+//!   `[N, C]` gate reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape
+//!   `[N, g, C/g, H, W]` → Transpose (0, 2, 1, 3, 4) → Reshape `[N, C, H, W]`. Fused
 //!   activations become their own node after the conv/linear.
 //! - **QDQ** (a plan): opset 21. Each conv/linear weight is `DequantizeLinear(axis 0)` of
 //!   the plan's codes, per output channel, with the corrected scales and the corrected bias
@@ -193,6 +195,31 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
             }
             Op::Concat => b.node("Concat", &n.name, ins, &out, vec![int("axis", 1)]),
             Op::Flatten => b.node("Flatten", &n.name, ins, &out, vec![int("axis", 1)]),
+            Op::Mul => {
+                let mut ins = ins;
+                if shapes[&n.inputs[1]].len() == 1 {
+                    // A gate of [N, C] broadcasts over [N, C, H, W] as [N, C, 1, 1].
+                    let r = format!("{}.gate", n.name);
+                    b.reshape(&r, ins[1].clone(), &[0, -1, 1, 1]);
+                    ins[1] = r;
+                }
+                b.node("Mul", &n.name, ins, &out, vec![]);
+            }
+            Op::ChannelShuffle { groups } => {
+                let s = &shapes[&n.inputs[0]];
+                let (c, h, w) = (s[0] as i64, s[1] as i64, s[2] as i64);
+                let g = *groups as i64;
+                let (r1, t) = (format!("{}.split", n.name), format!("{}.t", n.name));
+                b.reshape(&r1, ins[0].clone(), &[-1, g, c / g, h, w]);
+                b.node(
+                    "Transpose",
+                    &t,
+                    vec![r1],
+                    &t,
+                    vec![ints("perm", &[0, 2, 1, 3, 4])],
+                );
+                b.reshape(&out, t, &[-1, c, h, w]);
+            }
             Op::Softmax => {
                 if shapes[&n.inputs[0]].len() != 1 {
                     return Err(Error::Usage(format!(
@@ -311,6 +338,19 @@ impl Builder {
                 }
             }
         }
+    }
+
+    /// `Reshape` node `out` of `x` to `shape` (an int64 initializer `<out>.shape`).
+    fn reshape(&mut self, out: &str, x: String, shape: &[i64]) {
+        let sn = format!("{out}.shape");
+        self.inits.push(TensorProto {
+            dims: vec![shape.len() as i64],
+            data_type: Some(DataType::Int64 as i32),
+            name: Some(sn.clone()),
+            raw_data: Some(shape.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        self.node("Reshape", out, vec![x, sn], out, vec![]);
     }
 
     fn f32_init(&mut self, name: &str, dims: Vec<usize>, v: &[f32]) {

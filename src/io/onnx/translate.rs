@@ -9,6 +9,11 @@
 //! the ONNX shape and keep the IR value; ops that need `[C, H, W]` check that both agree,
 //! and Gemm/MatMul/Softmax on a feature map get an IR Flatten first.
 //!
+//! A Transpose of a feature map is either ShuffleNet's channel shuffle (IR `ChannelShuffle`)
+//! or, on a graph input declared NHWC `[1, H, W, C]` whose readers all transpose it with
+//! perm (0, 3, 1, 2), absorbed: the IR input is NCHW and a note says so. `Mul` of two
+//! computed tensors is IR `Mul` (equal shapes, or a map times a `[1, C, 1, 1]` gate).
+//!
 //! Folds at import: Pad (constant zero) into the next Conv's padding; Add of a constant to
 //! a Conv/Linear output read nowhere else into its bias; other per-channel Add/Sub/Mul/Div
 //! by constants into a BatchNorm node with mean 0 and variance `1 − eps` (so
@@ -102,6 +107,9 @@ struct Tr {
     /// folded into a producer only when the adding node is its one reader).
     ir_reads: HashMap<String, usize>,
     problems: Vec<String>,
+    /// The graph input's ONNX name when it is declared NHWC and only read by Transposes
+    /// to NCHW (the IR input is then NCHW).
+    nhwc_input: Option<String>,
 }
 
 fn tensor(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
@@ -344,16 +352,9 @@ impl Tr {
             }
             "Transpose" => {
                 let d = x()?;
-                let identity = a
-                    .ints("perm")
-                    .is_some_and(|p| p.iter().enumerate().all(|(i, &v)| v == i as i64));
-                if identity {
-                    same(d)
-                } else {
-                    Err(no(
-                        "Transpose of a feature map (e.g. channel shuffle) has no IR op yet",
-                    ))
-                }
+                let perm = a.ints("perm").unwrap_or_default();
+                let identity = perm.iter().enumerate().all(|(i, &v)| v == i as i64);
+                self.transpose(&base, d, &perm, identity, node)
             }
             "Pad" => {
                 let mut d = x()?;
@@ -713,6 +714,9 @@ impl Tr {
             .filter_map(|v| if let Val::Dyn(d) = v { Some(d) } else { None })
             .collect();
         if dyns.len() == ins.len() {
+            if op == "Mul" && dyns.len() == 2 {
+                return self.mul(base, dyns[0].clone(), dyns[1].clone());
+            }
             if op != "Add" && op != "Sum" {
                 return Err(no(format!("{op} of two feature maps has no IR op yet")));
             }
@@ -806,6 +810,79 @@ impl Tr {
             ps,
         );
         Ok(vec![Val::Dyn(Dyn { ir: n, ..d })])
+    }
+
+    /// Product of two computed tensors: feature maps of one shape, or a feature map and a
+    /// per-channel gate of ONNX shape `[1, C, 1, 1]` (held as `[C, 1, 1]` or `[C]`), in
+    /// either order; the IR takes the map first (f32 products commute exactly).
+    fn mul(&mut self, base: &str, a: Dyn, b: Dyn) -> Result<Vec<Val>> {
+        if a.pad.is_some() || b.pad.is_some() {
+            return Err(no("a zero Pad is only supported right before a Conv"));
+        }
+        let is_gate = |g: &Dyn, c: usize| {
+            g.shape == [1, c, 1, 1] && (g.ir_shape == [c, 1, 1] || g.ir_shape == [c])
+        };
+        let (x, g) = match (fmap(&a, false), fmap(&b, false)) {
+            (Ok(_), Ok(_)) if a.shape == b.shape => (a, b),
+            (Ok((c, _, _)), _) if is_gate(&b, c) => (a, b),
+            (_, Ok((c, _, _))) if is_gate(&a, c) => (b, a),
+            _ => {
+                return Err(no(format!(
+                    "Mul of shapes {:?} and {:?}: only equal NCHW shapes or a map times a [1, C, 1, 1] channel gate",
+                    a.shape, b.shape
+                )))
+            }
+        };
+        let n = self.emit(base, Op::Mul, vec![x.ir.clone(), g.ir], vec![]);
+        Ok(vec![Val::Dyn(Dyn { ir: n, ..x })])
+    }
+
+    /// A Transpose of a computed tensor: the identity; ShuffleNet's channel shuffle (perm
+    /// (0, 2, 1, 3, 4) of a feature map reshaped to `[1, g, C/g, H, W]`) → one
+    /// `ChannelShuffle` whose IR value is the shuffled `[C, H, W]` map, so the Reshape back
+    /// to `[1, C, H, W]` only relabels it; or perm (0, 3, 1, 2) of an NHWC graph input (see
+    /// [`translate`]), which the IR input already holds as NCHW. Any other is an error.
+    fn transpose(
+        &mut self,
+        base: &str,
+        d: Dyn,
+        perm: &[i64],
+        identity: bool,
+        node: &NodeProto,
+    ) -> Result<Vec<Val>> {
+        if identity {
+            return Ok(vec![Val::Dyn(d)]);
+        }
+        if d.pad.is_some() {
+            return Err(no("a zero Pad is only supported right before a Conv"));
+        }
+        if perm == [0, 3, 1, 2]
+            && self.nhwc_input.as_deref() == node.input.first().map(|s| s.as_str())
+        {
+            let [c, h, w] = d.ir_shape[..] else {
+                return Err(no("NHWC input of an unexpected shape"));
+            };
+            return Ok(vec![Val::Dyn(Dyn {
+                shape: vec![1, c, h, w],
+                ..d
+            })]);
+        }
+        if let ([1, g, cg, h, w], [0, 2, 1, 3, 4]) = (&d.shape[..], perm) {
+            let (g, cg, h, w) = (*g, *cg, *h, *w);
+            if d.ir_shape == [g * cg, h, w] && g > 0 {
+                let n = self.emit(base, Op::ChannelShuffle { groups: g }, vec![d.ir], vec![]);
+                return Ok(vec![Val::Dyn(Dyn {
+                    ir: n,
+                    shape: vec![1, cg, g, h, w],
+                    ir_shape: vec![g * cg, h, w],
+                    pad: None,
+                })]);
+            }
+        }
+        Err(no(format!(
+            "Transpose perm {perm:?} of {:?}: only a channel shuffle (perm [0, 2, 1, 3, 4] of a map reshaped to [1, g, C/g, H, W]) or an NHWC graph input's perm [0, 3, 1, 2]",
+            d.shape
+        )))
     }
 
     fn linear(&mut self, node: &NodeProto, base: &str) -> Result<Vec<Val>> {
@@ -946,6 +1023,7 @@ pub fn translate(
         onnx_readers,
         ir_reads: HashMap::new(),
         problems: Vec::new(),
+        nhwc_input: None,
     };
     for t in &g.initializer {
         tr.vals.insert(
@@ -986,6 +1064,28 @@ pub fn translate(
         }
         _ => return Err(no(format!("input {} is not a tensor", input.name()))),
     };
+    // A TensorFlow-style NHWC input [1, H, W, C] whose every reader is a Transpose
+    // (0, 3, 1, 2) to NCHW: the IR input is NCHW and those Transposes become identities.
+    let nhwc = dims.len() == 4 && {
+        let readers: Vec<&NodeProto> = g
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| live[*i] && n.input.iter().any(|x| x == input.name()))
+            .map(|(_, n)| n)
+            .collect();
+        !readers.is_empty()
+            && readers.iter().all(|n| {
+                n.op_type() == "Transpose"
+                    && n.input.len() == 1
+                    && Attrs(n).ints("perm").as_deref() == Some(&[0, 3, 1, 2][..])
+            })
+    };
+    let dims = if nhwc {
+        vec![dims[0], dims[3], dims[1], dims[2]]
+    } else {
+        dims
+    };
     let [n, Some(c), h, w] = dims[..] else {
         return Err(no(format!(
             "input {} has shape {dims:?}; an NCHW image batch with a known channel count is needed",
@@ -1009,11 +1109,22 @@ pub fn translate(
     check_size(w, MAX_SPATIAL, "input width")?;
     let input_shape = vec![c, h, w];
     tr.ir_reads.insert(Graph::INPUT.into(), 0);
+    if nhwc {
+        crate::error::note(format_args!(
+            "{name}: input {} is NHWC [1, {h}, {w}, {c}]; its Transpose to NCHW is absorbed: the imported model takes NCHW [{c}, {h}, {w}]",
+            input.name()
+        ));
+        tr.nhwc_input = Some(input.name().to_string());
+    }
     tr.bind(
         input.name(),
         Dyn {
             ir: Graph::INPUT.into(),
-            shape: vec![1, c, h, w],
+            shape: if nhwc {
+                vec![1, h, w, c]
+            } else {
+                vec![1, c, h, w]
+            },
             ir_shape: input_shape.clone(),
             pad: None,
         },

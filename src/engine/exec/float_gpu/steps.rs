@@ -12,7 +12,9 @@ use crate::engine::gpu::conv2d_precise::{
 use crate::engine::gpu::eltwise::eltwise_encode;
 use crate::engine::gpu::fake_quant::fake_quant_encode;
 use crate::engine::gpu::linear::linear_encode;
+use crate::engine::gpu::mul::mul_encode;
 use crate::engine::gpu::pool::{pool_encode, PoolKind};
+use crate::engine::gpu::shuffle::shuffle_encode;
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 use crate::graph::{Activation, Conv2d, Linear};
@@ -167,6 +169,16 @@ impl GpuGraph<'_> {
             Step::Concat => {
                 pool.give(y);
                 return self.concat(enc, pool, s, ins, m);
+            }
+            Step::Mul => {
+                let per: usize = self.shapes[s.inputs[1]].iter().product();
+                let gate = (per != oc * ohw).then_some(ohw);
+                mul_encode(ctx, enc, ins[0], ins[1], &y, len, gate)?;
+                return Ok(y);
+            }
+            Step::ChannelShuffle(groups) => {
+                shuffle_encode(ctx, enc, ins[0], &y, (m, oc, ohw), *groups)?;
+                return Ok(y);
             }
             Step::Flatten => {
                 enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
