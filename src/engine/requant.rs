@@ -23,6 +23,10 @@
 //! after the max of the codes (dequantization is monotone, so this equals
 //! dequantize–max–requantize; a window entirely in padding takes code 0). A standalone
 //! activation (ReLU after a residual add) is [`act_code`]: dequantize, activate, requantize.
+//! Any other element-wise function f of codes (a standalone BatchNorm per channel, the
+//! `Unary` functions) is a table built on the host by [`lut`]: entry q is
+//! `out.quantize(f(in.dequantize(q)))`, so f (sigmoid's `exp` included) is evaluated once,
+//! in f32 on the CPU, and every executor only indexes the table.
 
 use rayon::prelude::*;
 
@@ -205,6 +209,15 @@ pub fn act_code(from: &QParams, q: u8, act: Activation, to: &QParams) -> u8 {
         Activation::None => requant_code(from, q, to),
         _ => to.quantize(act.apply(from.dequantize(q))),
     }
+}
+
+/// The 256-entry code table of an element-wise function `f`: entry q is
+/// `to.quantize(f(from.dequantize(q)))` (codes above `from`'s range never occur; their
+/// entries are computed all the same).
+pub fn lut(from: &QParams, to: &QParams, f: impl Fn(f32) -> f32) -> Vec<u8> {
+    (0..=255u8)
+        .map(|q| to.quantize(f(from.dequantize(q))))
+        .collect()
 }
 
 /// Global (or windowed: average pooling, `count` = in-bounds taps, at least 1) average

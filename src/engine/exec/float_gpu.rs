@@ -10,6 +10,7 @@
 //! - Ops: conv/depthwise (fused ReLU/ReLU6), linear, add (pairwise, left to right), concat,
 //!   max/avg/global-average pooling, flatten (a copy). Standalone ReLU/ReLU6 and unfolded
 //!   BatchNorm run as a 1×1 depthwise conv (`y = act(x·k + b)`; ReLU: k = 1, b = 0, exact).
+//!   The `Unary` functions run `gpu::unary` (f32, within a tolerance of the CPU's `exp`).
 //!   Softmax has no kernel and is refused at build time.
 //! - [`GpuGraph::forward_fake_quant`]: each [`ActQuant`] fake-quantizes its value right
 //!   after the producing node (after the fused activation) or the graph input, with the
@@ -33,7 +34,7 @@ use crate::engine::gpu::fake_quant::quant_table;
 use crate::engine::gpu::pool::PoolKind;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool};
+use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool, Unary};
 use crate::quant::plan::ActQuant;
 use crate::tensor::Tensor;
 
@@ -114,6 +115,8 @@ enum Step {
     Add,
     Concat,
     Flatten,
+    /// An element-wise function on f32 (`gpu::unary`).
+    Unary(Unary),
 }
 
 /// One node: its kernel step, input value indices and output value index.
@@ -226,7 +229,7 @@ impl<'a> GpuGraph<'a> {
                         b: buffers::upload(ctx, "zeros", &vec![0f32; c]),
                     }
                 }
-                Op::BatchNorm { eps } => {
+                Op::BatchNorm { eps, act } => {
                     let p = |k| g.param(&n.name, k).map(|t| t.data.as_slice());
                     let (ga, be, mu, var) = (
                         p("weight")?,
@@ -244,7 +247,7 @@ impl<'a> GpuGraph<'a> {
                         .collect();
                     let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
                     Step::Pointwise {
-                        c: pointwise(c, Activation::None),
+                        c: pointwise(c, *act),
                         w: buffers::upload(ctx, "bn scale", &k),
                         b: buffers::upload(ctx, "bn shift", &b),
                     }
@@ -262,6 +265,7 @@ impl<'a> GpuGraph<'a> {
                 Op::Add => Step::Add,
                 Op::Concat => Step::Concat,
                 Op::Flatten => Step::Flatten,
+                Op::Unary(u) => Step::Unary(*u),
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
             };
             steps.push(NodeStep {

@@ -18,6 +18,7 @@ use crate::engine::gpu::conv_int::{
 use crate::engine::gpu::eltwise_int::{
     act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
+use crate::engine::gpu::lut::{lut_int_encode, upload_lut};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -342,6 +343,19 @@ impl GpuIntModel<'_> {
                         *act,
                         oq,
                     )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::Lut(t) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int lut", (words * 4) as u64);
+                    let table = upload_lut(ctx, &t.tables);
+                    let px = (n * h * w, c);
+                    lut_int_encode(ctx, &mut enc, &a.buf, &table, &yb, px, t.stride(), oq)?;
                     Value {
                         buf: yb,
                         params: oq,

@@ -13,6 +13,8 @@ pub mod eltwise_int;
 pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
+pub mod lut;
 pub mod mmse;
 pub mod plane_stats;
 pub mod pool;
+pub mod unary;
