@@ -326,7 +326,7 @@ impl Builder {
                         String::new()
                     }
                 };
-                let (lo, hi) = (bound(self, "min", min), bound(self, "max", max));
+                let (lo, hi) = (bound(self, "lo", min), bound(self, "hi", max));
                 if self.qdq {
                     let mut v = x.to_string();
                     for (op, b) in [("Max", lo), ("Min", hi)] {

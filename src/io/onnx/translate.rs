@@ -725,8 +725,9 @@ impl Tr {
     }
 
     /// `Mul(x, Sigmoid(x))` (either order) where the Sigmoid's output has no other reader:
-    /// the Sigmoid node becomes one SiLU node, which is the Mul's value.
-    fn fold_silu(&mut self, node: &NodeProto) -> Option<Vec<Val>> {
+    /// the Sigmoid node becomes one SiLU node, which is the Mul's value. The same for
+    /// `Mul(x, HardSigmoid(x; 1/6, 1/2))`, HardSwish (as ptq4's FP32 export writes it).
+    fn fold_gate(&mut self, node: &NodeProto) -> Option<Vec<Val>> {
         let (Some(Val::Dyn(a)), Some(Val::Dyn(b))) = (self.input(node, 0), self.input(node, 1))
         else {
             return None;
@@ -738,17 +739,25 @@ impl Tr {
             let &i = self.producer.get(&s.ir)?;
             let n = &self.nodes[i];
             let one_reader = self.ir_reads.get(&s.ir).copied() == Some(1);
-            (n.op == Op::Unary(Unary::Sigmoid) && n.inputs == [x.ir.clone()] && one_reader)
-                .then(|| (i, s.clone()))
+            let gated = match n.op {
+                Op::Unary(Unary::Sigmoid) => Unary::Silu,
+                Op::Unary(Unary::HardSigmoid { alpha, beta })
+                    if alpha == 1.0 / 6.0 && beta == 0.5 =>
+                {
+                    Unary::HardSwish
+                }
+                _ => return None,
+            };
+            (n.inputs == [x.ir.clone()] && one_reader).then(|| (i, gated, s.clone()))
         })?;
-        self.nodes[sig.0].op = Op::Unary(Unary::Silu);
-        Some(vec![Val::Dyn(sig.1)])
+        self.nodes[sig.0].op = Op::Unary(sig.1);
+        Some(vec![Val::Dyn(sig.2)])
     }
 
     fn arith(&mut self, node: &NodeProto, base: &str) -> Result<Vec<Val>> {
         let op = node.op_type();
         if op == "Mul" {
-            if let Some(v) = self.fold_silu(node) {
+            if let Some(v) = self.fold_gate(node) {
                 return Ok(v);
             }
         }
