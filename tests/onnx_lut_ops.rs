@@ -379,5 +379,5 @@ fn densenet121_deploy_gives_identical_logits_on_every_executor() {
             .unwrap();
     let q = quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
     let sim = four_executors_agree(&q, &x, "DenseNet-121");
-    assert_eq!(sim.shape, [1, 1000]);
+    assert_eq!(sim.data.len(), 1000);
 }
