@@ -160,7 +160,8 @@ def auto_pad(mode):
 
 
 def unsupported():
-    """Four nodes ptq4 cannot import, one of them behind another."""
+    """Two LRNs ptq4 cannot import, one behind the other, beside a Sigmoid, a SiLU (Mul)
+    and a Clip to [-1, 1] that it imports."""
     n = helper.make_node
     nodes = [
         n("Conv", ["x", "cw"], ["c"], name="conv"),
