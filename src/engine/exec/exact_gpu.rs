@@ -2,7 +2,8 @@
 //! [`conv_exact`](super::conv_exact)): every value of a batch stays on the device as an f32
 //! NCHW tensor of centred codes; one command buffer per chunk of images runs the whole
 //! graph; only the logits come back. Same logits as `IntModel::forward(x, Exec::Exact)` and
-//! `Exec::Int`, bit for bit.
+//! `Exec::Int`, bit for bit. Code tables (standalone BatchNorm, `Unary`) are the host's
+//! `Lut` read from a buffer (`gpu::lut`, `lut_exact`).
 //!
 //! The batch is split into chunks whose largest value (f32, 4× the integer path's codes)
 //! fits the storage binding limit; freed values and accumulators are reused through a

@@ -1,7 +1,8 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
 //! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
-//! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)).
+//! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)). Code tables
+//! (standalone BatchNorm, `Unary`) are the host's `Lut` read from a buffer (`gpu::lut`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
