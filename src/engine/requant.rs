@@ -257,6 +257,22 @@ mod tests {
         t.max(0.0).min(q.qmax() as f32) as u8
     }
 
+    /// A table of an activation is `act_code` code for code; of the identity between equal
+    /// quantizers, the codes themselves.
+    #[test]
+    fn lut_is_the_shared_rule_code_by_code() {
+        let from = QParams::from_range(-1.3, 2.1, 4).unwrap();
+        let to = QParams::from_range(0.0, 1.7, 4).unwrap();
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let t = lut(&from, &to, |x| act.apply(x));
+            for q in 0..=from.qmax() as u8 {
+                assert_eq!(t[q as usize], act_code(&from, q, act, &to), "{act:?} {q}");
+            }
+        }
+        let id = lut(&from, &from, |x| x);
+        assert!((0..=from.qmax() as u8).all(|q| id[q as usize] == q));
+    }
+
     /// The flag the GPU follows describes `QParams::quantize` (many scales, ties included).
     #[test]
     fn gpu_quantize_rule_matches_qparams() {
