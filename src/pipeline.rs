@@ -7,7 +7,6 @@ use std::time::Instant;
 use crate::calib::{self, Calibration};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op};
 use crate::io::dataset::Dataset;
 use crate::model::Fp32Model;
 use crate::qmodel::QuantModel;
@@ -28,24 +27,6 @@ pub enum StatsSource<'a> {
     DataFree,
 }
 
-/// Refuses, before any work, a prepared graph that a quantized file cannot hold: a
-/// BatchNorm left unfolded (its input is not a conv/linear layer read by it alone).
-pub fn check_quantizable(g: &Graph) -> Result<()> {
-    match g
-        .nodes
-        .iter()
-        .find(|n| matches!(n.op, Op::BatchNorm { .. }))
-    {
-        Some(n) => Err(Error::Quant(format!(
-            "node {} (batch_norm) cannot be folded: its input {} is not a conv or linear layer \
-             read by it alone; quantized models hold only folded BatchNorms",
-            n.name,
-            n.inputs.first().map_or("?", String::as_str)
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Statistics for the quantization points `cfg` implies.
 pub fn statistics(
     m: &Fp32Model,
@@ -54,7 +35,6 @@ pub fn statistics(
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
-    check_quantizable(&m.prepared)?;
     let points = quant_points(&m.prepared, cfg);
     match src {
         StatsSource::Images {
@@ -80,7 +60,6 @@ pub fn quantize_with(
     backend: &Backend,
 ) -> Result<QuantModel> {
     let g = &m.prepared;
-    check_quantizable(g)?;
     let points = quant_points(g, cfg);
     let mut mse = backend.mse_eval();
     let plan = make_plan_with(

@@ -99,7 +99,10 @@ fn zero_sizes_are_refused_naming_the_node() {
     g.input_shape = vec![3, 0, 8];
     assert_names(&load_err(&g), &["input height is 0"]);
     let mut g = small_graph();
-    g.nodes[1].op = Op::BatchNorm { eps: 0.0 };
+    g.nodes[1].op = Op::BatchNorm {
+        eps: 0.0,
+        act: Default::default(),
+    };
     assert_names(&load_err(&g), &["bn1", "eps 0"]);
     let mut g = small_graph();
     g.nodes[3].op = Op::AvgPool(ptq4::graph::Pool {
@@ -190,7 +193,14 @@ fn a_long_chain_loads_and_prepares() {
         let (c, b, r) = (format!("c{i}"), format!("b{i}"), format!("r{i}"));
         g.nodes
             .push(node(&c, Op::Conv2d(conv(1, 1, 1, 1, 1)), &[&prev]));
-        g.nodes.push(node(&b, Op::BatchNorm { eps: 1e-3 }, &[&c]));
+        g.nodes.push(node(
+            &b,
+            Op::BatchNorm {
+                eps: 1e-3,
+                act: Default::default(),
+            },
+            &[&c],
+        ));
         g.nodes.push(node(&r, Op::Relu6, &[&b]));
         g.params.insert(
             format!("{c}.weight"),

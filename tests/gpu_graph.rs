@@ -43,13 +43,34 @@ pub(crate) fn small_graph(seed: &mut u64) -> Graph {
         input_shape: vec![3, 13, 11],
         nodes: vec![
             node("c1", Op::Conv2d(conv(3, 6, 3, 2, 1)), &["input"]),
-            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node(
+                "bn1",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["c1"],
+            ),
             node("r1", Op::Relu6, &["bn1"]),
             node("dw", Op::Conv2d(conv(6, 6, 3, 1, 6)), &["r1"]),
-            node("bn2", Op::BatchNorm { eps: 1e-3 }, &["dw"]),
+            node(
+                "bn2",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["dw"],
+            ),
             node("r2", Op::Relu6, &["bn2"]),
             node("pw", Op::Conv2d(conv(6, 6, 1, 1, 1)), &["r2"]),
-            node("bn3", Op::BatchNorm { eps: 1e-3 }, &["pw"]),
+            node(
+                "bn3",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["pw"],
+            ),
             node("add", Op::Add, &["bn3", "r1"]),
             node("gap", Op::GlobalAvgPool, &["add"]),
             node("flat", Op::Flatten, &["gap"]),

@@ -40,10 +40,24 @@ fn small_graph(seed: &mut u64) -> Graph {
         input_shape: vec![3, 9, 7],
         nodes: vec![
             node("c1", Op::Conv2d(conv(3, 6, 3, 1, 1)), &["input"]),
-            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node(
+                "bn1",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["c1"],
+            ),
             node("r1", Op::Relu6, &["bn1"]),
             node("dw", Op::Conv2d(conv(6, 6, 3, 1, 6)), &["r1"]),
-            node("bn2", Op::BatchNorm { eps: 1e-3 }, &["dw"]),
+            node(
+                "bn2",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["dw"],
+            ),
             node("r2", Op::Relu, &["bn2"]),
             node("add", Op::Add, &["r2", "r1"]),
             node("gap", Op::GlobalAvgPool, &["add"]),

@@ -63,13 +63,34 @@ fn graph(pools: bool, softmax: bool) -> Graph {
     };
     let mut nodes = vec![
         node("c1", Op::Conv2d(conv(3, 8, 3, 1, 1)), &["input"]),
-        node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+        node(
+            "bn1",
+            Op::BatchNorm {
+                eps: 1e-3,
+                act: Default::default(),
+            },
+            &["c1"],
+        ),
         node("r1", Op::Relu6, &["bn1"]),
         node("c2", Op::Conv2d(conv(8, 8, 3, 1, 8)), &["r1"]),
-        node("bn2", Op::BatchNorm { eps: 1e-3 }, &["c2"]),
+        node(
+            "bn2",
+            Op::BatchNorm {
+                eps: 1e-3,
+                act: Default::default(),
+            },
+            &["c2"],
+        ),
         node("r2", Op::Relu, &["bn2"]),
         node("c3", Op::Conv2d(conv(8, 8, 1, 1, 1)), &["r2"]),
-        node("bn3", Op::BatchNorm { eps: 1e-3 }, &["c3"]),
+        node(
+            "bn3",
+            Op::BatchNorm {
+                eps: 1e-3,
+                act: Default::default(),
+            },
+            &["c3"],
+        ),
         node("add", Op::Add, &["r1", "bn3"]),
     ];
     if pools {
@@ -82,7 +103,14 @@ fn graph(pools: bool, softmax: bool) -> Graph {
     let c4_reads = if pools { "cat" } else { "add" };
     nodes.extend([
         node("c4", Op::Conv2d(conv(c4_in, 8, 1, 1, 1)), &[c4_reads]),
-        node("bn4", Op::BatchNorm { eps: 1e-3 }, &["c4"]),
+        node(
+            "bn4",
+            Op::BatchNorm {
+                eps: 1e-3,
+                act: Default::default(),
+            },
+            &["c4"],
+        ),
         node("r4", Op::Relu, &["bn4"]),
         node("gap", Op::GlobalAvgPool, &["r4"]),
         node("flat", Op::Flatten, &["gap"]),

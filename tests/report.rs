@@ -52,14 +52,35 @@ fn tiny() -> Graph {
         input_shape: vec![3, 16, 16],
         nodes: vec![
             node("c1", Op::Conv2d(conv(3, 8, 3, 1, 1)), &["input"]),
-            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node(
+                "bn1",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["c1"],
+            ),
             node("r1", Op::Relu6, &["bn1"]),
             node("dw", Op::Conv2d(conv(8, 8, 3, 1, 8)), &["r1"]),
-            node("bn2", Op::BatchNorm { eps: 1e-3 }, &["dw"]),
+            node(
+                "bn2",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["dw"],
+            ),
             node("r2", Op::Relu, &["bn2"]),
             node("add", Op::Add, &["r2", "r1"]),
             node("pw", Op::Conv2d(conv(8, 12, 1, 1, 1)), &["add"]),
-            node("bn3", Op::BatchNorm { eps: 1e-3 }, &["pw"]),
+            node(
+                "bn3",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["pw"],
+            ),
             node("gap", Op::GlobalAvgPool, &["bn3"]),
             node("flat", Op::Flatten, &["gap"]),
             node(

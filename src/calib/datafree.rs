@@ -1,15 +1,22 @@
 //! Data-free statistics (docs/METHOD.md §6): BatchNorm parameters give each folded conv's
 //! pre-activation channels, and moments propagate through the graph (module docs of
-//! [`super`]); the per-op moment rules are pure math in [`crate::quant::datafree`].
+//! [`super`]); the per-op moment rules are pure math in [`crate::quant::datafree`]. A
+//! standalone BatchNorm maps its input moments affinely (then its fused activation), and
+//! a `Unary` function pushes Gaussian moments through itself by quadrature
+//! (`datafree::function_moments`).
 
 use std::collections::BTreeMap;
 
 use super::accum::layer_inputs;
 use super::Calibration;
+use crate::engine::cpu::elementwise::batch_norm_coef;
 use crate::error::{Error, Result};
 use crate::graph::{shuffle_source, Activation, Graph, Op};
 use crate::quant::config::QuantPoint;
-use crate::quant::datafree::{self, activation_moments, add_moments, mul_moments, Moments};
+use crate::quant::datafree::{
+    self, activation_moments, add_moments, affine_moments, function_moments, mul_moments,
+    Moments,
+};
 
 /// Data-free statistics from the BatchNorm parameters of `raw` (the unfolded graph) for the
 /// points of `g` (its prepared form), by moment propagation (module docs).
@@ -18,7 +25,9 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
     // conv name -> the BatchNorm that was folded into it.
     let mut bn_of: BTreeMap<&str, &str> = BTreeMap::new();
     for n in &raw.nodes {
-        if let (Op::BatchNorm { .. }, Some(src)) = (&n.op, n.inputs.first()) {
+        // A BatchNorm still in `g` did not fold: it is propagated through as an affine map.
+        let folded = g.node(&n.name).is_none();
+        if let (Op::BatchNorm { .. }, Some(src), true) = (&n.op, n.inputs.first(), folded) {
             bn_of.insert(src.as_str(), n.name.as_str());
         }
     }
@@ -116,11 +125,30 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                     Activation::None,
                 )
             }
-            Op::MaxPool(_)
-            | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::Softmax
-            | Op::BatchNorm { .. } => (inp(0)?.clone(), Activation::None),
+            Op::BatchNorm { eps, act } => {
+                let p = |k| g.param(&n.name, k).map(|t| t.data.as_slice());
+                let coef = batch_norm_coef(
+                    p("weight")?,
+                    p("bias")?,
+                    p("running_mean")?,
+                    p("running_var")?,
+                    *eps,
+                );
+                let m = inp(0)?
+                    .iter()
+                    .zip(&coef)
+                    .map(|(m, &(k, b))| affine_moments(*m, k as f64, b as f64))
+                    .collect();
+                (m, *act)
+            }
+            Op::Unary(u) => {
+                let f = |x: f64| u.apply(x as f32) as f64;
+                let m = inp(0)?.iter().map(|m| function_moments(*m, f)).collect();
+                (m, Activation::None)
+            }
+            Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool | Op::Softmax => {
+                (inp(0)?.clone(), Activation::None)
+            }
         };
         post.insert(
             n.name.as_str(),

@@ -24,6 +24,10 @@
 //! after the max of the codes (dequantization is monotone, so this equals
 //! dequantize–max–requantize; a window entirely in padding takes code 0). A standalone
 //! activation (ReLU after a residual add) is [`act_code`]: dequantize, activate, requantize.
+//! Any other element-wise function f of codes (a standalone BatchNorm per channel, the
+//! `Unary` functions) is a table built on the host by [`lut`]: entry q is
+//! `out.quantize(f(in.dequantize(q)))`, so f (sigmoid's `exp` included) is evaluated once,
+//! in f32 on the CPU, and every executor only indexes the table.
 
 use rayon::prelude::*;
 
@@ -215,6 +219,15 @@ pub fn act_code(from: &QParams, q: u8, act: Activation, to: &QParams) -> u8 {
     }
 }
 
+/// The 256-entry code table of an element-wise function `f`: entry q is
+/// `to.quantize(f(from.dequantize(q)))` (codes above `from`'s range never occur; their
+/// entries are computed all the same).
+pub fn lut(from: &QParams, to: &QParams, f: impl Fn(f32) -> f32) -> Vec<u8> {
+    (0..=255u8)
+        .map(|q| to.quantize(f(from.dequantize(q))))
+        .collect()
+}
+
 /// Global (or windowed: average pooling, `count` = in-bounds taps, at least 1) average
 /// pooling of one plane given its exact integer sum Σ(q − z).
 #[inline]
@@ -250,6 +263,22 @@ mod tests {
         };
         let t = r.round_ties_even() + q.zero_point as f32;
         t.max(0.0).min(q.qmax() as f32) as u8
+    }
+
+    /// A table of an activation is `act_code` code for code; of the identity between equal
+    /// quantizers, the codes themselves.
+    #[test]
+    fn lut_is_the_shared_rule_code_by_code() {
+        let from = QParams::from_range(-1.3, 2.1, 4).unwrap();
+        let to = QParams::from_range(0.0, 1.7, 4).unwrap();
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let t = lut(&from, &to, |x| act.apply(x));
+            for q in 0..=from.qmax() as u8 {
+                assert_eq!(t[q as usize], act_code(&from, q, act, &to), "{act:?} {q}");
+            }
+        }
+        let id = lut(&from, &from, |x| x);
+        assert!((0..=from.qmax() as u8).all(|q| id[q as usize] == q));
     }
 
     /// The flag the GPU follows describes `QParams::quantize` (many scales, ties included).

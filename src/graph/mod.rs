@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use op::{same_padding, shuffle_source, Activation, Conv2d, Linear, Op, Pool};
+pub use op::{same_padding, shuffle_source, Activation, Conv2d, Linear, Op, Pool, Unary};
 
 use crate::error::{Error, Result};
 use crate::limits;

@@ -25,6 +25,67 @@ impl Activation {
     }
 }
 
+/// An element-wise function of one tensor (ONNX Sigmoid, HardSigmoid, HardSwish, LeakyRelu,
+/// a Clip other than ReLU/ReLU6, and SiLU = x·sigmoid(x), folded from `Mul(x, Sigmoid(x))`
+/// at import).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fn", rename_all = "snake_case")]
+pub enum Unary {
+    Sigmoid,
+    /// max(0, min(1, alpha·x + beta)).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x · max(0, min(1, x/6 + 1/2)).
+    HardSwish,
+    /// x for x ≥ 0, alpha·x otherwise.
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// min(max(x, min), max).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// x · sigmoid(x).
+    Silu,
+}
+
+impl Unary {
+    /// The function in f32 (the FP32 CPU path, the `paper` simulation and the host-built
+    /// tables of the integer paths all call this).
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+        match self {
+            Unary::Sigmoid => sigmoid(x),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
+            Unary::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Unary::Clip { min, max } => x.max(min).min(max),
+            Unary::Silu => x * sigmoid(x),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Sigmoid => "sigmoid",
+            Unary::HardSigmoid { .. } => "hard_sigmoid",
+            Unary::HardSwish => "hard_swish",
+            Unary::LeakyRelu { .. } => "leaky_relu",
+            Unary::Clip { .. } => "clip",
+            Unary::Silu => "silu",
+        }
+    }
+}
+
 /// 2-D convolution. Weight layout `[out, in/groups, kh, kw]`. Padding is explicit per side
 /// (`[top, left, bottom, right]`) so TF "SAME" padding is exact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +183,9 @@ pub enum Op {
     Conv2d(Conv2d),
     BatchNorm {
         eps: f32,
+        /// A ReLU/ReLU6 fused into a standalone BatchNorm (`passes::fuse_activation`).
+        #[serde(default)]
+        act: Activation,
     },
     Relu,
     Relu6,
@@ -142,6 +206,8 @@ pub enum Op {
     ChannelShuffle {
         groups: usize,
     },
+    /// An element-wise function of one tensor ([`Unary`]).
+    Unary(Unary),
 }
 
 /// The input channel that output channel `o` of a channel shuffle of `channels` channels in
@@ -169,6 +235,7 @@ impl Op {
             Op::Softmax => "softmax",
             Op::Mul => "mul",
             Op::ChannelShuffle { .. } => "channel_shuffle",
+            Op::Unary(u) => u.name(),
         }
     }
 

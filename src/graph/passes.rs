@@ -83,7 +83,11 @@ fn absorb(
 /// BatchNorms that cannot be folded stay in the graph (the engine executes them).
 pub fn fold_batchnorm(g: &mut Graph) -> Result<()> {
     absorb(g, |g, i, p| {
-        let Op::BatchNorm { eps } = g.nodes[i].op else {
+        let Op::BatchNorm {
+            eps,
+            act: Activation::None,
+        } = g.nodes[i].op
+        else {
             return Ok(false);
         };
         if !matches!(g.nodes[p].op, Op::Conv2d(_) | Op::Linear(_)) {
@@ -165,8 +169,9 @@ fn fold_one(g: &mut Graph, bn: &str, conv: &str, eps: f32) -> Result<()> {
     Ok(())
 }
 
-/// Fuses a ReLU/ReLU6 into the conv or linear layer producing its input when that layer
-/// has no other reader and no activation yet.
+/// Fuses a ReLU/ReLU6 into the conv, linear or standalone BatchNorm producing its input
+/// when that node has no other reader and no activation yet (a BatchNorm → ReLU pair is
+/// then one table on the integer paths: one quantization point, not two).
 pub fn fuse_activation(g: &mut Graph) -> Result<()> {
     absorb(g, |g, i, p| {
         let act = match g.nodes[i].op {
@@ -177,6 +182,7 @@ pub fn fuse_activation(g: &mut Graph) -> Result<()> {
         let slot = match &mut g.nodes[p].op {
             Op::Conv2d(c) => &mut c.act,
             Op::Linear(l) => &mut l.act,
+            Op::BatchNorm { act, .. } => act,
             _ => return Ok(false),
         };
         if *slot != Activation::None {

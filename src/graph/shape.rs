@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Node, Op};
+use super::{Graph, Node, Op, Unary};
 use crate::error::{Error, Result};
 use crate::limits::{self, check_size, MAX_CHANNELS, MAX_SPATIAL};
 
@@ -56,10 +56,22 @@ fn check_attrs(node: &Node) -> Result<()> {
             limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
         }
         Op::ChannelShuffle { groups } => check_size(*groups, MAX_CHANNELS, &at("groups"))?,
-        Op::BatchNorm { eps } if !eps.is_finite() || *eps <= 0.0 => {
+        Op::BatchNorm { eps, .. } if !eps.is_finite() || *eps <= 0.0 => {
             return Err(Error::Graph(at(&format!(
                 "eps {eps} must be finite and positive"
             ))));
+        }
+        Op::Unary(u) => {
+            let ok = match *u {
+                Unary::HardSigmoid { alpha, beta } => alpha.is_finite() && beta.is_finite(),
+                Unary::LeakyRelu { alpha } => alpha.is_finite(),
+                // An infinite bound is a one-sided clip; NaN bounds and min > max are not.
+                Unary::Clip { min, max } => min <= max && min < f32::INFINITY,
+                _ => true,
+            };
+            if !ok {
+                return Err(Error::Graph(at(&format!("invalid parameters {u:?}"))));
+            }
         }
         _ => {}
     }
@@ -173,7 +185,7 @@ pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize
                 }
                 ins[0].clone()
             }
-            Op::Relu | Op::Relu6 | Op::Softmax => {
+            Op::Relu | Op::Relu6 | Op::Softmax | Op::Unary(_) => {
                 arity(node, 1)?;
                 ins[0].clone()
             }

@@ -7,7 +7,9 @@
 //! 4-bit codes two per byte, low nibble first; wider channels one code per byte),
 //! `L.weight.scale` (F32, per output channel), `L.weight.zero` (I32), `L.weight.bits` (U8),
 //! `L.bias` (F32, bias correction included), and `L.weight2.*` for the second tensor of a
-//! dual layer. No f32 weights are stored.
+//! dual layer. No f32 weights are stored; a standalone BatchNorm (one that did not fold)
+//! keeps its four f32 parameters `B.weight`, `B.bias`, `B.running_mean`, `B.running_var`
+//! (the `paper` simulation runs it in float, `deploy` builds its code tables from them).
 //!
 //! Reading takes the graph structure straight from the metadata (no placeholder weights)
 //! and checks it before any allocation ([`codes::check_layers`]), then the codes, then the
@@ -25,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use codes::{check_layers, put_codes, take_codes};
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Graph, Op};
 use crate::io::model::{self as mfile, ModelFile, RawTensor};
 use crate::quant::config::QuantConfig;
 use crate::quant::plan::{ActQuant, LayerInfo, LayerQuant, Plan};
@@ -42,6 +44,15 @@ struct PlanMeta {
     acts: Vec<ActQuant>,
 }
 
+/// Names of the f32 parameters a quantized file keeps: those of standalone BatchNorms.
+fn standalone_params(g: &Graph) -> Vec<String> {
+    g.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+        .flat_map(|n| n.op.param_names().iter().map(|p| format!("{}.{p}", n.name)))
+        .collect()
+}
+
 /// The weight shape of conv/linear node `node` of `g`.
 fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
     g.nodes
@@ -54,7 +65,8 @@ fn weight_shape(g: &Graph, node: &str) -> Result<Vec<usize>> {
 /// The file of `plan` on the prepared graph `g` (its parameters are not stored).
 pub fn to_file(g: &Graph, plan: &Plan) -> Result<ModelFile> {
     let mut structure = g.clone();
-    structure.params.clear();
+    let kept = standalone_params(g);
+    structure.params.retain(|k, _| kept.contains(k));
     let mut f = mfile::graph_to_file(&structure)?;
     f.metadata.insert(mfile::KEY_KIND.into(), "quant".into());
     let meta = PlanMeta {
@@ -96,8 +108,12 @@ pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<(Graph, Plan)> {
     let meta: PlanMeta =
         serde_json::from_str(f.meta(KEY_PLAN).ok_or_else(|| err("no plan".into()))?)
             .map_err(|e| err(format!("plan metadata: {e}")))?;
-    let g = mfile::structure_from_file(f, path)?;
+    let mut g = mfile::structure_from_file(f, path)?;
     check_layers(&g, f, path)?;
+    for k in standalone_params(&g) {
+        let t = f.take_f32(&k).map_err(err)?;
+        g.params.insert(k, t);
+    }
     mfile::check_read(&g, path, false)?;
     let mut layers = Vec::new();
     for info in meta.layers {

@@ -220,6 +220,7 @@ pub fn quant_points(g: &Graph, cfg: &QuantConfig) -> Vec<QuantPoint> {
                 let act = match &n.op {
                     Op::Conv2d(c) => c.act,
                     Op::Linear(l) => l.act,
+                    Op::BatchNorm { act, .. } => *act,
                     _ => Activation::None,
                 };
                 pts.push(QuantPoint {

@@ -256,9 +256,77 @@ pub fn activation_moments(m: Moments, act: Activation) -> Moments {
     }
 }
 
+/// Moments of `k·X + b` (a standalone BatchNorm's channel: exact for any distribution).
+pub fn affine_moments(m: Moments, k: f64, b: f64) -> Moments {
+    Moments {
+        mean: k * m.mean + b,
+        var: k * k * m.var,
+    }
+}
+
+/// Moments of f(X) for X ~ N(mean, var), the Gaussian assumption of the propagation, for
+/// an element-wise function without a closed form (sigmoid, SiLU, hard swish, ...):
+/// composite Simpson quadrature of f and f² against the normal density on mean ± 8σ, 2048
+/// intervals (the mass outside, < 2e-15, is dropped). At a kink (ReLU, clip) the rule is
+/// only second-order accurate: within 1e-5 of the closed form at N(0.4, 2.5) (1.6e-5 off
+/// with 512 intervals). A point mass (var 0) gives f(mean).
+pub fn function_moments(m: Moments, f: impl Fn(f64) -> f64) -> Moments {
+    const SIGMAS: f64 = 8.0;
+    const STEPS: usize = 2048;
+    let s = m.var.max(0.0).sqrt();
+    if s == 0.0 || !s.is_finite() {
+        return Moments {
+            mean: f(m.mean),
+            var: 0.0,
+        };
+    }
+    let h = 2.0 * SIGMAS / STEPS as f64;
+    let (mut e1, mut e2) = (0.0, 0.0);
+    for i in 0..=STEPS {
+        let z = -SIGMAS + h * i as f64;
+        let w = match i {
+            0 | STEPS => 1.0,
+            _ if i % 2 == 1 => 4.0,
+            _ => 2.0,
+        } * norm_pdf(z);
+        let y = f(m.mean + s * z);
+        e1 += w * y;
+        e2 += w * y * y;
+    }
+    let (e1, e2) = (e1 * h / 3.0, e2 * h / 3.0);
+    Moments {
+        mean: e1,
+        var: (e2 - e1 * e1).max(0.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quadrature_moments_match_closed_forms() {
+        let m = Moments {
+            mean: 0.4,
+            var: 2.5,
+        };
+        let id = function_moments(m, |x| x);
+        assert!((id.mean - 0.4).abs() < 1e-9 && (id.var - 2.5).abs() < 1e-9);
+        let relu = function_moments(m, |x| x.max(0.0));
+        let exact = activation_moments(m, Activation::Relu);
+        assert!((relu.mean - exact.mean).abs() < 1e-5, "{relu:?} {exact:?}");
+        assert!((relu.var - exact.var).abs() < 1e-5, "{relu:?} {exact:?}");
+        let a = affine_moments(m, -2.0, 1.0);
+        assert!((a.mean - 0.2).abs() < 1e-12 && (a.var - 10.0).abs() < 1e-12);
+        let point = function_moments(
+            Moments {
+                mean: 1.0,
+                var: 0.0,
+            },
+            |x| 3.0 * x,
+        );
+        assert_eq!((point.mean, point.var), (3.0, 0.0));
+    }
 
     #[test]
     fn relu_of_standard_normal() {

@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::graph::{same_padding, Conv2d, Graph, Linear, Node, Op, Preprocess};
+use crate::graph::{same_padding, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
 use crate::tensor::Tensor;
 
 /// One MBConv stage of the base network.
@@ -217,7 +217,14 @@ impl Builder {
                 .push((format!("{name}.{p}"), vec![self.channels]));
         }
         let input = self.last.clone();
-        self.push(name, Op::BatchNorm { eps: BN_EPS }, vec![input]);
+        self.push(
+            name,
+            Op::BatchNorm {
+                eps: BN_EPS,
+                act: Activation::None,
+            },
+            vec![input],
+        );
     }
 
     fn unary(&mut self, name: String, op: Op) {

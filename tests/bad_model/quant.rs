@@ -214,14 +214,42 @@ fn a_zero_weight_layer_gives_a_finite_sqnr_and_round_trips() {
 }
 
 #[test]
-fn an_unfoldable_batchnorm_is_refused_at_quantize_time() {
+fn an_unfoldable_batchnorm_quantizes_and_round_trips() {
     let mut g = small_graph();
-    // c1 → r1 → bn1: the BatchNorm reads a ReLU.
+    // c1 → r1 → bn1: the BatchNorm reads a ReLU, so it cannot fold and stays in the graph
+    // (paper: float; deploy: per-channel code tables), its parameters stored in the file.
     g.nodes[1] = node("r1", Op::Relu, &["c1"]);
-    g.nodes[2] = node("bn1", Op::BatchNorm { eps: 1e-3 }, &["r1"]);
+    g.nodes[2] = node(
+        "bn1",
+        Op::BatchNorm {
+            eps: 1e-3,
+            act: Default::default(),
+        },
+        &["r1"],
+    );
     g.nodes[3].inputs = vec!["bn1".into()];
-    let err = quantized(g, Protocol::Paper).err().unwrap().to_string();
-    assert_names(&err, &["bn1", "cannot be folded"]);
+    let dir = tempfile::tempdir().unwrap();
+    for protocol in [Protocol::Paper, Protocol::Deploy] {
+        let q = quantized(g.clone(), protocol).unwrap();
+        assert!(q.dequantized.node("bn1").is_some());
+        if protocol == Protocol::Deploy {
+            assert!(
+                matches!(q.int, Some(Ok(_))),
+                "{:?}",
+                q.int.as_ref().map(|r| r.as_ref().err())
+            );
+        }
+        let path = dir.path().join("q.safetensors");
+        q.save(&path).unwrap();
+        let LoadedModel::Quant(back) = LoadedModel::load(&path).unwrap() else {
+            panic!("not quantized")
+        };
+        assert_eq!(back.plan, q.plan);
+        assert_eq!(
+            back.dequantized.param("bn1", "running_var").unwrap(),
+            q.dequantized.param("bn1", "running_var").unwrap()
+        );
+    }
 }
 
 /// A softmax inside the graph (read by a flatten that is the output): the integer kernels

@@ -183,7 +183,14 @@ pub fn small_classifier(name: &str, classes: usize) -> ptq4::graph::Graph {
         input_shape: vec![3, 8, 8],
         nodes: vec![
             node("c1", Op::Conv2d(conv(3, 4, 3, 1, 1)), &["input"]),
-            node("bn1", Op::BatchNorm { eps: 1e-3 }, &["c1"]),
+            node(
+                "bn1",
+                Op::BatchNorm {
+                    eps: 1e-3,
+                    act: Default::default(),
+                },
+                &["c1"],
+            ),
             node("r1", Op::Relu, &["bn1"]),
             node("gap", Op::GlobalAvgPool, &["r1"]),
             node("flat", Op::Flatten, &["gap"]),

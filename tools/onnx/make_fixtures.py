@@ -160,7 +160,8 @@ def auto_pad(mode):
 
 
 def unsupported():
-    """Four nodes ptq4 cannot import, one of them behind another."""
+    """Two LRNs ptq4 cannot import, one behind the other, beside a Sigmoid, a SiLU (Mul)
+    and a Clip to [-1, 1] that it imports."""
     n = helper.make_node
     nodes = [
         n("Conv", ["x", "cw"], ["c"], name="conv"),
@@ -280,6 +281,64 @@ def mul_shuffle():
         init("fcw", wt(10, 8)), init("fcb", wt(10)),
     ]
     save_own(model(nodes, inits, ["N", 10, 10, 3], ["N", 10], 13, "shuffle_nhwc"), "shuffle_nhwc")
+def lut_ops():
+    """Element-wise functions the integer paths run as code tables: SiLU as Mul(x, Sigmoid(x)),
+    HardSwish, a standalone BatchNormalization after a Concat followed by Relu (fused into
+    it), LeakyRelu, HardSigmoid, a general Clip, a standalone BatchNormalization after the
+    Clip, Sigmoid; then a global pool and a Gemm. Own generator (seed 1106), so its bytes do
+    not depend on the other fixtures; written with `make_fixtures.py lut_ops`."""
+    r = np.random.default_rng(1106)
+
+    def rw(*shape, scale=0.3):
+        return (r.standard_normal(shape) * scale).astype(np.float32)
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "c1w", "c1b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Sigmoid", ["c1"], ["s1"], name="gate"),
+        n("Mul", ["c1", "s1"], ["silu"], name="silu"),
+        n("Conv", ["silu", "c2w", "c2b"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        n("HardSwish", ["c2"], ["hs"], name="hswish"),
+        n("Concat", ["silu", "hs"], ["cat"], name="cat", axis=1),
+        n("BatchNormalization", ["cat", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn", epsilon=1e-3),
+        n("Relu", ["bn"], ["bnr"], name="bn_relu"),
+        n("Conv", ["bnr", "c3w", "c3b"], ["c3"], name="conv3"),
+        n("LeakyRelu", ["c3"], ["lk"], name="leaky", alpha=0.1),
+        n("Conv", ["lk", "c4w", "c4b"], ["c4"], name="conv4", pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("HardSigmoid", ["c4"], ["hsg"], name="hsigmoid", alpha=0.3, beta=0.45),
+        n("Conv", ["hsg", "c5w", "c5b"], ["c5"], name="conv5"),
+        n("Clip", ["c5", "lo", "hi"], ["cl"], name="clip"),
+        n("BatchNormalization", ["cl", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["bn2"], name="bn2"),
+        n("Sigmoid", ["bn2"], ["sg"], name="sigmoid"),
+        n("Conv", ["sg", "c6w", "c6b"], ["c6"], name="conv6"),
+        n("GlobalAveragePool", ["c6"], ["gap"], name="gap"),
+        n("Flatten", ["gap"], ["flat"], name="flatten"),
+        n("Gemm", ["flat", "fcw", "fcb"], ["y"], name="fc", transB=1),
+    ]
+    inits = [
+        init("c1w", rw(8, 3, 3, 3)), init("c1b", rw(8)),
+        init("c2w", rw(8, 8, 3, 3, scale=0.2)), init("c2b", rw(8)),
+        init("bn_s", 1 + rw(16, scale=0.2)), init("bn_b", rw(16)), init("bn_m", rw(16)),
+        init("bn_v", np.abs(rw(16)) + 0.5),
+        init("c3w", rw(8, 16, 1, 1)), init("c3b", rw(8)),
+        init("c4w", rw(8, 8, 3, 3, scale=0.2)), init("c4b", rw(8)),
+        init("c5w", rw(8, 8, 1, 1, scale=0.6)), init("c5b", rw(8)),
+        init("lo", np.float32(-0.5)), init("hi", np.float32(1.5)),
+        init("bn2_s", 1 + rw(8, scale=0.5)), init("bn2_b", rw(8)), init("bn2_m", rw(8)),
+        init("bn2_v", np.abs(rw(8)) + 0.5),
+        init("c6w", rw(8, 8, 1, 1, scale=0.6)), init("c6b", rw(8)),
+        init("fcw", rw(10, 8)), init("fcb", rw(10)),
+    ]
+    m = model(nodes, inits, ["N", 3, 12, 12], ["N", 10], 14, "lut_ops")
+    onnx.checker.check_model(m)
+    path = os.path.join(OUT, "lut_ops.onnx")
+    onnx.save(m, path)
+    x = r.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x})
+    for suffix, arr in (("input", x), ("output", y)):
+        with open(os.path.join(OUT, f"lut_ops_{suffix}.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(arr).SerializeToString())
 
 
 def main():
@@ -313,10 +372,13 @@ def main():
 if __name__ == "__main__":
     import sys
 
-    # `make_fixtures.py mul_shuffle` writes only those fixtures.
+    # `make_fixtures.py mul_shuffle` / `lut_ops` writes only those fixtures.
     if sys.argv[1:] == ["mul_shuffle"]:
         os.makedirs(OUT, exist_ok=True)
         mul_shuffle()
+    elif sys.argv[1:] == ["lut_ops"]:
+        lut_ops()
     else:
         main()
         mul_shuffle()
+        lut_ops()

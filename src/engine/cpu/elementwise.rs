@@ -138,6 +138,24 @@ pub fn relu6(x: &mut Tensor) {
         .for_each(|c| apply_act(c, Activation::Relu6));
 }
 
+/// Per channel (k, b) of an inference BatchNorm `y = x·k + b` (k = γ/√(var + eps) and
+/// b = β − mean·k in f64, each rounded once to f32): the FP32 executors and the code tables
+/// of a standalone BatchNorm on the integer paths share it.
+pub fn batch_norm_coef(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> Vec<(f32, f32)> {
+    (0..gamma.len())
+        .map(|ch| {
+            let k = gamma[ch] as f64 / (var[ch] as f64 + eps as f64).sqrt();
+            (k as f32, (beta[ch] as f64 - mean[ch] as f64 * k) as f32)
+        })
+        .collect()
+}
+
 /// Inference BatchNorm: `y = x·k + (β − mean·k)` with `k = γ/√(var + eps)` per channel
 /// (the per-channel constants are formed in f64).
 pub fn batch_norm(
@@ -151,12 +169,7 @@ pub fn batch_norm(
     let c = x.shape[1];
     let plane: usize = x.shape[2..].iter().product();
     debug_assert!([gamma, beta, mean, var].iter().all(|p| p.len() == c));
-    let coef: Vec<(f32, f32)> = (0..c)
-        .map(|ch| {
-            let k = gamma[ch] as f64 / (var[ch] as f64 + eps as f64).sqrt();
-            (k as f32, (beta[ch] as f64 - mean[ch] as f64 * k) as f32)
-        })
-        .collect();
+    let coef = batch_norm_coef(gamma, beta, mean, var, eps);
     let mut out = alloc_out(&x.shape);
     if plane == 0 {
         return out;

@@ -254,6 +254,25 @@ impl IntModel {
                 }
                 StepKind::Mul => mul(ins[0], ins[1], s.out)?,
                 StepKind::Shuffle(g) => shuffle(ins[0], *g)?,
+                StepKind::Lut(t) => {
+                    let x = ins[0];
+                    let out = s
+                        .out
+                        .ok_or_else(|| Error::Engine("table without an output quantizer".into()))?;
+                    // NCHW (or [N, C]): channel = (index / plane) mod C.
+                    let c = x.shape.get(1).copied().unwrap_or(1).max(1);
+                    let plane = x.shape.get(2..).map_or(1, |r| r.iter().product::<usize>());
+                    QTensor {
+                        shape: x.shape.clone(),
+                        codes: x
+                            .codes
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &q)| t.code(i / plane.max(1) % c, q))
+                            .collect(),
+                        params: out,
+                    }
+                }
                 StepKind::Flatten => {
                     let n = ins[0].shape[0];
                     QTensor {

@@ -2,7 +2,8 @@
 //! [`conv_exact`](super::conv_exact)): every value of a batch stays on the device as an f32
 //! NCHW tensor of centred codes; one command buffer per chunk of images runs the whole
 //! graph; only the logits come back. Same logits as `IntModel::forward(x, Exec::Exact)` and
-//! `Exec::Int`, bit for bit.
+//! `Exec::Int`, bit for bit. Code tables (standalone BatchNorm, `Unary`) are the host's
+//! `Lut` read from a buffer (`gpu::lut`, `lut_exact`).
 //!
 //! The batch is split into chunks whose largest value (f32, 4× the integer path's codes)
 //! fits the storage binding limit; freed values and accumulators are reused through a
@@ -20,6 +21,7 @@ use crate::engine::gpu::conv_exact::{
 };
 use crate::engine::gpu::mul::mul_exact_encode;
 use crate::engine::gpu::shuffle::shuffle_encode;
+use crate::engine::gpu::lut::{lut_exact_encode, upload_lut};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
 use crate::quant::QParams;
@@ -336,6 +338,26 @@ fn run_chunk(
                 Value {
                     buf: y,
                     params: a.params,
+                    dims: a.dims,
+                }
+            }
+            StepKind::Lut(t) => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let y = pool.take(ctx, m * c * h * w);
+                let table = upload_lut(ctx, &t.tables);
+                lut_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &table,
+                    &y,
+                    (m, c, h * w),
+                    t.stride(),
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
                     dims: a.dims,
                 }
             }

@@ -270,10 +270,12 @@ impl<'g, 'h> Executor<'g, 'h> {
         for node in nodes {
             // Elementwise ops overwrite their first input when this node is its last reader.
             let first = node.inputs.first().map(String::as_str);
-            let in_place = matches!(node.op, Op::Add | Op::Relu | Op::Relu6 | Op::Flatten)
-                && first.is_some_and(|f| {
-                    remaining.get(f) == Some(&1) && node.inputs[1..].iter().all(|i| i != f)
-                });
+            let in_place = matches!(
+                node.op,
+                Op::Add | Op::Relu | Op::Relu6 | Op::Flatten | Op::Unary(_)
+            ) && first.is_some_and(|f| {
+                remaining.get(f) == Some(&1) && node.inputs[1..].iter().all(|i| i != f)
+            });
             let owned = match (in_place, first) {
                 (true, Some(f)) => values.remove(f),
                 _ => None,
@@ -369,18 +371,22 @@ impl<'g, 'h> Executor<'g, 'h> {
                 }
                 y
             }
-            Op::BatchNorm { eps } => {
+            Op::BatchNorm { eps, act } => {
                 let p = |k| g.param(name, k).map(|t| t.data.as_slice());
-                cpu::batch_norm(
+                let mut y = cpu::batch_norm(
                     ins[0],
                     p("weight")?,
                     p("bias")?,
                     p("running_mean")?,
                     p("running_var")?,
                     *eps,
-                )
+                );
+                apply_act(*act, &mut y);
+                y
             }
-            Op::Relu | Op::Relu6 | Op::Flatten => eval_in_place(node, ins[0].clone(), &[]),
+            Op::Relu | Op::Relu6 | Op::Flatten | Op::Unary(_) => {
+                eval_in_place(node, ins[0].clone(), &[])
+            }
             Op::Add => eval_in_place(node, ins[0].clone(), &ins[1..]),
             Op::MaxPool(p) => cpu::max_pool(ins[0], p),
             Op::AvgPool(p) => cpu::avg_pool(ins[0], p),
@@ -405,6 +411,7 @@ fn eval_in_place(node: &Node, mut x: Tensor, rest: &[&Tensor]) -> Tensor {
         Op::Relu => cpu::relu(&mut x),
         Op::Relu6 => cpu::relu6(&mut x),
         Op::Add => rest.iter().for_each(|t| cpu::add_inplace(&mut x, t)),
+        Op::Unary(u) => x.data.par_iter_mut().for_each(|v| *v = u.apply(*v)),
         Op::Flatten => {
             let n = x.shape[0];
             let f = x.numel() / n.max(1);

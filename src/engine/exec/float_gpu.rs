@@ -11,6 +11,7 @@
 //!   max/avg/global-average pooling, flatten (a copy), product with a map or a channel gate
 //!   (`gpu::mul`), channel shuffle (`gpu::shuffle`). Standalone ReLU/ReLU6 and unfolded
 //!   BatchNorm run as a 1×1 depthwise conv (`y = act(x·k + b)`; ReLU: k = 1, b = 0, exact).
+//!   The `Unary` functions run `gpu::unary` (f32, within a tolerance of the CPU's `exp`).
 //!   Softmax has no kernel and is refused at build time.
 //! - [`GpuGraph::forward_fake_quant`]: each [`ActQuant`] fake-quantizes its value right
 //!   after the producing node (after the fused activation) or the graph input, with the
@@ -34,7 +35,7 @@ use crate::engine::gpu::fake_quant::quant_table;
 use crate::engine::gpu::pool::PoolKind;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool};
+use crate::graph::{Activation, Conv2d, Graph, Linear, Op, Pool, Unary};
 use crate::quant::plan::ActQuant;
 use crate::tensor::Tensor;
 
@@ -119,6 +120,8 @@ enum Step {
     /// Product with a same-shape map or a per-image channel gate.
     Mul,
     ChannelShuffle(usize),
+    /// An element-wise function on f32 (`gpu::unary`).
+    Unary(Unary),
 }
 
 /// One node: its kernel step, input value indices and output value index.
@@ -259,7 +262,7 @@ impl<'a> GpuGraph<'a> {
                         b: buffers::upload(ctx, "zeros", &vec![0f32; c]),
                     }
                 }
-                Op::BatchNorm { eps } => {
+                Op::BatchNorm { eps, act } => {
                     let p = |k| g.param(&n.name, k).map(|t| t.data.as_slice());
                     let (ga, be, mu, var) = (
                         p("weight")?,
@@ -277,7 +280,7 @@ impl<'a> GpuGraph<'a> {
                         .collect();
                     let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
                     Step::Pointwise {
-                        c: pointwise(c, Activation::None),
+                        c: pointwise(c, *act),
                         w: buffers::upload(ctx, "bn scale", &k),
                         b: buffers::upload(ctx, "bn shift", &b),
                     }
@@ -302,6 +305,7 @@ impl<'a> GpuGraph<'a> {
                     softmax = true;
                     Step::Flatten
                 }
+                Op::Unary(u) => Step::Unary(*u),
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
             };
             steps.push(NodeStep {

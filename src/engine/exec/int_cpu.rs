@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
-use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
+use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, Lut, StepKind};
 use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, mul_codes, requant_code};
 use crate::error::{Error, Result};
 use crate::graph::{shuffle_source, Activation, Graph, Pool};
@@ -180,6 +180,7 @@ impl IntModel {
                 StepKind::AvgPool(p) => Value::Map(pool(ins[0], p, false, s.out, &s.name)?),
                 StepKind::Concat => Value::Map(concat(&ins, s.out)?),
                 StepKind::Act(a) => Value::Map(activation(ins[0], *a, s.out)?),
+                StepKind::Lut(t) => Value::Map(table(ins[0], t, s.out)?),
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
                 StepKind::Mul => Value::Map(mul(ins[0], ins[1], s.out)?),
                 StepKind::Shuffle(g) => Value::Map(shuffle(ins[0], *g)),
@@ -481,4 +482,19 @@ fn shuffle(x: &Map, groups: usize) -> Map {
         .flat_map(|px| src.iter().map(move |&s| px[s]))
         .collect();
     Map { codes, ..*x }
+}
+/// Codes of an NHWC map through the tables of `t` (channel = index mod C).
+fn table(x: &Map, t: &Lut, out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("table without an output quantizer".into()))?;
+    let c = x.c.max(1);
+    Ok(Map {
+        codes: x
+            .codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| t.code(i % c, q))
+            .collect(),
+        params: out,
+        ..*x
+    })
 }

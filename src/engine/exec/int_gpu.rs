@@ -1,7 +1,8 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
 //! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
-//! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)).
+//! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)). Code tables
+//! (standalone BatchNorm, `Unary`) are the host's `Lut` read from a buffer (`gpu::lut`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ use crate::engine::gpu::eltwise_int::{
 };
 use crate::engine::gpu::mul::mul_int_encode;
 use crate::engine::gpu::shuffle::shuffle_int_encode;
+use crate::engine::gpu::lut::{lut_int_encode, upload_lut};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -382,6 +384,19 @@ impl GpuIntModel<'_> {
                     Value {
                         buf: yb,
                         params: a.params,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::Lut(t) => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int lut", (words * 4) as u64);
+                    let table = upload_lut(ctx, &t.tables);
+                    let px = (n * h * w, c);
+                    lut_int_encode(ctx, &mut enc, &a.buf, &table, &yb, px, t.stride(), oq)?;
+                    Value {
+                        buf: yb,
+                        params: oq,
                         dims: a.dims,
                     }
                 }

@@ -15,15 +15,19 @@
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
 //! where it differs (`requant::requant_code`); a standalone ReLU/ReLU6 requantizes each
-//! code through the activation (`requant::act_code`); `Flatten` passes codes through and a
-//! channel shuffle permutes them (both keep the input's quantizer); a product of two maps
-//! (or a map and a per-image channel gate) dequantizes both, multiplies in f32 and
-//! requantizes (`requant::mul_codes`).
+//! code through the activation (`requant::act_code`); a standalone BatchNorm (its fused
+//! ReLU/ReLU6 included) and the `Unary` functions map each code through a host-built table
+//! ([`Lut`], `requant::lut`: one per channel for BatchNorm, one shared otherwise), which
+//! every executor only indexes; `Flatten` passes codes through and a channel shuffle
+//! permutes them (both keep the input's quantizer); a product of two maps (or a map and a
+//! per-image channel gate) dequantizes both, multiplies in f32 and requantizes
+//! (`requant::mul_codes`).
 
 use std::collections::HashMap;
 
+use crate::engine::cpu::elementwise::batch_norm_coef;
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
-use crate::engine::requant::Epilogue;
+use crate::engine::requant::{lut, Epilogue};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
@@ -84,6 +88,8 @@ pub enum StepKind {
     Concat,
     /// A standalone activation (not fused into a layer), code by code.
     Act(Activation),
+    /// An element-wise function through code tables (standalone BatchNorm, `Unary`).
+    Lut(Lut),
     Flatten,
     /// Product of a map and a same-shape map or a per-image channel gate
     /// (`requant::mul_codes`).
@@ -91,6 +97,31 @@ pub enum StepKind {
     /// Channel shuffle in `groups` groups: a permutation of the codes, which keep their
     /// quantizer (the output is no quantization point).
     Shuffle(usize),
+}
+
+/// Code tables of an element-wise function: the output code of input code q in channel ch
+/// is `tables[ch * stride + q]` ([`Lut::stride`]: 256 with one table per channel, 0 when one
+/// table serves every channel). Built by `requant::lut`.
+#[derive(Clone, Debug)]
+pub struct Lut {
+    pub tables: Vec<u8>,
+}
+
+impl Lut {
+    /// 256 with a table per channel, 0 with one shared table.
+    pub fn stride(&self) -> usize {
+        if self.tables.len() > 256 {
+            256
+        } else {
+            0
+        }
+    }
+
+    /// The output code of input code `q` in channel `ch`.
+    #[inline]
+    pub fn code(&self, ch: usize, q: u8) -> u8 {
+        self.tables[ch * self.stride() + q as usize]
+    }
 }
 
 /// One node of the graph, in execution order.
@@ -177,6 +208,8 @@ impl IntModel {
                     | Op::Flatten
                     | Op::Mul
                     | Op::ChannelShuffle { .. }
+                    | Op::BatchNorm { .. }
+                    | Op::Unary(_)
             );
             if !has_kernel && !is_out {
                 return Err(unsupported("no integer kernel for this op"));
@@ -200,6 +233,12 @@ impl IntModel {
                 Op::Flatten if !is_out => StepKind::Flatten,
                 Op::Mul if !is_out => StepKind::Mul,
                 Op::ChannelShuffle { groups } if !is_out => StepKind::Shuffle(*groups),
+                Op::BatchNorm { eps, act } if !is_out => {
+                    StepKind::Lut(batch_norm_lut(g, &n.name, *eps, *act, ins[0], out)?)
+                }
+                Op::Unary(u) if !is_out => StepKind::Lut(Lut {
+                    tables: lut(&ins[0], &out.unwrap_or(ins[0]), |x| u.apply(x)),
+                }),
                 _ if is_out => {
                     return Err(unsupported(
                         "the logits must be a conv, linear or global average pooling layer",
@@ -359,5 +398,32 @@ fn bind_layer(
         w2,
         ep,
         plan: l.clone(),
+    })
+}
+
+/// The per-channel tables of a standalone BatchNorm with its fused activation:
+/// `act(x·k + b)` with the FP32 executors' (k, b) (`batch_norm_coef`).
+fn batch_norm_lut(
+    g: &Graph,
+    node: &str,
+    eps: f32,
+    act: Activation,
+    x: QParams,
+    out: Option<QParams>,
+) -> Result<Lut> {
+    let out = out.ok_or_else(|| Error::Engine(format!("{node}: no output quantizer")))?;
+    let p = |k| g.param(node, k).map(|t| t.data.as_slice());
+    let coef = batch_norm_coef(
+        p("weight")?,
+        p("bias")?,
+        p("running_mean")?,
+        p("running_var")?,
+        eps,
+    );
+    Ok(Lut {
+        tables: coef
+            .iter()
+            .flat_map(|&(k, b)| lut(&x, &out, |v| act.apply(v * k + b)))
+            .collect(),
     })
 }

@@ -3,10 +3,11 @@
 //! - **FP32** (no plan): opset 13. Conv, Gemm (`transB = 1`), Relu, Clip(0, 6) for ReLU6,
 //!   MaxPool, AveragePool (`count_include_pad = 0`, as the IR averages), GlobalAveragePool,
 //!   Add (a chain of binary Adds for more inputs, in the IR's order), Concat (axis 1),
-//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded), Mul (a
-//!   `[N, C]` gate reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape
-//!   `[N, g, C/g, H, W]` → Transpose (0, 2, 1, 3, 4) → Reshape `[N, C, H, W]`. Fused
-//!   activations become their own node after the conv/linear.
+//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded, its fused
+//!   activation after it), the `Unary` functions (`Builder::unary`), Mul (a `[N, C]` gate
+//!   reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape `[N, g, C/g, H, W]` →
+//!   Transpose (0, 2, 1, 3, 4) → Reshape `[N, C, H, W]`. Fused activations become their own
+//!   node after the conv/linear.
 //! - **QDQ** (a plan): opset 21. Each conv/linear weight is `DequantizeLinear(axis 0)` of
 //!   the plan's codes, per output channel, with the corrected scales and the corrected bias
 //!   (f32). Codes are stored in the signed view: INT4 (`q − 8`, `z − 8`) when every channel
@@ -35,7 +36,7 @@ use super::onnx::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, Op};
+use crate::graph::{Activation, Graph, Op, Unary};
 use crate::quant::pack::pack_i4;
 use crate::quant::plan::{ActQuant, LayerQuant, Plan};
 use crate::quant::scheme::QParams;
@@ -148,7 +149,7 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                 b.node("Gemm", &n.name, inputs, &pre, vec![int("transB", 1)]);
                 b.activation(l.act, &pre, &out);
             }
-            Op::BatchNorm { eps } => {
+            Op::BatchNorm { eps, act } => {
                 let mut inputs = vec![ins[0].clone()];
                 for s in ["weight", "bias", "running_mean", "running_var"] {
                     let t = g.param(&n.name, s)?;
@@ -156,14 +157,17 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                     b.f32_init(&name, t.shape.clone(), &t.data);
                     inputs.push(name);
                 }
+                let pre = act_input(&out, *act);
                 b.node(
                     "BatchNormalization",
                     &n.name,
                     inputs,
-                    &out,
+                    &pre,
                     vec![float("epsilon", *eps)],
                 );
+                b.activation(*act, &pre, &out);
             }
+            Op::Unary(u) => b.unary(*u, &n.name, &ins[0], &out),
             Op::Relu => b.activation_node(Activation::Relu, &n.name, &ins[0], &out),
             Op::Relu6 => b.activation_node(Activation::Relu6, &n.name, &ins[0], &out),
             Op::MaxPool(p) | Op::AvgPool(p) => {
@@ -310,6 +314,60 @@ impl Builder {
     fn activation(&mut self, act: Activation, pre: &str, out: &str) {
         if act != Activation::None {
             self.activation_node(act, &format!("{out}.act"), pre, out);
+        }
+    }
+
+    /// The element-wise function `u` as node(s) `name…` from `x` to `out`: Sigmoid,
+    /// HardSigmoid, LeakyRelu as themselves; HardSwish as `x · HardSigmoid(x; 1/6, 1/2)`
+    /// and SiLU as `x · Sigmoid(x)` (HardSwish is not in opset 13); Clip as Clip (a missing
+    /// bound for an infinite one), or as Max/Min under QDQ as ReLU6 is.
+    fn unary(&mut self, u: Unary, name: &str, x: &str, out: &str) {
+        let xs = vec![x.to_string()];
+        match u {
+            Unary::Sigmoid => self.node("Sigmoid", name, xs, out, vec![]),
+            Unary::HardSigmoid { alpha, beta } => {
+                let attrs = vec![float("alpha", alpha), float("beta", beta)];
+                self.node("HardSigmoid", name, xs, out, attrs);
+            }
+            Unary::LeakyRelu { alpha } => {
+                self.node("LeakyRelu", name, xs, out, vec![float("alpha", alpha)])
+            }
+            Unary::HardSwish | Unary::Silu => {
+                let g = format!("{name}.gate");
+                match u {
+                    Unary::HardSwish => {
+                        let attrs = vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)];
+                        self.node("HardSigmoid", &g, xs, &g, attrs);
+                    }
+                    _ => self.node("Sigmoid", &g, xs, &g, vec![]),
+                }
+                self.node("Mul", name, vec![x.to_string(), g], out, vec![]);
+            }
+            Unary::Clip { min, max } => {
+                let bound = |b: &mut Self, k: &str, v: f32| {
+                    if v.is_finite() {
+                        let init = format!("{name}.{k}");
+                        b.f32_init(&init, vec![], &[v]);
+                        init
+                    } else {
+                        String::new()
+                    }
+                };
+                let (lo, hi) = (bound(self, "lo", min), bound(self, "hi", max));
+                if self.qdq {
+                    let mut v = x.to_string();
+                    for (op, b) in [("Max", lo), ("Min", hi)] {
+                        if !b.is_empty() {
+                            let o = format!("{name}.{}", op.to_lowercase());
+                            self.node(op, &o, vec![v, b], &o, vec![]);
+                            v = o;
+                        }
+                    }
+                    self.node("Identity", name, vec![v], out, vec![]);
+                } else {
+                    self.node("Clip", name, vec![x.to_string(), lo, hi], out, vec![]);
+                }
+            }
         }
     }
 

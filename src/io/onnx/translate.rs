@@ -27,7 +27,9 @@ use super::fold;
 use super::onnx::{GraphProto, NodeProto};
 use super::tensor::Const;
 use crate::error::{Error, Result};
-use crate::graph::{same_padding, Conv2d, Graph, Linear, Node, Op, Pool, Preprocess};
+use crate::graph::{
+    same_padding, Activation, Conv2d, Graph, Linear, Node, Op, Pool, Preprocess, Unary,
+};
 use crate::limits::MAX_SPATIAL;
 use crate::tensor::Tensor;
 
@@ -69,6 +71,10 @@ pub const SUPPORTED: &[&str] = &[
     "BatchNormalization",
     "Relu",
     "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -427,7 +433,15 @@ impl Tr {
                     ps.push((p, tensor(vec![c], t.floats())));
                 }
                 let eps = a.float("epsilon", 1e-5);
-                let n = self.emit(&base, Op::BatchNorm { eps }, vec![d.ir.clone()], ps);
+                let n = self.emit(
+                    &base,
+                    Op::BatchNorm {
+                        eps,
+                        act: Activation::None,
+                    },
+                    vec![d.ir.clone()],
+                    ps,
+                );
                 Ok(vec![Val::Dyn(Dyn { ir: n, ..d })])
             }
             "Relu" => self.unary_op(&base, Op::Relu, x()?),
@@ -451,10 +465,21 @@ impl Tr {
                 match (lo, hi) {
                     (0.0, 6.0) => self.unary_op(&base, Op::Relu6, d),
                     (0.0, f32::INFINITY) => self.unary_op(&base, Op::Relu, d),
-                    _ => Err(no(format!(
-                        "Clip to [{lo}, {hi}]: only ReLU [0, ∞) and ReLU6 [0, 6]"
-                    ))),
+                    _ if lo <= hi && lo < f32::INFINITY => {
+                        self.unary_op(&base, Op::Unary(Unary::Clip { min: lo, max: hi }), d)
+                    }
+                    _ => Err(no(format!("Clip to [{lo}, {hi}]"))),
                 }
+            }
+            "Sigmoid" => self.unary_op(&base, Op::Unary(Unary::Sigmoid), x()?),
+            "HardSwish" => self.unary_op(&base, Op::Unary(Unary::HardSwish), x()?),
+            "HardSigmoid" => {
+                let (alpha, beta) = (a.float("alpha", 0.2), a.float("beta", 0.5));
+                self.unary_op(&base, Op::Unary(Unary::HardSigmoid { alpha, beta }), x()?)
+            }
+            "LeakyRelu" => {
+                let alpha = a.float("alpha", 0.01);
+                self.unary_op(&base, Op::Unary(Unary::LeakyRelu { alpha }), x()?)
             }
             "MaxPool" | "AveragePool" => self.pool(node, &base),
             "GlobalAveragePool" => {
@@ -700,8 +725,43 @@ impl Tr {
         })])
     }
 
+    /// `Mul(x, Sigmoid(x))` (either order) where the Sigmoid's output has no other reader:
+    /// the Sigmoid node becomes one SiLU node, which is the Mul's value. The same for
+    /// `Mul(x, HardSigmoid(x; 1/6, 1/2))`, HardSwish (as ptq4's FP32 export writes it).
+    fn fold_gate(&mut self, node: &NodeProto) -> Option<Vec<Val>> {
+        let (Some(Val::Dyn(a)), Some(Val::Dyn(b))) = (self.input(node, 0), self.input(node, 1))
+        else {
+            return None;
+        };
+        if node.input.len() != 2 || a.pad.is_some() || b.pad.is_some() {
+            return None;
+        }
+        let sig = [(a, b), (b, a)].into_iter().find_map(|(s, x)| {
+            let &i = self.producer.get(&s.ir)?;
+            let n = &self.nodes[i];
+            let one_reader = self.ir_reads.get(&s.ir).copied() == Some(1);
+            let gated = match n.op {
+                Op::Unary(Unary::Sigmoid) => Unary::Silu,
+                Op::Unary(Unary::HardSigmoid { alpha, beta })
+                    if alpha == 1.0 / 6.0 && beta == 0.5 =>
+                {
+                    Unary::HardSwish
+                }
+                _ => return None,
+            };
+            (n.inputs == [x.ir.clone()] && one_reader).then(|| (i, gated, s.clone()))
+        })?;
+        self.nodes[sig.0].op = Op::Unary(sig.1);
+        Some(vec![Val::Dyn(sig.2)])
+    }
+
     fn arith(&mut self, node: &NodeProto, base: &str) -> Result<Vec<Val>> {
         let op = node.op_type();
+        if op == "Mul" {
+            if let Some(v) = self.fold_gate(node) {
+                return Ok(v);
+            }
+        }
         let ins: Vec<Val> = (0..node.input.len())
             .map(|k| {
                 self.input(node, k)
@@ -805,7 +865,10 @@ impl Tr {
         ];
         let n = self.emit(
             base,
-            Op::BatchNorm { eps: AFFINE_EPS },
+            Op::BatchNorm {
+                eps: AFFINE_EPS,
+                act: Activation::None,
+            },
             vec![d.ir.clone()],
             ps,
         );

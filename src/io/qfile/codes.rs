@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Graph, Op};
 use crate::io::model::{Data, ModelFile, RawTensor};
 use crate::quant::pack::{channel_codes_len, pack_channel_codes, unpack_channel_codes};
 use crate::quant::scheme::MAX_BITS;
@@ -19,7 +19,8 @@ pub(super) fn check_layers(g: &Graph, f: &ModelFile, path: &Path) -> Result<()> 
         msg,
     };
     for n in &g.nodes {
-        if n.op.param_names().is_empty() {
+        // A standalone BatchNorm keeps f32 parameters (read by `from_file`).
+        if n.op.param_names().is_empty() || matches!(n.op, Op::BatchNorm { .. }) {
             continue;
         }
         let Some(shape) = n.op.weight_shape() else {

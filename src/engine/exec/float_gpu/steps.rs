@@ -15,6 +15,7 @@ use crate::engine::gpu::linear::linear_encode;
 use crate::engine::gpu::mul::mul_encode;
 use crate::engine::gpu::pool::{pool_encode, PoolKind};
 use crate::engine::gpu::shuffle::shuffle_encode;
+use crate::engine::gpu::unary::unary_encode;
 use crate::engine::layout::ChannelLayout;
 use crate::error::Result;
 use crate::graph::{Activation, Conv2d, Linear};
@@ -182,6 +183,10 @@ impl GpuGraph<'_> {
             }
             Step::Flatten => {
                 enc.copy_buffer_to_buffer(ins[0], 0, &y, 0, (len * 4) as u64);
+                return Ok(y);
+            }
+            Step::Unary(u) => {
+                unary_encode(ctx, enc, ins[0], &y, len, *u)?;
                 return Ok(y);
             }
         };
