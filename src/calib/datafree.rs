@@ -105,6 +105,15 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                     Activation::None,
                 )
             }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => (
+                datafree::lrn_moments(inp(0)?, *size, *alpha, *beta, *bias),
+                Activation::None,
+            ),
             Op::MaxPool(_)
             | Op::AvgPool(_)
             | Op::GlobalAvgPool

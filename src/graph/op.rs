@@ -134,6 +134,15 @@ pub enum Op {
     Flatten,
     Linear(Linear),
     Softmax,
+    /// Local response normalization across channels (ONNX `LRN`): y = x · (bias +
+    /// alpha/size · Σ x²)^(−beta), the sum over the `size` channels around c
+    /// ([`lrn_window`]).
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
 }
 
 impl Op {
@@ -151,6 +160,7 @@ impl Op {
             Op::Flatten => "flatten",
             Op::Linear(_) => "linear",
             Op::Softmax => "softmax",
+            Op::Lrn { .. } => "lrn",
         }
     }
 
@@ -174,6 +184,15 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// The channels `lo..hi` summed by LRN of window `size` at channel `c` of `channels`:
+/// c − ⌊(size−1)/2⌋ ..= c + ⌈(size−1)/2⌉, clipped to the tensor (ONNX's definition).
+#[inline]
+pub fn lrn_window(c: usize, channels: usize, size: usize) -> (usize, usize) {
+    let before = (size.max(1) - 1) / 2;
+    let after = size.max(1) - 1 - before;
+    (c.saturating_sub(before), (c + after + 1).min(channels))
 }
 
 /// Output length of a sliding window; `None` when the (dilated) window exceeds the padded

@@ -19,7 +19,15 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 # Models whose ops ptq4's IR has; VGG-19 (548 MB of weights at random) is left out.
-MODELS = ["light_densenet121", "light_inception_v2", "light_resnet50", "light_squeezenet"]
+MODELS = [
+    "light_densenet121",
+    "light_inception_v2",
+    "light_resnet50",
+    "light_squeezenet",
+    "light_bvlc_alexnet",
+    "light_zfnet512",
+    "light_inception_v1",
+]
 
 
 def main(out):

@@ -18,6 +18,7 @@ use crate::engine::gpu::conv_exact::{
     acc_encode, act_exact_encode, add_exact_encode, concat_exact_encode, gap_exact_encode,
     pool_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
+use crate::engine::gpu::lrn::lrn_exact_encode;
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
 use crate::quant::QParams;
@@ -304,6 +305,25 @@ fn run_chunk(
                     &y,
                     (m, c, h * w),
                     *act,
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: a.dims,
+                }
+            }
+            StepKind::Lrn { size, table } => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let y = pool.take(ctx, m * c * h * w);
+                lrn_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &y,
+                    (m, c, h * w),
+                    *size,
+                    table,
                     oq,
                 )?;
                 Value {

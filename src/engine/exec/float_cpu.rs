@@ -387,6 +387,12 @@ impl<'g, 'h> Executor<'g, 'h> {
             Op::GlobalAvgPool => cpu::global_avg_pool(ins[0]),
             Op::Concat => cpu::concat(ins),
             Op::Softmax => cpu::softmax(ins[0]),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => cpu::lrn::lrn(ins[0], *size, *alpha, *beta, *bias),
         })
     }
 }

@@ -30,6 +30,7 @@ use crate::engine::cpu::fake_quant::validate;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::gpu::fake_quant::quant_table;
+use crate::engine::gpu::lrn::LrnAttrs;
 use crate::engine::gpu::pool::PoolKind;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
@@ -111,6 +112,7 @@ enum Step {
         b: wgpu::Buffer,
     },
     Pool(PoolKind, Pool),
+    Lrn(LrnAttrs),
     Add,
     Concat,
     Flatten,
@@ -263,6 +265,17 @@ impl<'a> GpuGraph<'a> {
                 Op::Concat => Step::Concat,
                 Op::Flatten => Step::Flatten,
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
+                Op::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                } => Step::Lrn(LrnAttrs {
+                    size: *size,
+                    alpha: *alpha,
+                    beta: *beta,
+                    bias: *bias,
+                }),
             };
             steps.push(NodeStep {
                 name: n.name.clone(),

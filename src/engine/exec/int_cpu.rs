@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
 use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, StepKind};
-use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, requant_code};
+use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, lrn_code, requant_code};
 use crate::error::{Error, Result};
+use crate::graph::op::lrn_window;
 use crate::graph::{Activation, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -181,6 +182,7 @@ impl IntModel {
                 StepKind::Concat => Value::Map(concat(&ins, s.out)?),
                 StepKind::Act(a) => Value::Map(activation(ins[0], *a, s.out)?),
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
+                StepKind::Lrn { size, table } => Value::Map(lrn(ins[0], *size, table, s.out)?),
             };
             for i in &s.inputs {
                 if let Some(r) = remaining.get_mut(i.as_str()) {
@@ -435,6 +437,28 @@ fn activation(x: &Map, act: Activation, out: Option<QParams>) -> Result<Map> {
         .collect();
     Ok(Map {
         codes: x.codes.iter().map(|&q| table[q as usize]).collect(),
+        params: out,
+        ..*x
+    })
+}
+
+/// LRN of an NHWC map: per pixel, the exact i32 sum of squared centred codes over each
+/// channel's window indexes the host table (`requant::lrn_code`).
+fn lrn(x: &Map, size: usize, table: &[f32], out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("LRN without an output quantizer".into()))?;
+    let (c, z) = (x.c, x.params.zero_point);
+    let mut codes = vec![0u8; x.codes.len()];
+    let mut v = vec![0i32; c];
+    for (px, o) in x.codes.chunks_exact(c).zip(codes.chunks_exact_mut(c)) {
+        v.iter_mut().zip(px).for_each(|(v, &q)| *v = q as i32 - z);
+        for (ch, d) in o.iter_mut().enumerate() {
+            let (lo, hi) = lrn_window(ch, c, size);
+            let sq: i32 = v[lo..hi].iter().map(|&t| t * t).sum();
+            *d = lrn_code(&x.params, v[ch], table[sq as usize], &out);
+        }
+    }
+    Ok(Map {
+        codes,
         params: out,
         ..*x
     })

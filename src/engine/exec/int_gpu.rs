@@ -18,6 +18,7 @@ use crate::engine::gpu::conv_int::{
 use crate::engine::gpu::eltwise_int::{
     act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
+use crate::engine::gpu::lrn::lrn_int_encode;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -340,6 +341,26 @@ impl GpuIntModel<'_> {
                         &yb,
                         (n * h * w, c),
                         *act,
+                        oq,
+                    )?;
+                    Value {
+                        buf: yb,
+                        params: oq,
+                        dims: a.dims,
+                    }
+                }
+                StepKind::Lrn { size, table } => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int lrn", (words * 4) as u64);
+                    lrn_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        (n * h * w, c),
+                        *size,
+                        table,
                         oq,
                     )?;
                     Value {

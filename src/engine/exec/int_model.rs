@@ -15,12 +15,14 @@
 //! (`requant::add_codes`, `requant::gap_code`); max pooling takes the max of the codes and
 //! concatenation (along channels) copies them, each requantized to the output quantizer
 //! where it differs (`requant::requant_code`); a standalone ReLU/ReLU6 requantizes each
-//! code through the activation (`requant::act_code`); `Flatten` passes codes through.
+//! code through the activation (`requant::act_code`); LRN reads a host table indexed by
+//! the exact window sum of squared centred codes (`requant::lrn_code`); `Flatten` passes
+//! codes through.
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
-use crate::engine::requant::Epilogue;
+use crate::engine::requant::{lrn_table, Epilogue, MAX_LRN_TABLE};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
@@ -81,6 +83,12 @@ pub enum StepKind {
     Concat,
     /// A standalone activation (not fused into a layer), code by code.
     Act(Activation),
+    /// LRN across `size` channels through the factor table of `requant::lrn_table`
+    /// (indexed by the exact window sum S = Σ (q − z)²; `requant::lrn_code`).
+    Lrn {
+        size: usize,
+        table: Vec<f32>,
+    },
     Flatten,
 }
 
@@ -166,6 +174,7 @@ impl IntModel {
                     | Op::Relu
                     | Op::Relu6
                     | Op::Flatten
+                    | Op::Lrn { .. }
             );
             if !has_kernel && !is_out {
                 return Err(unsupported("no integer kernel for this op"));
@@ -187,6 +196,20 @@ impl IntModel {
                 Op::Relu if !is_out => StepKind::Act(Activation::Relu),
                 Op::Relu6 if !is_out => StepKind::Act(Activation::Relu6),
                 Op::Flatten if !is_out => StepKind::Flatten,
+                Op::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                } if !is_out => StepKind::Lrn {
+                    size: *size,
+                    table: lrn_table(&ins[0], *size, *alpha, *beta, *bias).ok_or_else(|| {
+                        unsupported(&format!(
+                            "window {size} on {}-bit codes needs more than {MAX_LRN_TABLE} table entries",
+                            ins[0].bits
+                        ))
+                    })?,
+                },
                 _ if is_out => {
                     return Err(unsupported(
                         "the logits must be a conv, linear or global average pooling layer",

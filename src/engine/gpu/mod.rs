@@ -13,6 +13,7 @@ pub mod eltwise_int;
 pub mod fake_quant;
 pub mod histogram;
 pub mod linear;
+pub mod lrn;
 pub mod mmse;
 pub mod plane_stats;
 pub mod pool;

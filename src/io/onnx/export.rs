@@ -3,7 +3,7 @@
 //! - **FP32** (no plan): opset 13. Conv, Gemm (`transB = 1`), Relu, Clip(0, 6) for ReLU6,
 //!   MaxPool, AveragePool (`count_include_pad = 0`, as the IR averages), GlobalAveragePool,
 //!   Add (a chain of binary Adds for more inputs, in the IR's order), Concat (axis 1),
-//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded). Fused
+//!   Flatten, Softmax, LRN, BatchNormalization (only where `prepare` left one unfolded). Fused
 //!   activations become their own node after the conv/linear.
 //! - **QDQ** (a plan): opset 21. Each conv/linear weight is `DequantizeLinear(axis 0)` of
 //!   the plan's codes, per output channel, with the corrected scales and the corrected bias
@@ -178,6 +178,23 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                 b.node(op, &n.name, ins, &out, attrs);
             }
             Op::GlobalAvgPool => b.node("GlobalAveragePool", &n.name, ins, &out, vec![]),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => b.node(
+                "LRN",
+                &n.name,
+                ins,
+                &out,
+                vec![
+                    int("size", *size as i64),
+                    float("alpha", *alpha),
+                    float("beta", *beta),
+                    float("bias", *bias),
+                ],
+            ),
             Op::Add => {
                 // (a + b) + c ...: the IR's summation order.
                 let mut acc = ins[0].clone();

@@ -77,6 +77,7 @@ pub const SUPPORTED: &[&str] = &[
     "Gemm",
     "MatMul",
     "Softmax",
+    "LRN",
 ];
 
 /// Eps of the BatchNorm nodes that carry per-channel affine constants.
@@ -456,6 +457,21 @@ impl Tr {
                 }
             }
             "MaxPool" | "AveragePool" => self.pool(node, &base),
+            "LRN" => {
+                let d = x()?;
+                fmap(&d, false)?;
+                let size = a.int("size", 0);
+                if !(1..=crate::limits::MAX_CHANNELS as i64).contains(&size) {
+                    return Err(no(format!("LRN size {size}: must be at least 1")));
+                }
+                let op = Op::Lrn {
+                    size: size as usize,
+                    alpha: a.float("alpha", 1e-4),
+                    beta: a.float("beta", 0.75),
+                    bias: a.float("bias", 1.0),
+                };
+                self.unary_op(&base, op, d)
+            }
             "GlobalAveragePool" => {
                 let d = x()?;
                 let (c, _, _) = fmap(&d, false)?;
