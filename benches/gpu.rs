@@ -296,6 +296,7 @@ fn main() {
         kernel: [1, 1],
         stride: [1, 1],
         padding: [0; 4],
+        count_include_pad: false,
     };
     gpu_time(
         &mut c,

@@ -78,15 +78,31 @@ impl Conv2d {
 }
 
 /// Max or average pooling window. Average pooling divides by the number of in-bounds
-/// elements (padding is not counted), as TF "SAME" pooling does.
+/// elements (padding is not counted), as TF "SAME" pooling does, or with
+/// `count_include_pad` by the whole kernel area kh·kw for every window (ONNX's
+/// `count_include_pad = 1`: onnxruntime and the ONNX reference divide by kh·kw even where a
+/// `ceil_mode` window hangs past the padded input).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
     pub padding: [usize; 4],
+    /// Average pooling: divide by kh·kw, not by the in-bounds count (ignored by max pooling).
+    #[serde(default)]
+    pub count_include_pad: bool,
 }
 
 impl Pool {
+    /// The divisor of an average window with `in_bounds` input taps (the rule above).
+    #[inline]
+    pub fn divisor(&self, in_bounds: usize) -> usize {
+        if self.count_include_pad {
+            self.kernel[0] * self.kernel[1]
+        } else {
+            in_bounds
+        }
+    }
+
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let oh = window_out(
             h,

@@ -389,7 +389,7 @@ fn pool(x: &QTensor, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> R
                     requant_code(&x.params, m, &out)
                 } else {
                     let s: i64 = taps.map(|&q| q as i64 - z).sum();
-                    gap_code(&x.params, s, ((y1 - y0) * (x1 - x0)).max(1), &out)
+                    gap_code(&x.params, s, p.divisor((y1 - y0) * (x1 - x0)).max(1), &out)
                 });
             }
         }

@@ -259,6 +259,7 @@ impl<'a> GpuGraph<'a> {
                         kernel: [1, 1],
                         stride: [1, 1],
                         padding: [0; 4],
+                        count_include_pad: false,
                     },
                 ),
                 Op::Add => Step::Add,

@@ -376,7 +376,7 @@ fn pool(x: &Map, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> Resul
                     if max {
                         requant_code(&x.params, a as u8, &out)
                     } else {
-                        gap_code(&x.params, a, count.max(1), &out)
+                        gap_code(&x.params, a, p.divisor(count).max(1), &out)
                     }
                 }));
             }

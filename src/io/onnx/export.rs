@@ -1,7 +1,7 @@
 //! ONNX export, from plain data: a prepared graph, and for a quantized model its [`Plan`].
 //!
 //! - **FP32** (no plan): opset 13. Conv, Gemm (`transB = 1`), Relu, Clip(0, 6) for ReLU6,
-//!   MaxPool, AveragePool (`count_include_pad = 0`, as the IR averages), GlobalAveragePool,
+//!   MaxPool, AveragePool (`count_include_pad` as the IR averages), GlobalAveragePool,
 //!   Add (a chain of binary Adds for more inputs, in the IR's order), Concat (axis 1),
 //!   Flatten, Softmax, LRN, BatchNormalization (only where `prepare` left one unfolded). Fused
 //!   activations become their own node after the conv/linear.
@@ -172,7 +172,7 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                     ints("pads", &p.padding),
                 ];
                 if avg {
-                    attrs.push(int("count_include_pad", 0));
+                    attrs.push(int("count_include_pad", i64::from(p.count_include_pad)));
                 }
                 let op = if avg { "AveragePool" } else { "MaxPool" };
                 b.node(op, &n.name, ins, &out, attrs);

@@ -692,15 +692,11 @@ impl Tr {
                 padding[i + 2] += ((out - 1) * stride[i] + kernel[i]).saturating_sub(total);
             }
         }
-        if avg && a.int("count_include_pad", 0) != 0 && padding.iter().any(|&p| p > 0) {
-            return Err(no(
-                "AveragePool with count_include_pad=1 and padding: the IR averages over in-bounds elements only",
-            ));
-        }
         let p = Pool {
             kernel,
             stride,
             padding,
+            count_include_pad: avg && a.int("count_include_pad", 0) != 0,
         };
         let (oh, ow) = p
             .out_hw(h, w)

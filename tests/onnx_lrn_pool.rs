@@ -1,0 +1,358 @@
+//! LRN and average pooling with `count_include_pad = 1`, on every path: the fixtures of
+//! tools/onnx/make_fixtures.py (`lrn_fixtures`) import and match onnxruntime on the CPU and
+//! the GPU; `deploy` plans (data-free and calibrated on each backend, 4- and 8-bit
+//! activations) give the same logits bit for bit on the integer kernels and the exact
+//! simulation, CPU and GPU; `paper` plans run on both backends; the FP32 and QDQ exports run
+//! in onnxruntime (`PTQ4_ONNX_PYTHON`, tools/onnx/check_export.py). The light Inception v1
+//! with random weights (tools/onnx/randomize_light.py) quantizes and agrees on the four
+//! integer executors too. GPU parts skip loudly without an adapter (`REQUIRE_GPU=1` fails).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use prost::Message as _;
+use ptq4::calib::calibrate_batches;
+use ptq4::engine::exec::int_model::{Exec, StepKind};
+use ptq4::engine::{Backend, BackendChoice, Executable, Forward};
+use ptq4::graph::Op;
+use ptq4::io::onnx::export::export;
+use ptq4::io::onnx::onnx::ModelProto;
+use ptq4::io::onnx::{self as ox, PreprocessArgs, Preset};
+use ptq4::model::Fp32Model;
+use ptq4::pipeline::{quantize, quantize_with, StatsSource};
+use ptq4::qmodel::QuantModel;
+use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
+use ptq4::Tensor;
+
+const FIXTURES: [&str; 2] = ["lrn_net", "avg_include_pad_net"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
+}
+
+/// A serialized TensorProto (`numpy_helper.from_array(..).SerializeToString()`).
+fn read_pb(path: &Path) -> Tensor {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t = ox::onnx::TensorProto::decode(bytes.as_slice()).unwrap();
+    let c = ox::tensor::decode(&t, Path::new(".")).unwrap();
+    Tensor {
+        shape: c.shape.clone(),
+        data: c.floats(),
+    }
+}
+
+fn import(path: &Path) -> Fp32Model {
+    let args = PreprocessArgs {
+        preset: Some(Preset::None),
+        ..Default::default()
+    };
+    Fp32Model::new(ox::import(path, &args).unwrap_or_else(|e| panic!("{path:?}: {e}"))).unwrap()
+}
+
+/// Largest |a − b| relative to the largest |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.data.len(), b.data.len(), "{:?} vs {:?}", a.shape, b.shape);
+    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let d = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    d / scale
+}
+
+/// The GPU backend, once per test binary, or `None` (loud skip; `REQUIRE_GPU=1` panics).
+fn gpu() -> Option<&'static Backend> {
+    static B: OnceLock<Option<Backend>> = OnceLock::new();
+    B.get_or_init(|| match BackendChoice::Gpu.resolve() {
+        Ok(b) => Some(b),
+        Err(e) if common::gpu_required() => panic!("REQUIRE_GPU=1 but no GPU: {e}"),
+        Err(e) => {
+            common::skip_loudly(&format!("SKIPPED GPU parts: no GPU ({e})"));
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn run(b: &Backend, e: Executable, exec: Option<Exec>, x: &Tensor) -> Tensor {
+    b.bind(e, exec).unwrap().forward(x.clone()).unwrap()
+}
+
+/// A fixed pseudo-random batch of `n` inputs shaped like `m`'s, values in about ±2.
+fn batch(m: &Fp32Model, n: usize, seed: u64) -> Tensor {
+    let mut shape = vec![n];
+    shape.extend(&m.prepared.input_shape);
+    let mut s = seed;
+    let mut x = common::rand(&shape, &mut s);
+    x.data.iter_mut().for_each(|v| *v *= 4.0);
+    x
+}
+
+/// Logits of a deploy model on the four integer executors (CPU int, CPU exact, and on the
+/// GPU when there is one); asserts they are identical bit for bit and returns them.
+fn four_executors(q: &QuantModel, x: &Tensor, what: &str) -> Tensor {
+    let int = run(&Backend::Cpu, q.executable().unwrap(), Some(Exec::Int), x);
+    let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let exact = run(&Backend::Cpu, q.executable().unwrap(), Some(Exec::Exact), x);
+    assert_eq!(bits(&int), bits(&exact), "{what}: int CPU vs exact CPU");
+    if let Some(g) = gpu() {
+        for exec in [Exec::Int, Exec::Exact] {
+            let y = run(g, q.executable().unwrap(), Some(exec), x);
+            assert_eq!(bits(&int), bits(&y), "{what}: int CPU vs {exec:?} GPU");
+        }
+    }
+    assert!(int.data.iter().all(|v| v.is_finite()), "{what}: {int:?}");
+    int
+}
+
+fn deploy(abits: u8) -> QuantConfig {
+    QuantConfig {
+        protocol: Protocol::Deploy,
+        abits,
+        ..QuantConfig::default()
+    }
+}
+
+#[test]
+fn fixtures_match_onnxruntime_on_cpu_and_gpu() {
+    for name in FIXTURES {
+        let m = import(&fixtures().join(format!("{name}.onnx")));
+        let x = read_pb(&fixtures().join(format!("{name}_input.pb")));
+        let want = read_pb(&fixtures().join(format!("{name}_output.pb")));
+        let cpu = run(&Backend::Cpu, Executable::Fp32(&m.prepared), None, &x);
+        let e = rel_err(&cpu, &want);
+        eprintln!("{name}: CPU relative error {e:.2e}");
+        assert!(e <= 1e-5, "{name} CPU: {e} ({cpu:?} vs {want:?})");
+        if let Some(g) = gpu() {
+            let y = run(g, Executable::Fp32(&m.prepared), None, &x);
+            let e = rel_err(&y, &want);
+            eprintln!("{name}: GPU relative error {e:.2e}");
+            assert!(e <= 1e-5, "{name} GPU: {e} ({y:?} vs {want:?})");
+        }
+    }
+    // The IR holds what the file says.
+    let m = import(&fixtures().join("lrn_net.onnx"));
+    let lrn: Vec<&Op> = m
+        .prepared
+        .nodes
+        .iter()
+        .map(|n| &n.op)
+        .filter(|o| matches!(o, Op::Lrn { .. }))
+        .collect();
+    assert_eq!(
+        lrn,
+        [
+            &Op::Lrn {
+                size: 5,
+                alpha: 1.0,
+                beta: 0.75,
+                bias: 2.0
+            },
+            &Op::Lrn {
+                size: 3,
+                alpha: 0.5,
+                beta: 0.6,
+                bias: 1.0
+            }
+        ]
+    );
+}
+
+#[test]
+fn deploy_plans_agree_bit_for_bit_on_the_four_integer_executors() {
+    for name in FIXTURES {
+        let m = import(&fixtures().join(format!("{name}.onnx")));
+        let x = batch(&m, 3, 41);
+        let calib: Vec<Tensor> = (0..2).map(|i| batch(&m, 4, 100 + i)).collect();
+        let mut backends = vec![("cpu", &Backend::Cpu)];
+        if let Some(g) = gpu() {
+            backends.push(("gpu", g));
+        }
+        for abits in [4, 8] {
+            let cfg = deploy(abits);
+            let (q, _) = quantize(&m, &cfg, StatsSource::DataFree, &Backend::Cpu, false).unwrap();
+            let im = q.int_model().unwrap();
+            if name == "lrn_net" {
+                let lrn = im
+                    .steps
+                    .iter()
+                    .filter(|s| matches!(s.kind, StepKind::Lrn { .. }))
+                    .count();
+                assert_eq!(lrn, 2, "{name}: LRN steps");
+            }
+            let free = four_executors(&q, &x, &format!("{name} A{abits} data-free"));
+            let mut calibrated = Vec::new();
+            for (bn, b) in &backends {
+                let points = quant_points(&m.prepared, &cfg);
+                let cal =
+                    calibrate_batches(&m.prepared, &points, calib.as_slice(), b, false).unwrap();
+                let q = quantize_with(&m, &cfg, &cal, b).unwrap();
+                let what = format!("{name} A{abits} calibrated on {bn}");
+                calibrated.push(four_executors(&q, &x, &what));
+            }
+            // The plan's codes do something: quantized logits follow the FP32 ones.
+            let fp = run(&Backend::Cpu, Executable::Fp32(&m.prepared), None, &x);
+            let e = rel_err(&calibrated[0], &fp);
+            eprintln!(
+                "{name} A{abits}: calibrated deploy vs FP32 relative error {e:.3}, data-free {:.3}",
+                rel_err(&free, &fp)
+            );
+            if abits == 8 {
+                assert!(e < 0.1, "{name} A8 calibrated: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn paper_plans_run_on_cpu_and_gpu() {
+    for name in FIXTURES {
+        let m = import(&fixtures().join(format!("{name}.onnx")));
+        let x = batch(&m, 2, 7);
+        let cfg = QuantConfig::default();
+        assert_eq!(cfg.protocol, Protocol::Paper);
+        let (q, _) = quantize(&m, &cfg, StatsSource::DataFree, &Backend::Cpu, false).unwrap();
+        let cpu = run(&Backend::Cpu, q.executable().unwrap(), None, &x);
+        assert_eq!(cpu.shape[0], 2);
+        assert!(cpu.data.iter().all(|v| v.is_finite()), "{name}: {cpu:?}");
+        if let Some(g) = gpu() {
+            let y = run(g, q.executable().unwrap(), None, &x);
+            assert_eq!(y.shape, cpu.shape);
+            let e = rel_err(&y, &cpu);
+            eprintln!("{name} paper: GPU vs CPU relative difference {e:.2e}");
+            assert!(y.data.iter().all(|v| v.is_finite()), "{name}: {y:?}");
+        }
+    }
+}
+
+// ---- onnxruntime (PTQ4_ONNX_PYTHON) ----
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            common::skip_missing_data(
+                "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
+            );
+            None
+        }
+    }
+}
+
+/// A little-endian f32 `.npy` file.
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((header.len() as u16).to_le_bytes());
+    b.extend(header.as_bytes());
+    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, b).unwrap();
+}
+
+/// tools/onnx/check_export.py on `model`; fails the test if the check fails.
+fn ort_check(py: &Path, model: &ModelProto, x: &Tensor, reference: &Tensor, mode: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.onnx");
+    std::fs::write(&m, model.encode_to_vec()).unwrap();
+    let (xi, ri) = (dir.path().join("x.npy"), dir.path().join("ref.npy"));
+    write_npy(&xi, &x.shape, &x.data);
+    let k = reference.data.len() / x.shape[0];
+    write_npy(&ri, &[x.shape[0], k], &reference.data);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/onnx/check_export.py");
+    // QDQ: the same top-1 on every input; the logit differences are reported only (one
+    // code moved by ONNX's x/s against ptq4's x·(1/s) moves logits by whole steps).
+    let out = std::process::Command::new(py)
+        .arg(&script)
+        .arg(&m)
+        .arg(&xi)
+        .arg(&ri)
+        .args(["--mode", mode, "--min-top1", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{mode}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn fp32_and_qdq_exports_run_in_onnxruntime() {
+    let Some(py) = python() else {
+        return;
+    };
+    for name in FIXTURES {
+        let m = import(&fixtures().join(format!("{name}.onnx")));
+        let x = batch(&m, 4, 3);
+        let fp = export(&m.prepared, None).unwrap();
+        let want = run(&Backend::Cpu, Executable::Fp32(&m.prepared), None, &x);
+        eprintln!(
+            "{name} fp32: {}",
+            ort_check(&py, &fp.model, &x, &want, "fp32")
+        );
+        let calib = [batch(&m, 8, 5)];
+        let cfg = deploy(8);
+        let points = quant_points(&m.prepared, &cfg);
+        let cal =
+            calibrate_batches(&m.prepared, &points, &calib[..], &Backend::Cpu, false).unwrap();
+        let q = quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
+        let e = export(q.graph(), Some(&q.plan)).unwrap();
+        let sim = run(
+            &Backend::Cpu,
+            q.executable().unwrap(),
+            Some(Exec::Exact),
+            &x,
+        );
+        eprintln!("{name} qdq: {}", ort_check(&py, &e.model, &x, &sim, "qdq"));
+    }
+}
+
+/// The light Inception v1 with random weights (224 × 224, three LRN-free inception blocks
+/// behind two LRNs), deploy data-free on one input: the four integer executors agree.
+#[test]
+fn light_inception_v1_random_deploy_agrees_on_the_four_integer_executors() {
+    let dir = std::env::var_os("PTQ4_ONNX_LIGHT_RANDOM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ptq4::io::fetch::home().join("onnx-light-random"));
+    let path = dir.join("light_inception_v1.onnx");
+    if !path.exists() {
+        common::skip_missing_data(&format!(
+            "SKIPPED light_inception_v1 with random weights: not in {} (make it with tools/onnx/randomize_light.py)",
+            dir.display()
+        ));
+        return;
+    }
+    let t = std::time::Instant::now();
+    let m = import(&path);
+    let x = read_pb(&dir.join("light_inception_v1_input.pb"));
+    let (q, _) = quantize(&m, &deploy(8), StatsSource::DataFree, &Backend::Cpu, false).unwrap();
+    let lrn = q
+        .int_model()
+        .unwrap()
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Lrn { .. }))
+        .count();
+    assert_eq!(lrn, 2);
+    let y = four_executors(&q, &x, "light_inception_v1");
+    assert_eq!(y.shape, [1, 1000]);
+    eprintln!(
+        "light_inception_v1 deploy A8 data-free, 4 executors: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
