@@ -9,14 +9,16 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use prost::Message as _;
 use ptq4::calib::calibrate_batches;
 use ptq4::engine::exec::int_model::{Exec, StepKind};
+use ptq4::engine::requant::{lrn_code, lrn_table};
 use ptq4::engine::{Backend, BackendChoice, Executable, Forward};
-use ptq4::graph::Op;
+use ptq4::graph::{Activation, Graph, Linear, Op, Pool, Preprocess};
 use ptq4::io::onnx::export::export;
 use ptq4::io::onnx::onnx::ModelProto;
 use ptq4::io::onnx::{self as ox, PreprocessArgs, Preset};
@@ -24,6 +26,7 @@ use ptq4::model::Fp32Model;
 use ptq4::pipeline::{quantize, quantize_with, StatsSource};
 use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
+use ptq4::quant::QParams;
 use ptq4::Tensor;
 
 const FIXTURES: [&str; 2] = ["lrn_net", "avg_include_pad_net"];
@@ -355,4 +358,199 @@ fn light_inception_v1_random_deploy_agrees_on_the_four_integer_executors() {
         "light_inception_v1 deploy A8 data-free, 4 executors: {:.1} s",
         t.elapsed().as_secs_f64()
     );
+}
+
+// ---- IR-level: windows onnxruntime does not take (even LRN sizes), pooling edge cases ----
+
+/// input [c, 5, 5] → `op` (the graph output).
+fn one_op(c: usize, hw: usize, op: Op) -> Graph {
+    Graph {
+        name: "one_op".into(),
+        input_shape: vec![c, hw, hw],
+        nodes: vec![common::node("op", op, &["input"])],
+        output: "op".into(),
+        params: BTreeMap::new(),
+        preprocess: Preprocess::efficientnet(hw),
+    }
+}
+
+/// ONNX's LRN in f64, straight from its definition.
+fn lrn_oracle(x: &Tensor, size: usize, alpha: f64, beta: f64, bias: f64) -> Vec<f64> {
+    let (n, c, plane) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+    let mut y = vec![0f64; x.data.len()];
+    for img in 0..n {
+        for ch in 0..c {
+            let lo = ch as isize - ((size as isize - 1) / 2);
+            let hi = ch as isize + (size as isize - 1 + 1) / 2; // ceil((size − 1)/2)
+            for p in 0..plane {
+                let mut sq = 0f64;
+                for j in lo.max(0)..=hi.min(c as isize - 1) {
+                    let v = x.data[(img * c + j as usize) * plane + p] as f64;
+                    sq += v * v;
+                }
+                let i = (img * c + ch) * plane + p;
+                y[i] = x.data[i] as f64 * (bias + alpha / size as f64 * sq).powf(-beta);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn lrn_of_every_window_size_matches_the_onnx_definition_on_cpu_and_gpu() {
+    let mut seed = 3;
+    for c in [1, 2, 5, 7] {
+        for size in 1..=6 {
+            let op = Op::Lrn {
+                size,
+                alpha: 0.9,
+                beta: 0.75,
+                bias: 1.5,
+            };
+            let g = one_op(c, 4, op);
+            let mut x = common::rand(&[2, c, 4, 4], &mut seed);
+            x.data.iter_mut().for_each(|v| *v *= 3.0);
+            let want = lrn_oracle(&x, size, 0.9, 0.75, 1.5);
+            let mut backends = vec![("CPU", &Backend::Cpu)];
+            if let Some(gb) = gpu() {
+                backends.push(("GPU", gb));
+            }
+            for (bn, b) in backends {
+                let y = run(b, Executable::Fp32(&g), None, &x);
+                for (i, (&a, &w)) in y.data.iter().zip(&want).enumerate() {
+                    let e = (a as f64 - w).abs() / w.abs().max(1e-3);
+                    assert!(e < 2e-6, "{bn} c {c} size {size} [{i}]: {a} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// conv (3→`c`) → LRN of window `size` → global pool → flatten → linear: deploy plans agree
+/// on the four integer executors for even windows and windows wider than the channels.
+#[test]
+fn deploy_lrn_of_even_and_wide_windows_agrees_on_the_four_integer_executors() {
+    for (c, size) in [(6, 4), (3, 8), (8, 1)] {
+        let mut seed = 17;
+        let mut params = BTreeMap::new();
+        params.insert(
+            "c1.weight".to_string(),
+            common::rand(&[c, 3, 3, 3], &mut seed),
+        );
+        params.insert("fc.weight".to_string(), common::rand(&[3, c], &mut seed));
+        params.insert("fc.bias".to_string(), common::rand(&[3], &mut seed));
+        let fc = Linear {
+            in_features: c,
+            out_features: 3,
+            bias: true,
+            act: Activation::None,
+        };
+        let lrn = Op::Lrn {
+            size,
+            alpha: 2.0,
+            beta: 0.75,
+            bias: 1.0,
+        };
+        let g = Graph {
+            name: "lrn_wide".into(),
+            input_shape: vec![3, 6, 6],
+            nodes: vec![
+                common::node("c1", Op::Conv2d(common::conv(3, c, 3, 1, 1)), &["input"]),
+                common::node("n1", lrn, &["c1"]),
+                common::node("gap", Op::GlobalAvgPool, &["n1"]),
+                common::node("flat", Op::Flatten, &["gap"]),
+                common::node("fc", Op::Linear(fc), &["flat"]),
+            ],
+            output: "fc".into(),
+            params,
+            preprocess: Preprocess::efficientnet(6),
+        };
+        let m = Fp32Model::new(g).unwrap();
+        let x = batch(&m, 2, 9);
+        for abits in [4, 8] {
+            let (q, _) = quantize(
+                &m,
+                &deploy(abits),
+                StatsSource::DataFree,
+                &Backend::Cpu,
+                false,
+            )
+            .unwrap();
+            four_executors(&q, &x, &format!("c {c} size {size} A{abits}"));
+        }
+    }
+}
+
+#[test]
+fn lrn_tables_cover_every_window_sum_and_oversized_ones_are_refused() {
+    let p = QParams {
+        scale: 0.05,
+        zero_point: 200,
+        bits: 8,
+    };
+    let t = lrn_table(&p, 5, 1e-4, 0.75, 2.0).unwrap();
+    // max |q − z| = 200: S up to 5·200².
+    assert_eq!(t.len(), 5 * 200 * 200 + 1);
+    assert_eq!(t[0], 2f64.powf(-0.75) as f32);
+    let last = (2.0 + 1e-4 / 5.0 * 0.05f64.powi(2) * (5 * 200 * 200) as f64).powf(-0.75);
+    assert_eq!(t[t.len() - 1], last as f32);
+    assert!(t.windows(2).all(|w| w[1] <= w[0]));
+    // The per-element rule: (s · (q − z)) · T[S], quantized.
+    let out = QParams {
+        scale: 0.04,
+        zero_point: 128,
+        bits: 8,
+    };
+    let v = 37;
+    assert_eq!(
+        lrn_code(&p, v, t[1369], &out),
+        out.quantize((0.05 * 37.0) * t[1369])
+    );
+    // More than MAX_LRN_TABLE entries: refused (2^24 / 255² ≈ 258 channels at 8 bits).
+    assert!(lrn_table(&p, 1000, 1e-4, 0.75, 2.0).is_none());
+    assert!(lrn_table(&p, 5 * 2 * 2, 1e-4, 0.75, 2.0).is_some());
+}
+
+#[test]
+fn average_pooling_with_count_include_pad_divides_by_the_kernel_area() {
+    let mut seed = 23;
+    // Kernel 3 stride 2 with padding 1, and the ceil-mode end padding of a 9-wide input.
+    for (padding, hw) in [([1, 1, 1, 1], 9), ([0, 0, 1, 1], 8), ([1, 0, 2, 1], 7)] {
+        let p = Pool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding,
+            count_include_pad: true,
+        };
+        let g = one_op(2, hw, Op::AvgPool(p.clone()));
+        let x = common::rand(&[2, 2, hw, hw], &mut seed);
+        let oracle = ptq4::engine::cpu::reference::avg_pool(&x, &p);
+        let cpu = run(&Backend::Cpu, Executable::Fp32(&g), None, &x);
+        assert!(rel_err(&cpu, &oracle) < 1e-6, "{padding:?}");
+        if let Some(gb) = gpu() {
+            let y = run(gb, Executable::Fp32(&g), None, &x);
+            assert!(rel_err(&y, &oracle) < 1e-6, "GPU {padding:?}");
+        }
+        // Ones: every output is (in-bounds taps)/9, at the corner (2·2)/9 with padding 1.
+        let ones = Tensor {
+            shape: x.shape.clone(),
+            data: vec![1.0; x.data.len()],
+        };
+        let y = run(&Backend::Cpu, Executable::Fp32(&g), None, &ones);
+        if padding[0] == 1 && padding[1] == 1 {
+            assert_eq!(y.data[0], 4.0 / 9.0, "{padding:?}");
+        }
+        assert!(y.data.iter().all(|&v| v <= 1.0 && v > 0.0), "{y:?}");
+        // Without the flag: the mean of the in-bounds ones is 1 everywhere.
+        let g = one_op(
+            2,
+            hw,
+            Op::AvgPool(Pool {
+                count_include_pad: false,
+                ..p
+            }),
+        );
+        let y = run(&Backend::Cpu, Executable::Fp32(&g), None, &ones);
+        assert!(y.data.iter().all(|&v| v == 1.0), "{y:?}");
+    }
 }
