@@ -426,21 +426,26 @@ fn lrn_of_every_window_size_matches_the_onnx_definition_on_cpu_and_gpu() {
     }
 }
 
-/// conv (3→`c`) → LRN of window `size` → global pool → flatten → linear: deploy plans agree
-/// on the four integer executors for even windows and windows wider than the channels.
+/// conv (3→`c`) → LRN of window `size` → global pool (or none: `spatial`) → flatten →
+/// linear: deploy plans agree on the four integer executors for even windows, windows wider
+/// than the channels, and a flatten of a 6×6 map (AlexNet's and ZFNet's classifier input).
 #[test]
 fn deploy_lrn_of_even_and_wide_windows_agrees_on_the_four_integer_executors() {
-    for (c, size) in [(6, 4), (3, 8), (8, 1)] {
+    for (c, size, spatial) in [(6, 4, false), (3, 8, false), (8, 1, false), (5, 5, true)] {
+        let feats = if spatial { c * 36 } else { c };
         let mut seed = 17;
         let mut params = BTreeMap::new();
         params.insert(
             "c1.weight".to_string(),
             common::rand(&[c, 3, 3, 3], &mut seed),
         );
-        params.insert("fc.weight".to_string(), common::rand(&[3, c], &mut seed));
+        params.insert(
+            "fc.weight".to_string(),
+            common::rand(&[3, feats], &mut seed),
+        );
         params.insert("fc.bias".to_string(), common::rand(&[3], &mut seed));
         let fc = Linear {
-            in_features: c,
+            in_features: feats,
             out_features: 3,
             bias: true,
             act: Activation::None,
@@ -451,16 +456,20 @@ fn deploy_lrn_of_even_and_wide_windows_agrees_on_the_four_integer_executors() {
             beta: 0.75,
             bias: 1.0,
         };
+        let mut nodes = vec![
+            common::node("c1", Op::Conv2d(common::conv(3, c, 3, 1, 1)), &["input"]),
+            common::node("n1", lrn, &["c1"]),
+        ];
+        if !spatial {
+            nodes.push(common::node("gap", Op::GlobalAvgPool, &["n1"]));
+        }
+        let flat_in = if spatial { "n1" } else { "gap" };
+        nodes.push(common::node("flat", Op::Flatten, &[flat_in]));
+        nodes.push(common::node("fc", Op::Linear(fc), &["flat"]));
         let g = Graph {
             name: "lrn_wide".into(),
             input_shape: vec![3, 6, 6],
-            nodes: vec![
-                common::node("c1", Op::Conv2d(common::conv(3, c, 3, 1, 1)), &["input"]),
-                common::node("n1", lrn, &["c1"]),
-                common::node("gap", Op::GlobalAvgPool, &["n1"]),
-                common::node("flat", Op::Flatten, &["gap"]),
-                common::node("fc", Op::Linear(fc), &["flat"]),
-            ],
+            nodes,
             output: "fc".into(),
             params,
             preprocess: Preprocess::efficientnet(6),

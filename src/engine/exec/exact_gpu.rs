@@ -90,6 +90,7 @@ fn step_dims(model: &IntModel, layers: &[Option<GpuExactLayer>], dims: Dims) -> 
                 )))
             }
             (StepKind::GlobalAvgPool, _) => (c, 1, 1),
+            (StepKind::Flatten, _) => (c * h * w, 1, 1),
             (StepKind::MaxPool(p) | StepKind::AvgPool(p), _) => {
                 let (oh, ow) = pool_out_hw(p, h, w, &s.name)?;
                 (c, oh, ow)
@@ -332,11 +333,11 @@ fn run_chunk(
                     dims: a.dims,
                 }
             }
-            // NCHW [m, C, 1, 1] is already [m, C].
+            // NCHW [m, C, H, W] is already [m, C·H·W], a 1×1 map of C·H·W channels.
             StepKind::Flatten => Value {
                 buf: a.buf.clone(),
                 params: a.params,
-                dims: a.dims,
+                dims: (c * h * w, 1, 1),
             },
         };
         values.insert(s.name.as_str(), out);

@@ -18,6 +18,7 @@ use crate::engine::gpu::conv_int::{
 use crate::engine::gpu::eltwise_int::{
     act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
+use crate::engine::gpu::flatten_int::flatten_int_encode;
 use crate::engine::gpu::lrn::lrn_int_encode;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -369,14 +370,22 @@ impl GpuIntModel<'_> {
                         dims: a.dims,
                     }
                 }
+                StepKind::Flatten if h * w == 1 => Value {
+                    buf: a.buf.clone(),
+                    params: a.params,
+                    dims: a.dims,
+                },
+                // A spatial map: its codes reordered into NCHW feature order.
                 StepKind::Flatten => {
-                    if h * w != 1 {
-                        return Err(fail("the GPU flattens only 1×1 maps"));
-                    }
+                    let f = c * h * w;
+                    let words = n * words_per_pixel(f);
+                    let yb = buffers::zeroed(ctx, "int flatten", (words * 4) as u64);
+                    let z = a.params.zero_point as u8;
+                    flatten_int_encode(ctx, &mut enc, &a.buf, &yb, a.dims, z)?;
                     Value {
-                        buf: a.buf.clone(),
+                        buf: yb,
                         params: a.params,
-                        dims: a.dims,
+                        dims: (n, f, 1, 1),
                     }
                 }
             };

@@ -11,6 +11,7 @@ pub mod conv_int;
 pub mod eltwise;
 pub mod eltwise_int;
 pub mod fake_quant;
+pub mod flatten_int;
 pub mod histogram;
 pub mod linear;
 pub mod lrn;
