@@ -187,6 +187,23 @@ fn deploy_plans_agree_bit_for_bit_on_the_four_integer_executors() {
                 assert_eq!(lrn, 2, "{name}: LRN steps");
             }
             let free = four_executors(&q, &x, &format!("{name} A{abits} data-free"));
+            // The quantized file keeps the ops and their parameters: same logits read back.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q.ptq4");
+            q.save(&path).unwrap();
+            let ptq4::model::LoadedModel::Quant(back) =
+                ptq4::model::LoadedModel::load(&path).unwrap()
+            else {
+                panic!("{name}: not read back as a quantized model")
+            };
+            assert_eq!(back.graph().nodes, q.graph().nodes, "{name}");
+            let again = run(
+                &Backend::Cpu,
+                back.executable().unwrap(),
+                Some(Exec::Int),
+                &x,
+            );
+            assert_eq!(again.data, free.data, "{name} A{abits}: read back");
             let mut calibrated = Vec::new();
             for (bn, b) in &backends {
                 let points = quant_points(&m.prepared, &cfg);
