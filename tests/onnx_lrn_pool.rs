@@ -580,3 +580,66 @@ fn average_pooling_with_count_include_pad_divides_by_the_kernel_area() {
         assert!(y.data.iter().all(|&v| v == 1.0), "{y:?}");
     }
 }
+
+/// AlexNet's shape in small: conv → LRN → two-group conv → LRN → flatten of the map →
+/// linear. The integer GPU kernels run the grouped conv as a dense one (zero-point taps
+/// across groups); the four executors agree.
+#[test]
+fn deploy_grouped_conv_between_lrns_agrees_on_the_four_integer_executors() {
+    let mut seed = 29;
+    let mut params = BTreeMap::new();
+    params.insert(
+        "c1.weight".to_string(),
+        common::rand(&[8, 3, 3, 3], &mut seed),
+    );
+    params.insert(
+        "c2.weight".to_string(),
+        common::rand(&[6, 4, 3, 3], &mut seed),
+    );
+    params.insert(
+        "fc.weight".to_string(),
+        common::rand(&[4, 6 * 25], &mut seed),
+    );
+    params.insert("fc.bias".to_string(), common::rand(&[4], &mut seed));
+    let lrn = Op::Lrn {
+        size: 5,
+        alpha: 1e-2,
+        beta: 0.75,
+        bias: 1.0,
+    };
+    let fc = Linear {
+        in_features: 6 * 25,
+        out_features: 4,
+        bias: true,
+        act: Activation::None,
+    };
+    let g = Graph {
+        name: "grouped".into(),
+        input_shape: vec![3, 5, 5],
+        nodes: vec![
+            common::node("c1", Op::Conv2d(common::conv(3, 8, 3, 1, 1)), &["input"]),
+            common::node("r1", Op::Relu, &["c1"]),
+            common::node("n1", lrn.clone(), &["r1"]),
+            common::node("c2", Op::Conv2d(common::conv(8, 6, 3, 1, 2)), &["n1"]),
+            common::node("n2", lrn, &["c2"]),
+            common::node("flat", Op::Flatten, &["n2"]),
+            common::node("fc", Op::Linear(fc), &["flat"]),
+        ],
+        output: "fc".into(),
+        params,
+        preprocess: Preprocess::efficientnet(5),
+    };
+    let m = Fp32Model::new(g).unwrap();
+    let x = batch(&m, 3, 31);
+    for abits in [4, 8] {
+        let (q, _) = quantize(
+            &m,
+            &deploy(abits),
+            StatsSource::DataFree,
+            &Backend::Cpu,
+            false,
+        )
+        .unwrap();
+        four_executors(&q, &x, &format!("grouped A{abits}"));
+    }
+}

@@ -1,13 +1,14 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
 //! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
-//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
+//! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. A grouped conv
+//! that is not depthwise runs as a dense conv whose cross-group weights are zero points. `Exec::Exact` runs
 //! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::exact_gpu;
-use crate::engine::cpu::int::QTensor;
+use crate::engine::cpu::int::{PackedWeights, QTensor};
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::exec::int_model::{pool_out_hw, Exec, IntLayer, IntModel, IntOutput, StepKind};
@@ -21,20 +22,65 @@ use crate::engine::gpu::eltwise_int::{
 use crate::engine::gpu::flatten_int::flatten_int_encode;
 use crate::engine::gpu::lrn::lrn_int_encode;
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Conv2d, Graph};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
 
 fn upload_layer(ctx: &GpuContext, l: &IntLayer) -> Result<GpuIntLayer> {
     let c = l.as_conv();
+    if c.groups > 1 && !c.is_depthwise() {
+        let w = dense_weights(&l.plan.codes, &l.plan.params, &c)?;
+        let w2 = match &l.plan.second {
+            Some((p2, c2)) => Some(dense_weights(c2, p2, &c)?),
+            None => None,
+        };
+        let tensors: Vec<_> = std::iter::once(&w).chain(&w2).collect();
+        return GpuIntLayer::new(ctx, &tensors, &l.ep, c.kernel[0] * c.kernel[1]);
+    }
     let tensors: Vec<_> = std::iter::once(&l.w).chain(&l.w2).collect();
     GpuIntLayer::new(ctx, &tensors, &l.ep, c.kernel[0] * c.kernel[1])
+}
+
+/// The conv the GPU kernels run for layer `l`: a grouped conv that is not depthwise runs
+/// as the dense conv of [`dense_weights`].
+fn gpu_conv(l: &IntLayer) -> Conv2d {
+    let c = l.as_conv();
+    if c.groups > 1 && !c.is_depthwise() {
+        Conv2d { groups: 1, ..c }
+    } else {
+        c
+    }
+}
+
+/// A grouped conv's weights `[CO, CI/G, KH, KW]` as dense `[CO, CI, KH, KW]` codes: each
+/// output channel's taps on the other groups' input channels are its zero point, whose
+/// centred value (q − z) is 0, so every integer accumulator is unchanged (the kernels only
+/// do G× the work). A channel whose zero point is not a code of its bit-width (a 0-bit
+/// channel with z ≠ 0) is refused.
+fn dense_weights(codes: &[u8], params: &[QParams], c: &Conv2d) -> Result<PackedWeights> {
+    let (co, ci, kk) = (c.out_channels, c.in_channels, c.kernel[0] * c.kernel[1]);
+    let (cig, cog) = (ci / c.groups, co / c.groups);
+    let mut dense = Vec::with_capacity(co * ci * kk);
+    for (o, (row, p)) in codes.chunks(cig * kk).zip(params).enumerate() {
+        if !(0..=p.qmax()).contains(&p.zero_point) {
+            return Err(Error::Gpu(format!(
+                "grouped integer conv: output channel {o}'s zero point {} is not a {}-bit code",
+                p.zero_point, p.bits
+            )));
+        }
+        let g = o / cog;
+        let z = p.zero_point as u8;
+        dense.extend(std::iter::repeat_n(z, g * cig * kk));
+        dense.extend_from_slice(row);
+        dense.extend(std::iter::repeat_n(z, (c.groups - 1 - g) * cig * kk));
+    }
+    PackedWeights::new(&dense, params)
 }
 
 /// Runs one integer layer on the device (uploads, runs, reads back).
 pub fn layer_int(ctx: &GpuContext, x: &QTensor, l: &IntLayer) -> Result<IntOutput> {
     let (n, ci, h, w) = x.dims()?;
-    let c = l.as_conv();
+    let c = gpu_conv(l);
     let gl = upload_layer(ctx, l)?;
     let xb = buffers::upload(
         ctx,
@@ -189,7 +235,7 @@ impl GpuIntModel<'_> {
             let (n, c, h, w) = a.dims;
             let out = match &s.kind {
                 StepKind::Layer(l) => {
-                    let conv = l.as_conv();
+                    let conv = gpu_conv(l);
                     let gl = layers[si]
                         .as_ref()
                         .ok_or_else(|| fail("weights not uploaded"))?;
