@@ -26,6 +26,7 @@ use ptq4::model::Fp32Model;
 use ptq4::pipeline::{quantize, quantize_with, StatsSource};
 use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
+use ptq4::quant::datafree::{lrn_moments, Moments};
 use ptq4::quant::QParams;
 use ptq4::Tensor;
 
@@ -326,19 +327,39 @@ fn fp32_and_qdq_exports_run_in_onnxruntime() {
             ort_check(&py, &fp.model, &x, &want, "fp32")
         );
         let calib = [batch(&m, 8, 5)];
-        let cfg = deploy(8);
-        let points = quant_points(&m.prepared, &cfg);
-        let cal =
-            calibrate_batches(&m.prepared, &points, &calib[..], &Backend::Cpu, false).unwrap();
-        let q = quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
-        let e = export(q.graph(), Some(&q.plan)).unwrap();
-        let sim = run(
-            &Backend::Cpu,
-            q.executable().unwrap(),
-            Some(Exec::Exact),
-            &x,
-        );
-        eprintln!("{name} qdq: {}", ort_check(&py, &e.model, &x, &sim, "qdq"));
+        for abits in [4, 8] {
+            let cfg = deploy(abits);
+            let points = quant_points(&m.prepared, &cfg);
+            let cal =
+                calibrate_batches(&m.prepared, &points, &calib[..], &Backend::Cpu, false).unwrap();
+            let q = quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
+            let e = export(q.graph(), Some(&q.plan)).unwrap();
+            let ops: Vec<&str> = e
+                .model
+                .graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .map(|n| n.op_type())
+                .collect();
+            let want_op = if name == "lrn_net" {
+                "LRN"
+            } else {
+                "AveragePool"
+            };
+            assert!(ops.contains(&want_op), "{name}: {ops:?}");
+            let sim = run(
+                &Backend::Cpu,
+                q.executable().unwrap(),
+                Some(Exec::Exact),
+                &x,
+            );
+            eprintln!(
+                "{name} A{abits} qdq: {}",
+                ort_check(&py, &e.model, &x, &sim, "qdq")
+            );
+        }
     }
 }
 
@@ -505,6 +526,23 @@ fn deploy_lrn_of_even_and_wide_windows_agrees_on_the_four_integer_executors() {
             four_executors(&q, &x, &format!("c {c} size {size} A{abits}"));
         }
     }
+}
+
+#[test]
+fn data_free_lrn_moments_scale_by_the_expected_denominator() {
+    let m = |mean: f64, var: f64| Moments { mean, var };
+    let x = [m(1.0, 4.0), m(-2.0, 1.0), m(0.5, 0.25)];
+    // alpha 0: the constant bias^(−beta).
+    let k0 = 2f64.powf(-0.75);
+    let y = lrn_moments(&x, 3, 0.0, 0.75, 2.0);
+    for (a, b) in x.iter().zip(&y) {
+        assert!((b.mean - k0 * a.mean).abs() < 1e-12 && (b.var - k0 * k0 * a.var).abs() < 1e-12);
+    }
+    // Channel 0's window (size 3) is channels 0..=1: E[x²] = 5 + 5.
+    let y = lrn_moments(&x, 3, 0.3, 0.75, 2.0);
+    let k = (2.0f64 + 0.3f32 as f64 / 3.0 * 10.0).powf(-0.75);
+    assert!((y[0].mean - k * 1.0).abs() < 1e-12, "{:?}", y[0]);
+    assert!((y[0].var - k * k * 4.0).abs() < 1e-12, "{:?}", y[0]);
 }
 
 #[test]
