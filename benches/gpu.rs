@@ -22,7 +22,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use ptq4::engine::device::{buffers, GpuContext};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::exec::GpuGraph;
-use ptq4::engine::gpu::{conv2d, eltwise, fake_quant, histogram, linear, mmse, mul, pool, shuffle};
+use ptq4::engine::gpu::{
+    conv2d, eltwise, fake_quant, histogram, linear, lrn, mmse, mul, pool, shuffle,
+};
 use ptq4::engine::layout::ChannelLayout;
 use ptq4::graph::passes;
 use ptq4::graph::{Activation, Conv2d, Linear};
@@ -309,6 +311,7 @@ fn main() {
         kernel: [1, 1],
         stride: [1, 1],
         padding: [0; 4],
+        count_include_pad: false,
     };
     gpu_time(
         &mut c,
@@ -343,6 +346,24 @@ fn main() {
         &ctx,
         &format!("gpu/linear/lite0.classifier/b{B}"),
         |enc| linear::linear_encode(&ctx, enc, &pooled, &w, &bias, &logits, B, &l),
+    );
+    // AlexNet's first LRN (96×55×55, window 5).
+    let n = B * 96 * 55 * 55;
+    let (x, y) = (
+        buffers::upload(&ctx, "lrn x", &values(n)),
+        buffers::zeroed(&ctx, "lrn y", (n * 4) as u64),
+    );
+    let attrs = lrn::LrnAttrs {
+        size: 5,
+        alpha: 1e-4,
+        beta: 0.75,
+        bias: 1.0,
+    };
+    gpu_time(
+        &mut c,
+        &ctx,
+        &format!("gpu/lrn/alexnet.norm1/b{B}"),
+        |enc| lrn::lrn_encode(&ctx, enc, &x, &y, (B, 96, 55 * 55), attrs),
     );
 
     bench_forward(&mut c, &ctx, quick);

@@ -5,6 +5,7 @@ struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kh: u32, kw: u32, stride_h: u32,
     stride_w: u32, pad_t: u32, pad_l: u32, total: u32,
+    divisor: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -12,7 +13,7 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 // One invocation per output; `max_mode` picks max (padding ignored, -inf if the window
-// holds no input) or the mean over in-bounds elements (0 if none).
+// holds no input) or the mean over in-bounds elements (0 if none; divided by p.divisor when set).
 fn window(idx: u32, max_mode: bool) -> f32 {
     let ox = idx % p.ow;
     let t = idx / p.ow;
@@ -34,6 +35,8 @@ fn window(idx: u32, max_mode: bool) -> f32 {
         }
     }
     if max_mode { return best; }
+    // p.divisor: kh * kw for count_include_pad, else 0 (the in-bounds count).
+    if p.divisor > 0u { return sum / f32(p.divisor); }
     return sum / f32(max(cnt, 1u));
 }
 

@@ -109,6 +109,7 @@ fn zero_sizes_are_refused_naming_the_node() {
         kernel: [2, 2],
         stride: [2, 2],
         padding: [2, 0, 0, 0],
+        count_include_pad: false,
     });
     assert_names(&load_err(&g), &["gap", "padding"]);
 }

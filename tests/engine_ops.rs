@@ -290,6 +290,7 @@ fn pool_case() -> impl Strategy<Value = PoolCase> {
                     kernel,
                     stride,
                     padding,
+                    count_include_pad: false,
                 },
                 scale,
                 seed,
@@ -518,6 +519,7 @@ fn tf_same_stride2_even_size() {
         kernel: [3, 3],
         stride: [2, 2],
         padding,
+        count_include_pad: false,
     };
     let x = tensor(&[1, 2, 8, 8], 5, 1.0, false);
     let got = cpu::avg_pool(&x, &p);
@@ -676,6 +678,7 @@ fn regression_pool_last_tap_not_furthest() {
         kernel: [3, 1],
         stride: [2, 1],
         padding: [0, 0, 2, 0],
+        count_include_pad: false,
     };
     let x = tensor(&[1, 2, 1, 1], 0, 1.0, false);
     assert_exact(

@@ -54,6 +54,7 @@ fn graph(pools: bool, softmax: bool) -> Graph {
         kernel: [k, k],
         stride: [2, 2],
         padding: [p; 4],
+        count_include_pad: false,
     };
     let fc = Linear {
         in_features: 8,

@@ -421,6 +421,7 @@ fn mul_and_shuffle_kernels_equal_their_cpu_twins() {
         kernel: [5, 7],
         stride: [5, 7],
         padding: [0; 4],
+        count_include_pad: false,
     };
     let g = Graph {
         name: "mul_shuffle".into(),

@@ -14,8 +14,7 @@ use crate::error::{Error, Result};
 use crate::graph::{shuffle_source, Activation, Graph, Op};
 use crate::quant::config::QuantPoint;
 use crate::quant::datafree::{
-    self, activation_moments, add_moments, affine_moments, function_moments, mul_moments,
-    Moments,
+    self, activation_moments, add_moments, affine_moments, function_moments, mul_moments, Moments,
 };
 
 /// Data-free statistics from the BatchNorm parameters of `raw` (the unfolded graph) for the
@@ -146,6 +145,15 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                 let m = inp(0)?.iter().map(|m| function_moments(*m, f)).collect();
                 (m, Activation::None)
             }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => (
+                datafree::lrn_moments(inp(0)?, *size, *alpha, *beta, *bias),
+                Activation::None,
+            ),
             Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool | Op::Softmax => {
                 (inp(0)?.clone(), Activation::None)
             }

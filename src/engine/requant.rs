@@ -28,6 +28,10 @@
 //! `Unary` functions) is a table built on the host by [`lut`]: entry q is
 //! `out.quantize(f(in.dequantize(q)))`, so f (sigmoid's `exp` included) is evaluated once,
 //! in f32 on the CPU, and every executor only indexes the table.
+//! LRN (window of n channels) reads the exact integer S = Σ_window (q − z)² and
+//! `y = (s · f32(q − z)) · T[S]`, quantized ([`lrn_code`]), where the table
+//! T[S] = f32((bias + α/n · s²·S)^(−β)) is built on the host ([`lrn_table`]) for every
+//! S in 0..=n·max|q − z|², so no device evaluates a power or a division.
 
 use rayon::prelude::*;
 
@@ -248,6 +252,37 @@ pub fn gap_real(p: &QParams, centered_sum: i64, count: usize) -> f32 {
 #[inline]
 pub fn inv_count(count: usize) -> f32 {
     1.0 / count.max(1) as f32
+}
+
+/// Largest LRN table ([`lrn_table`]): every S stays an exact f32 integer, so the exact
+/// simulation may sum the squares in f32.
+pub const MAX_LRN_TABLE: usize = 1 << 24;
+
+/// The LRN factor table of input quantizer `p` (module docs): entry S is
+/// (bias + alpha/size · s²·S)^(−beta), evaluated in f64 and rounded to f32, for S in
+/// 0..=size·max|q − z|²; `None` when that exceeds [`MAX_LRN_TABLE`] entries.
+pub fn lrn_table(p: &QParams, size: usize, alpha: f32, beta: f32, bias: f32) -> Option<Vec<f32>> {
+    let m = p.zero_point.max(p.qmax() - p.zero_point).max(0) as usize;
+    let len = size.checked_mul(m * m)?.checked_add(1)?;
+    if len > MAX_LRN_TABLE {
+        return None;
+    }
+    let (k, s2) = (
+        alpha as f64 / size.max(1) as f64,
+        p.scale as f64 * p.scale as f64,
+    );
+    Some(
+        (0..len)
+            .map(|sq| (bias as f64 + k * (s2 * sq as f64)).powf(-(beta as f64)) as f32)
+            .collect(),
+    )
+}
+
+/// LRN of one code given its centred value `v = q − z` and the table entry `factor` =
+/// T[S] of its window: `out.quantize((s · f32(v)) · factor)`.
+#[inline]
+pub fn lrn_code(p: &QParams, v: i32, factor: f32, out: &QParams) -> u8 {
+    out.quantize((p.scale * v as f32) * factor)
 }
 
 #[cfg(test)]

@@ -139,15 +139,31 @@ impl Conv2d {
 }
 
 /// Max or average pooling window. Average pooling divides by the number of in-bounds
-/// elements (padding is not counted), as TF "SAME" pooling does.
+/// elements (padding is not counted), as TF "SAME" pooling does, or with
+/// `count_include_pad` by the whole kernel area kh·kw for every window (ONNX's
+/// `count_include_pad = 1`: onnxruntime and the ONNX reference divide by kh·kw even where a
+/// `ceil_mode` window hangs past the padded input).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
     pub padding: [usize; 4],
+    /// Average pooling: divide by kh·kw, not by the in-bounds count (ignored by max pooling).
+    #[serde(default)]
+    pub count_include_pad: bool,
 }
 
 impl Pool {
+    /// The divisor of an average window with `in_bounds` input taps (the rule above).
+    #[inline]
+    pub fn divisor(&self, in_bounds: usize) -> usize {
+        if self.count_include_pad {
+            self.kernel[0] * self.kernel[1]
+        } else {
+            in_bounds
+        }
+    }
+
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let oh = window_out(
             h,
@@ -208,6 +224,15 @@ pub enum Op {
     },
     /// An element-wise function of one tensor ([`Unary`]).
     Unary(Unary),
+    /// Local response normalization across channels (ONNX `LRN`): y = x · (bias +
+    /// alpha/size · Σ x²)^(−beta), the sum over the `size` channels around c
+    /// ([`lrn_window`]).
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
 }
 
 /// The input channel that output channel `o` of a channel shuffle of `channels` channels in
@@ -236,6 +261,7 @@ impl Op {
             Op::Mul => "mul",
             Op::ChannelShuffle { .. } => "channel_shuffle",
             Op::Unary(u) => u.name(),
+            Op::Lrn { .. } => "lrn",
         }
     }
 
@@ -259,6 +285,15 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// The channels `lo..hi` summed by LRN of window `size` at channel `c` of `channels`:
+/// c − ⌊(size−1)/2⌋ ..= c + ⌈(size−1)/2⌉, clipped to the tensor (ONNX's definition).
+#[inline]
+pub fn lrn_window(c: usize, channels: usize, size: usize) -> (usize, usize) {
+    let before = (size.max(1) - 1) / 2;
+    let after = size.max(1) - 1 - before;
+    (c.saturating_sub(before), (c + after + 1).min(channels))
 }
 
 /// Output length of a sliding window; `None` when the (dilated) window exceeds the padded

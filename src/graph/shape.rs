@@ -56,6 +56,21 @@ fn check_attrs(node: &Node) -> Result<()> {
             limits::checked_numel(&[l.out_features, l.in_features], &at("weight"))?;
         }
         Op::ChannelShuffle { groups } => check_size(*groups, MAX_CHANNELS, &at("groups"))?,
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            check_size(*size, MAX_CHANNELS, &at("size"))?;
+            // alpha ≥ 0 and bias > 0 keep the base of the power positive.
+            let ok = [alpha, beta, bias].iter().all(|v| v.is_finite()) && *alpha >= 0.0;
+            if !ok || *bias <= 0.0 {
+                return Err(Error::Graph(at(&format!(
+                    "alpha {alpha}, beta {beta}, bias {bias}: need finite values, alpha ≥ 0, bias > 0"
+                ))));
+            }
+        }
         Op::BatchNorm { eps, .. } if !eps.is_finite() || *eps <= 0.0 => {
             return Err(Error::Graph(at(&format!(
                 "eps {eps} must be finite and positive"
@@ -204,6 +219,11 @@ pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize
                 arity(node, 1)?;
                 let (c, _, _) = chw(node, ins[0])?;
                 vec![c, 1, 1]
+            }
+            Op::Lrn { .. } => {
+                arity(node, 1)?;
+                chw(node, ins[0])?;
+                ins[0].clone()
             }
             Op::Add => {
                 if node.inputs.len() < 2 {

@@ -9,6 +9,10 @@
 //! - Add (residual sums): means add, variances add.
 //! - Linear maps (conv, depthwise, linear), y_o = Σ_k W_ok·x_k + bias_o: mean Σ W·μ + bias,
 //!   variance Σ W²·σ² (padding ignored: interior positions).
+//! - LRN (y = x · (bias + α/n · Σ x²)^(−β)): the denominator is taken at its expectation,
+//!   a constant per channel, k_c = (bias + α/n · Σ_window (μ² + σ²))^(−β); mean k_c·μ,
+//!   variance k_c²·σ² ([`lrn_moments`]; exact in the limit α → 0, where LRN is the scaling
+//!   by bias^(−β)).
 //! - ReLU / ReLU6 (for the input of the next layer, e.g. bias-correction means): exact
 //!   moments of a clamped Gaussian, [`clamp_moments`].
 //!
@@ -148,6 +152,23 @@ pub fn mul_moments(a: &[Moments], b: &[Moments]) -> Result<Vec<Moments>> {
             }
         })
         .collect())
+}
+
+/// Moments after LRN of window `size` (module docs): each channel scaled by the constant
+/// (bias + alpha/size · Σ_window E[x²])^(−beta).
+pub fn lrn_moments(m: &[Moments], size: usize, alpha: f32, beta: f32, bias: f32) -> Vec<Moments> {
+    let e2: Vec<f64> = m.iter().map(|x| x.mean * x.mean + x.var).collect();
+    (0..m.len())
+        .map(|c| {
+            let (lo, hi) = crate::graph::op::lrn_window(c, m.len(), size);
+            let sq: f64 = e2[lo..hi].iter().sum();
+            let k = (bias as f64 + alpha as f64 / size.max(1) as f64 * sq).powf(-(beta as f64));
+            Moments {
+                mean: k * m[c].mean,
+                var: k * k * m[c].var,
+            }
+        })
+        .collect()
 }
 
 /// Moments of a convolution's output channels: `w` is `[cout, cin/groups, kh, kw]`

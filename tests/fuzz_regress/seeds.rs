@@ -70,6 +70,7 @@ fn graph(integer: bool) -> Graph {
         kernel: [3, 3],
         stride: [2, 2],
         padding: [1, 1, 1, 1],
+        count_include_pad: false,
     };
     let fc = Linear {
         in_features: features,

@@ -66,6 +66,7 @@ fn fake_quant_graph_codes_equal_cpu() {
         kernel: [2, 2],
         stride: [2, 2],
         padding: [0; 4],
+        count_include_pad: false,
     };
     let g = Graph {
         name: "exact".into(),

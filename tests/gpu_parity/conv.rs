@@ -155,6 +155,7 @@ fn pool_strategy() -> impl Strategy<Value = (Pool, [usize; 4], u64, f32)> {
                     kernel: [k, k],
                     stride: [s, s],
                     padding,
+                    count_include_pad: false,
                 },
                 [n, c, k + e, k + e + 1],
                 seed,

@@ -345,6 +345,7 @@ pub fn pool_graph(seed: &mut u64) -> Graph {
         kernel: [k, k],
         stride: [s, s],
         padding,
+        count_include_pad: false,
     };
     Graph {
         name: "pools".into(),

@@ -160,19 +160,25 @@ def auto_pad(mode):
 
 
 def unsupported():
-    """Two LRNs ptq4 cannot import, one behind the other, beside a Sigmoid, a SiLU (Mul)
-    and a Clip to [-1, 1] that it imports."""
+    """Two ops ptq4 cannot import (Erf, and a Resize reading it), beside a Sigmoid, a SiLU
+    (Mul), a Clip to [-1, 1] and an LRN that it imports."""
     n = helper.make_node
     nodes = [
         n("Conv", ["x", "cw"], ["c"], name="conv"),
-        n("LRN", ["c"], ["l"], name="norm1", size=3),
+        n("Erf", ["c"], ["e"], name="erf"),
         n("Sigmoid", ["c"], ["s"], name="gate"),
         n("Mul", ["c", "s"], ["silu"], name="silu"),
         n("Clip", ["c", "lo", "hi"], ["clip"], name="hardtanh"),
-        n("LRN", ["l"], ["l2"], name="norm2", size=3),
-        n("Sum", ["clip", "l2", "silu"], ["y"], name="sum"),
+        n("LRN", ["c"], ["l"], name="norm", size=3),
+        n("Resize", ["e", "", "scales"], ["r"], name="resize", mode="nearest"),
+        n("Sum", ["clip", "r", "silu", "l"], ["y"], name="sum"),
     ]
-    inits = [init("cw", w(4, 3, 1, 1)), init("lo", np.float32(-1)), init("hi", np.float32(1))]
+    inits = [
+        init("cw", w(4, 3, 1, 1)),
+        init("lo", np.float32(-1)),
+        init("hi", np.float32(1)),
+        init("scales", np.array([1, 1, 1, 1], np.float32)),
+    ]
     return model(nodes, inits, [1, 3, 8, 8], None, 13, "unsupported")
 
 
@@ -341,6 +347,70 @@ def lut_ops():
             f.write(numpy_helper.from_array(arr).SerializeToString())
 
 
+def save_own(model, name, r):
+    """`save` with the input drawn from `r` (a fixture's own generator, so its bytes do not
+    depend on the other fixtures)."""
+    onnx.checker.check_model(model)
+    path = os.path.join(OUT, name + ".onnx")
+    onnx.save(model, path)
+    inp = model.graph.input[0]
+    dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+    x = r.standard_normal(dims).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {inp.name: x})
+    for suffix, arr in (("input", x), ("output", y)):
+        with open(os.path.join(OUT, f"{name}_{suffix}.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(arr).SerializeToString())
+
+
+def lrn_fixtures():
+    """LRN (windows 5 and 3; onnxruntime takes odd sizes only) between convs, and AveragePool with
+    count_include_pad=1 (padding, ceil_mode windows past the padded input), each ending in
+    a Gemm classifier; own generator."""
+    r = np.random.default_rng(20261107)
+    n = helper.make_node
+
+    def rw(*shape, scale=0.3):
+        return (r.standard_normal(shape) * scale).astype(np.float32)
+
+    nodes = [
+        n("Conv", ["x", "c1w", "c1b"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="r1"),
+        n("LRN", ["r1"], ["n1"], name="n1", size=5, alpha=1.0, beta=0.75, bias=2.0),
+        n("MaxPool", ["n1"], ["p1"], name="p1", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["p1", "c2w", "c2b"], ["c2"], name="c2", pads=[1, 1, 1, 1]),
+        n("LRN", ["c2"], ["n2"], name="n2", size=3, alpha=0.5, beta=0.6, bias=1.0),
+        n("GlobalAveragePool", ["n2"], ["g"], name="gap"),
+        n("Flatten", ["g"], ["f"], name="flat"),
+        n("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]
+    inits = [init("c1w", rw(8, 3, 3, 3)), init("c1b", rw(8)), init("c2w", rw(6, 8, 3, 3)),
+             init("c2b", rw(6)), init("fw", rw(5, 6)), init("fb", rw(5))]
+    g = helper.make_graph(nodes, "lrn_net",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    save_own(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), "lrn_net", r)
+
+    nodes = [
+        n("Conv", ["x", "cw", "cb"], ["c"], name="conv"),
+        n("Relu", ["c"], ["r"], name="relu"),
+        n("AveragePool", ["r"], ["a1"], name="avg_ceil", kernel_shape=[3, 3], strides=[2, 2],
+          pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+        n("AveragePool", ["a1"], ["a2"], name="avg_pad", kernel_shape=[2, 2], pads=[1, 0, 0, 1],
+          count_include_pad=1),
+        n("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+        n("Flatten", ["g"], ["f"], name="flat"),
+        n("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]
+    inits = [init("cw", rw(6, 3, 1, 1)), init("cb", rw(6)), init("fw", rw(4, 6)),
+             init("fb", rw(4))]
+    g = helper.make_graph(nodes, "avg_include_pad_net",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    save_own(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
+             "avg_include_pad_net", r)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tc = tiny_cnn()
@@ -372,13 +442,19 @@ def main():
 if __name__ == "__main__":
     import sys
 
-    # `make_fixtures.py mul_shuffle` / `lut_ops` writes only those fixtures.
+    # `mul_shuffle` / `lut_ops` / `lrn` / `unsupported` write only those fixtures (the others stay
+    # byte-identical).
     if sys.argv[1:] == ["mul_shuffle"]:
         os.makedirs(OUT, exist_ok=True)
         mul_shuffle()
     elif sys.argv[1:] == ["lut_ops"]:
         lut_ops()
+    elif sys.argv[1:] == ["lrn"]:
+        lrn_fixtures()
+    elif sys.argv[1:] == ["unsupported"]:
+        save(unsupported(), "unsupported", reference=False)
     else:
         main()
         mul_shuffle()
         lut_ops()
+        lrn_fixtures()

@@ -25,6 +25,9 @@ MODELS = [
     "light_resnet50",
     "light_squeezenet",
     "light_shufflenet",
+    "light_bvlc_alexnet",
+    "light_zfnet512",
+    "light_inception_v1",
 ]
 
 

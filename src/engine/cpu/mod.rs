@@ -14,6 +14,7 @@ pub mod histogram;
 mod im2col;
 pub mod int;
 pub mod linear;
+pub mod lrn;
 mod microkernel;
 pub mod mul_shuffle;
 mod plane;

@@ -21,7 +21,8 @@ pub fn max_pool(x: &Tensor, p: &Pool) -> Tensor {
     pool(x, p, true)
 }
 
-/// Average pooling over in-bounds elements only.
+/// Average pooling over in-bounds elements, divided by their count or by kh·kw
+/// (`count_include_pad`).
 pub fn avg_pool(x: &Tensor, p: &Pool) -> Tensor {
     pool(x, p, false)
 }
@@ -48,8 +49,14 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Tensor {
         return out;
     }
     let (kh, kw) = (p.kernel[0], p.kernel[1]);
-    let cy = in_bounds_counts(oh, h, kh, p.stride[0], p.padding[0]);
-    let cx = in_bounds_counts(ow, w, kw, p.stride[1], p.padding[1]);
+    let (cy, cx) = if p.count_include_pad {
+        (vec![kh as f32; oh], vec![kw as f32; ow])
+    } else {
+        (
+            in_bounds_counts(oh, h, kh, p.stride[0], p.padding[0]),
+            in_bounds_counts(ow, w, kw, p.stride[1], p.padding[1]),
+        )
+    };
     let fill = if max { f32::NEG_INFINITY } else { 0.0 };
     let hw = h * w;
     out.data.par_chunks_mut(ohw).enumerate().for_each_init(

@@ -74,7 +74,7 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Tensor {
                 out.data[(nc * oh + y) * ow + xo] = if max {
                     best as f32
                 } else {
-                    (sum / cnt.max(1) as f64) as f32
+                    (sum / p.divisor(cnt).max(1) as f64) as f32
                 };
             }
         }
@@ -87,7 +87,7 @@ pub fn max_pool(x: &Tensor, p: &Pool) -> Tensor {
     pool(x, p, true)
 }
 
-/// Average pooling over in-bounds elements only.
+/// Average pooling over in-bounds elements, divided by `Pool::divisor`.
 pub fn avg_pool(x: &Tensor, p: &Pool) -> Tensor {
     pool(x, p, false)
 }

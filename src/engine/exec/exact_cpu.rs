@@ -16,8 +16,11 @@ use std::collections::HashMap;
 use super::int_model::{pool_out_hw, pool_taps, IntLayer, IntModel, StepKind};
 use crate::engine::cpu::int::{self, QTensor};
 use crate::engine::exact::exact_in_f32;
-use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, mul_codes, requant_code};
+use crate::engine::requant::{
+    act_code, add_codes, gap_code, gap_real, lrn_code, mul_codes, requant_code,
+};
 use crate::error::{Error, Result};
+use crate::graph::op::lrn_window;
 use crate::graph::{shuffle_source, Conv2d, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -273,6 +276,7 @@ impl IntModel {
                         params: out,
                     }
                 }
+                StepKind::Lrn { size, table } => lrn(ins[0], *size, table, s.out)?,
                 StepKind::Flatten => {
                     let n = ins[0].shape[0];
                     QTensor {
@@ -408,7 +412,7 @@ fn pool(x: &QTensor, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> R
                     requant_code(&x.params, m, &out)
                 } else {
                     let s: i64 = taps.map(|&q| q as i64 - z).sum();
-                    gap_code(&x.params, s, ((y1 - y0) * (x1 - x0)).max(1), &out)
+                    gap_code(&x.params, s, p.divisor((y1 - y0) * (x1 - x0)).max(1), &out)
                 });
             }
         }
@@ -470,6 +474,40 @@ fn mul(a: &QTensor, b: &QTensor, out: Option<QParams>) -> Result<QTensor> {
         .collect();
     Ok(QTensor {
         shape: a.shape.clone(),
+        codes,
+        params: out,
+    })
+}
+
+/// LRN of NCHW codes: the window's squared centred codes summed in f32 (exact: every sum is
+/// an integer below the table length, at most 2^24) index the host table
+/// (`requant::lrn_code`).
+fn lrn(x: &QTensor, size: usize, table: &[f32], out: Option<QParams>) -> Result<QTensor> {
+    let out = out.ok_or_else(|| Error::Engine("LRN without an output quantizer".into()))?;
+    let (n, c, h, w) = x.dims()?;
+    let (plane, z) = (h * w, x.params.zero_point);
+    let v: Vec<f32> = x.codes.iter().map(|&q| (q as i32 - z) as f32).collect();
+    let mut codes = Vec::with_capacity(x.codes.len());
+    for img in 0..n {
+        let base = img * c * plane;
+        for ch in 0..c {
+            let (lo, hi) = lrn_window(ch, c, size);
+            for p in 0..plane {
+                let sq: f32 = (lo..hi)
+                    .map(|j| v[base + j * plane + p] * v[base + j * plane + p])
+                    .sum();
+                let t = table[sq as usize];
+                codes.push(lrn_code(
+                    &x.params,
+                    v[base + ch * plane + p] as i32,
+                    t,
+                    &out,
+                ));
+            }
+        }
+    }
+    Ok(QTensor {
+        shape: x.shape.clone(),
         codes,
         params: out,
     })

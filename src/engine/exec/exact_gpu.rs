@@ -19,9 +19,10 @@ use crate::engine::gpu::conv_exact::{
     acc_encode, act_exact_encode, add_exact_encode, concat_exact_encode, gap_exact_encode,
     pool_exact_encode, requant_encode, upload_tensor, GpuExactLayer,
 };
+use crate::engine::gpu::lrn::lrn_exact_encode;
+use crate::engine::gpu::lut::{lut_exact_encode, upload_lut};
 use crate::engine::gpu::mul::mul_exact_encode;
 use crate::engine::gpu::shuffle::shuffle_encode;
-use crate::engine::gpu::lut::{lut_exact_encode, upload_lut};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph};
 use crate::quant::QParams;
@@ -93,6 +94,7 @@ fn step_dims(model: &IntModel, layers: &[Option<ExactStep>], dims: Dims) -> Resu
                 )))
             }
             (StepKind::GlobalAvgPool, _) => (c, 1, 1),
+            (StepKind::Flatten, _) => (c * h * w, 1, 1),
             (StepKind::MaxPool(p) | StepKind::AvgPool(p), _) => {
                 let (oh, ow) = pool_out_hw(p, h, w, &s.name)?;
                 (c, oh, ow)
@@ -361,11 +363,30 @@ fn run_chunk(
                     dims: a.dims,
                 }
             }
-            // NCHW [m, C, 1, 1] is already [m, C].
+            StepKind::Lrn { size, table } => {
+                let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let y = pool.take(ctx, m * c * h * w);
+                lrn_exact_encode(
+                    ctx,
+                    &mut enc,
+                    (&a.buf, a.params),
+                    &y,
+                    (m, c, h * w),
+                    *size,
+                    table,
+                    oq,
+                )?;
+                Value {
+                    buf: y,
+                    params: oq,
+                    dims: a.dims,
+                }
+            }
+            // NCHW [m, C, H, W] is already [m, C·H·W], a 1×1 map of C·H·W channels.
             StepKind::Flatten => Value {
                 buf: a.buf.clone(),
                 params: a.params,
-                dims: a.dims,
+                dims: (c * h * w, 1, 1),
             },
         };
         values.insert(s.name.as_str(), out);

@@ -395,6 +395,12 @@ impl<'g, 'h> Executor<'g, 'h> {
             Op::Softmax => cpu::softmax(ins[0]),
             Op::Mul => cpu::mul(ins[0], ins[1]),
             Op::ChannelShuffle { groups } => cpu::channel_shuffle(ins[0], *groups),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => cpu::lrn::lrn(ins[0], *size, *alpha, *beta, *bias),
         })
     }
 }

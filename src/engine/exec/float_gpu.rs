@@ -32,6 +32,7 @@ use crate::engine::cpu::fake_quant::validate;
 use crate::engine::device::buffers;
 use crate::engine::device::context::GpuContext;
 use crate::engine::gpu::fake_quant::quant_table;
+use crate::engine::gpu::lrn::LrnAttrs;
 use crate::engine::gpu::pool::PoolKind;
 use crate::engine::layout::ChannelLayout;
 use crate::error::{Error, Result};
@@ -114,6 +115,7 @@ enum Step {
         b: wgpu::Buffer,
     },
     Pool(PoolKind, Pool),
+    Lrn(LrnAttrs),
     Add,
     Concat,
     Flatten,
@@ -293,6 +295,7 @@ impl<'a> GpuGraph<'a> {
                         kernel: [1, 1],
                         stride: [1, 1],
                         padding: [0; 4],
+                        count_include_pad: false,
                     },
                 ),
                 Op::Add => Step::Add,
@@ -307,6 +310,17 @@ impl<'a> GpuGraph<'a> {
                 }
                 Op::Unary(u) => Step::Unary(*u),
                 Op::Softmax => return Err(unsupported(&n.name, &n.op)),
+                Op::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                } => Step::Lrn(LrnAttrs {
+                    size: *size,
+                    alpha: *alpha,
+                    beta: *beta,
+                    bias: *bias,
+                }),
             };
             steps.push(NodeStep {
                 name: n.name.clone(),

@@ -15,8 +15,11 @@ use rayon::prelude::*;
 
 use crate::engine::cpu::int::{epi, transpose, CpuLayer, Isa};
 use crate::engine::exec::int_model::{pool_out_hw, pool_taps, IntModel, Lut, StepKind};
-use crate::engine::requant::{act_code, add_codes, gap_code, gap_real, mul_codes, requant_code};
+use crate::engine::requant::{
+    act_code, add_codes, gap_code, gap_real, lrn_code, mul_codes, requant_code,
+};
 use crate::error::{Error, Result};
+use crate::graph::op::lrn_window;
 use crate::graph::{shuffle_source, Activation, Graph, Pool};
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -184,6 +187,7 @@ impl IntModel {
                 StepKind::Flatten => Value::Map(flatten(ins[0])),
                 StepKind::Mul => Value::Map(mul(ins[0], ins[1], s.out)?),
                 StepKind::Shuffle(g) => Value::Map(shuffle(ins[0], *g)),
+                StepKind::Lrn { size, table } => Value::Map(lrn(ins[0], *size, table, s.out)?),
             };
             for i in &s.inputs {
                 if let Some(r) = remaining.get_mut(i.as_str()) {
@@ -377,7 +381,7 @@ fn pool(x: &Map, p: &Pool, max: bool, out: Option<QParams>, name: &str) -> Resul
                     if max {
                         requant_code(&x.params, a as u8, &out)
                     } else {
-                        gap_code(&x.params, a, count.max(1), &out)
+                        gap_code(&x.params, a, p.divisor(count).max(1), &out)
                     }
                 }));
             }
@@ -494,6 +498,28 @@ fn table(x: &Map, t: &Lut, out: Option<QParams>) -> Result<Map> {
             .enumerate()
             .map(|(i, &q)| t.code(i % c, q))
             .collect(),
+        params: out,
+        ..*x
+    })
+}
+
+/// LRN of an NHWC map: per pixel, the exact i32 sum of squared centred codes over each
+/// channel's window indexes the host table (`requant::lrn_code`).
+fn lrn(x: &Map, size: usize, table: &[f32], out: Option<QParams>) -> Result<Map> {
+    let out = out.ok_or_else(|| Error::Engine("LRN without an output quantizer".into()))?;
+    let (c, z) = (x.c, x.params.zero_point);
+    let mut codes = vec![0u8; x.codes.len()];
+    let mut v = vec![0i32; c];
+    for (px, o) in x.codes.chunks_exact(c).zip(codes.chunks_exact_mut(c)) {
+        v.iter_mut().zip(px).for_each(|(v, &q)| *v = q as i32 - z);
+        for (ch, d) in o.iter_mut().enumerate() {
+            let (lo, hi) = lrn_window(ch, c, size);
+            let sq: i32 = v[lo..hi].iter().map(|&t| t * t).sum();
+            *d = lrn_code(&x.params, v[ch], table[sq as usize], &out);
+        }
+    }
+    Ok(Map {
+        codes,
         params: out,
         ..*x
     })

@@ -18,9 +18,11 @@ use crate::engine::gpu::conv_int::{
 use crate::engine::gpu::eltwise_int::{
     act_int_encode, add_int_encode, concat_int_encode, gap_int_encode, pool_int_encode,
 };
+use crate::engine::gpu::flatten_int::flatten_int_encode;
+use crate::engine::gpu::lrn::lrn_int_encode;
+use crate::engine::gpu::lut::{lut_int_encode, upload_lut};
 use crate::engine::gpu::mul::mul_int_encode;
 use crate::engine::gpu::shuffle::shuffle_int_encode;
-use crate::engine::gpu::lut::{lut_int_encode, upload_lut};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::quant::QParams;
@@ -400,14 +402,42 @@ impl GpuIntModel<'_> {
                         dims: a.dims,
                     }
                 }
-                StepKind::Flatten => {
-                    if h * w != 1 {
-                        return Err(fail("the GPU flattens only 1×1 maps"));
-                    }
+                StepKind::Lrn { size, table } => {
+                    let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let words = n * h * w * words_per_pixel(c);
+                    let yb = buffers::zeroed(ctx, "int lrn", (words * 4) as u64);
+                    lrn_int_encode(
+                        ctx,
+                        &mut enc,
+                        (&a.buf, a.params),
+                        &yb,
+                        (n * h * w, c),
+                        *size,
+                        table,
+                        oq,
+                    )?;
                     Value {
-                        buf: a.buf.clone(),
-                        params: a.params,
+                        buf: yb,
+                        params: oq,
                         dims: a.dims,
+                    }
+                }
+                StepKind::Flatten if h * w == 1 => Value {
+                    buf: a.buf.clone(),
+                    params: a.params,
+                    dims: a.dims,
+                },
+                // A spatial map: its codes reordered into NCHW feature order.
+                StepKind::Flatten => {
+                    let f = c * h * w;
+                    let words = n * words_per_pixel(f);
+                    let yb = buffers::zeroed(ctx, "int flatten", (words * 4) as u64);
+                    let z = a.params.zero_point as u8;
+                    flatten_int_encode(ctx, &mut enc, &a.buf, &yb, a.dims, z)?;
+                    Value {
+                        buf: yb,
+                        params: a.params,
+                        dims: (n, f, 1, 1),
                     }
                 }
             };

@@ -18,16 +18,17 @@
 //! code through the activation (`requant::act_code`); a standalone BatchNorm (its fused
 //! ReLU/ReLU6 included) and the `Unary` functions map each code through a host-built table
 //! ([`Lut`], `requant::lut`: one per channel for BatchNorm, one shared otherwise), which
-//! every executor only indexes; `Flatten` passes codes through and a channel shuffle
-//! permutes them (both keep the input's quantizer); a product of two maps (or a map and a
-//! per-image channel gate) dequantizes both, multiplies in f32 and requantizes
-//! (`requant::mul_codes`).
+//! every executor only indexes; LRN reads a host table indexed by the exact window sum of
+//! squared centred codes (`requant::lrn_code`); `Flatten` passes codes through and a
+//! channel shuffle permutes them (both keep the input's quantizer); a product of two maps
+//! (or a map and a per-image channel gate) dequantizes both, multiplies in f32 and
+//! requantizes (`requant::mul_codes`).
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::elementwise::batch_norm_coef;
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
-use crate::engine::requant::{lut, Epilogue};
+use crate::engine::requant::{lrn_table, lut, Epilogue, MAX_LRN_TABLE};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
@@ -90,6 +91,12 @@ pub enum StepKind {
     Act(Activation),
     /// An element-wise function through code tables (standalone BatchNorm, `Unary`).
     Lut(Lut),
+    /// LRN across `size` channels through the factor table of `requant::lrn_table`
+    /// (indexed by the exact window sum S = Σ (q − z)²; `requant::lrn_code`).
+    Lrn {
+        size: usize,
+        table: Vec<f32>,
+    },
     Flatten,
     /// Product of a map and a same-shape map or a per-image channel gate
     /// (`requant::mul_codes`).
@@ -210,6 +217,7 @@ impl IntModel {
                     | Op::ChannelShuffle { .. }
                     | Op::BatchNorm { .. }
                     | Op::Unary(_)
+                    | Op::Lrn { .. }
             );
             if !has_kernel && !is_out {
                 return Err(unsupported("no integer kernel for this op"));
@@ -239,6 +247,20 @@ impl IntModel {
                 Op::Unary(u) if !is_out => StepKind::Lut(Lut {
                     tables: lut(&ins[0], &out.unwrap_or(ins[0]), |x| u.apply(x)),
                 }),
+                Op::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                } if !is_out => StepKind::Lrn {
+                    size: *size,
+                    table: lrn_table(&ins[0], *size, *alpha, *beta, *bias).ok_or_else(|| {
+                        unsupported(&format!(
+                            "window {size} on {}-bit codes needs more than {MAX_LRN_TABLE} table entries",
+                            ins[0].bits
+                        ))
+                    })?,
+                },
                 _ if is_out => {
                     return Err(unsupported(
                         "the logits must be a conv, linear or global average pooling layer",

@@ -363,9 +363,10 @@ pub fn pool_exact_encode(
     if max {
         launch(ctx, enc, "max_pool_exact", [x, x, x, y], &p)
     } else {
-        // 1/max(count, 1) per count of in-bounds taps (host division, as `gap_real`).
+        // 1/max(divisor, 1) per count of in-bounds taps (host division, as `gap_real`;
+        // kh·kw for every count with `count_include_pad`).
         let inv: Vec<f32> = (0..=pool.kernel[0] * pool.kernel[1])
-            .map(inv_count)
+            .map(|k| inv_count(pool.divisor(k)))
             .collect();
         let table = buffers::upload(ctx, "pool 1/count", &inv);
         launch(ctx, enc, "avg_pool_exact", [x, x, &table, y], &p)

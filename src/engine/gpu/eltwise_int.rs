@@ -137,9 +137,10 @@ pub fn pool_int_encode(
     if max {
         launch(ctx, enc, spec("max_pool_int"), &[x, x, y], &p)
     } else {
-        // f32 bits of 1/max(count, 1) (host division, correctly rounded as in `gap_real`).
+        // f32 bits of 1/max(divisor, 1) per in-bounds count (host division, correctly
+        // rounded as in `gap_real`; kh·kw for every count with `count_include_pad`).
         let inv: Vec<u32> = (0..=pool.kernel[0] * pool.kernel[1])
-            .map(|k| inv_count(k).to_bits())
+            .map(|k| inv_count(pool.divisor(k)).to_bits())
             .collect();
         let table = buffers::upload(ctx, "pool 1/count", &inv);
         launch(ctx, enc, spec("avg_pool_int"), &[x, &table, y], &p)

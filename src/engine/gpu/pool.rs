@@ -3,7 +3,8 @@
 //! Layout x `[N, C, H, W]` → y `[N, C, OH, OW]` (global: `[N, C, 1, 1]`), f32.
 //! `max_pool`: max over the in-bounds part of each window (padding ignored; −∞ for a window
 //! entirely in padding). `avg_pool`: f32 sum of the in-bounds elements in row-major window
-//! order divided by their count (TF "SAME" semantics; 0 for an empty window).
+//! order divided by their count (TF "SAME" semantics; 0 for an empty window), or by kh·kw
+//! with `Pool::count_include_pad` (`PoolParams::divisor`).
 //! `global_avg_pool`: for planes of more than [`GLOBAL_SMALL_HW`] values one workgroup per
 //! plane, strided per-invocation partial sums, a fixed-order tree over 256 partials, then
 //! `/ (H·W)`; smaller planes (the 7×7 head) one invocation per plane summing in index
@@ -39,8 +40,12 @@ pub struct PoolParams {
     pub pad_t: u32,
     pub pad_l: u32,
     pub total: u32,
+    /// Average pooling: 0 to divide by the in-bounds count, else by this (kh·kw,
+    /// `count_include_pad`).
+    pub divisor: u32,
+    pub pad: [u32; 3],
 }
-const _: () = assert!(std::mem::size_of::<PoolParams>() == 48);
+const _: () = assert!(std::mem::size_of::<PoolParams>() == 64);
 
 /// Which pooling an entry point computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +95,12 @@ pub fn pool_encode(
         pad_t: u32_of("padding", p.padding[0])?,
         pad_l: u32_of("padding", p.padding[1])?,
         total: u32_of("pool outputs", total)?,
+        divisor: if p.count_include_pad && kind == PoolKind::Avg {
+            u32_of("kernel area", p.kernel[0] * p.kernel[1])?
+        } else {
+            0
+        },
+        pad: [0; 3],
     };
     let entry = kind.entry(h * w);
     let spec = KernelSpec {
@@ -150,6 +161,7 @@ pub fn global_avg_pool(ctx: &GpuContext, x: &Tensor) -> Result<Tensor> {
         kernel: [1, 1],
         stride: [1, 1],
         padding: [0; 4],
+        count_include_pad: false,
     };
     run(ctx, x, PoolKind::GlobalAvg, &unit)
 }

@@ -1,11 +1,11 @@
 //! ONNX export, from plain data: a prepared graph, and for a quantized model its [`Plan`].
 //!
 //! - **FP32** (no plan): opset 13. Conv, Gemm (`transB = 1`), Relu, Clip(0, 6) for ReLU6,
-//!   MaxPool, AveragePool (`count_include_pad = 0`, as the IR averages), GlobalAveragePool,
+//!   MaxPool, AveragePool (`count_include_pad` as the IR averages), GlobalAveragePool,
 //!   Add (a chain of binary Adds for more inputs, in the IR's order), Concat (axis 1),
-//!   Flatten, Softmax, BatchNormalization (only where `prepare` left one unfolded, its fused
-//!   activation after it), the `Unary` functions (`Builder::unary`), Mul (a `[N, C]` gate
-//!   reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape `[N, g, C/g, H, W]` →
+//!   Flatten, Softmax, LRN, BatchNormalization (only where `prepare` left one unfolded, its
+//!   fused activation after it), the `Unary` functions (`Builder::unary`), Mul (a `[N, C]`
+//!   gate reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape `[N, g, C/g, H, W]` →
 //!   Transpose (0, 2, 1, 3, 4) → Reshape `[N, C, H, W]`. Fused activations become their own
 //!   node after the conv/linear.
 //! - **QDQ** (a plan): opset 21. Each conv/linear weight is `DequantizeLinear(axis 0)` of
@@ -178,12 +178,29 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                     ints("pads", &p.padding),
                 ];
                 if avg {
-                    attrs.push(int("count_include_pad", 0));
+                    attrs.push(int("count_include_pad", i64::from(p.count_include_pad)));
                 }
                 let op = if avg { "AveragePool" } else { "MaxPool" };
                 b.node(op, &n.name, ins, &out, attrs);
             }
             Op::GlobalAvgPool => b.node("GlobalAveragePool", &n.name, ins, &out, vec![]),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => b.node(
+                "LRN",
+                &n.name,
+                ins,
+                &out,
+                vec![
+                    int("size", *size as i64),
+                    float("alpha", *alpha),
+                    float("beta", *beta),
+                    float("bias", *bias),
+                ],
+            ),
             Op::Add => {
                 // (a + b) + c ...: the IR's summation order.
                 let mut acc = ins[0].clone();

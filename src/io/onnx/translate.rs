@@ -88,6 +88,7 @@ pub const SUPPORTED: &[&str] = &[
     "Gemm",
     "MatMul",
     "Softmax",
+    "LRN",
 ];
 
 /// Eps of the BatchNorm nodes that carry per-channel affine constants.
@@ -482,6 +483,21 @@ impl Tr {
                 self.unary_op(&base, Op::Unary(Unary::LeakyRelu { alpha }), x()?)
             }
             "MaxPool" | "AveragePool" => self.pool(node, &base),
+            "LRN" => {
+                let d = x()?;
+                fmap(&d, false)?;
+                let size = a.int("size", 0);
+                if !(1..=crate::limits::MAX_CHANNELS as i64).contains(&size) {
+                    return Err(no(format!("LRN size {size}: must be at least 1")));
+                }
+                let op = Op::Lrn {
+                    size: size as usize,
+                    alpha: a.float("alpha", 1e-4),
+                    beta: a.float("beta", 0.75),
+                    bias: a.float("bias", 1.0),
+                };
+                self.unary_op(&base, op, d)
+            }
             "GlobalAveragePool" => {
                 let d = x()?;
                 let (c, _, _) = fmap(&d, false)?;
@@ -702,15 +718,11 @@ impl Tr {
                 padding[i + 2] += ((out - 1) * stride[i] + kernel[i]).saturating_sub(total);
             }
         }
-        if avg && a.int("count_include_pad", 0) != 0 && padding.iter().any(|&p| p > 0) {
-            return Err(no(
-                "AveragePool with count_include_pad=1 and padding: the IR averages over in-bounds elements only",
-            ));
-        }
         let p = Pool {
             kernel,
             stride,
             padding,
+            count_include_pad: avg && a.int("count_include_pad", 0) != 0,
         };
         let (oh, ow) = p
             .out_hw(h, w)

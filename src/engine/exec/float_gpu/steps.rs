@@ -12,6 +12,7 @@ use crate::engine::gpu::conv2d_precise::{
 use crate::engine::gpu::eltwise::eltwise_encode;
 use crate::engine::gpu::fake_quant::fake_quant_encode;
 use crate::engine::gpu::linear::linear_encode;
+use crate::engine::gpu::lrn::lrn_encode;
 use crate::engine::gpu::mul::mul_encode;
 use crate::engine::gpu::pool::{pool_encode, PoolKind};
 use crate::engine::gpu::shuffle::shuffle_encode;
@@ -155,6 +156,11 @@ impl GpuGraph<'_> {
             Step::Pool(kind, p) => {
                 let (h, wd) = (in_shape[1], in_shape[2]);
                 pool_encode(ctx, enc, ins[0], &y, *kind, m * oc, (h, wd), p)?;
+                return Ok(y);
+            }
+            Step::Lrn(a) => {
+                let (c, hw) = c_hw(in_shape);
+                lrn_encode(ctx, enc, ins[0], &y, (m, c, hw), *a)?;
                 return Ok(y);
             }
             Step::Add => {
