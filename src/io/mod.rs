@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod fetch;
+pub mod idx;
 pub mod import;
 pub mod jpeg;
 pub mod model;
