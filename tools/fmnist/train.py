@@ -196,11 +196,11 @@ class MBConv(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expand, out, repeats, stride)
-    CFG = [(1, 16, 1, 2), (4, 24, 2, 1), (4, 32, 2, 2), (4, 64, 2, 1)]
+    CFG = [(1, 16, 1, 1), (4, 24, 2, 1), (4, 32, 2, 2), (4, 64, 2, 1)]
 
     def __init__(self):
         super().__init__()
-        layers, cin = [conv_bn(1, 16, act=nn.ReLU6)], 16
+        layers, cin = [conv_bn(1, 16, stride=2, act=nn.ReLU6)], 16  # 14x14
         for t, c, n, s in self.CFG:
             for i in range(n):
                 layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
@@ -215,11 +215,11 @@ class MobileNetV2(nn.Module):
 
 class EfficientNet(nn.Module):
     # (expand, kernel, out, repeats, stride)
-    CFG = [(1, 3, 16, 1, 2), (4, 3, 24, 2, 1), (4, 5, 32, 2, 2), (4, 3, 64, 2, 1)]
+    CFG = [(1, 3, 16, 1, 1), (4, 3, 24, 2, 1), (4, 5, 32, 2, 2), (4, 3, 64, 2, 1)]
 
     def __init__(self):
         super().__init__()
-        layers, cin = [conv_bn(1, 16, act=nn.SiLU)], 16
+        layers, cin = [conv_bn(1, 16, stride=2, act=nn.SiLU)], 16  # 14x14
         for t, k, c, n, s in self.CFG:
             for i in range(n):
                 layers.append(MBConv(cin, c, k, s if i == 0 else 1, t))
@@ -243,12 +243,12 @@ NETS = {
 
 # Per net: epochs, AdamW peak learning rate. Budgets chosen for a 2-core machine (one thread).
 PLAN = {
-    "vgg": (4, 1e-3),
-    "vgg_bn": (4, 3e-3),
+    "vgg": (3, 1e-3),
+    "vgg_bn": (3, 3e-3),
     "resnet": (8, 3e-3),
-    "inception": (4, 3e-3),
-    "mobilenet_v2": (4, 4e-3),
-    "efficientnet": (4, 4e-3),
+    "inception": (3, 3e-3),
+    "mobilenet_v2": (3, 4e-3),
+    "efficientnet": (3, 4e-3),
 }
 SEED = 12
 BATCH = 128
