@@ -243,7 +243,7 @@ NETS = {
 
 # Per net: epochs, AdamW peak learning rate. Budgets chosen for a 2-core machine (one thread).
 PLAN = {
-    "vgg": (3, 1e-3),
+    "vgg": (6, 2e-3),
     "vgg_bn": (3, 3e-3),
     "resnet": (8, 3e-3),
     "inception": (3, 3e-3),
