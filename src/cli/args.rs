@@ -122,7 +122,7 @@ pub enum Command {
     Import(ImportArgs),
     /// Print a model's graph, shapes and parameter counts (and a quantized model's plan).
     Inspect(InspectArgs),
-    /// Evaluate a model (FP32 or quantized) on an image folder.
+    /// Evaluate a model (FP32 or quantized) on an image folder or IDX data set.
     Eval(EvalArgs),
     /// Quantize an FP32 model (default: the paper's combination, W4A4, 32 calibration images).
     Quantize(QuantizeArgs),
@@ -220,7 +220,7 @@ pub struct QuantizeArgs {
     /// An FP32 model file, or the name of a fetchable model.
     #[arg(long, default_value = "efficientnet-lite0")]
     pub model: String,
-    /// Calibration images (folder or fetchable name).
+    /// Calibration images (folder, IDX images file, or fetchable name).
     #[arg(long, conflicts_with = "data_free")]
     pub calib: Option<String>,
     /// Calibration inputs to use (after view expansion), spread over the set.
@@ -283,10 +283,11 @@ pub struct AblateArgs {
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
-    /// What to fetch: efficientnet-lite0, efficientnet-lite1, imagenet-samples, photos.
+    /// What to fetch: efficientnet-lite0, efficientnet-lite1, imagenet-samples, photos,
+    /// fashion-mnist (IDX files; fashion-mnist-test is bundled with the source tree).
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Print one JSON object mapping each name to its model file or image folder.
+    /// Print one JSON object mapping each name to its model file or data folder.
     #[arg(long)]
     pub json: bool,
 }
@@ -318,7 +319,8 @@ pub struct EvalArgs {
     /// A model file, or the name of a fetched model (fetched on first use).
     #[arg(long)]
     pub model: String,
-    /// An image folder, or the name of a fetched data set (fetched on first use).
+    /// An image folder, an IDX images file (labels beside it), a folder of IDX files (its
+    /// test split), or the name of a fetched data set (fetched on first use).
     #[arg(long)]
     pub data: String,
     /// A second model run on the same inputs; adds agreement_top1/top5 and kl_mean.

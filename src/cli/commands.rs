@@ -21,7 +21,9 @@ use crate::report;
 
 pub(super) fn cmd_fetch(a: FetchArgs) -> anyhow::Result<()> {
     for n in &a.names {
-        fetch::lookup(n).map_err(|e| Error::Usage(e.to_string()))?;
+        if fetch::bundled(n).is_none() {
+            fetch::lookup(n).map_err(|e| Error::Usage(e.to_string()))?;
+        }
     }
     let got = fetch::fetch(
         &a.names,

@@ -37,12 +37,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// A path that exists, or a fetchable name: its cache entry, verified (and fetched now if
-/// missing or damaged).
+/// A path that exists, a bundled name (its folder in the source tree), or a fetchable name:
+/// its cache entry, verified (and fetched now if missing or damaged).
 pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(name_or_path);
     if p.exists() {
         return Ok(p.to_path_buf());
+    }
+    if let Some(b) = fetch::bundled(name_or_path) {
+        return Ok(b);
     }
     if fetch::lookup(name_or_path).is_ok() {
         // Quiet when already cached: the entry is only re-verified.

@@ -1,4 +1,11 @@
-//! Image datasets read from a folder (JPEG and PNG, by extension, case-insensitive).
+//! Image datasets read from a folder (JPEG and PNG, by extension, case-insensitive), or from
+//! an IDX images file with its labels file beside it ([`super::idx`]).
+//!
+//! IDX: `path` is the images file (`…-images-idx3-ubyte[.gz]`), or a folder holding no
+//! JPEG/PNG images and IDX images files: the only one, else the test split (`t10k-…`,
+//! MNIST's name for it; the training split is opened by its file). Item `i` is image `i` of
+//! the file (every item's `path` is the images file), labelled from the labels file; its
+//! pixels are used as a decoded 8-bit grey image.
 //!
 //! Labels, decided once for the whole folder:
 //! - flat folder whose every image is named `<anything>_<integer>.<ext>`: the integer
@@ -20,9 +27,12 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use image::{DynamicImage, GrayImage};
 use rayon::prelude::*;
 
+use super::idx::{self, IdxImages};
 use super::preprocess::{self, decode, preprocess_views};
 use crate::error::{Error, Result};
 use crate::graph::Preprocess;
@@ -40,6 +50,8 @@ pub struct Item {
 pub enum Labels {
     /// The last `_` field of each file name.
     FileNames,
+    /// The IDX labels file beside the images file.
+    Idx,
     /// ImageFolder style; `classes[k]` is the subfolder of class index `k` when the names
     /// are not integers (then empty: the names are the labels).
     Folders {
@@ -53,15 +65,20 @@ pub struct Dataset {
     pub root: PathBuf,
     pub items: Vec<Item>,
     pub labels: Labels,
+    /// The pixels of an IDX dataset (item `i` is image `i`); `None` for image files.
+    pub idx: Option<Arc<IdxImages>>,
 }
 
 impl Dataset {
     /// Lists the images of a folder (or a single image file) and their labels.
     pub fn open(path: &Path) -> Result<Dataset> {
         if path.is_file() {
+            if idx::is_images_file(path) {
+                return open_idx(path);
+            }
             if !is_image(path) {
                 return Err(Error::Dataset(format!(
-                    "{} is not a .jpg, .jpeg or .png file",
+                    "{} is not a .jpg, .jpeg or .png file, nor an IDX images file",
                     path.display()
                 )));
             }
@@ -75,11 +92,16 @@ impl Dataset {
                 root: path.to_path_buf(),
                 items,
                 labels,
+                idx: None,
             });
         }
         let mut seen = Seen::default();
         let (files, dirs) = list(path, &mut seen)?;
-        let images: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
+        let idx_files: Vec<&PathBuf> = files.iter().filter(|p| idx::is_images_file(p)).collect();
+        let images: Vec<PathBuf> = files.iter().filter(|p| is_image(p)).cloned().collect();
+        if images.is_empty() && !idx_files.is_empty() {
+            return open_idx(pick_idx(path, &idx_files)?);
+        }
         let ds = if !images.is_empty() {
             if let Some(d) = dirs.iter().find(|d| has_images(d, &seen)) {
                 return Err(Error::Dataset(format!(
@@ -160,7 +182,10 @@ impl Dataset {
             .into_par_iter()
             .map(|i| {
                 let item = &self.items[i];
-                let img = decode(&item.path)?;
+                let img = match &self.idx {
+                    Some(x) => idx_image(x, i),
+                    None => decode(&item.path)?,
+                };
                 let lo = range.start.max(i * views) - i * views;
                 let hi = range.end.min((i + 1) * views) - i * views;
                 preprocess_views(&img, pre, &all[lo..hi]).map_err(|e| name_file(e, item))
@@ -227,6 +252,7 @@ fn flat(root: &Path, images: Vec<PathBuf>) -> Dataset {
         } else {
             Labels::Unlabelled
         },
+        idx: None,
     }
 }
 
@@ -257,7 +283,62 @@ fn folders(root: &Path, dirs: &[PathBuf], seen: &mut Seen) -> Result<Dataset> {
         labels: Labels::Folders {
             classes: if numeric.is_some() { vec![] } else { names },
         },
+        idx: None,
     })
+}
+
+/// The IDX images file `images` with its labels (see the module docs).
+fn open_idx(images: &Path) -> Result<Dataset> {
+    let x = IdxImages::open(images)?;
+    if x.is_empty() {
+        return Err(Error::Dataset(format!("{}: no images", images.display())));
+    }
+    let items = x
+        .labels()
+        .iter()
+        .map(|&l| Item {
+            path: images.to_path_buf(),
+            label: Some(l as usize),
+        })
+        .collect();
+    Ok(Dataset {
+        root: images.to_path_buf(),
+        items,
+        labels: Labels::Idx,
+        idx: Some(Arc::new(x)),
+    })
+}
+
+/// The IDX images file a folder stands for: the only one, else the single `t10k-` one.
+fn pick_idx<'a>(dir: &Path, files: &[&'a PathBuf]) -> Result<&'a Path> {
+    let test: Vec<&PathBuf> = files
+        .iter()
+        .copied()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("t10k-"))
+        })
+        .collect();
+    match (files, test.as_slice()) {
+        ([one], _) | (_, [one]) => Ok(one.as_path()),
+        _ => Err(Error::Dataset(format!(
+            "{} holds several IDX images files ({}); name one",
+            dir.display(),
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Image `i` of an IDX dataset as an 8-bit grey image.
+fn idx_image(x: &IdxImages, i: usize) -> DynamicImage {
+    let (w, h) = (x.cols() as u32, x.rows() as u32);
+    let img = GrayImage::from_raw(w, h, x.image(i).to_vec())
+        .expect("IdxImages holds rows · cols bytes per image");
+    DynamicImage::ImageLuma8(img)
 }
 
 /// The integer after the last `_` of the file stem.

