@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::onnx::{fixtures, none, read_pb, rel_err};
+
 use std::path::{Path, PathBuf};
 
 use prost::Message as _;
@@ -12,51 +14,11 @@ use ptq4::graph::passes;
 use ptq4::io::onnx::{self as ox, PreprocessArgs, Preset};
 use ptq4::{Graph, Tensor};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
-}
-
-/// Reads a serialized TensorProto (`numpy_helper.from_array(..).SerializeToString()`).
-fn read_pb(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t = ox::onnx::TensorProto::decode(bytes.as_slice()).unwrap();
-    let c = ox::tensor::decode(&t, Path::new(".")).unwrap();
-    Tensor {
-        shape: c.shape.clone(),
-        data: c.floats(),
-    }
-}
-
-fn none() -> PreprocessArgs {
-    PreprocessArgs {
-        preset: Some(Preset::None),
-        ..Default::default()
-    }
-}
-
 /// FP32 output of `g` (prepared as every command prepares it) on `x` with a batch axis.
 fn run(g: &Graph, x: Tensor) -> Tensor {
     let mut p = g.clone();
     passes::prepare(&mut p).unwrap();
     ptq4::engine::forward(&p, x).unwrap()
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(
-        a.data.len(),
-        b.data.len(),
-        "shapes {:?} vs {:?}",
-        a.shape,
-        b.shape
-    );
-    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let d = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / scale
 }
 
 /// The dummy input the onnx backend tests feed the light models: arange(n)/n.

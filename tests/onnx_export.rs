@@ -7,8 +7,10 @@
 
 mod common;
 
+use common::onnx::{ort_check, python};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{conv, node, rand};
 use prost::Message as _;
@@ -484,84 +486,6 @@ fn export_command_writes_fp32_and_qdq() {
 
 // ---- onnxruntime (PTQ4_ONNX_PYTHON) ----
 
-/// The Python to run tools/onnx/check_export.py with, or a loud skip.
-fn python() -> Option<PathBuf> {
-    // An empty value counts as unset (as `env VAR= ...` clears it).
-    match std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            common::skip_missing_data(
-                "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
-            );
-            None
-        }
-    }
-}
-
-/// A little-endian f32 `.npy` file.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, b).unwrap();
-}
-
-/// Runs the check script; returns its JSON line, failing the test if the check fails.
-fn ort_check(
-    py: &Path,
-    model: &ModelProto,
-    x: &Tensor,
-    reference: &Tensor,
-    mode: &str,
-    step: Option<&[f32]>,
-    extra: &[&str],
-) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m.onnx");
-    std::fs::write(&m, model.encode_to_vec()).unwrap();
-    let (xi, ri, si) = (
-        dir.path().join("x.npy"),
-        dir.path().join("ref.npy"),
-        dir.path().join("step.npy"),
-    );
-    write_npy(&xi, &x.shape, &x.data);
-    let k = reference.data.len() / x.shape[0];
-    write_npy(&ri, &[x.shape[0], k], &reference.data);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/onnx/check_export.py");
-    let mut cmd = std::process::Command::new(py);
-    cmd.arg(&script)
-        .arg(&m)
-        .arg(&xi)
-        .arg(&ri)
-        .args(["--mode", mode]);
-    if let Some(s) = step {
-        write_npy(&si, &[s.len()], s);
-        cmd.arg("--step").arg(&si);
-    }
-    cmd.args(extra);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{stdout}");
-    serde_json::from_str(stdout.trim()).unwrap()
-}
-
 /// What one code of the classifier's input is worth on each logit of a deploy plan:
 /// `s_in · max_k |ŵ_ck|` (the logits themselves are not quantized).
 fn logit_step(q: &QuantModel) -> Vec<f32> {
@@ -589,7 +513,7 @@ fn onnxruntime_runs_the_exports() {
     let m = Fp32Model::new(graph(true, true)).unwrap();
     let e = export(&m.prepared, None).unwrap();
     let want = run(Executable::Fp32(&m.prepared), None, &x);
-    ort_check(&py, &e.model, &x, &want, "fp32", None, &[]);
+    ort_check(&py, &e.model.encode_to_vec(), &x, &want, "fp32", None, &[]);
 
     // Deploy W4A4; then with weight bit allocation (INT8 where a channel is wider) and a
     // dual layer (two DequantizeLinear, added).
@@ -614,9 +538,25 @@ fn onnxruntime_runs_the_exports() {
         assert_eq!(weight_adds, cfg.dual);
         let sim = run(q.executable().unwrap(), Some(Exec::Exact), &x);
         let step = logit_step(&q);
-        ort_check(&py, &e.model, &x, &sim, "qdq", Some(&step), &[]);
+        ort_check(
+            &py,
+            &e.model.encode_to_vec(),
+            &x,
+            &sim,
+            "qdq",
+            Some(&step),
+            &[],
+        );
         // onnxruntime's default optimisations load it (and fuse what they fuse).
-        ort_check(&py, &e.model, &x, &sim, "qdq", Some(&step), &["--optimize"]);
+        ort_check(
+            &py,
+            &e.model.encode_to_vec(),
+            &x,
+            &sim,
+            "qdq",
+            Some(&step),
+            &["--optimize"],
+        );
     }
 
     let q = quantized(&QuantConfig {
@@ -626,8 +566,16 @@ fn onnxruntime_runs_the_exports() {
     });
     let e = export(q.graph(), Some(&q.plan)).unwrap();
     let fake = run(q.executable().unwrap(), None, &x);
-    ort_check(&py, &e.model, &x, &fake, "qdq", None, &[]);
-    ort_check(&py, &e.model, &x, &fake, "qdq", None, &["--optimize"]);
+    ort_check(&py, &e.model.encode_to_vec(), &x, &fake, "qdq", None, &[]);
+    ort_check(
+        &py,
+        &e.model.encode_to_vec(),
+        &x,
+        &fake,
+        "qdq",
+        None,
+        &["--optimize"],
+    );
 }
 
 /// EfficientNet-Lite0, deploy W4A4 calibrated on 16 of the 20 labelled images, exported as
@@ -664,7 +612,7 @@ fn onnxruntime_lite0_deploy_w4a4_agrees_with_the_exact_simulation() {
     // FP32: onnxruntime within 1e-4 relative; ptq4's importer gives identical logits.
     let fp = export(&m.prepared, None).unwrap();
     let want = run(Executable::Fp32(&m.prepared), None, &x);
-    let f = ort_check(&py, &fp.model, &x, &want, "fp32", None, &[]);
+    let f = ort_check(&py, &fp.model.encode_to_vec(), &x, &want, "fp32", None, &[]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lite0.onnx");
     fp.save(&path).unwrap();
@@ -720,11 +668,35 @@ fn onnxruntime_lite0_deploy_w4a4_agrees_with_the_exact_simulation() {
         let step = logit_step(&q);
         let achieved = ["--min-top1", "0.95", "--max-steps", "inf"];
         let only_report = ["--min-top1", "0", "--max-steps", "inf"];
-        let a = ort_check(&py, &e.model, &x, &sim, "qdq", Some(&step), &achieved);
-        let b = ort_check(&py, &e.model, &x, &fake, "qdq", Some(&step), &only_report);
+        let a = ort_check(
+            &py,
+            &e.model.encode_to_vec(),
+            &x,
+            &sim,
+            "qdq",
+            Some(&step),
+            &achieved,
+        );
+        let b = ort_check(
+            &py,
+            &e.model.encode_to_vec(),
+            &x,
+            &fake,
+            "qdq",
+            Some(&step),
+            &only_report,
+        );
         let mut optimized = achieved.to_vec();
         optimized.push("--optimize");
-        ort_check(&py, &e.model, &x, &sim, "qdq", Some(&step), &optimized);
+        ort_check(
+            &py,
+            &e.model.encode_to_vec(),
+            &x,
+            &sim,
+            "qdq",
+            Some(&step),
+            &optimized,
+        );
         let top1 = |t: &Tensor| -> Vec<usize> {
             t.data
                 .chunks(1000)
@@ -766,7 +738,15 @@ fn onnxruntime_lite0_deploy_w4a4_agrees_with_the_exact_simulation() {
     let e = export(q.graph(), Some(&q.plan)).unwrap();
     let fake = run(q.executable().unwrap(), None, &x);
     let only_report = ["--min-top1", "0", "--optimize"];
-    let p = ort_check(&py, &e.model, &x, &fake, "qdq", None, &only_report);
+    let p = ort_check(
+        &py,
+        &e.model.encode_to_vec(),
+        &x,
+        &fake,
+        "qdq",
+        None,
+        &only_report,
+    );
     eprintln!(
         "lite0 paper W4A4 QDQ (--bit-alloc w), 20 images: onnxruntime vs fake quantization: top-1 {} max |diff| {}",
         p["top1_agreement"], p["max_abs_diff"]

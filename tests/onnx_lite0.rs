@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::onnx::rel_err;
+
 use std::path::PathBuf;
 
 use ptq4::engine::exec::int_model::Exec;
@@ -64,18 +66,6 @@ fn forward(e: Executable, exec: Option<Exec>, x: &Tensor) -> Tensor {
         .unwrap()
         .forward(x.clone())
         .unwrap()
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape, b.shape);
-    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / scale
 }
 
 /// The plans agree layer by layer and point by point, names aside (the exporter names

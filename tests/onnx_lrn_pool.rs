@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::onnx::{fixtures, ort_check, python, read_pb, rel_err};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,7 +22,6 @@ use ptq4::engine::requant::{lrn_code, lrn_table};
 use ptq4::engine::{Backend, BackendChoice, Executable, Forward};
 use ptq4::graph::{Activation, Graph, Linear, Op, Pool, Preprocess};
 use ptq4::io::onnx::export::export;
-use ptq4::io::onnx::onnx::ModelProto;
 use ptq4::io::onnx::{self as ox, PreprocessArgs, Preset};
 use ptq4::model::Fp32Model;
 use ptq4::pipeline::{quantize, quantize_with, StatsSource};
@@ -32,39 +33,12 @@ use ptq4::Tensor;
 
 const FIXTURES: [&str; 2] = ["lrn_net", "avg_include_pad_net"];
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
-}
-
-/// A serialized TensorProto (`numpy_helper.from_array(..).SerializeToString()`).
-fn read_pb(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t = ox::onnx::TensorProto::decode(bytes.as_slice()).unwrap();
-    let c = ox::tensor::decode(&t, Path::new(".")).unwrap();
-    Tensor {
-        shape: c.shape.clone(),
-        data: c.floats(),
-    }
-}
-
 fn import(path: &Path) -> Fp32Model {
     let args = PreprocessArgs {
         preset: Some(Preset::None),
         ..Default::default()
     };
     Fp32Model::new(ox::import(path, &args).unwrap_or_else(|e| panic!("{path:?}: {e}"))).unwrap()
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.data.len(), b.data.len(), "{:?} vs {:?}", a.shape, b.shape);
-    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let d = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / scale
 }
 
 /// The GPU backend, once per test binary, or `None` (loud skip; `REQUIRE_GPU=1` panics).
@@ -251,67 +225,6 @@ fn paper_plans_run_on_cpu_and_gpu() {
 
 // ---- onnxruntime (PTQ4_ONNX_PYTHON) ----
 
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            common::skip_missing_data(
-                "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
-            );
-            None
-        }
-    }
-}
-
-/// A little-endian f32 `.npy` file.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, b).unwrap();
-}
-
-/// tools/onnx/check_export.py on `model`; fails the test if the check fails.
-fn ort_check(py: &Path, model: &ModelProto, x: &Tensor, reference: &Tensor, mode: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m.onnx");
-    std::fs::write(&m, model.encode_to_vec()).unwrap();
-    let (xi, ri) = (dir.path().join("x.npy"), dir.path().join("ref.npy"));
-    write_npy(&xi, &x.shape, &x.data);
-    let k = reference.data.len() / x.shape[0];
-    write_npy(&ri, &[x.shape[0], k], &reference.data);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/onnx/check_export.py");
-    // QDQ: the same top-1 on every input; the logit differences are reported only (one
-    // code moved by ONNX's x/s against ptq4's x·(1/s) moves logits by whole steps).
-    let out = std::process::Command::new(py)
-        .arg(&script)
-        .arg(&m)
-        .arg(&xi)
-        .arg(&ri)
-        .args(["--mode", mode, "--min-top1", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn fp32_and_qdq_exports_run_in_onnxruntime() {
     let Some(py) = python() else {
@@ -322,10 +235,7 @@ fn fp32_and_qdq_exports_run_in_onnxruntime() {
         let x = batch(&m, 4, 3);
         let fp = export(&m.prepared, None).unwrap();
         let want = run(&Backend::Cpu, Executable::Fp32(&m.prepared), None, &x);
-        eprintln!(
-            "{name} fp32: {}",
-            ort_check(&py, &fp.model, &x, &want, "fp32")
-        );
+        ort_check(&py, &fp.model.encode_to_vec(), &x, &want, "fp32", None, &[]);
         let calib = [batch(&m, 8, 5)];
         for abits in [4, 8] {
             let cfg = deploy(abits);
@@ -355,10 +265,11 @@ fn fp32_and_qdq_exports_run_in_onnxruntime() {
                 Some(Exec::Exact),
                 &x,
             );
-            eprintln!(
-                "{name} A{abits} qdq: {}",
-                ort_check(&py, &e.model, &x, &sim, "qdq")
-            );
+            // The same top-1 on every input; logit differences are reported only (one code
+            // moved by ONNX's x/s against ptq4's x·(1/s) moves logits by whole steps).
+            let qdq = e.model.encode_to_vec();
+            let r = ort_check(&py, &qdq, &x, &sim, "qdq", None, &["--min-top1", "1"]);
+            eprintln!("{name} A{abits} qdq: {r}");
         }
     }
 }

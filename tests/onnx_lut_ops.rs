@@ -9,10 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::onnx::{fixtures, ort_check, python, read_pb, rel_err};
+
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use prost::Message as _;
 use ptq4::engine::device::context::GpuContext;
 use ptq4::engine::exec::int_model::{Exec, StepKind};
 use ptq4::engine::exec::GpuGraph;
@@ -25,21 +26,6 @@ use ptq4::pipeline::{quantize, quantize_with, StatsSource};
 use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::Tensor;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
-}
-
-/// Reads a serialized TensorProto.
-fn read_pb(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t = ox::onnx::TensorProto::decode(bytes.as_slice()).unwrap();
-    let c = ox::tensor::decode(&t, Path::new(".")).unwrap();
-    Tensor {
-        shape: c.shape.clone(),
-        data: c.floats(),
-    }
-}
 
 /// The fixture with the TF preset ((x − 127)/128: inputs in [−1, 1], which the data-free
 /// input quantizer then covers).
@@ -65,18 +51,6 @@ fn inputs(n: usize, seed: u64) -> Tensor {
     let m = x.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     x.data.iter_mut().for_each(|v| *v /= m);
     x
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape, b.shape);
-    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let d = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / scale
 }
 
 #[test]
@@ -233,70 +207,6 @@ fn paper_runs_on_cpu_and_gpu() {
     }
 }
 
-/// The Python with onnx and onnxruntime (`PTQ4_ONNX_PYTHON`), or a loud skip.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            common::skip_missing_data(
-                "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
-            );
-            None
-        }
-    }
-}
-
-/// A little-endian f32 `.npy` file.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, b).unwrap();
-}
-
-/// tools/onnx/check_export.py on `model` (`mode` fp32 or qdq) against `reference`.
-fn ort_check(py: &Path, model: &[u8], x: &Tensor, reference: &Tensor, mode: &str, extra: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let (m, xi, ri) = (
-        dir.path().join("m.onnx"),
-        dir.path().join("x.npy"),
-        dir.path().join("ref.npy"),
-    );
-    std::fs::write(&m, model).unwrap();
-    write_npy(&xi, &x.shape, &x.data);
-    let k = reference.data.len() / x.shape[0];
-    write_npy(&ri, &[x.shape[0], k], &reference.data);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/onnx/check_export.py");
-    let out = std::process::Command::new(py)
-        .arg(&script)
-        .arg(&m)
-        .arg(&xi)
-        .arg(&ri)
-        .args(["--mode", mode])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{mode}: {stdout}");
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn exports_run_in_onnxruntime() {
     let m = Fp32Model::new(lut_ops()).unwrap();
@@ -326,7 +236,7 @@ fn exports_run_in_onnxruntime() {
     let Some(py) = python() else {
         return;
     };
-    ort_check(&py, &fp.to_bytes(), &x, &want, "fp32", &[]);
+    ort_check(&py, &fp.to_bytes(), &x, &want, "fp32", None, &[]);
     let sim = Backend::Cpu
         .bind(q.executable().unwrap(), Some(Exec::Exact))
         .unwrap()
@@ -337,9 +247,9 @@ fn exports_run_in_onnxruntime() {
     // (onnxruntime 1.20.1): 16/16 the same top-1, largest logit difference 2.4e-7, with
     // its optimisations off and on.
     let args = ["--min-top1", "0.9", "--max-steps", "inf"];
-    ort_check(&py, &qdq.to_bytes(), &x, &sim, "qdq", &args);
+    ort_check(&py, &qdq.to_bytes(), &x, &sim, "qdq", None, &args);
     let optimized = ["--min-top1", "0.9", "--max-steps", "inf", "--optimize"];
-    ort_check(&py, &qdq.to_bytes(), &x, &sim, "qdq", &optimized);
+    ort_check(&py, &qdq.to_bytes(), &x, &sim, "qdq", None, &optimized);
 }
 
 /// DenseNet-121 (random weights) at 224×224: a BatchNorm + ReLU after every Concat, each

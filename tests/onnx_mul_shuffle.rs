@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::onnx::{none, ort_check, python, read_pb, rel_err};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -19,7 +21,7 @@ use ptq4::engine::exec::int_model::Exec;
 use ptq4::engine::{Backend, Executable, Forward};
 use ptq4::graph::{Graph, Op};
 use ptq4::io::onnx::export::export;
-use ptq4::io::onnx::{self as ox, PreprocessArgs};
+use ptq4::io::onnx::{self as ox};
 use ptq4::model::Fp32Model;
 use ptq4::pipeline;
 use ptq4::qmodel::QuantModel;
@@ -30,24 +32,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/onnx")
         .join(name)
-}
-
-fn read_pb(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t = ox::onnx::TensorProto::decode(bytes.as_slice()).unwrap();
-    let c = ox::tensor::decode(&t, Path::new(".")).unwrap();
-    Tensor {
-        shape: c.shape.clone(),
-        data: c.floats(),
-    }
-}
-
-fn none() -> PreprocessArgs {
-    PreprocessArgs {
-        mean: Some([0.0; 3]),
-        std: Some([1.0; 3]),
-        ..Default::default()
-    }
 }
 
 fn import(path: &Path) -> Graph {
@@ -83,18 +67,6 @@ fn fixture_case(name: &str) -> (Graph, Tensor, Tensor) {
         x = nchw(&x);
     }
     (g, x, read_pb(&fixture(&format!("{name}_output.pb"))))
-}
-
-/// Largest |a − b| over the largest |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.data.len(), b.data.len(), "{:?} vs {:?}", a.shape, b.shape);
-    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let d = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / scale
 }
 
 fn gpu_backend() -> Option<&'static Backend> {
@@ -296,71 +268,18 @@ fn paper_runs_on_cpu_and_gpu() {
     }
 }
 
-/// A little-endian f32 `.npy` file.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, b).unwrap();
-}
-
-/// tools/onnx/check_export.py on `model` with inputs `x` against `reference`.
-fn ort_check(py: &Path, model: &[u8], x: &Tensor, reference: &Tensor, mode: &str, extra: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let (m, xi, ri) = (
-        dir.path().join("m.onnx"),
-        dir.path().join("x.npy"),
-        dir.path().join("ref.npy"),
-    );
-    std::fs::write(&m, model).unwrap();
-    write_npy(&xi, &x.shape, &x.data);
-    let k = reference.data.len() / x.shape[0];
-    write_npy(&ri, &[x.shape[0], k], &reference.data);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/onnx/check_export.py");
-    let out = std::process::Command::new(py)
-        .arg(&script)
-        .arg(&m)
-        .arg(&xi)
-        .arg(&ri)
-        .args(["--mode", mode])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{mode}: {stdout}");
-}
-
 #[test]
 fn exports_run_in_onnxruntime() {
-    let Some(py) = std::env::var_os("PTQ4_ONNX_PYTHON").filter(|p| !p.is_empty()) else {
-        common::skip_missing_data(
-            "SKIP: onnxruntime checks: set PTQ4_ONNX_PYTHON to a Python with the packages of tools/onnx/requirements.txt",
-        );
+    let Some(py) = python() else {
         return;
     };
-    let py = PathBuf::from(py);
     for name in ["mul_gate", "shuffle_nhwc"] {
         let (g, _, _) = fixture_case(name);
         let m = Fp32Model::new(g).unwrap();
         let x = inputs(&m.prepared, 16, 3);
         let fp32 = run(&Backend::Cpu, Executable::Fp32(&m.prepared), None, &x);
         let e = export(&m.prepared, None).unwrap();
-        ort_check(&py, &e.to_bytes(), &x, &fp32, "fp32", &[]);
+        ort_check(&py, &e.to_bytes(), &x, &fp32, "fp32", None, &[]);
         let q = quantized(&m, Protocol::Deploy, Stats::CpuImages).unwrap();
         let e = export(q.graph(), Some(&q.plan)).unwrap();
         let sim = run(
@@ -371,7 +290,15 @@ fn exports_run_in_onnxruntime() {
         );
         // The same top-1 as the exact simulation on most inputs (QDQ rounds x / s, ptq4
         // x · (1/s): a one-code difference now and then; see tests/onnx_export.rs).
-        ort_check(&py, &e.to_bytes(), &x, &sim, "qdq", &["--min-top1", "0.9"]);
+        ort_check(
+            &py,
+            &e.to_bytes(),
+            &x,
+            &sim,
+            "qdq",
+            None,
+            &["--min-top1", "0.9"],
+        );
     }
 }
 

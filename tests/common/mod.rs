@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kernels;
+pub mod onnx;
 pub mod tol;
 
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
