@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 ort.set_default_logger_severity(3)  # no warnings about the unused shape initializers
-from onnx import numpy_helper
 
 # Models whose ops ptq4's IR has; VGG-19 (548 MB of weights at random) is left out.
 MODELS = [
