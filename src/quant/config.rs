@@ -56,6 +56,18 @@ impl BitAlloc {
     }
 }
 
+/// How weights are rounded to the plan's quantizers (docs/METHOD.md §13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// Each weight to its nearest code.
+    #[default]
+    Nearest,
+    /// Second-order rounding against the Hessian of the layer's calibration inputs
+    /// (`quant::gptq`; needs images).
+    Gptq,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantConfig {
     pub wbits: u8,
@@ -70,6 +82,9 @@ pub struct QuantConfig {
     /// Layers kept at 8 bits (weights and the activations they read). `None`: the first
     /// conv and the last linear layer.
     pub keep_8bit: Option<Vec<String>>,
+    /// Weight rounding (absent in older plan files: nearest).
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 impl Default for QuantConfig {
@@ -86,6 +101,7 @@ impl Default for QuantConfig {
             bias_correction: true,
             dual: 0,
             keep_8bit: None,
+            rounding: Rounding::Nearest,
         }
     }
 }
@@ -103,6 +119,7 @@ impl QuantConfig {
             bias_correction: false,
             dual: 0,
             keep_8bit: None,
+            rounding: Rounding::Nearest,
         }
     }
 
