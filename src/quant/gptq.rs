@@ -36,6 +36,9 @@ use crate::graph::{Conv2d, Linear};
 
 /// Dampening relative to the mean of H's diagonal (GPTQ's default).
 pub const DAMP: f64 = 0.01;
+/// Patch length up to which H is accumulated by dot products rather than a GEMM (the tiny
+/// K × pos × K products of depthwise kernels are dominated by the GEMM's packing).
+const SMALL_K: usize = 64;
 
 /// The input-patch geometry of one layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,43 +151,70 @@ impl Hessian {
         )?;
         let (k, cg, pos) = (p.k(), c / p.groups, oh * ow);
         let direct = kh == 1 && kw == 1 && p.stride == [1, 1] && p.padding == [0; 4];
-        let mut cols = if direct {
-            Vec::new()
+        // Small patches (depthwise, grouped): the upper triangle of B Bᵀ as dot products of
+        // the im2col rows, groups in parallel; large ones: one GEMM (threaded itself).
+        let small = k <= SMALL_K;
+        if small {
+            // B: K × (n·pos), row-major (row = patch element, column = image and position).
+            let np = n * pos;
+            self.h.par_chunks_mut(k * k).enumerate().for_each_init(
+                || vec![0f32; k * np],
+                |cols, (g, blk)| {
+                    for (i, img) in x.chunks_exact(per).enumerate() {
+                        let xg = &img[g * cg * ih * iw..(g + 1) * cg * ih * iw];
+                        im2col(xg, cg, ih, iw, oh, ow, &p, &mut cols[i * pos..], np);
+                    }
+                    for i in 0..k {
+                        for j in i..k {
+                            let v =
+                                dot_f32(&cols[i * np..(i + 1) * np], &cols[j * np..(j + 1) * np]);
+                            blk[i * k + j] += v;
+                            if j != i {
+                                blk[j * k + i] += v;
+                            }
+                        }
+                    }
+                },
+            );
         } else {
-            vec![0f32; k * pos]
-        };
-        let mut prod = vec![0f32; k * k];
-        for img in x.chunks_exact(per) {
-            for g in 0..p.groups {
-                let xg = &img[g * cg * ih * iw..(g + 1) * cg * ih * iw];
-                // B: K × pos, row-major (row = patch element, column = output position).
-                let b: &[f32] = if direct {
-                    xg
-                } else {
-                    im2col(xg, cg, ih, iw, oh, ow, &p, &mut cols);
-                    &cols
-                };
-                let bv = MatRef {
-                    data: b,
-                    rs: pos,
-                    cs: 1,
-                };
-                let bt = MatRef {
-                    data: b,
-                    rs: 1,
-                    cs: pos,
-                };
-                sgemm(k, pos, k, bv, bt, &mut prod, k);
-                let blk = &mut self.h[g * k * k..(g + 1) * k * k];
-                blk.iter_mut().zip(&prod).for_each(|(h, &v)| *h += v as f64);
+            let (mut cols, mut prod) = (
+                vec![0f32; if direct { 0 } else { k * pos }],
+                vec![0f32; k * k],
+            );
+            for img in x.chunks_exact(per) {
+                for g in 0..p.groups {
+                    let xg = &img[g * cg * ih * iw..(g + 1) * cg * ih * iw];
+                    // B: K × pos, row-major (row = patch element, column = output position).
+                    let b: &[f32] = if direct {
+                        xg
+                    } else {
+                        im2col(xg, cg, ih, iw, oh, ow, &p, &mut cols, pos);
+                        &cols
+                    };
+                    let bv = MatRef {
+                        data: b,
+                        rs: pos,
+                        cs: 1,
+                    };
+                    let bt = MatRef {
+                        data: b,
+                        rs: 1,
+                        cs: pos,
+                    };
+                    sgemm(k, pos, k, bv, bt, &mut prod, k);
+                    let blk = &mut self.h[g * k * k..(g + 1) * k * k];
+                    blk.iter_mut().zip(&prod).for_each(|(h, &v)| *h += v as f64);
+                }
             }
-            self.rows += pos as u64;
         }
+        self.rows += (n * pos) as u64;
         Ok(())
     }
 }
 
-/// The patches of one image's group (`cg` channels of `ih × iw`) as K × (oh·ow), row-major.
+/// The patches of one image's group (`cg` channels of `ih × iw`) as K rows of oh·ow
+/// values, row `r` at `out[r·ld..]`.
+#[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[f32],
     cg: usize,
@@ -194,6 +224,7 @@ fn im2col(
     ow: usize,
     p: &Patches,
     out: &mut [f32],
+    ld: usize,
 ) {
     let (kh, kw) = (p.kernel[0], p.kernel[1]);
     let pos = oh * ow;
@@ -201,19 +232,36 @@ fn im2col(
         let plane = &x[ci * ih * iw..(ci + 1) * ih * iw];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut out[((ci * kh + ky) * kw + kx) * pos..][..pos];
-                for oy in 0..oh {
-                    let y =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    for ox in 0..ow {
-                        let xx = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
-                        row[oy * ow + ox] =
-                            if y < 0 || xx < 0 || y >= ih as isize || xx >= iw as isize {
-                                0.0
-                            } else {
-                                plane[y as usize * iw + xx as usize]
-                            };
+                let row = &mut out[((ci * kh + ky) * kw + kx) * ld..][..pos];
+                // Output columns whose input column lies inside the plane: [ox0, ox1).
+                let off = kx * p.dilation[1];
+                let ox0 = p.padding[1]
+                    .saturating_sub(off)
+                    .div_ceil(p.stride[1])
+                    .min(ow);
+                let ox1 = (iw + p.padding[1])
+                    .saturating_sub(off)
+                    .div_ceil(p.stride[1])
+                    .clamp(ox0, ow);
+                for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let y = (oy * p.stride[0] + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
+                    if y >= ih {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    dst[..ox0].fill(0.0);
+                    dst[ox1..].fill(0.0);
+                    let src = &plane[y * iw..(y + 1) * iw];
+                    let x0 = ox0 * p.stride[1] + off - p.padding[1];
+                    if p.stride[1] == 1 {
+                        dst[ox0..ox1].copy_from_slice(&src[x0..x0 + ox1 - ox0]);
+                    } else {
+                        for (d, &v) in dst[ox0..ox1]
+                            .iter_mut()
+                            .zip(src[x0..].iter().step_by(p.stride[1]))
+                        {
+                            *d = v;
+                        }
                     }
                 }
             }
@@ -221,12 +269,83 @@ fn im2col(
     }
 }
 
+/// Σ a_i b_i in f64 with eight independent partial sums (so the loop vectorizes; the
+/// order is fixed, so results are deterministic).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// Σ a_i b_i of f32 values with sixteen f32 partial sums, returned in f64.
+fn dot_f32(a: &[f32], b: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { dot_f32_avx2(a, b) };
+    }
+    dot_f32_lanes(a, b)
+}
+
+// The same lane-wise sums compiled for wider vectors: each lane is an independent
+// accumulator and no FMA is enabled, so the results equal the baseline build's bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f64], b: &[f64]) -> f64 {
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f64 {
+    dot_f32_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+#[inline(always)]
+fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().map(|&v| v as f64).sum::<f64>() + tail
+}
+
 /// Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r) of one row's error `e` (length K) under the K × K `h`.
 pub fn quadratic(h: &[f64], e: &[f64]) -> f64 {
     let k = e.len();
     h.chunks_exact(k)
         .zip(e)
-        .map(|(row, &ei)| ei * row.iter().zip(e).map(|(a, b)| a * b).sum::<f64>())
+        .map(|(row, &ei)| ei * dot(row, e))
         .sum()
 }
 
@@ -238,11 +357,7 @@ fn inverse_cholesky_upper(h: &[f64], k: usize) -> Option<Vec<f64>> {
     for i in 0..k {
         for j in 0..=i {
             let m = h[(k - 1 - i) * k + (k - 1 - j)];
-            let s: f64 = l[i * k..i * k + j]
-                .iter()
-                .zip(&l[j * k..j * k + j])
-                .map(|(a, b)| a * b)
-                .sum();
+            let s = dot(&l[i * k..i * k + j], &l[j * k..j * k + j]);
             if i == j {
                 let d = m - s;
                 if d.is_nan() || d <= 0.0 {
@@ -260,11 +375,7 @@ fn inverse_cholesky_upper(h: &[f64], k: usize) -> Option<Vec<f64>> {
         let col = &mut inv_t[j * k..(j + 1) * k];
         col[j] = 1.0 / l[j * k + j];
         for i in j + 1..k {
-            let s: f64 = l[i * k + j..i * k + i]
-                .iter()
-                .zip(&col[j..i])
-                .map(|(a, b)| a * b)
-                .sum();
+            let s = dot(&l[i * k + j..i * k + i], &col[j..i]);
             col[i] = -s / l[i * k + i];
         }
     }
@@ -398,12 +509,58 @@ mod tests {
         };
         let x: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut out = vec![0f32; 8 * 9];
-        im2col(&x, 2, 3, 3, 3, 3, &p, &mut out);
+        im2col(&x, 2, 3, 3, 3, 3, &p, &mut out, 9);
         // Output position (0, 0), channel 1, tap (1, 1) reads x[1][0][0] = 9.
         assert_eq!(out[(4 + 3) * 9], 9.0);
         // Tap (0, 0) at position (0, 0) is padding.
         assert_eq!(out[0], 0.0);
         // Channel 0, tap (0, 1) at position (2, 2) reads x[0][1][2] = 5.
         assert_eq!(out[9 + 8], 5.0);
+    }
+
+    #[test]
+    fn im2col_equals_the_definition_for_strides_dilations_and_padding() {
+        for (stride, dil, pad) in [
+            ([2, 2], [1, 1], [1, 1, 1, 1]),
+            ([1, 2], [2, 1], [0, 2, 1, 0]),
+            ([3, 1], [1, 1], [2, 0, 0, 2]),
+        ] {
+            let p = Patches {
+                in_channels: 2,
+                groups: 1,
+                kernel: [3, 2],
+                stride,
+                dilation: dil,
+                padding: pad,
+            };
+            let (ih, iw) = (7, 6);
+            let oh =
+                crate::graph::op::window_out(ih, 3, stride[0], dil[0], pad[0] + pad[2]).unwrap();
+            let ow =
+                crate::graph::op::window_out(iw, 2, stride[1], dil[1], pad[1] + pad[3]).unwrap();
+            let x: Vec<f32> = (0..2 * ih * iw).map(|v| v as f32 + 1.0).collect();
+            let mut out = vec![f32::NAN; 2 * 6 * oh * ow];
+            im2col(&x, 2, ih, iw, oh, ow, &p, &mut out, oh * ow);
+            for ci in 0..2 {
+                for ky in 0..3 {
+                    for kx in 0..2 {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let y = (oy * stride[0] + ky * dil[0]) as isize - pad[0] as isize;
+                                let xx = (ox * stride[1] + kx * dil[1]) as isize - pad[1] as isize;
+                                let want =
+                                    if y < 0 || xx < 0 || y >= ih as isize || xx >= iw as isize {
+                                        0.0
+                                    } else {
+                                        x[ci * ih * iw + y as usize * iw + xx as usize]
+                                    };
+                                let r = (ci * 3 + ky) * 2 + kx;
+                                assert_eq!(out[r * oh * ow + oy * ow + ox], want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
