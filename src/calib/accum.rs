@@ -25,10 +25,14 @@ pub(super) fn layer_inputs(g: &Graph) -> BTreeSet<String> {
 pub(super) struct Hessians {
     pub layers: BTreeMap<String, Hessian>,
     pub readers: BTreeMap<String, Vec<String>>,
+    /// Per-image shape of each value read (the device reports spatial axes flattened).
+    pub shapes: BTreeMap<String, Vec<usize>>,
 }
 
 impl Hessians {
     pub fn new(g: &Graph) -> Result<Self> {
+        let all = g.validate()?;
+        let mut shapes = BTreeMap::new();
         let mut layers = BTreeMap::new();
         let mut readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for n in &g.nodes {
@@ -38,16 +42,28 @@ impl Hessians {
                 _ => continue,
             };
             layers.insert(n.name.clone(), Hessian::new(p)?);
+            if let Some(s) = all.get(&n.inputs[0]) {
+                shapes.insert(n.inputs[0].clone(), s.clone());
+            }
             readers
                 .entry(n.inputs[0].clone())
                 .or_default()
                 .push(n.name.clone());
         }
-        Ok(Hessians { layers, readers })
+        Ok(Hessians {
+            layers,
+            readers,
+            shapes,
+        })
     }
 
     /// Adds a batch of `value` (f32, `shape` batch first) to the layers reading it.
     pub fn feed(&mut self, value: &str, x: &[f32], shape: &[usize]) -> Result<()> {
+        let mut shape = shape.to_vec();
+        if let Some(s) = self.shapes.get(value) {
+            shape = [&shape[..1], &s[..]].concat();
+        }
+        let shape = &shape[..];
         for l in self.readers.get(value).into_iter().flatten() {
             if let Some(h) = self.layers.get_mut(l) {
                 h.accumulate(x, shape)?;

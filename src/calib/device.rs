@@ -292,7 +292,9 @@ impl DeviceHook for CalibDevice {
             Seen::PreActivation(n) => (n, true, false),
             Seen::Output { node, layer } => (node, !layer, true),
         };
-        if self.pass == 1 && self.hessians.as_ref().is_some_and(|h| h.wants(value)) {
+        // Layer inputs are post-activation values: inputs and outputs, not pre-activations.
+        let post = !matches!(seen, Seen::PreActivation(_));
+        if post && self.pass == 1 && self.hessians.as_ref().is_some_and(|h| h.wants(value)) {
             let bytes = 4 * shape.iter().product::<usize>() as u64;
             self.rb.stage(ctx, enc, buf, bytes)?;
             self.pending.push(Pending::Input {
