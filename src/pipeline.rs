@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::io::dataset::Dataset;
 use crate::model::Fp32Model;
 use crate::qmodel::QuantModel;
-use crate::quant::config::{quant_points, QuantConfig, Rounding};
+use crate::quant::config::{quant_points, QuantConfig};
 use crate::quant::plan::make_plan_hessians;
 
 /// Where activation statistics come from.
@@ -28,7 +28,7 @@ pub enum StatsSource<'a> {
 }
 
 /// Statistics for the quantization points `cfg` implies (with the layers' input Hessians
-/// when `cfg` rounds with GPTQ).
+/// when `cfg` rounds with GPTQ or corrects biases from the inputs).
 pub fn statistics(
     m: &Fp32Model,
     cfg: &QuantConfig,
@@ -45,7 +45,7 @@ pub fn statistics(
             batch,
         } => {
             let inputs = calib::CalibInputs::new(&m.prepared, data, views, n, batch)?;
-            let hessians = cfg.rounding == Rounding::Gptq;
+            let hessians = cfg.needs_layer_inputs();
             calib::calibrate_batches_with(
                 &m.prepared,
                 &points,

@@ -2,7 +2,8 @@
 //! it saw, every layer's output error Σ‖(W − Ŵ)X‖² is at most nearest rounding's (and lower
 //! in total); the codes keep the plan's quantizers, so integer execution equals the exact
 //! simulation bit for bit (CPU and GPU); depthwise and grouped convs covered; bias correction
-//! applies on top; the device calibration gives the same Hessians; data-free is refused.
+//! applies on top; input-aware bias correction zeroes each channel's mean output error; the
+//! device calibration gives the same Hessians; data-free is refused.
 
 mod common;
 
@@ -14,7 +15,9 @@ use ptq4::calib::{calibrate_batches_with, Calibration};
 use ptq4::engine::exec::int_model::{Exec, IntModel};
 use ptq4::engine::{Backend, Hook};
 use ptq4::graph::{passes, Activation, Conv2d, Graph, Linear, Node, Op, Preprocess};
-use ptq4::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig, Rounding};
+use ptq4::quant::config::{
+    quant_points, BiasMode, BitAlloc, ClipMethod, Protocol, QuantConfig, Rounding,
+};
 use ptq4::quant::plan::{make_plan_hessians, Plan};
 use ptq4::quant::scheme::dequantize_weights;
 use ptq4::quant::stats::TensorStats;
@@ -143,6 +146,11 @@ impl Hook for Capture {
 /// Σ over images, output channels and positions of ((W − Ŵ) ∗ x)², in f64, straight from
 /// the definition of the convolution (a linear layer is a 1×1 conv of a 1×1 map).
 fn output_error(op: &Op, dw: &[f64], xs: &[Tensor]) -> f64 {
+    output_sums(op, dw, xs).1
+}
+
+/// Per output channel the mean of (ΔW ∗ x) over images and positions, and Σ (ΔW ∗ x)².
+fn output_sums(op: &Op, dw: &[f64], xs: &[Tensor]) -> (Vec<f64>, f64) {
     let c = match op {
         Op::Conv2d(c) => c.clone(),
         Op::Linear(l) => conv(l.in_features, l.out_features, 1, 1, 1, 0),
@@ -151,12 +159,15 @@ fn output_error(op: &Op, dw: &[f64], xs: &[Tensor]) -> f64 {
     let (opg, ipg) = (c.out_channels / c.groups, c.in_channels / c.groups);
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     let mut total = 0.0;
+    let mut sums = vec![0f64; c.out_channels];
+    let mut count = 0usize;
     for x in xs {
         let (n, ih, iw) = match x.shape.len() {
             4 => (x.shape[0], x.shape[2], x.shape[3]),
             _ => (x.shape[0], 1, 1),
         };
         let (oh, ow) = c.out_hw(ih, iw).unwrap();
+        count += n * oh * ow;
         for img in 0..n {
             for o in 0..c.out_channels {
                 let g = o / opg;
@@ -182,12 +193,13 @@ fn output_error(op: &Op, dw: &[f64], xs: &[Tensor]) -> f64 {
                             }
                         }
                         total += s * s;
+                        sums[o] += s;
                     }
                 }
             }
         }
     }
-    total
+    (sums.iter().map(|v| v / count as f64).collect(), total)
 }
 
 fn deploy(wbits: u8, rounding: Rounding) -> QuantConfig {
@@ -260,8 +272,9 @@ fn gptq_output_error_never_above_nearest_on_the_calibration_inputs() {
     }
 }
 
-/// The deploy model of a GPTQ plan (weight bit allocation, bias correction on top) runs the
-/// integer kernels and the exact simulation to the same logits, on the CPU and on the GPU.
+/// The deploy model of a GPTQ plan (weight bit allocation, weight-moment or input-aware bias
+/// correction on top) runs the integer kernels and the exact simulation to the same logits,
+/// on the CPU and on the GPU.
 #[test]
 fn gptq_plans_int_equal_sim_cpu_and_gpu() {
     for seed0 in [5u64, 6] {
@@ -272,7 +285,8 @@ fn gptq_plans_int_equal_sim_cpu_and_gpu() {
             protocol: Protocol::Deploy,
             abits: 4,
             bit_alloc: BitAlloc::W,
-            bias_correction: seed0 == 5,
+            bias_correction: true,
+            bias_mode: [BiasMode::Weights, BiasMode::Input][seed0 as usize % 2],
             rounding: Rounding::Gptq,
             ..QuantConfig::default()
         };
@@ -369,6 +383,59 @@ fn gpu_calibration_hessians_equal_cpu() {
         for (a, b) in h.h.iter().zip(&d.h) {
             assert!((a - b).abs() <= 1e-5 * scale, "{name}: {a} vs {b}");
         }
+    }
+}
+
+/// `--bias-correction input`: on the calibration inputs, every layer's mean output error per
+/// channel, (Ŵ − W) ∗ x plus the bias change, is zero (after nearest and after GPTQ
+/// rounding); without it the error is not.
+#[test]
+fn input_bias_correction_zeroes_the_mean_output_error() {
+    for rounding in [Rounding::Nearest, Rounding::Gptq] {
+        let mut seed = 21;
+        let g = graph(&mut seed);
+        let xs = batches(&mut seed);
+        let cfg = QuantConfig {
+            bias_correction: true,
+            bias_mode: BiasMode::Input,
+            bit_alloc: BitAlloc::W,
+            ..deploy(4, rounding)
+        };
+        let cal = calibrate(&g, &cfg, &xs, &Backend::Cpu);
+        let p = plan(&g, &cfg, &cal);
+        let mut cap = Capture(BTreeMap::new());
+        for x in &xs {
+            ptq4::engine::run(&g, x.clone(), &mut cap).unwrap();
+        }
+        let mut largest_uncorrected = 0f64;
+        for l in &p.layers {
+            assert!(l.info.bias_corrected);
+            let n = g.node(&l.node).unwrap();
+            let w = &g.param(&l.node, "weight").unwrap().data;
+            let b = &g.param(&l.node, "bias").unwrap().data;
+            let wq = dequantize_weights(&l.codes, &l.params).unwrap();
+            let d: Vec<f64> = wq
+                .iter()
+                .zip(w)
+                .map(|(&a, &b)| a as f64 - b as f64)
+                .collect();
+            let (mean, _) = output_sums(&n.op, &d, &cap.0[&n.inputs[0]]);
+            for (c, &m) in mean.iter().enumerate() {
+                let db = l.bias[c] as f64 - b[c] as f64;
+                let scale = m.abs() + b[c].abs() as f64 + l.bias[c].abs() as f64;
+                let err = m + db;
+                assert!(
+                    err.abs() <= 1e-5 * scale,
+                    "{rounding:?} {} channel {c}: mean output error {err} (uncorrected {m})",
+                    l.node
+                );
+                largest_uncorrected = largest_uncorrected.max(m.abs());
+            }
+        }
+        assert!(
+            largest_uncorrected > 1e-3,
+            "{rounding:?}: {largest_uncorrected}"
+        );
     }
 }
 

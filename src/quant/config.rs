@@ -68,6 +68,17 @@ pub enum Rounding {
     Gptq,
 }
 
+/// What bias correction matches (when `bias_correction` is on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BiasMode {
+    /// The weights' per-channel mean and std (docs/METHOD.md §4).
+    #[default]
+    Weights,
+    /// The layer's mean output on the calibration inputs (docs/METHOD.md §13; needs images).
+    Input,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantConfig {
     pub wbits: u8,
@@ -85,6 +96,17 @@ pub struct QuantConfig {
     /// Weight rounding (absent in older plan files: nearest).
     #[serde(default)]
     pub rounding: Rounding,
+    /// What bias correction matches (absent in older plan files: the weights' moments).
+    #[serde(default)]
+    pub bias_mode: BiasMode,
+}
+
+impl QuantConfig {
+    /// Whether planning needs the Hessians (and mean patches) of the layers' inputs.
+    pub fn needs_layer_inputs(&self) -> bool {
+        self.rounding == Rounding::Gptq
+            || (self.bias_correction && self.bias_mode == BiasMode::Input)
+    }
 }
 
 impl Default for QuantConfig {
@@ -102,6 +124,7 @@ impl Default for QuantConfig {
             dual: 0,
             keep_8bit: None,
             rounding: Rounding::Nearest,
+            bias_mode: BiasMode::Weights,
         }
     }
 }
@@ -120,6 +143,7 @@ impl QuantConfig {
             dual: 0,
             keep_8bit: None,
             rounding: Rounding::Nearest,
+            bias_mode: BiasMode::Weights,
         }
     }
 

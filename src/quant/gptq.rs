@@ -87,6 +87,8 @@ pub struct Hessian {
     pub patches: Patches,
     /// `groups` row-major K × K blocks.
     pub h: Vec<f64>,
+    /// Σ x per group (`groups` × K): the mean patch, for input-aware bias correction.
+    pub sum: Vec<f64>,
     /// Patches accumulated per group.
     pub rows: u64,
 }
@@ -102,9 +104,17 @@ impl Hessian {
         let k = patches.k();
         Ok(Hessian {
             h: vec![0.0; g * k * k],
+            sum: vec![0.0; g * k],
             patches,
             rows: 0,
         })
+    }
+
+    /// The mean patch of group `g` (zeros before any input).
+    pub fn mean(&self, g: usize) -> Vec<f64> {
+        let k = self.patches.k();
+        let n = self.rows.max(1) as f64;
+        self.sum[g * k..(g + 1) * k].iter().map(|s| s / n).collect()
     }
 
     /// The K × K block of group `g`.
@@ -157,12 +167,16 @@ impl Hessian {
         if small {
             // B: K × (n·pos), row-major (row = patch element, column = image and position).
             let np = n * pos;
-            self.h.par_chunks_mut(k * k).enumerate().for_each_init(
+            let blocks = self.h.par_chunks_mut(k * k).zip(self.sum.par_chunks_mut(k));
+            blocks.enumerate().for_each_init(
                 || vec![0f32; k * np],
-                |cols, (g, blk)| {
+                |cols, (g, (blk, sum))| {
                     for (i, img) in x.chunks_exact(per).enumerate() {
                         let xg = &img[g * cg * ih * iw..(g + 1) * cg * ih * iw];
                         im2col(xg, cg, ih, iw, oh, ow, &p, &mut cols[i * pos..], np);
+                    }
+                    for (s, row) in sum.iter_mut().zip(cols.chunks_exact(np)) {
+                        *s += row.iter().map(|&v| v as f64).sum::<f64>();
                     }
                     for i in 0..k {
                         for j in i..k {
@@ -204,6 +218,12 @@ impl Hessian {
                     sgemm(k, pos, k, bv, bt, &mut prod, k);
                     let blk = &mut self.h[g * k * k..(g + 1) * k * k];
                     blk.iter_mut().zip(&prod).for_each(|(h, &v)| *h += v as f64);
+                    for (s, row) in self.sum[g * k..(g + 1) * k]
+                        .iter_mut()
+                        .zip(b.chunks_exact(pos))
+                    {
+                        *s += row.iter().map(|&v| v as f64).sum::<f64>();
+                    }
                 }
             }
         }
@@ -338,6 +358,36 @@ fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f64 {
         }
     }
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail
+}
+
+/// Input-aware bias correction: per output channel c of group g, the bias decrement
+/// Σ_t (ŵ_ct − w_ct) · x̄_gt with x̄_g the mean patch of the calibration inputs, so that the
+/// layer's mean output over those inputs (every image and position, padding included) is the
+/// float layer's (docs/METHOD.md §13). `wq`: the deployed weights, same layout as `w`.
+pub fn input_bias_shift(w: &[f32], wq: &[f32], hess: &Hessian) -> Result<Vec<f32>> {
+    let (groups, k) = (hess.patches.groups, hess.patches.k());
+    if w.len() != wq.len() || k == 0 || w.len() % (k * groups) != 0 {
+        return Err(Error::Quant(format!(
+            "input bias correction: {} weights, {} deployed, patch length {k}",
+            w.len(),
+            wq.len()
+        )));
+    }
+    let cout = w.len() / k;
+    let opg = cout / groups;
+    let means: Vec<Vec<f64>> = (0..groups).map(|g| hess.mean(g)).collect();
+    Ok((0..cout)
+        .map(|c| {
+            let m = &means[c / opg];
+            let d: f64 = w[c * k..(c + 1) * k]
+                .iter()
+                .zip(&wq[c * k..(c + 1) * k])
+                .zip(m)
+                .map(|((&a, &b), &x)| (b as f64 - a as f64) * x)
+                .sum();
+            d as f32
+        })
+        .collect())
 }
 
 /// Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r) of one row's error `e` (length K) under the K × K `h`.

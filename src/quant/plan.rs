@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::aciq::{aciq_params, choose_prior};
 use super::alloc::{allocate_bits, weight_spreads};
 use super::bias::{bias_correction, bias_shift, corrected_params};
-use super::config::Rounding;
+use super::config::{BiasMode, Rounding};
 use super::config::{ClipMethod, Protocol, QuantConfig, QuantPoint};
 use super::dual::{dual_quantize, relative_error, worst_k, DUAL_BITS};
-use super::gptq::{gptq_codes, Hessian};
+use super::gptq::{gptq_codes, input_bias_shift, Hessian};
 use super::mmse::{
     activation_range, mmse_histogram_with, mmse_weights, mse_on_histogram, ExactEval, MseEval,
 };
@@ -245,7 +245,20 @@ pub fn make_plan_hessians(
     let mut out = Vec::with_capacity(layers.len());
     for (mut l, (cout, khw, groups, input)) in layers {
         let w = &g.param(&l.node, "weight")?.data;
-        if cfg.bias_correction && l.second.is_none() {
+        if cfg.bias_correction && cfg.bias_mode == BiasMode::Input {
+            let h = hessians.get(&l.node).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--bias-correction input needs the mean input of {} from calibration \
+                     images (data-free statistics have none)",
+                    l.node
+                ))
+            })?;
+            let wq = dequantize_layer(&l)?;
+            let shift = input_bias_shift(w, &wq, h)?;
+            l.bias.iter_mut().zip(&shift).for_each(|(b, s)| *b -= s);
+            l.info.bias_corrected = true;
+            l.info.sqnr_db = sqnr_db(w, &wq);
+        } else if cfg.bias_correction && l.second.is_none() {
             let wq = dequantize_layer(&l)?;
             let bc = bias_correction(w, &wq, cout)?;
             let m = means.get(&input).ok_or_else(|| {
