@@ -26,8 +26,8 @@
 //!
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias, and on request
-//! ([`calibrate_batches_with`]) the Hessian Σ x xᵀ of every layer's input patches for
-//! second-order rounding ([`crate::quant::gptq`]): f64 K × K accumulators, flat in the
+//! ([`calibrate_batches_with`]) the Hessian Σ x xᵀ and the sum Σ x of every layer's input
+//! patches for second-order rounding and input-aware bias correction ([`crate::quant::gptq`]): f64 K × K accumulators, flat in the
 //! number of images, computed on the host (the device pass reads the layer inputs back).
 //! They are the FP32 model's inputs of each layer (the activation quantizers are chosen
 //! from these same statistics, after the pass).

@@ -25,6 +25,9 @@
 //! - Columns in weight order (no activation ordering), no lazy block updates: rows are
 //!   independent and processed whole (one pass over U per row), in parallel.
 //! - A group whose damped H is not positive definite in f64 (not expected) keeps nearest.
+//!
+//! The same accumulator sums the patches (Σ x per group), whose mean x̄ gives input-aware
+//! bias correction ([`input_bias_shift`]): b_c ← b_c − (ŵ_c − w_c)·x̄_g.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
