@@ -99,7 +99,7 @@ pub struct Hessian {
 impl Hessian {
     pub fn new(patches: Patches) -> Result<Self> {
         let (g, c) = (patches.groups, patches.in_channels);
-        if g == 0 || c == 0 || c % g != 0 {
+        if g == 0 || c == 0 || !c.is_multiple_of(g) {
             return Err(Error::Quant(format!(
                 "{c} input channels do not split into {g} groups"
             )));
@@ -369,7 +369,7 @@ fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f64 {
 /// float layer's (docs/METHOD.md §13). `wq`: the deployed weights, same layout as `w`.
 pub fn input_bias_shift(w: &[f32], wq: &[f32], hess: &Hessian) -> Result<Vec<f32>> {
     let (groups, k) = (hess.patches.groups, hess.patches.k());
-    if w.len() != wq.len() || k == 0 || w.len() % (k * groups) != 0 {
+    if w.len() != wq.len() || k == 0 || !w.len().is_multiple_of(k * groups) {
         return Err(Error::Quant(format!(
             "input bias correction: {} weights, {} deployed, patch length {k}",
             w.len(),
@@ -447,7 +447,7 @@ fn inverse_cholesky_upper(h: &[f64], k: usize) -> Option<Vec<f64>> {
 /// and quantizers as `scheme::quantize_weights`.
 pub fn gptq_codes(w: &[f32], params: &[QParams], hess: &Hessian) -> Result<Vec<u8>> {
     let (cout, groups, k) = (params.len(), hess.patches.groups, hess.patches.k());
-    if cout == 0 || cout % groups != 0 || w.len() != cout * k {
+    if cout == 0 || !cout.is_multiple_of(groups) || w.len() != cout * k {
         return Err(Error::Quant(format!(
             "GPTQ: {} weights, {cout} output channels, {groups} groups of patch length {k}",
             w.len()
