@@ -11,7 +11,7 @@ use crate::io::dataset::Dataset;
 use crate::model::Fp32Model;
 use crate::qmodel::QuantModel;
 use crate::quant::config::{quant_points, QuantConfig};
-use crate::quant::plan::make_plan_with;
+use crate::quant::plan::make_plan_hessians;
 
 /// Where activation statistics come from.
 #[derive(Clone, Copy)]
@@ -27,7 +27,8 @@ pub enum StatsSource<'a> {
     DataFree,
 }
 
-/// Statistics for the quantization points `cfg` implies.
+/// Statistics for the quantization points `cfg` implies (with the layers' input Hessians
+/// when `cfg` rounds with GPTQ or corrects biases from the inputs).
 pub fn statistics(
     m: &Fp32Model,
     cfg: &QuantConfig,
@@ -44,7 +45,15 @@ pub fn statistics(
             batch,
         } => {
             let inputs = calib::CalibInputs::new(&m.prepared, data, views, n, batch)?;
-            calib::calibrate_batches(&m.prepared, &points, &inputs, backend, progress)
+            let hessians = cfg.needs_layer_inputs();
+            calib::calibrate_batches_with(
+                &m.prepared,
+                &points,
+                &inputs,
+                backend,
+                progress,
+                hessians,
+            )
         }
         StatsSource::DataFree => calib::data_free(&m.stored, &m.prepared, &points),
     }
@@ -62,12 +71,13 @@ pub fn quantize_with(
     let g = &m.prepared;
     let points = quant_points(g, cfg);
     let mut mse = backend.mse_eval();
-    let plan = make_plan_with(
+    let plan = make_plan_hessians(
         g,
         cfg,
         &points,
         &cal.stats,
         &cal.means,
+        &cal.hessians,
         &cal.source,
         &mut *mse,
     )?;

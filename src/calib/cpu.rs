@@ -1,10 +1,11 @@
 //! The CPU calibration pass: the engine's graph executor with a [`Hook`] that feeds every
-//! quantization point's pre-activation tensor (and the post-activation means) to the
-//! accumulators, twice over the batches (module docs of [`super`]).
+//! quantization point's pre-activation tensor (and the post-activation means, and on request
+//! every layer input to its Hessian) to the accumulators, twice over the batches (module
+//! docs of [`super`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::accum::{accumulators, finish};
+use super::accum::{accumulators, finish, Hessians};
 use super::{Batches, Calibration};
 use crate::engine::{self, Hook};
 use crate::error::Result;
@@ -25,6 +26,7 @@ struct CalibHook<'a> {
     acc: BTreeMap<String, StatsAccumulator>,
     mean_of: &'a BTreeSet<String>,
     sums: BTreeMap<String, (Vec<f64>, u64)>,
+    hessians: Option<Hessians>,
 }
 
 impl CalibHook<'_> {
@@ -38,6 +40,12 @@ impl CalibHook<'_> {
             }
         }
         Ok(())
+    }
+    fn feed_hessian(&mut self, name: &str, x: &Tensor) -> Result<()> {
+        match &mut self.hessians {
+            Some(h) if self.pass == 1 => h.feed(name, &x.data, &x.shape),
+            _ => Ok(()),
+        }
     }
     fn feed_mean(&mut self, name: &str, x: &Tensor) {
         if self.pass != 1 || !self.mean_of.contains(name) {
@@ -66,7 +74,7 @@ impl Hook for CalibHook<'_> {
     fn input(&mut self, x: &mut Tensor) -> Result<()> {
         self.feed(Graph::INPUT, x)?;
         self.feed_mean(Graph::INPUT, x);
-        Ok(())
+        self.feed_hessian(Graph::INPUT, x)
     }
     fn pre_activation(&mut self, node: &Node, x: &Tensor) -> Result<()> {
         self.feed(&node.name, x)
@@ -76,7 +84,7 @@ impl Hook for CalibHook<'_> {
             self.feed(&node.name, x)?;
         }
         self.feed_mean(&node.name, x);
-        Ok(())
+        self.feed_hessian(&node.name, x)
     }
 }
 
@@ -84,6 +92,7 @@ pub(super) fn calibrate_cpu<B: Batches + ?Sized>(
     g: &Graph,
     points: &[QuantPoint],
     batches: &B,
+    hessians: bool,
     bar: &indicatif::ProgressBar,
 ) -> Result<Calibration> {
     let (acc, mean_of) = accumulators(g, points)?;
@@ -92,6 +101,7 @@ pub(super) fn calibrate_cpu<B: Batches + ?Sized>(
         acc,
         mean_of: &mean_of,
         sums: BTreeMap::new(),
+        hessians: hessians.then(|| Hessians::new(g)).transpose()?,
     };
     for pass in [1u8, 2] {
         hook.pass = pass;
@@ -107,5 +117,5 @@ pub(super) fn calibrate_cpu<B: Batches + ?Sized>(
             bar.inc(n);
         }
     }
-    finish(&hook.acc, hook.sums, batches.inputs())
+    finish(&hook.acc, hook.sums, hook.hessians, batches.inputs())
 }

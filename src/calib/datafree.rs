@@ -200,6 +200,7 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
     Ok(Calibration {
         stats,
         means,
+        hessians: Default::default(),
         source: "data-free".into(),
     })
 }

@@ -18,14 +18,16 @@
 //!   `merge_device_pass2`. Counts equal the CPU's exactly; sums differ by f32 rounding.
 //!
 //! Post-activation channel means of values read by conv/linear layers come from the same
-//! `plane_moments` partials of the node outputs in pass 1.
+//! `plane_moments` partials of the node outputs in pass 1. When Hessians are asked for, pass
+//! 1 also reads every layer input back whole and the host accumulates them
+//! ([`crate::quant::gptq::Hessian`]): the simplest exact route, at the cost of the readback.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use indicatif::ProgressBar;
 
-use super::accum::{accumulators, finish};
+use super::accum::{accumulators, finish, Hessians};
 use super::{Batches, Calibration};
 use crate::engine::cpu::histogram::MAX_BINS;
 use crate::engine::device::buffers;
@@ -50,7 +52,7 @@ pub fn calibrate_gpu(
     points: &[QuantPoint],
     batches: &[Tensor],
 ) -> Result<Calibration> {
-    calibrate_gpu_with(ctx, g, points, batches, &ProgressBar::hidden())
+    calibrate_gpu_with(ctx, g, points, batches, false, &ProgressBar::hidden())
 }
 
 /// [`calibrate_gpu`] advancing `bar` by the images of each batch and pass.
@@ -59,6 +61,7 @@ pub(crate) fn calibrate_gpu_with<B: Batches + ?Sized>(
     g: &Graph,
     points: &[QuantPoint],
     batches: &B,
+    hessians: bool,
     bar: &ProgressBar,
 ) -> Result<Calibration> {
     let gg = GpuGraph::new(ctx, g)?;
@@ -80,6 +83,7 @@ pub(crate) fn calibrate_gpu_with<B: Batches + ?Sized>(
         tables: BTreeMap::new(),
         pending: Vec::new(),
         rb: Readback::default(),
+        hessians: hessians.then(|| Hessians::new(g)).transpose()?,
     };
     for pass in [1u8, 2] {
         hook.pass = pass;
@@ -95,7 +99,7 @@ pub(crate) fn calibrate_gpu_with<B: Batches + ?Sized>(
             bar.inc(x.shape[0] as u64);
         }
     }
-    finish(&hook.acc, hook.sums, batches.inputs())
+    finish(&hook.acc, hook.sums, hook.hessians, batches.inputs())
 }
 
 /// A recorded reduction waiting for its readback.
@@ -111,6 +115,11 @@ enum Pending {
     Dev {
         value: String,
         c: usize,
+    },
+    /// A whole layer input, for the host's Hessians.
+    Input {
+        value: String,
+        shape: Vec<usize>,
     },
 }
 
@@ -130,6 +139,7 @@ struct CalibDevice {
     tables: BTreeMap<String, Tables>,
     pending: Vec<Pending>,
     rb: Readback,
+    hessians: Option<Hessians>,
 }
 
 /// (n, channels, spatial) of a batch shape.
@@ -282,6 +292,16 @@ impl DeviceHook for CalibDevice {
             Seen::PreActivation(n) => (n, true, false),
             Seen::Output { node, layer } => (node, !layer, true),
         };
+        // Layer inputs are post-activation values: inputs and outputs, not pre-activations.
+        let post = !matches!(seen, Seen::PreActivation(_));
+        if post && self.pass == 1 && self.hessians.as_ref().is_some_and(|h| h.wants(value)) {
+            let bytes = 4 * shape.iter().product::<usize>() as u64;
+            self.rb.stage(ctx, enc, buf, bytes)?;
+            self.pending.push(Pending::Input {
+                value: value.to_string(),
+                shape: shape.to_vec(),
+            });
+        }
         let stats = stats && self.acc.contains_key(value);
         let mean = mean && self.pass == 1 && self.mean_of.contains(value);
         let (m, c, hw) = ncs(shape);
@@ -327,6 +347,15 @@ impl DeviceHook for CalibDevice {
                         return Err(Error::Gpu("missing readback".into()));
                     }
                     self.merge_dev(value, *c, &three)?;
+                }
+                Pending::Input { value, shape } => {
+                    let b = parts
+                        .next()
+                        .ok_or_else(|| Error::Gpu("missing readback".into()))?;
+                    let x: Vec<f32> = bytemuck::pod_collect_to_vec(&b);
+                    if let Some(h) = &mut self.hessians {
+                        h.feed(value, &x, shape)?;
+                    }
                 }
             }
         }

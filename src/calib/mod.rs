@@ -25,7 +25,12 @@
 //! ~1e-4 on EfficientNet-Lite0). Costs ~3× the CPU forward (f64 GEMM), ~2× on lavapipe.
 //!
 //! Both also give the post-activation mean of every channel of every value read by a
-//! conv/linear layer, which bias correction deploys into the bias.
+//! conv/linear layer, which bias correction deploys into the bias, and on request
+//! ([`calibrate_batches_with`]) the Hessian Σ x xᵀ and the sum Σ x of every layer's input
+//! patches for second-order rounding and input-aware bias correction ([`crate::quant::gptq`]): f64 K × K accumulators, flat in the
+//! number of images, computed on the host (the device pass reads the layer inputs back).
+//! They are the FP32 model's inputs of each layer (the activation quantizers are chosen
+//! from these same statistics, after the pass).
 //!
 //! Files: `accum.rs` (the accumulators both passes fill and how they finish), `cpu.rs` (the
 //! CPU pass: a hook on the engine's graph executor), `device.rs` (the device pass),
@@ -47,6 +52,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::io::dataset::Dataset;
 use crate::quant::config::QuantPoint;
+use crate::quant::gptq::Hessian;
 use crate::quant::plan::ActQuant;
 use crate::quant::stats::TensorStats;
 use crate::tensor::Tensor;
@@ -58,6 +64,9 @@ pub struct Calibration {
     pub stats: BTreeMap<String, TensorStats>,
     /// Post-activation channel means of the values read by conv/linear layers.
     pub means: BTreeMap<String, Vec<f64>>,
+    /// Hessians Σ x xᵀ of every conv/linear layer's input patches, by layer name (only when
+    /// asked for: `--rounding gptq`).
+    pub hessians: BTreeMap<String, Hessian>,
     /// "N images" or "data-free".
     pub source: String,
 }
@@ -136,15 +145,28 @@ pub fn calibrate_batches<B: Batches + ?Sized>(
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
+    calibrate_batches_with(g, points, batches, backend, progress, false)
+}
+
+/// [`calibrate_batches`], with the Hessians of every layer's input patches accumulated in
+/// pass 1 when `hessians` (on the device backend, from layer inputs read back to the host).
+pub fn calibrate_batches_with<B: Batches + ?Sized>(
+    g: &Graph,
+    points: &[QuantPoint],
+    batches: &B,
+    backend: &Backend,
+    progress: bool,
+    hessians: bool,
+) -> Result<Calibration> {
     let images = batches.inputs();
     if images == 0 {
         return Err(Error::Dataset("no calibration images".into()));
     }
     let bar = crate::progress::progress(2 * images as u64, "calibrate", progress);
     let cal = match backend {
-        Backend::Cpu => cpu::calibrate_cpu(g, points, batches, &bar),
+        Backend::Cpu => cpu::calibrate_cpu(g, points, batches, hessians, &bar),
         Backend::Gpu(ctx) => {
-            crate::calib::device::calibrate_gpu_with(ctx, g, points, batches, &bar)
+            crate::calib::device::calibrate_gpu_with(ctx, g, points, batches, hessians, &bar)
         }
     };
     bar.finish_and_clear();

@@ -10,7 +10,7 @@ use crate::engine::exec::int_model::Exec;
 use crate::engine::{Backend, BackendChoice};
 use crate::eval::EvalOptions;
 use crate::io::onnx::{PreprocessArgs, Preset};
-use crate::quant::config::{BitAlloc, ClipMethod, Protocol, QuantConfig};
+use crate::quant::config::{BiasMode, BitAlloc, ClipMethod, Protocol, QuantConfig, Rounding};
 use crate::quant::PriorChoice;
 
 /// `--protocol` (maps to [`Protocol`]).
@@ -43,6 +43,29 @@ impl From<ClipArg> for ClipMethod {
             ClipArg::Minmax => ClipMethod::Minmax,
             ClipArg::Aciq => ClipMethod::Aciq,
             ClipArg::Mmse => ClipMethod::Mmse,
+        }
+    }
+}
+
+/// `--bias-correction` (maps to [`BiasMode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BiasArg {
+    Weights,
+    Input,
+}
+
+/// `--rounding` (maps to [`Rounding`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoundingArg {
+    Nearest,
+    Gptq,
+}
+
+impl From<RoundingArg> for Rounding {
+    fn from(r: RoundingArg) -> Self {
+        match r {
+            RoundingArg::Nearest => Rounding::Nearest,
+            RoundingArg::Gptq => Rounding::Gptq,
         }
     }
 }
@@ -176,9 +199,12 @@ pub struct MethodArgs {
     /// bit-width per tensor).
     #[arg(long, value_enum, default_value_t = BitAllocArg::Wa)]
     pub bit_alloc: BitAllocArg,
-    /// Bias correction of weights (on by default).
-    #[arg(long, overrides_with = "no_bias_correction")]
-    pub bias_correction: bool,
+    /// Bias correction (on by default): weights (match each channel's weight mean and std)
+    /// or input (remove the layer's mean output error on the calibration inputs; needs
+    /// images). Without a value: weights.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "weights",
+          overrides_with = "no_bias_correction")]
+    pub bias_correction: Option<BiasArg>,
     /// Turn bias correction off.
     #[arg(long)]
     pub no_bias_correction: bool,
@@ -188,6 +214,10 @@ pub struct MethodArgs {
     /// Layers kept at 8 bits, comma separated (default: the first conv and the classifier).
     #[arg(long, value_delimiter = ',')]
     pub keep_8bit: Option<Vec<String>>,
+    /// Weight rounding: nearest, or gptq (second order, from the Hessians of the layers'
+    /// calibration inputs; needs images).
+    #[arg(long, value_enum, default_value_t = RoundingArg::Nearest)]
+    pub rounding: RoundingArg,
 }
 
 fn parse_prior(s: &str) -> Result<PriorChoice, String> {
@@ -211,6 +241,11 @@ impl MethodArgs {
             bias_correction: !self.no_bias_correction,
             dual: self.dual,
             keep_8bit: self.keep_8bit.clone(),
+            rounding: self.rounding.into(),
+            bias_mode: match self.bias_correction {
+                Some(BiasArg::Input) => BiasMode::Input,
+                _ => BiasMode::Weights,
+            },
         }
     }
 }

@@ -56,6 +56,29 @@ impl BitAlloc {
     }
 }
 
+/// How weights are rounded to the plan's quantizers (docs/METHOD.md §13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// Each weight to its nearest code.
+    #[default]
+    Nearest,
+    /// Second-order rounding against the Hessian of the layer's calibration inputs
+    /// (`quant::gptq`; needs images).
+    Gptq,
+}
+
+/// What bias correction matches (when `bias_correction` is on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BiasMode {
+    /// The weights' per-channel mean and std (docs/METHOD.md §4).
+    #[default]
+    Weights,
+    /// The layer's mean output on the calibration inputs (docs/METHOD.md §13; needs images).
+    Input,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantConfig {
     pub wbits: u8,
@@ -70,6 +93,20 @@ pub struct QuantConfig {
     /// Layers kept at 8 bits (weights and the activations they read). `None`: the first
     /// conv and the last linear layer.
     pub keep_8bit: Option<Vec<String>>,
+    /// Weight rounding (absent in older plan files: nearest).
+    #[serde(default)]
+    pub rounding: Rounding,
+    /// What bias correction matches (absent in older plan files: the weights' moments).
+    #[serde(default)]
+    pub bias_mode: BiasMode,
+}
+
+impl QuantConfig {
+    /// Whether planning needs the Hessians (and mean patches) of the layers' inputs.
+    pub fn needs_layer_inputs(&self) -> bool {
+        self.rounding == Rounding::Gptq
+            || (self.bias_correction && self.bias_mode == BiasMode::Input)
+    }
 }
 
 impl Default for QuantConfig {
@@ -86,6 +123,8 @@ impl Default for QuantConfig {
             bias_correction: true,
             dual: 0,
             keep_8bit: None,
+            rounding: Rounding::Nearest,
+            bias_mode: BiasMode::Weights,
         }
     }
 }
@@ -103,6 +142,8 @@ impl QuantConfig {
             bias_correction: false,
             dual: 0,
             keep_8bit: None,
+            rounding: Rounding::Nearest,
+            bias_mode: BiasMode::Weights,
         }
     }
 

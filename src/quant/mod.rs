@@ -11,6 +11,7 @@
 //! | [`bias`] | bias correction as a channel-scale factor and a mean shift, deployed via the bias | Banner et al. §6 |
 //! | [`mmse`] | MMSE clip search on histograms (activations) and raw values (weight kernels) | Choukroun et al. §3 |
 //! | [`dual`] | W ≈ s₁Q₁ + s₂Q₂, relative error, the K worst layers | Choukroun et al. §3.3 |
+//! | [`gptq`] | Hessians and mean patches of layer inputs, second-order (GPTQ) rounding to the plan's quantizers, input-aware bias correction | Frantar et al. 2022; docs/METHOD.md §13 |
 //! | [`pack`] | the three 4-bit layouts: bytes (low nibble first), the file's channel codes, the kernels' nibble words | ONNX INT4 |
 //! | [`datafree`] | statistics from BatchNorm and moment propagation | docs/METHOD.md §6 |
 //!
@@ -27,6 +28,7 @@ pub mod bias;
 pub mod config;
 pub mod datafree;
 pub mod dual;
+pub mod gptq;
 pub mod mmse;
 pub mod pack;
 pub mod plan;

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::aciq::{aciq_params, choose_prior};
 use super::alloc::{allocate_bits, weight_spreads};
 use super::bias::{bias_correction, bias_shift, corrected_params};
+use super::config::{BiasMode, Rounding};
 use super::config::{ClipMethod, Protocol, QuantConfig, QuantPoint};
 use super::dual::{dual_quantize, relative_error, worst_k, DUAL_BITS};
+use super::gptq::{gptq_codes, input_bias_shift, Hessian};
 use super::mmse::{
     activation_range, mmse_histogram_with, mmse_weights, mse_on_histogram, ExactEval, MseEval,
 };
@@ -117,6 +119,23 @@ pub fn make_plan_with(
     source: &str,
     mse: &mut dyn MseEval,
 ) -> Result<Plan> {
+    let none = BTreeMap::new();
+    make_plan_hessians(g, cfg, points, stats, means, &none, source, mse)
+}
+
+/// [`make_plan_with`] given the Hessians of the layers' inputs by layer name, which
+/// `--rounding gptq` needs (`quant::gptq`).
+#[allow(clippy::too_many_arguments)]
+pub fn make_plan_hessians(
+    g: &Graph,
+    cfg: &QuantConfig,
+    points: &[QuantPoint],
+    stats: &BTreeMap<String, TensorStats>,
+    means: &BTreeMap<String, Vec<f64>>,
+    hessians: &BTreeMap<String, Hessian>,
+    source: &str,
+    mse: &mut dyn MseEval,
+) -> Result<Plan> {
     if !(2..=8).contains(&cfg.wbits) || !(2..=8).contains(&cfg.abits) {
         return Err(Error::Usage(format!(
             "bit-widths must be 2..8, got W{} A{}",
@@ -208,10 +227,38 @@ pub fn make_plan_with(
             l.info.dual = true;
         }
     }
+    // Second-order rounding to the quantizers chosen above (not for dual layers, whose
+    // second tensor is the residual of nearest rounding), before bias correction.
+    if cfg.rounding == Rounding::Gptq {
+        for (l, _) in layers.iter_mut().filter(|(l, _)| l.second.is_none()) {
+            let h = hessians.get(&l.node).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--rounding gptq needs the Hessian of {}'s input from calibration \
+                     images (data-free statistics have none)",
+                    l.node
+                ))
+            })?;
+            l.codes = gptq_codes(&g.param(&l.node, "weight")?.data, &l.params, h)?;
+            l.info.clip.push_str(", gptq");
+        }
+    }
     let mut out = Vec::with_capacity(layers.len());
     for (mut l, (cout, khw, groups, input)) in layers {
         let w = &g.param(&l.node, "weight")?.data;
-        if cfg.bias_correction && l.second.is_none() {
+        if cfg.bias_correction && cfg.bias_mode == BiasMode::Input {
+            let h = hessians.get(&l.node).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--bias-correction input needs the mean input of {} from calibration \
+                     images (data-free statistics have none)",
+                    l.node
+                ))
+            })?;
+            let wq = dequantize_layer(&l)?;
+            let shift = input_bias_shift(w, &wq, h)?;
+            l.bias.iter_mut().zip(&shift).for_each(|(b, s)| *b -= s);
+            l.info.bias_corrected = true;
+            l.info.sqnr_db = sqnr_db(w, &wq);
+        } else if cfg.bias_correction && l.second.is_none() {
             let wq = dequantize_layer(&l)?;
             let bc = bias_correction(w, &wq, cout)?;
             let m = means.get(&input).ok_or_else(|| {

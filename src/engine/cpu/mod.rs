@@ -9,7 +9,7 @@ pub mod conv;
 mod depthwise;
 pub mod elementwise;
 pub mod fake_quant;
-mod gemm;
+pub(crate) mod gemm;
 pub mod histogram;
 mod im2col;
 pub mod int;
