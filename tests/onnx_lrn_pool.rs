@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::onnx::{fixtures, ort_check, python, read_pb, rel_err};
+use common::onnx::{fixtures, four_executors, ort_check, python, read_pb, rel_err};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,6 @@ use ptq4::io::onnx::export::export;
 use ptq4::io::onnx::{self as ox, PreprocessArgs, Preset};
 use ptq4::model::Fp32Model;
 use ptq4::pipeline::{quantize, quantize_with, StatsSource};
-use ptq4::qmodel::QuantModel;
 use ptq4::quant::config::{quant_points, Protocol, QuantConfig};
 use ptq4::quant::datafree::{lrn_moments, Moments};
 use ptq4::quant::QParams;
@@ -67,23 +66,6 @@ fn batch(m: &Fp32Model, n: usize, seed: u64) -> Tensor {
     let mut x = common::rand(&shape, &mut s);
     x.data.iter_mut().for_each(|v| *v *= 4.0);
     x
-}
-
-/// Logits of a deploy model on the four integer executors (CPU int, CPU exact, and on the
-/// GPU when there is one); asserts they are identical bit for bit and returns them.
-fn four_executors(q: &QuantModel, x: &Tensor, what: &str) -> Tensor {
-    let int = run(&Backend::Cpu, q.executable().unwrap(), Some(Exec::Int), x);
-    let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    let exact = run(&Backend::Cpu, q.executable().unwrap(), Some(Exec::Exact), x);
-    assert_eq!(bits(&int), bits(&exact), "{what}: int CPU vs exact CPU");
-    if let Some(g) = gpu() {
-        for exec in [Exec::Int, Exec::Exact] {
-            let y = run(g, q.executable().unwrap(), Some(exec), x);
-            assert_eq!(bits(&int), bits(&y), "{what}: int CPU vs {exec:?} GPU");
-        }
-    }
-    assert!(int.data.iter().all(|v| v.is_finite()), "{what}: {int:?}");
-    int
 }
 
 fn deploy(abits: u8) -> QuantConfig {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::onnx::{fixtures, ort_check, python, read_pb, rel_err};
+use common::onnx::{fixtures, four_executors, ort_check, python, read_pb, rel_err};
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -125,23 +125,6 @@ fn deploy_cfg() -> QuantConfig {
     }
 }
 
-/// The model's logits on every integer executor (the GPU ones when there is a GPU), all
-/// asserted bit-identical to the integer CPU's; returns the exact simulation's logits.
-fn four_executors_agree(q: &QuantModel, x: &Tensor, what: &str) -> Tensor {
-    let im = q.int_model().unwrap();
-    let int = im.forward(x, Exec::Int).unwrap();
-    let sim = im.forward(x, Exec::Exact).unwrap();
-    let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&int), bits(&sim), "{what}: int CPU vs exact CPU");
-    if let Some(ctx) = gpu() {
-        for exec in [Exec::Int, Exec::Exact] {
-            let y = im.forward_gpu(&ctx, x, exec).unwrap();
-            assert_eq!(bits(&y), bits(&int), "{what}: {exec:?} GPU vs int CPU");
-        }
-    }
-    sim
-}
-
 /// The plan's tables: one per channel for each standalone BatchNorm, one shared for each
 /// Unary function.
 fn assert_tables(q: &QuantModel) {
@@ -171,14 +154,14 @@ fn deploy_calibrated_on_both_backends_and_data_free_agree_on_every_executor() {
             ptq4::calib::calibrate_batches(&m.prepared, &pts, &calib, backend, false).unwrap();
         let q = quantize_with(&m, &cfg, &cal, backend).unwrap();
         assert_tables(&q);
-        let sim = four_executors_agree(&q, &x, "calibrated");
+        let sim = four_executors(&q, &x, "calibrated");
         // The tables compute the float functions on codes: the integer model follows the
         // FP32 one (4-bit activations: agreement on top-1 is not asserted, only sanity).
         assert!(sim.data.iter().all(|v| v.is_finite()));
     }
     let (q, _) = quantize(&m, &cfg, StatsSource::DataFree, &Backend::Cpu, false).unwrap();
     assert_tables(&q);
-    four_executors_agree(&q, &x, "data-free");
+    four_executors(&q, &x, "data-free");
 }
 
 #[test]
@@ -288,6 +271,6 @@ fn densenet121_deploy_gives_identical_logits_on_every_executor() {
         ptq4::calib::calibrate_batches(&m.prepared, &pts, &vec![x.clone()], &Backend::Cpu, false)
             .unwrap();
     let q = quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
-    let sim = four_executors_agree(&q, &x, "DenseNet-121");
+    let sim = four_executors(&q, &x, "DenseNet-121");
     assert_eq!(sim.data.len(), 1000);
 }

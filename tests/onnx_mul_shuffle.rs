@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::onnx::{none, ort_check, python, read_pb, rel_err};
+use common::onnx::{four_executors, none, ort_check, python, read_pb, rel_err};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -118,24 +118,6 @@ fn quantized(m: &Fp32Model, protocol: Protocol, stats: Stats) -> Option<QuantMod
     Some(pipeline::quantize_with(m, &cfg, &cal, backend).unwrap())
 }
 
-/// Logits of `q` on the integer kernels and the exact simulation, CPU and GPU: identical
-/// bits. Returns them.
-fn four_executors_agree(q: &QuantModel, x: &Tensor, what: &str) -> Tensor {
-    let e = q.executable().unwrap();
-    let int_cpu = run(&Backend::Cpu, e, Some(Exec::Int), x);
-    let exact_cpu = run(&Backend::Cpu, e, Some(Exec::Exact), x);
-    assert_eq!(int_cpu.shape, exact_cpu.shape, "{what}");
-    assert_eq!(int_cpu.data, exact_cpu.data, "{what}: int CPU vs exact CPU");
-    assert!(int_cpu.data.iter().all(|v| v.is_finite()), "{what}");
-    if let Some(gpu) = gpu_backend() {
-        let int_gpu = run(gpu, e, Some(Exec::Int), x);
-        let exact_gpu = run(gpu, e, Some(Exec::Exact), x);
-        assert_eq!(int_gpu.data, int_cpu.data, "{what}: int GPU vs int CPU");
-        assert_eq!(exact_gpu.data, int_cpu.data, "{what}: exact GPU vs int CPU");
-    }
-    int_cpu
-}
-
 #[test]
 fn import_makes_mul_shuffle_and_an_nchw_input() {
     let (g, _, _) = fixture_case("mul_gate");
@@ -222,7 +204,7 @@ fn deploy_plans_give_one_logits_bits_on_four_executors() {
             let Some(q) = quantized(&m, Protocol::Deploy, stats) else {
                 continue;
             };
-            let y = four_executors_agree(&q, &x, &format!("{name} {stats:?}"));
+            let y = four_executors(&q, &x, &format!("{name} {stats:?}"));
             // The quantized file holds the new ops: saved and loaded, the same logits.
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("q.ptq4");
@@ -329,12 +311,12 @@ fn light_shufflenet_random_deploy_on_four_executors() {
     let points = quant_points(&m.prepared, &cfg);
     let cal = calib::data_free(&m.stored, &m.prepared, &points).unwrap();
     let q = pipeline::quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
-    four_executors_agree(&q, &x, "light_shufflenet data-free");
+    four_executors(&q, &x, "light_shufflenet data-free");
     let batches = vec![inputs(&m.prepared, 2, 17)];
     let cal =
         calib::calibrate_batches(&m.prepared, &points, &batches, &Backend::Cpu, false).unwrap();
     let q = pipeline::quantize_with(&m, &cfg, &cal, &Backend::Cpu).unwrap();
-    four_executors_agree(&q, &x, "light_shufflenet calibrated");
+    four_executors(&q, &x, "light_shufflenet calibrated");
     eprintln!("light_shufflenet: {:.1} s", t0.elapsed().as_secs_f64());
 }
 

@@ -131,3 +131,24 @@ pub fn ort_check(
     eprintln!("{mode}: {stdout}");
     serde_json::from_str(stdout.trim()).unwrap()
 }
+
+/// The deploy plan of `q` on the four integer executors (integer kernels and exact
+/// simulation, on the CPU and on the GPU where there is one): identical logits bits, all
+/// finite. Returns them.
+pub fn four_executors(q: &ptq4::qmodel::QuantModel, x: &Tensor, what: &str) -> Tensor {
+    use ptq4::engine::exec::int_model::Exec;
+    let im = q.int_model().unwrap();
+    let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let int = im.forward(x, Exec::Int).unwrap();
+    let exact = im.forward(x, Exec::Exact).unwrap();
+    assert_eq!(int.shape, exact.shape, "{what}");
+    assert_eq!(bits(&int), bits(&exact), "{what}: int CPU vs exact CPU");
+    if let Some(ctx) = super::gpu() {
+        for exec in [Exec::Int, Exec::Exact] {
+            let y = im.forward_gpu(ctx, x, exec).unwrap();
+            assert_eq!(bits(&y), bits(&int), "{what}: {exec:?} GPU vs int CPU");
+        }
+    }
+    assert!(int.data.iter().all(|v| v.is_finite()), "{what}: {int:?}");
+    int
+}
