@@ -183,7 +183,7 @@ impl Dataset {
             .map(|i| {
                 let item = &self.items[i];
                 let img = match &self.idx {
-                    Some(x) => idx_image(x, i),
+                    Some(x) => idx_image(x, i)?,
                     None => decode(&item.path)?,
                 };
                 let lo = range.start.max(i * views) - i * views;
@@ -333,12 +333,16 @@ fn pick_idx<'a>(dir: &Path, files: &[&'a PathBuf]) -> Result<&'a Path> {
     }
 }
 
-/// Image `i` of an IDX dataset as an 8-bit grey image.
-fn idx_image(x: &IdxImages, i: usize) -> DynamicImage {
-    let (w, h) = (x.cols() as u32, x.rows() as u32);
-    let img = GrayImage::from_raw(w, h, x.image(i).to_vec())
-        .expect("IdxImages holds rows · cols bytes per image");
-    DynamicImage::ImageLuma8(img)
+/// Image `i` of an IDX dataset as an 8-bit grey image (the reader checked its size; a
+/// mismatch is still an error, not a panic).
+fn idx_image(x: &IdxImages, i: usize) -> Result<DynamicImage> {
+    let (w, h) = (x.cols(), x.rows());
+    let size = |v: usize| u32::try_from(v).ok();
+    let img = size(w)
+        .zip(size(h))
+        .and_then(|(w, h)| GrayImage::from_raw(w, h, x.image(i).to_vec()))
+        .ok_or_else(|| Error::Dataset(format!("IDX image {i}: not {h} × {w} bytes")))?;
+    Ok(DynamicImage::ImageLuma8(img))
 }
 
 /// The integer after the last `_` of the file stem.
