@@ -105,6 +105,11 @@ pub trait Forward: Sync {
     fn forward(&self, x: Tensor) -> Result<Tensor>;
     /// Where and how it runs, e.g. `cpu (simulated)` or `gpu (llvmpipe, Vulkan) (integer)`.
     fn describe(&self) -> String;
+    /// How many batches evaluation may run through [`Forward::forward`] at once (1: one
+    /// after the other).
+    fn concurrent_batches(&self) -> usize {
+        1
+    }
 }
 
 /// A model as the engine runs it: an FP32 graph, a `paper` plan (its dequantized graph,
@@ -152,6 +157,7 @@ pub struct Bound<'a> {
     graph: &'a Graph,
     run: Run<'a>,
     label: String,
+    concurrent: usize,
 }
 
 impl Backend {
@@ -185,10 +191,18 @@ impl Backend {
                 Run::GpuInt(model.upload_for(ctx, exec)?, ctx, exec)
             }
         };
+        // Small-map networks (28×28 digits) leave the threads idle inside each kernel call
+        // (a fork-join per 49-value plane): the CPU runs whole batches side by side instead.
+        // Large maps already run image-parallel inside `forward`; GPU queues stay serial.
+        let concurrent = match (self, float_cpu::small_maps(m.graph())) {
+            (Backend::Cpu, true) => rayon::current_num_threads(),
+            _ => 1,
+        };
         Ok(Bound {
             graph: m.graph(),
             run,
             label: format!("{}{mode}", self.describe()),
+            concurrent,
         })
     }
 }
@@ -212,5 +226,8 @@ impl Forward for Bound<'_> {
     }
     fn describe(&self) -> String {
         self.label.clone()
+    }
+    fn concurrent_batches(&self) -> usize {
+        self.concurrent
     }
 }

@@ -96,18 +96,37 @@ pub fn collect_logits(model: &dyn Forward, data: &Dataset, opts: &EvalOptions) -
     let mut secs = 0.0;
     let mut start = 0;
     let batch = batch_cap(model.preprocess(), opts.batch);
+    let group = model.concurrent_batches().max(1);
     while start < total {
-        let end = (start + batch).min(total);
-        let (x, l) = data.load_batch(start..end, model.preprocess(), opts.views)?;
+        // Up to `group` batches loaded, then run side by side; results stay in order.
+        let mut xs = Vec::with_capacity(group);
+        let mut metas = Vec::with_capacity(group);
+        while xs.len() < group && start < total {
+            let end = (start + batch).min(total);
+            let (x, l) = data.load_batch(start..end, model.preprocess(), opts.views)?;
+            xs.push(x);
+            metas.push((start..end, l));
+            start = end;
+        }
         let t = Instant::now();
-        let y = model.forward(x)?;
+        let ys: Vec<Result<crate::tensor::Tensor>> = if xs.len() == 1 {
+            xs.into_iter().map(|x| model.forward(x)).collect()
+        } else {
+            use rayon::prelude::*;
+            xs.into_par_iter()
+                .with_max_len(1)
+                .map(|x| model.forward(x))
+                .collect()
+        };
         secs += t.elapsed().as_secs_f64();
-        classes = y.numel() / (end - start);
-        data.check_labels(start..end, opts.views, classes)?;
-        logits.extend_from_slice(&y.data);
-        labels.extend(l);
-        bar.inc((end - start) as u64);
-        start = end;
+        for ((range, l), y) in metas.into_iter().zip(ys) {
+            let y = y?;
+            classes = y.numel() / range.len();
+            data.check_labels(range.clone(), opts.views, classes)?;
+            logits.extend_from_slice(&y.data);
+            labels.extend(l);
+            bar.inc(range.len() as u64);
+        }
     }
     bar.finish_and_clear();
     Ok(Logits {

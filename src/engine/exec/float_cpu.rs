@@ -66,6 +66,17 @@ impl Hook for NoHook {}
 /// amortises the weight packing of their GEMMs.
 const LARGE_NUMEL: usize = 28 * 28 * 144;
 
+/// Whether no value of the graph reaches [`LARGE_NUMEL`] per image (then [`forward`] runs
+/// whole batches node by node; an invalid graph counts as large).
+pub fn small_maps(g: &Graph) -> bool {
+    g.validate().is_ok_and(|shapes| {
+        shapes
+            .values()
+            .all(|s| s.iter().product::<usize>() < LARGE_NUMEL)
+            && g.input_shape.iter().product::<usize>() < LARGE_NUMEL
+    })
+}
+
 /// Runs the graph on an NCHW batch and returns the output value.
 pub fn run(g: &Graph, mut input: Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
     check_input(g, &input)?;
@@ -448,18 +459,18 @@ impl<'a> FakeQuantHook<'a> {
     }
 }
 
-/// Fake-quantizes `x` channel by channel (per-tensor quantizers: one channel).
+/// Fake-quantizes `x` channel by channel (per-tensor quantizers: one channel), one rayon
+/// task per image (per channel would be a task per 49 values on a 7×7 map).
 fn fake_quant(a: &ActQuant, x: &mut Tensor) {
     let c = if a.per_channel { a.params.len() } else { 1 };
     let n = x.shape[0].max(1);
-    let per = (x.numel() / (n * c).max(1)).max(1);
-    x.data
-        .par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let p = &a.params[i % c];
-            chunk.iter_mut().for_each(|v| *v = p.fake_quant(*v));
-        });
+    let per_image = (x.numel() / n).max(1);
+    let plane = (per_image / c).max(1);
+    x.data.par_chunks_mut(per_image).for_each(|image| {
+        for (i, chunk) in image.chunks_mut(plane).enumerate() {
+            a.params[i % c].fake_quant_slice(chunk);
+        }
+    });
 }
 
 impl Hook for FakeQuantHook<'_> {
