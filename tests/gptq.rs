@@ -3,7 +3,8 @@
 //! in total); the codes keep the plan's quantizers, so integer execution equals the exact
 //! simulation bit for bit (CPU and GPU); depthwise and grouped convs covered; bias correction
 //! applies on top; input-aware bias correction zeroes each channel's mean output error; the
-//! device calibration gives the same Hessians; data-free is refused.
+//! device calibration gives the same Hessians; GPTQ without images is refused, and data-free
+//! input-aware bias correction uses the input means the data-free statistics predict.
 
 mod common;
 
@@ -458,4 +459,50 @@ fn gptq_needs_images() {
         e.contains("--rounding gptq") && e.contains("data-free"),
         "{e}"
     );
+}
+
+/// Data-free input-aware bias correction: each output channel's bias moves by
+/// −Σ_{ci, taps} (ŵ − w)·E[x_ci], E[x_ci] the input means the data-free statistics predict.
+#[test]
+fn data_free_input_bias_correction_uses_the_predicted_input_means() {
+    let mut seed = 17;
+    let m = ptq4::model::Fp32Model::new(graph(&mut seed)).unwrap();
+    let g = &m.prepared;
+    let cfg = QuantConfig {
+        bias_correction: true,
+        bias_mode: BiasMode::Input,
+        ..deploy(4, Rounding::Nearest)
+    };
+    let cal = ptq4::calib::data_free(&m.stored, g, &quant_points(g, &cfg)).unwrap();
+    let p = plan(g, &cfg, &cal);
+    let mut moved = 0;
+    for l in &p.layers {
+        assert!(l.info.bias_corrected, "{}", l.node);
+        let n = g.node(&l.node).unwrap();
+        let (groups, taps) = match &n.op {
+            Op::Conv2d(c) => (c.groups, c.kernel[0] * c.kernel[1]),
+            _ => (1, 1),
+        };
+        let w = &g.param(&l.node, "weight").unwrap().data;
+        let b = g.param_opt(&l.node, "bias").map(|t| t.data.clone());
+        let wq = dequantize_weights(&l.codes, &l.params).unwrap();
+        let means = &cal.means[&n.inputs[0]];
+        let (cout, ipg) = (l.bias.len(), means.len() / groups);
+        let per = w.len() / cout;
+        for c in 0..cout {
+            let g0 = c / (cout / groups) * ipg;
+            let want: f64 = (0..per)
+                .map(|k| (wq[c * per + k] as f64 - w[c * per + k] as f64) * means[g0 + k / taps])
+                .sum();
+            let db = l.bias[c] as f64 - b.as_ref().map_or(0.0, |b| b[c] as f64);
+            assert!(
+                (db + want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{} channel {c}: bias moved {db}, want {}",
+                l.node,
+                -want
+            );
+            moved += usize::from(db != 0.0);
+        }
+    }
+    assert!(moved > 0);
 }

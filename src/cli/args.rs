@@ -54,6 +54,13 @@ pub enum BiasArg {
     Input,
 }
 
+/// `--preset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// `QuantConfig::best`.
+    Best,
+}
+
 /// `--rounding` (maps to [`Rounding`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RoundingArg {
@@ -188,6 +195,13 @@ pub struct MethodArgs {
     /// paper: the reference code's simulated setting; deploy: what integer kernels run.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
     pub protocol: ProtocolArg,
+    /// A whole method in one flag: best = ACIQ + bit allocation + GPTQ rounding + input-aware
+    /// bias correction (with --data-free: nearest rounding, bias correction from BatchNorm
+    /// means). Without it, the flags below (their defaults: the paper's combination).
+    #[arg(long, value_enum, conflicts_with_all = [
+        "clip", "prior", "bit_alloc", "bias_correction", "no_bias_correction", "rounding", "dual"
+    ])]
+    pub preset: Option<PresetArg>,
     /// Activation clipping (mmse also searches weight clips per kernel).
     #[arg(long, value_enum, default_value_t = ClipArg::Aciq)]
     pub clip: ClipArg,
@@ -200,8 +214,8 @@ pub struct MethodArgs {
     #[arg(long, value_enum, default_value_t = BitAllocArg::Wa)]
     pub bit_alloc: BitAllocArg,
     /// Bias correction (on by default): weights (match each channel's weight mean and std)
-    /// or input (remove the layer's mean output error on the calibration inputs; needs
-    /// images). Without a value: weights.
+    /// or input (remove the layer's mean output error: on the calibration inputs, or with
+    /// --data-free on the input means BatchNorm predicts). Without a value: weights.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "weights",
           overrides_with = "no_bias_correction")]
     pub bias_correction: Option<BiasArg>,
@@ -230,7 +244,20 @@ fn parse_prior(s: &str) -> Result<PriorChoice, String> {
 }
 
 impl MethodArgs {
-    pub fn config(&self) -> QuantConfig {
+    /// The configuration the flags give (`data_free`: whether statistics come without images,
+    /// which the preset adapts to).
+    pub fn config(&self, data_free: bool) -> QuantConfig {
+        if let Some(PresetArg::Best) = self.preset {
+            return QuantConfig {
+                keep_8bit: self.keep_8bit.clone(),
+                ..QuantConfig::best(
+                    self.bits.wbits,
+                    self.bits.abits,
+                    self.protocol.into(),
+                    data_free,
+                )
+            };
+        }
         QuantConfig {
             wbits: self.bits.wbits,
             abits: self.bits.abits,
@@ -291,14 +318,18 @@ pub struct QuantizeArgs {
 
 #[derive(Args, Debug)]
 pub struct AblateArgs {
-    #[arg(long, default_value = "efficientnet-lite0")]
+    /// A model file or name: the bundled Fashion-MNIST ResNet by default (offline), any
+    /// `fmnist-*` net, or `efficientnet-lite0` (fetched).
+    #[arg(long, default_value = "fmnist-resnet")]
     pub model: String,
-    /// Calibration images (disjoint from --eval).
-    #[arg(long, default_value = "photos")]
-    pub calib: String,
-    /// Evaluation images.
-    #[arg(long, default_value = "imagenet-samples")]
-    pub eval: String,
+    /// Calibration images (disjoint from --eval) [default: fashion-mnist-calib for a 1×28×28
+    /// model, else photos].
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Evaluation images [default: fashion-mnist-test for a 1×28×28 model, else
+    /// imagenet-samples].
+    #[arg(long)]
+    pub eval: Option<String>,
     #[command(flatten)]
     pub bits: BitsArgs,
     /// Calibration inputs (after view expansion); default: all of them.

@@ -178,7 +178,7 @@ pub(super) fn cmd_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     }
     check_outputs(&inputs, &outputs, &fetch::home())?;
     let m = load_fp32(&a.model)?;
-    let cfg = a.method.config();
+    let cfg = a.method.config(a.data_free);
     check_dual(&m, &cfg)?;
     let data = match &a.calib {
         Some(c) => Some(Dataset::open(&resolve(c)?)?),
@@ -259,18 +259,27 @@ fn check_dual(m: &Fp32Model, cfg: &QuantConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ablate`'s default calibration and evaluation sets for `m`: the bundled Fashion-MNIST
+/// sets for a 1×28×28 model, else the fetched photos and ImageNet samples.
+fn ablate_sets(m: &Fp32Model) -> (&'static str, &'static str) {
+    if m.prepared.input_shape == [1, 28, 28] {
+        ("fashion-mnist-calib", "fashion-mnist-test")
+    } else {
+        ("photos", "imagenet-samples")
+    }
+}
+
 pub(super) fn cmd_ablate(a: AblateArgs) -> anyhow::Result<()> {
     if let Some(html) = &a.html {
-        let inputs = [
-            ("--model", Path::new(&a.model)),
-            ("--calib", Path::new(&a.calib)),
-            ("--eval", Path::new(&a.eval)),
-        ];
+        let mut inputs = vec![("--model", Path::new(&a.model))];
+        inputs.extend(a.calib.as_deref().map(|c| ("--calib", Path::new(c))));
+        inputs.extend(a.eval.as_deref().map(|e| ("--eval", Path::new(e))));
         check_outputs(&inputs, &[("--html", html.as_path())], &fetch::home())?;
     }
     let m = load_fp32(&a.model)?;
-    let calib_path = resolve(&a.calib)?;
-    let eval_path = resolve(&a.eval)?;
+    let (calib_default, eval_default) = ablate_sets(&m);
+    let calib_path = resolve(a.calib.as_deref().unwrap_or(calib_default))?;
+    let eval_path = resolve(a.eval.as_deref().unwrap_or(eval_default))?;
     if calib_path.canonicalize().ok() == eval_path.canonicalize().ok() {
         return Err(Error::Usage("--calib and --eval must be different image sets".into()).into());
     }

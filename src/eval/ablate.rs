@@ -1,6 +1,8 @@
 //! The paper's ablation for one model: for each protocol, FP32, the per-channel min-max
-//! baseline, each method alone, the methods combined, OMSE, OMSE with dual tensors, and the
-//! combination from data-free statistics — each measured against labels and against FP32.
+//! baseline, each method alone, the methods combined, OMSE, OMSE with dual tensors, the
+//! methods beyond the papers alone (input-aware bias correction, GPTQ rounding) and in the
+//! recommended preset, and the combinations from data-free statistics — each measured
+//! against labels and against FP32.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -15,7 +17,9 @@ use crate::error::Result;
 use crate::io::dataset::Dataset;
 use crate::model::Fp32Model;
 use crate::pipeline;
-use crate::quant::config::{quant_points, BitAlloc, ClipMethod, Protocol, QuantConfig};
+use crate::quant::config::{
+    quant_points, BiasMode, BitAlloc, ClipMethod, Protocol, QuantConfig, Rounding,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
@@ -99,7 +103,34 @@ pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, Q
         ("aciq + alloc + bc", combined.clone(), false),
         ("omse", omse.clone(), false),
         ("omse + dual(3)", QuantConfig { dual: 3, ..omse }, false),
+        (
+            "bias correction (input)",
+            QuantConfig {
+                bias_correction: true,
+                bias_mode: BiasMode::Input,
+                ..base.clone()
+            },
+            false,
+        ),
+        (
+            "gptq",
+            QuantConfig {
+                rounding: Rounding::Gptq,
+                ..base
+            },
+            false,
+        ),
+        (
+            "best: aciq + alloc + gptq + bc(input)",
+            QuantConfig::best(wbits, abits, protocol, false),
+            false,
+        ),
         ("aciq + alloc + bc, data-free", combined, true),
+        (
+            "best, data-free: aciq + alloc + bc(input)",
+            QuantConfig::best(wbits, abits, protocol, true),
+            true,
+        ),
     ]
 }
 
@@ -148,12 +179,16 @@ pub fn ablate_with(
     let t = Instant::now();
     let inputs =
         crate::calib::CalibInputs::new(&m.prepared, calib, o.eval.views, o.calib_n, o.eval.batch)?;
-    let cal_images = crate::calib::calibrate_batches(
+    let hessians = (o.protocols.iter())
+        .flat_map(|&p| methods(o.wbits, o.abits, p))
+        .any(|(_, cfg, free)| !free && cfg.needs_layer_inputs());
+    let cal_images = crate::calib::calibrate_batches_with(
         &m.prepared,
         &points,
         &inputs,
         &o.backend,
         o.eval.progress,
+        hessians,
     )?;
     let t_images = t.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -111,6 +111,56 @@ pub fn corrected_params(params: &[QParams], bc: &BiasCorrection) -> Result<Vec<Q
         .collect())
 }
 
+/// Input-aware bias correction from per-channel input means (the data-free form of
+/// `gptq::input_bias_shift`): the bias decrement of output channel c is
+/// `Σ_{ci ∈ group(c)} Σ_taps (ŵ − w)[c, ci, tap] · E[x_ci]`, every tap seeing its channel's
+/// mean (zero padding at the borders is ignored). `w`, `wq`: `[cout, cin/groups, kh·kw]`.
+pub fn input_bias_shift_from_means(
+    w: &[f32],
+    wq: &[f32],
+    input_means: &[f64],
+    kernel_hw: usize,
+    groups: usize,
+) -> Result<Vec<f32>> {
+    let cin = input_means.len();
+    if groups == 0 || kernel_hw == 0 || cin % groups != 0 || w.len() != wq.len() {
+        return Err(Error::Quant(format!(
+            "input bias shift: {} weights ({} deployed), {cin} input channels, {groups} groups",
+            w.len(),
+            wq.len()
+        )));
+    }
+    let ipg = cin / groups;
+    let per = ipg * kernel_hw;
+    if per == 0 || !w.len().is_multiple_of(per) || !(w.len() / per).is_multiple_of(groups) {
+        return Err(Error::Quant(format!(
+            "input bias shift: {} weights do not split into rows of {ipg}×{kernel_hw}",
+            w.len()
+        )));
+    }
+    let cout = w.len() / per;
+    let opg = cout / groups;
+    Ok((0..cout)
+        .map(|c| {
+            let m = &input_means[(c / opg) * ipg..(c / opg + 1) * ipg];
+            let row = c * per..(c + 1) * per;
+            let d: f64 = w[row.clone()]
+                .chunks(kernel_hw)
+                .zip(wq[row].chunks(kernel_hw))
+                .zip(m)
+                .map(|((a, b), &x)| {
+                    x * a
+                        .iter()
+                        .zip(b)
+                        .map(|(&a, &b)| b as f64 - a as f64)
+                        .sum::<f64>()
+                })
+                .sum();
+            d as f32
+        })
+        .collect())
+}
+
 /// The bias increment per output channel that deploys the mean shift:
 /// `shift[c] · kernel_hw · Σ_{ci ∈ group(c)} input_means[ci]` (module docs). `kernel_hw` = kh·kw
 /// (1 for linear layers); `groups` as in the convolution (1 for linear, C for depthwise).
@@ -150,6 +200,20 @@ mod tests {
             apply_bias_correction(&[0.5, 0.5, 0.5], &bc).unwrap(),
             vec![2.0; 3]
         );
+    }
+
+    #[test]
+    fn input_bias_shift_from_means_weighs_each_channels_error_by_its_mean() {
+        // 2 output channels, 2 input channels, 2 taps, 1 group.
+        let w = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let wq = [1.5, 1.0, 0.0, 1.0, 0.0, 0.25, 0.0, -0.5];
+        let s = input_bias_shift_from_means(&w, &wq, &[2.0, 3.0], 2, 1).unwrap();
+        assert_eq!(s, vec![0.5 * 2.0 - 3.0, 0.25 * 2.0 - 0.5 * 3.0]);
+        // Depthwise: each output channel sees only its own input's mean.
+        let s = input_bias_shift_from_means(&[0.0; 4], &[1.0, 1.0, 2.0, 0.0], &[3.0, 5.0], 2, 2)
+            .unwrap();
+        assert_eq!(s, vec![6.0, 10.0]);
+        assert!(input_bias_shift_from_means(&[0.0; 3], &[0.0; 3], &[1.0, 1.0], 1, 1).is_err());
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub enum BiasMode {
     /// The weights' per-channel mean and std (docs/METHOD.md §4).
     #[default]
     Weights,
-    /// The layer's mean output on the calibration inputs (docs/METHOD.md §13; needs images).
+    /// The layer's mean output on the calibration inputs, or data-free on the input means
+    /// BatchNorm predicts (docs/METHOD.md §13).
     Input,
 }
 
@@ -144,6 +145,30 @@ impl QuantConfig {
             keep_8bit: None,
             rounding: Rounding::Nearest,
             bias_mode: BiasMode::Weights,
+        }
+    }
+
+    /// The recommended combination beyond the papers (`quantize --preset best`; README,
+    /// docs/METHOD.md §13): ACIQ clipping, bit allocation (weights; and activations in the
+    /// `paper` protocol), second-order (GPTQ) rounding and input-aware bias correction.
+    /// Data-free statistics carry no layer-input Hessians, so there the rounding is nearest
+    /// and the bias correction uses the input means BatchNorm predicts.
+    pub fn best(wbits: u8, abits: u8, protocol: Protocol, data_free: bool) -> Self {
+        QuantConfig {
+            bit_alloc: if protocol == Protocol::Paper {
+                BitAlloc::Wa
+            } else {
+                BitAlloc::W
+            },
+            clip: ClipMethod::Aciq,
+            bias_correction: true,
+            bias_mode: BiasMode::Input,
+            rounding: if data_free {
+                Rounding::Nearest
+            } else {
+                Rounding::Gptq
+            },
+            ..QuantConfig::baseline(wbits, abits, protocol)
         }
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aciq::{aciq_params, choose_prior};
 use super::alloc::{allocate_bits, weight_spreads};
-use super::bias::{bias_correction, bias_shift, corrected_params};
+use super::bias::{bias_correction, bias_shift, corrected_params, input_bias_shift_from_means};
 use super::config::{BiasMode, Rounding};
 use super::config::{ClipMethod, Protocol, QuantConfig, QuantPoint};
 use super::dual::{dual_quantize, relative_error, worst_k, DUAL_BITS};
@@ -246,15 +246,21 @@ pub fn make_plan_hessians(
     for (mut l, (cout, khw, groups, input)) in layers {
         let w = &g.param(&l.node, "weight")?.data;
         if cfg.bias_correction && cfg.bias_mode == BiasMode::Input {
-            let h = hessians.get(&l.node).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--bias-correction input needs the mean input of {} from calibration \
-                     images (data-free statistics have none)",
-                    l.node
-                ))
-            })?;
             let wq = dequantize_layer(&l)?;
-            let shift = input_bias_shift(w, &wq, h)?;
+            // Calibration images give the mean input patch; data-free statistics give each
+            // input channel's mean (from BatchNorm), the same at every kernel tap.
+            let shift = match hessians.get(&l.node) {
+                Some(h) => input_bias_shift(w, &wq, h)?,
+                None => {
+                    let m = means.get(&input).ok_or_else(|| {
+                        Error::Quant(format!(
+                            "input bias correction of {} needs the mean of its input {input}",
+                            l.node
+                        ))
+                    })?;
+                    input_bias_shift_from_means(w, &wq, m, khw, groups)?
+                }
+            };
             l.bias.iter_mut().zip(&shift).for_each(|(b, s)| *b -= s);
             l.info.bias_corrected = true;
             l.info.sqnr_db = sqnr_db(w, &wq);
