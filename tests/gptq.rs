@@ -506,3 +506,27 @@ fn data_free_input_bias_correction_uses_the_predicted_input_means() {
     }
     assert!(moved > 0);
 }
+
+/// `Plan::same_model` (what lets `ablate` reuse the logits of an identical model): true for
+/// the same plan under another configuration, false once one code or bias differs.
+#[test]
+fn same_model_compares_what_executes() {
+    let mut seed = 19;
+    let g = graph(&mut seed);
+    let xs = batches(&mut seed);
+    let cfg = deploy(4, Rounding::Nearest);
+    let cal = calibrate(&g, &cfg, &xs, &Backend::Cpu);
+    let p = plan(&g, &cfg, &cal);
+    let mut q = p.clone();
+    q.config.dual = 7;
+    q.config.bit_alloc = BitAlloc::W;
+    assert!(p.same_model(&q));
+    q.layers[0].codes[0] ^= 1;
+    assert!(!p.same_model(&q));
+    let mut r = p.clone();
+    r.layers[1].bias[0] += 1.0;
+    assert!(!p.same_model(&r));
+    let mut s = p.clone();
+    s.config.protocol = Protocol::Paper;
+    assert!(!p.same_model(&s));
+}

@@ -195,6 +195,9 @@ pub fn ablate_with(
     let cal_free = crate::calib::data_free(&m.stored, &m.prepared, &points)?;
     let t_free = t.elapsed().as_secs_f64();
     let mut rows = Vec::new();
+    // Logits of the models measured so far: a row whose plan quantizes to one of them (bit
+    // allocation that gives every channel the mean bits, say) reuses its logits.
+    let mut measured: Vec<(crate::quant::plan::Plan, Vec<f32>)> = Vec::new();
     for &p in &o.protocols {
         let fp_row = Row {
             protocol: p,
@@ -218,7 +221,15 @@ pub fn ablate_with(
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal, &o.backend)?;
             let secs = t_stats + t.elapsed().as_secs_f64();
-            let ql = collect_logits(&o.backend.bind(q.executable()?, None)?, eval, &o.eval)?.values;
+            let ql = match measured.iter().find(|(plan, _)| plan.same_model(&q.plan)) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = collect_logits(&o.backend.bind(q.executable()?, None)?, eval, &o.eval)?
+                        .values;
+                    measured.push((q.plan.clone(), l.clone()));
+                    l
+                }
+            };
             let a = agreement(&ql, &fp, classes);
             let row = Row {
                 protocol: p,

@@ -74,6 +74,27 @@ pub struct Plan {
     pub acts: Vec<ActQuant>,
 }
 
+impl Plan {
+    /// Whether `other` quantizes to the same model: the same protocol, weight codes,
+    /// quantizers, biases and activation quantizers (configuration and notes aside), so
+    /// every executor gives both the same outputs.
+    pub fn same_model(&self, other: &Plan) -> bool {
+        fn layer(l: &LayerQuant) -> impl PartialEq + '_ {
+            (&l.node, &l.params, &l.codes, &l.second, &l.bias)
+        }
+        fn act(a: &ActQuant) -> impl PartialEq + '_ {
+            (&a.value, a.per_channel, a.act, &a.params)
+        }
+        self.config.protocol == other.config.protocol
+            && self
+                .layers
+                .iter()
+                .map(layer)
+                .eq(other.layers.iter().map(layer))
+            && self.acts.iter().map(act).eq(other.acts.iter().map(act))
+    }
+}
+
 /// SQNR in dB with signal and error floored at 1e-30 so the value is always finite (plans
 /// are JSON, which has no infinities): all-zero weights quantized exactly report 0 dB.
 fn sqnr_db(w: &[f32], approx: &[f32]) -> f64 {
