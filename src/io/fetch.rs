@@ -77,14 +77,30 @@ pub enum Kind<'a> {
     Images,
 }
 
-/// Data committed with the source tree: `(NAME, folder relative to the crate root)`.
-pub const BUNDLED: &[(&str, &str)] = &[("fashion-mnist-test", "data/fashion-mnist")];
+/// Data and models committed with the source tree: `(NAME, folder or file relative to the
+/// crate root)`. The `fmnist-*` models are the Fashion-MNIST zoo (`tools/fmnist/`).
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("fashion-mnist-test", "data/fashion-mnist"),
+    ("fashion-mnist-calib", "data/fashion-mnist-calib"),
+    ("fmnist-vgg", "models/fmnist/vgg.safetensors"),
+    ("fmnist-vgg-bn", "models/fmnist/vgg_bn.safetensors"),
+    ("fmnist-resnet", "models/fmnist/resnet.safetensors"),
+    ("fmnist-inception", "models/fmnist/inception.safetensors"),
+    (
+        "fmnist-mobilenet-v2",
+        "models/fmnist/mobilenet_v2.safetensors",
+    ),
+    (
+        "fmnist-efficientnet",
+        "models/fmnist/efficientnet.safetensors",
+    ),
+];
 
-/// The folder of a bundled NAME, when the source tree this binary was built from has it.
+/// The path of a bundled NAME, when the source tree this binary was built from has it.
 pub fn bundled(name: &str) -> Option<PathBuf> {
-    let (_, dir) = BUNDLED.iter().find(|(n, _)| *n == name)?;
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    p.is_dir().then_some(p)
+    let (_, rel) = BUNDLED.iter().find(|(n, _)| *n == name)?;
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    p.exists().then_some(p)
 }
 
 /// A file inside a package archive and its pinned sha256 (lower-case hex).

@@ -245,10 +245,10 @@ NETS = {
 PLAN = {
     "vgg": (6, 2e-3),
     "vgg_bn": (3, 3e-3),
-    "resnet": (8, 3e-3),
+    "resnet": (15, 3e-3),
     "inception": (3, 3e-3),
-    "mobilenet_v2": (3, 4e-3),
-    "efficientnet": (3, 4e-3),
+    "mobilenet_v2": (10, 4e-3),
+    "efficientnet": (10, 4e-3),
 }
 SEED = 12
 BATCH = 128
