@@ -106,7 +106,8 @@ FAMILY = {
 
 def zoo_markdown():
     zoo = json.load(open(os.path.join(ROOT, "models", "fmnist", "zoo.json")))["nets"]
-    out = []
+    out = ["| NAME | family | params | FP32 top-1 (10,000 test images) | file |",
+           "|---|---|---:|---:|---:|"]
     for model, _ in NETS:
         stem = model[len("fmnist-"):].replace("-", "_")
         rec = zoo.get(stem)
