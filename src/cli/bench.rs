@@ -29,7 +29,11 @@ pub(super) fn cmd_bench(a: BenchArgs) -> anyhow::Result<()> {
 fn open(b: BenchBackendArg) -> anyhow::Result<(bool, Option<Arc<GpuContext>>)> {
     let gpu = || -> anyhow::Result<Arc<GpuContext>> {
         let ctx = GpuContext::new().map_err(|e| {
-            let name = if b == BenchBackendArg::Gpu { "gpu" } else { "both" };
+            let name = if b == BenchBackendArg::Gpu {
+                "gpu"
+            } else {
+                "both"
+            };
             Error::Usage(format!("--backend {name}: {e}; use --backend cpu"))
         })?;
         Ok(Arc::new(ctx))
@@ -79,8 +83,8 @@ fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     let layers = match &a.model {
         Some(name) => {
             let path = resolve(name)?;
-            let m = LoadedModel::load(&path)
-                .with_context(|| format!("loading {}", path.display()))?;
+            let m =
+                LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
             bench::model_layers(m.graph(), a.batch.unwrap_or(1))?
         }
         None => a

@@ -1,7 +1,7 @@
 //! The command line. [`args`]: the clap definitions and their mapping to library types;
-//! [`commands`]: one body per command ([`bench`]: `ptq4 bench`); [`guard`]: output that never panics and outputs that
-//! never overwrite an input. Arguments are validated once in `args` and turned into library
-//! calls in `commands`.
+//! [`commands`]: one body per command (`ptq4 bench`'s in [`bench`]); [`guard`]: output that
+//! never panics and outputs that never overwrite an input. Arguments are validated once in
+//! `args` and turned into library calls in `commands`.
 
 pub mod args;
 mod bench;

@@ -64,7 +64,9 @@ pub fn conv_text(devices: &[DeviceFigures], rows: &[ConvRow]) -> String {
         let chars: Vec<char> = r.layer.chars().collect();
         let name: String = match chars.len() {
             0..=36 => r.layer.clone(),
-            n => std::iter::once('…').chain(chars[n - 35..].iter().copied()).collect(),
+            n => std::iter::once('…')
+                .chain(chars[n - 35..].iter().copied())
+                .collect(),
         };
         let _ = writeln!(
             out,

@@ -57,7 +57,14 @@ pub fn roofline_dot4_encode(
         constants: &[],
         workgroup_bytes: 0,
     };
-    buffers::launch(ctx, enc, &spec, &[seed, res], &p, (total as u64).div_ceil(64))
+    buffers::launch(
+        ctx,
+        enc,
+        &spec,
+        &[seed, res],
+        &p,
+        (total as u64).div_ceil(64),
+    )
 }
 
 /// The value invocation `i` writes (the kernel's oracle).

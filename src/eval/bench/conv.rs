@@ -189,23 +189,11 @@ pub fn gpu_int(
 /// f32 layer on the GPU.
 pub fn gpu_f32(ctx: &GpuContext, l: &LayerShape, reps: usize) -> Result<(Spread, u64, usize)> {
     let c = &l.conv;
-    let xb = buffers::upload(
-        ctx,
-        "bench x",
-        &f32_data(l.n * c.in_channels * l.h * l.w),
-    );
-    let wb = buffers::upload(
-        ctx,
-        "bench w",
-        &f32_data(c.weight_shape().iter().product()),
-    );
+    let xb = buffers::upload(ctx, "bench x", &f32_data(l.n * c.in_channels * l.h * l.w));
+    let wb = buffers::upload(ctx, "bench w", &f32_data(c.weight_shape().iter().product()));
     let bb = buffers::upload(ctx, "bench b", &vec![0.1f32; c.out_channels]);
     let (oh, ow) = l.out_hw();
-    let yb = buffers::zeroed(
-        ctx,
-        "bench y",
-        (l.n * c.out_channels * oh * ow * 4) as u64,
-    );
+    let yb = buffers::zeroed(ctx, "bench y", (l.n * c.out_channels * oh * ow * 4) as u64);
     let bytes = xb.size() + wb.size() + yb.size();
     let lin = as_linear(l);
     let (t, k) = time_gpu(ctx, reps, |enc| {

@@ -98,7 +98,8 @@ pub fn gpu(ctx: &GpuContext, reps: usize) -> Result<DeviceFigures> {
     roofline_dot4::roofline_dot4_encode(ctx, &mut enc, &seed_b, &res, 256, 5)?;
     ctx.submit(enc)?;
     let got: Vec<u32> = buffers::read(ctx, &res, 256)?;
-    if let Some(i) = (0..256u32).find(|&i| got[i as usize] != roofline_dot4::reference(seed, i, 5)) {
+    if let Some(i) = (0..256u32).find(|&i| got[i as usize] != roofline_dot4::reference(seed, i, 5))
+    {
         return Err(Error::Gpu(format!(
             "roofline_dot4 on {}: invocation {i} differs from its CPU twin",
             ctx.adapter_name()

@@ -178,7 +178,9 @@ pub fn parse_shape(s: &str) -> std::result::Result<LayerShape, String> {
         return Err(format!("{s:?}: every number must be at least 1"));
     }
     if c % groups != 0 || k % groups != 0 {
-        return Err(format!("{s:?}: groups {groups} must divide C={c} and K={k}"));
+        return Err(format!(
+            "{s:?}: groups {groups} must divide C={c} and K={k}"
+        ));
     }
     let conv = Conv2d {
         in_channels: c,

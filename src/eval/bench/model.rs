@@ -71,7 +71,11 @@ fn quantize(m: &Fp32Model, protocol: Protocol) -> Result<(crate::qmodel::QuantMo
         protocol,
         ..QuantConfig::default()
     };
-    let has_bn = m.stored.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. }));
+    let has_bn = m
+        .stored
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::BatchNorm { .. }));
     let cal = if has_bn {
         pipeline::statistics(m, &cfg, StatsSource::DataFree, &Backend::Cpu, false)?
     } else {
@@ -84,7 +88,10 @@ fn quantize(m: &Fp32Model, protocol: Protocol) -> Result<(crate::qmodel::QuantMo
     } else {
         format!("{SYNTHETIC_IMAGES} synthetic images")
     };
-    Ok((pipeline::quantize_with(m, &cfg, &cal, &Backend::Cpu)?, source))
+    Ok((
+        pipeline::quantize_with(m, &cfg, &cal, &Backend::Cpu)?,
+        source,
+    ))
 }
 
 /// Images/s of FP32, `paper` and `deploy` on each of `backends`; `tick(what)` before each.
