@@ -109,7 +109,7 @@ pub fn time_gpu(
     let mut k = 1;
     while t < GPU_MIN_SUBMIT_S && k < GPU_MAX_PER_SUBMIT {
         let want = (GPU_MIN_SUBMIT_S / t.max(1e-6) * k as f64).ceil() as usize;
-        k = want.clamp(k * 2, GPU_MAX_PER_SUBMIT);
+        k = want.max(k * 2).min(GPU_MAX_PER_SUBMIT);
         t = submit(k)?;
     }
     let mut times = Vec::with_capacity(reps);
