@@ -11,9 +11,10 @@
 //!   execution.
 //!
 //! Timing: one untimed run first (pipelines built, caches warm), then `reps` timed runs. A GPU
-//! run starts with the device idle and ends when it is idle again (submit, then wait); when
-//! one dispatch takes under [`GPU_MIN_SUBMIT_S`], several are recorded in one submission and
-//! the time divided by their count, so submission overhead does not swamp short kernels.
+//! run is recorded first, then timed from submission on an idle device until the device is
+//! idle again; when one dispatch takes under [`GPU_MIN_SUBMIT_S`], several are recorded in
+//! one submission and the time divided by their count, so submission overhead does not swamp
+//! short kernels.
 //! Inputs are deterministic patterns (timing does not depend on values).
 
 pub mod conv;
@@ -87,20 +88,21 @@ pub fn time_cpu(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Spread
 }
 
 /// GPU time of what `record` encodes: once untimed, then `reps` submissions of `k`
-/// recordings each from an idle device to an idle device (`k` grows until a submission takes
-/// [`GPU_MIN_SUBMIT_S`]), each divided by `k`. Returns the spread and `k`.
+/// recordings each, from an idle device to an idle device (`k` grows until a submission takes
+/// [`GPU_MIN_SUBMIT_S`]), each divided by `k`. Recording (params uploads, bind groups) happens
+/// before the clock starts. Returns the spread and `k`.
 pub fn time_gpu(
     ctx: &GpuContext,
     reps: usize,
     record: impl Fn(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<(Spread, usize)> {
     let submit = |k: usize| -> Result<f64> {
-        ctx.wait_idle()?;
-        let t = Instant::now();
         let mut enc = ctx.encoder("bench");
         for _ in 0..k {
             record(&mut enc)?;
         }
+        ctx.wait_idle()?;
+        let t = Instant::now();
         ctx.submit(enc)?;
         ctx.wait_idle()?;
         Ok(t.elapsed().as_secs_f64())
