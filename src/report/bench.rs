@@ -34,12 +34,12 @@ pub fn device_text(devices: &[DeviceFigures]) -> String {
     for d in devices {
         let _ = write!(
             out,
-            "{}: {}: copy {:.1} GB/s (median of {}, {})",
+            "{}: {}: copy {:.1} GB/s ({} ms, {} reps)",
             target(d.backend),
             d.name,
             d.copy_gbps,
-            d.copy_time.reps,
-            ms(&d.copy_time)
+            ms(&d.copy_time),
+            d.copy_time.reps
         );
         if let (Some(g), Some(t)) = (d.dot4_gops, &d.dot4_time) {
             let _ = write!(out, "; dot4I8Packed {g:.1} GOP/s ({} ms)", ms(t));
