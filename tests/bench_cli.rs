@@ -323,3 +323,46 @@ fn dot4_probe_matches_its_cpu_twin() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn without_an_adapter_gpu_fails_clearly_and_auto_runs_on_the_cpu() {
+    // The Vulkan loader sees no driver; WGPU_BACKEND keeps wgpu on Vulkan.
+    let hidden = [
+        ("VK_DRIVER_FILES", "/nonexistent"),
+        ("WGPU_BACKEND", "vulkan"),
+    ];
+    let out = ptq4()
+        .envs(hidden)
+        .args(["bench", "device", "--backend", "gpu"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--backend gpu") && err.contains("--backend cpu"),
+        "{err}"
+    );
+    let out = ptq4()
+        .envs(hidden)
+        .args([
+            "bench",
+            "conv",
+            "--shape",
+            "1,8,4,4,8,1,1",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["backend"] == "cpu"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CPU only"));
+}

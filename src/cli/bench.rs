@@ -28,14 +28,13 @@ pub(super) fn cmd_bench(a: BenchArgs) -> anyhow::Result<()> {
 /// Whether to run on the CPU, and the GPU context to run on.
 fn open(b: BenchBackendArg) -> anyhow::Result<(bool, Option<Arc<GpuContext>>)> {
     let gpu = || -> anyhow::Result<Arc<GpuContext>> {
-        let ctx = GpuContext::new().map_err(|e| {
-            let name = if b == BenchBackendArg::Gpu {
-                "gpu"
-            } else {
-                "both"
-            };
-            Error::Usage(format!("--backend {name}: {e}; use --backend cpu"))
-        })?;
+        // The error already says to rerun with --backend cpu.
+        let name = if b == BenchBackendArg::Gpu {
+            "gpu"
+        } else {
+            "both"
+        };
+        let ctx = GpuContext::new().with_context(|| format!("--backend {name}"))?;
         Ok(Arc::new(ctx))
     };
     let (cpu, ctx) = match b {
@@ -96,8 +95,13 @@ fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    let mut bits = a.bits.clone();
-    bits.dedup();
+    // In the order given, each once.
+    let mut bits: Vec<u8> = Vec::new();
+    for b in &a.bits {
+        if !bits.contains(b) {
+            bits.push(*b);
+        }
+    }
     let (cpu, ctx) = open(a.backend)?;
     let mut devices = Vec::new();
     if let Some(ctx) = &ctx {
