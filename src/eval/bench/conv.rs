@@ -220,28 +220,29 @@ pub struct ConvPlan<'a> {
 /// Runs every (layer, backend, bits) of `plan`; `tick(what)` before each.
 pub fn bench_conv(plan: &ConvPlan<'_>, tick: &mut dyn FnMut(&str)) -> Result<Vec<ConvRow>> {
     let mut rows = Vec::new();
-    let targets: Vec<Target> = [(plan.cpu, Target::Cpu), (plan.gpu.is_some(), Target::Gpu)]
-        .into_iter()
-        .filter_map(|(on, t)| on.then_some(t))
-        .collect();
+    // Each backend with its GPU context (none: the CPU).
+    let mut targets: Vec<(Target, Option<&GpuContext>)> = Vec::new();
+    if plan.cpu {
+        targets.push((Target::Cpu, None));
+    }
+    if let Some(ctx) = plan.gpu {
+        targets.push((Target::Gpu, Some(ctx)));
+    }
     for l in plan.layers {
-        for &target in &targets {
+        for &(target, gpu) in &targets {
             let first = rows.len();
             for &bits in plan.bits {
                 tick(&format!("{} {target:?} {bits}-bit", l.name));
                 let what = |e: Error| {
                     Error::Engine(format!("bench {} ({target:?}, {bits} bits): {e}", l.name))
                 };
-                let (time, bytes, per_submit) = match (target, plan.gpu, bits) {
-                    (Target::Cpu, _, 32) => cpu_f32(l, plan.reps).map(|(t, b)| (t, b, None)),
-                    (Target::Cpu, _, b) => cpu_int(l, b, plan.reps).map(|(t, b)| (t, b, None)),
-                    (Target::Gpu, Some(ctx), 32) => {
-                        gpu_f32(ctx, l, plan.reps).map(|(t, b, k)| (t, b, Some(k)))
-                    }
-                    (Target::Gpu, Some(ctx), b) => {
+                let (time, bytes, per_submit) = match (gpu, bits) {
+                    (None, 32) => cpu_f32(l, plan.reps).map(|(t, b)| (t, b, None)),
+                    (None, b) => cpu_int(l, b, plan.reps).map(|(t, b)| (t, b, None)),
+                    (Some(ctx), 32) => gpu_f32(ctx, l, plan.reps).map(|(t, b, k)| (t, b, Some(k))),
+                    (Some(ctx), b) => {
                         gpu_int(ctx, l, b, plan.reps).map(|(t, b, k)| (t, b, Some(k)))
                     }
-                    (Target::Gpu, None, _) => unreachable!("GPU rows only with a context"),
                 }
                 .map_err(what)?;
                 rows.push(row(l, target, bits, time, bytes, per_submit, plan.devices));
