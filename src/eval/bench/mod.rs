@@ -220,13 +220,15 @@ pub fn model_layers(g: &Graph, n: usize) -> Result<Vec<LayerShape>> {
     let shapes = g.validate()?;
     let mut out = Vec::new();
     for node in &g.nodes {
-        let input = node
-            .inputs
-            .first()
-            .and_then(|i| shapes.get(i))
-            .ok_or_else(|| Error::Engine(format!("{}: input shape unknown", node.name)))?;
+        let input = || {
+            node.inputs
+                .first()
+                .and_then(|i| shapes.get(i))
+                .ok_or_else(|| Error::Engine(format!("{}: input shape unknown", node.name)))
+        };
         match &node.op {
             Op::Conv2d(c) => {
+                let input = input()?;
                 let [_, h, w] = input[..] else {
                     return Err(Error::Engine(format!(
                         "{}: input {input:?} is not C×H×W",
