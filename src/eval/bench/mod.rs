@@ -179,7 +179,7 @@ pub fn parse_shape(s: &str) -> std::result::Result<LayerShape, String> {
     if v.contains(&0) {
         return Err(format!("{s:?}: every number must be at least 1"));
     }
-    if c % groups != 0 || k % groups != 0 {
+    if !c.is_multiple_of(groups) || !k.is_multiple_of(groups) {
         return Err(format!(
             "{s:?}: groups {groups} must divide C={c} and K={k}"
         ));
