@@ -163,6 +163,98 @@ pub enum Command {
     /// Write a model as ONNX: FP32 models as FP32 (opset 13), quantized models as QDQ
     /// (opset 21: INT4/INT8 weights per output channel, UINT4/UINT8 activations).
     Export(ExportArgs),
+    /// Time the kernels on this machine: conv layers (int4, int8, f32), whole models
+    /// (FP32, paper, deploy), the device's copy bandwidth and dot4 peak.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Each conv/linear layer of a model (or explicit shapes) through the integer and f32
+    /// kernels: time, GOP/s, GB/s, ratio to f32.
+    Conv(BenchConvArgs),
+    /// Whole-model images/s: FP32, `paper` simulation and `deploy` integer execution (W4A4).
+    Model(BenchModelArgs),
+    /// The limits: memory-copy bandwidth (CPU, GPU) and the GPU's dot4I8Packed peak.
+    Device(BenchDeviceArgs),
+}
+
+/// `ptq4 bench --backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackendArg {
+    /// The CPU, and a hardware GPU if one can be opened.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+    Both,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchConvArgs {
+    /// A model file or name: each conv/linear layer of its prepared graph.
+    #[arg(long, required_unless_present = "shape", conflicts_with = "shape")]
+    pub model: Option<String>,
+    /// N,C,H,W,K,R,S[,stride,groups]: N images of C×H×W, K outputs, an R×S kernel
+    /// (padding R/2, S/2). Repeatable.
+    #[arg(long, value_parser = crate::eval::bench::parse_shape)]
+    pub shape: Vec<crate::eval::bench::LayerShape>,
+    /// Bit-widths: 4 (int4 weights × 4-bit activation codes), 8 (int8 × 8-bit), 32 (f32).
+    #[arg(long, value_delimiter = ',', default_value = "4,8,32", value_parser = parse_bench_bits)]
+    pub bits: Vec<u8>,
+    #[arg(long, value_enum, default_value_t = BenchBackendArg::Auto)]
+    pub backend: BenchBackendArg,
+    /// Images per run (default: 1 for --model, N of each --shape).
+    #[arg(long, value_parser = positive)]
+    pub batch: Option<usize>,
+    /// Timed repetitions per measurement (after one untimed run).
+    #[arg(long, default_value_t = 5, value_parser = positive)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchModelArgs {
+    /// An FP32 model file or name.
+    #[arg(long)]
+    pub model: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = BenchBackendArg::Auto)]
+    pub backend: BenchBackendArg,
+    /// Timed forward passes per mode (after one untimed pass).
+    #[arg(long, default_value_t = 5, value_parser = positive)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDeviceArgs {
+    #[arg(long, value_enum, default_value_t = BenchBackendArg::Auto)]
+    pub backend: BenchBackendArg,
+    /// Timed repetitions per measurement.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_bench_bits(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "4" => Ok(4),
+        "8" => Ok(8),
+        "32" => Ok(32),
+        _ => Err("bits must be 4, 8 or 32".into()),
+    }
 }
 
 #[derive(Args, Debug)]

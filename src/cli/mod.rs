@@ -1,9 +1,10 @@
 //! The command line. [`args`]: the clap definitions and their mapping to library types;
-//! [`commands`]: one body per command; [`guard`]: output that never panics and outputs that
-//! never overwrite an input. Arguments are validated once in `args` and turned into library
-//! calls in `commands`.
+//! [`commands`]: one body per command (`ptq4 bench`'s in [`bench`]); [`guard`]: output that
+//! never panics and outputs that never overwrite an input. Arguments are validated once in
+//! `args` and turned into library calls in `commands`.
 
 pub mod args;
+mod bench;
 mod commands;
 mod guard;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ablate(a) => cmd_ablate(a),
         Command::Report(a) => cmd_report(a),
         Command::Export(a) => cmd_export(a),
+        Command::Bench(a) => bench::cmd_bench(a),
     }
 }
 

@@ -123,7 +123,7 @@ pub fn input_bias_shift_from_means(
     groups: usize,
 ) -> Result<Vec<f32>> {
     let cin = input_means.len();
-    if groups == 0 || kernel_hw == 0 || cin % groups != 0 || w.len() != wq.len() {
+    if groups == 0 || kernel_hw == 0 || !cin.is_multiple_of(groups) || w.len() != wq.len() {
         return Err(Error::Quant(format!(
             "input bias shift: {} weights ({} deployed), {cin} input channels, {groups} groups",
             w.len(),

@@ -12,6 +12,7 @@
 //! - [`eval`]: `eval` (text and `--json`), with `--compare`'s per-layer differences.
 //! - [`quantize`]: `quantize` (text and `--json`): the plan, time, size, output file.
 //! - [`ablation`]: `ablate`: the Markdown table as it streams, its summary, `--json`.
+//! - [`bench`]: `bench conv|model|device` as text (their `--json` is the data itself).
 //! - [`page`]: the HTML report (summary, per-layer SQNR, clip windows on histograms
 //!   ([`windows`]), bits, ablation), drawn with the SVG of [`charts`].
 //!
@@ -21,6 +22,7 @@
 //! [`Ablation`]: crate::eval::ablate::Ablation
 
 pub mod ablation;
+pub mod bench;
 pub mod charts;
 pub mod eval;
 pub mod inspect;

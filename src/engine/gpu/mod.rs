@@ -20,5 +20,7 @@ pub mod mmse;
 pub mod mul;
 pub mod plane_stats;
 pub mod pool;
+pub mod roofline_copy;
+pub mod roofline_dot4;
 pub mod shuffle;
 pub mod unary;
