@@ -58,7 +58,14 @@ fn catalogue_names_and_unknown_name() {
             "imagenet-samples",
             "photos",
             "fashion-mnist",
-            "fashion-mnist-test"
+            "fashion-mnist-test",
+            "fashion-mnist-calib",
+            "fmnist-vgg",
+            "fmnist-vgg-bn",
+            "fmnist-resnet",
+            "fmnist-inception",
+            "fmnist-mobilenet-v2",
+            "fmnist-efficientnet"
         ]
     );
     assert_eq!(lookup("photos").unwrap().package, "scikit-image");
@@ -402,7 +409,17 @@ fn network_fetch_whole_catalogue() {
             return;
         }
     };
-    assert_eq!(got.len(), 6);
+    // Six fetched entries and seven bundled with the source tree (returned in place).
+    assert_eq!(got.len(), 13);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(
+        got["fmnist-resnet"],
+        root.join("models/fmnist/resnet.safetensors")
+    );
+    assert_eq!(
+        got["fashion-mnist-calib"],
+        root.join("data/fashion-mnist-calib")
+    );
     let photos = std::fs::read_dir(&got["photos"]).unwrap().count();
     assert_eq!(photos, 14);
     let fmnist = std::fs::read_dir(&got["fashion-mnist"]).unwrap().count();

@@ -442,7 +442,8 @@ pub struct AblateArgs {
 #[derive(Args, Debug)]
 pub struct FetchArgs {
     /// What to fetch: efficientnet-lite0, efficientnet-lite1, imagenet-samples, photos,
-    /// fashion-mnist (IDX files; fashion-mnist-test is bundled with the source tree).
+    /// fashion-mnist (IDX files). Bundled with the source tree (returned in place):
+    /// fashion-mnist-test, fashion-mnist-calib and the fmnist-* models.
     #[arg(required = true)]
     pub names: Vec<String>,
     /// Print one JSON object mapping each name to its model file or data folder.
