@@ -4,7 +4,8 @@
 //! few samples.
 //!
 //! First, one timed run per configuration (too long for criterion's ten samples): the cost
-//! of the second-order pass (`--preset best`, deploy W4A8) at 64 and 256 calibration crops,
+//! of the second-order pass (`--preset best`, deploy W4A8) at 64 and 256 calibration crops
+//! (the `photos` and `imagenet-samples` images in one folder, 12 views: 408 crops to spread over),
 //! split into statistics (the calibration forward, with and without the layers' input
 //! Hessians) and planning (with and without GPTQ), with the peak RSS of each run (Linux:
 //! the high-water mark is reset through `/proc/self/clear_refs` before each). Target: the
@@ -54,6 +55,7 @@ fn one_run(m: &Fp32Model, cfg: &QuantConfig, src: StatsSource) -> Option<(f64, f
 /// The second-order pass's cost: `--preset best` against the same preset without GPTQ
 /// (nearest rounding) and without the layers' inputs at all (weight-moment bias correction).
 fn second_order_cost(m: &Fp32Model, data: &Dataset) {
+    assert!(data.len_views(12) >= 256, "fewer than 256 crops");
     let best = QuantConfig::best(4, 8, Protocol::Deploy, false);
     let nearest = QuantConfig {
         rounding: Rounding::Nearest,
@@ -98,6 +100,20 @@ fn second_order_cost(m: &Fp32Model, data: &Dataset) {
     }
 }
 
+/// `photos` and `imagenet-samples` copied into one folder (under target/), 34 images.
+fn both_sets(photos: &std::path::Path) -> Option<Dataset> {
+    let samples = fetched("imagenet-samples")?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-calib-34");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).ok()?;
+    for src in [photos, samples.as_path()] {
+        for e in std::fs::read_dir(src).ok()?.flatten() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).ok()?;
+        }
+    }
+    Dataset::open(&dir).ok()
+}
+
 fn bench(c: &mut Criterion) {
     let (Some(model), Some(photos)) = (fetched("efficientnet-lite0"), fetched("photos")) else {
         return;
@@ -111,7 +127,10 @@ fn bench(c: &mut Criterion) {
     };
     let quick = std::env::var("PTQ4_BENCH_QUICK").is_ok();
     if !quick {
-        second_order_cost(&m, &data);
+        match both_sets(&photos) {
+            Some(both) => second_order_cost(&m, &both),
+            None => eprintln!("SKIP second-order cost: imagenet-samples not fetched"),
+        }
     }
     let mut g = c.benchmark_group("cpu/quantize/efficientnet-lite0");
     g.sample_size(10)
