@@ -143,8 +143,12 @@ fn plane_moments(plane: &[f32]) -> (f64, f64, f32, f32) {
         step(j, v);
     }
     let fold = |a: [f64; LANES]| a.iter().fold(0.0, |t, &v| t + v);
-    let lo = lo.iter().fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
-    let hi = hi.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let lo = lo
+        .iter()
+        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+    let hi = hi
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     (fold(s), fold(ss), lo, hi)
 }
 
