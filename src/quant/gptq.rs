@@ -256,9 +256,10 @@ impl Hessian {
 }
 
 /// The patches of one image's group (`cg` channels of `ih × iw`) as K rows of oh·ow
-/// values, row `r` at `out[r·ld..]`.
+/// values, row `r` at `out[r·ld..]`, converted to `T` (exactly, for f32 and f64; also the
+/// im2col of the precise f64 convolution, `engine::cpu::precise`).
 #[allow(clippy::too_many_arguments)]
-fn im2col(
+pub(crate) fn im2col<T: Copy + From<f32>>(
     x: &[f32],
     cg: usize,
     ih: usize,
@@ -266,9 +267,10 @@ fn im2col(
     oh: usize,
     ow: usize,
     p: &Patches,
-    out: &mut [f32],
+    out: &mut [T],
     ld: usize,
 ) {
+    let zero = T::from(0.0);
     let (kh, kw) = (p.kernel[0], p.kernel[1]);
     let pos = oh * ow;
     for ci in 0..cg {
@@ -289,21 +291,23 @@ fn im2col(
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let y = (oy * p.stride[0] + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
                     if y >= ih {
-                        dst.fill(0.0);
+                        dst.fill(zero);
                         continue;
                     }
-                    dst[..ox0].fill(0.0);
-                    dst[ox1..].fill(0.0);
+                    dst[..ox0].fill(zero);
+                    dst[ox1..].fill(zero);
                     let src = &plane[y * iw..(y + 1) * iw];
                     let x0 = ox0 * p.stride[1] + off - p.padding[1];
                     if p.stride[1] == 1 {
-                        dst[ox0..ox1].copy_from_slice(&src[x0..x0 + ox1 - ox0]);
+                        for (d, &v) in dst[ox0..ox1].iter_mut().zip(&src[x0..]) {
+                            *d = T::from(v);
+                        }
                     } else {
                         for (d, &v) in dst[ox0..ox1]
                             .iter_mut()
                             .zip(src[x0..].iter().step_by(p.stride[1]))
                         {
-                            *d = v;
+                            *d = T::from(v);
                         }
                     }
                 }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Linear};
+use crate::quant::gptq::{im2col, Patches};
 use crate::tensor::Tensor;
 
 /// f64 elements of im2col and accumulator per GEMM (32 MiB).
@@ -134,12 +135,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
         return Ok(y);
     }
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
-    // Input coordinate of output (oy, ox) and tap (ky, kx), None in the padding.
-    let tap = |oy: usize, ox: usize, ky: usize, kx: usize| -> Option<usize> {
-        let iy = (oy * c.stride[0] + ky * c.dilation[0]).checked_sub(c.padding[0])?;
-        let ix = (ox * c.stride[1] + kx * c.dilation[1]).checked_sub(c.padding[1])?;
-        (iy < h && ix < wd).then_some(iy * wd + ix)
-    };
     if c.is_depthwise() {
         // Each plane zero-padded in f64 once, then each tap added to a row of outputs
         // (taps in (ky, kx) order; a padding tap adds w·0 = 0 exactly).
@@ -175,6 +170,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
     }
     let (cig, cog) = (ci / c.groups, co / c.groups);
     let kdim = cig * kh * kw;
+    let patches = Patches::conv(c);
     let w64: Vec<f64> = w.data.iter().map(|&v| v as f64).collect();
     // One GEMM per group and chunk of images (columns: image, output pixel), the chunk
     // bounded so the f64 operands stay around 32 MiB.
@@ -187,20 +183,22 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
         col.resize(kdim * cols, 0.0);
         acc.resize(cog * cols, 0.0);
         for g in 0..c.groups {
-            col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
-                let (ic, ky, kx) = (g * cig + k / (kh * kw), (k / kw) % kh, k % kw);
-                for (j, seg) in row.chunks_mut(ohw).enumerate() {
-                    let p0 = ((i0 + j) * ci + ic) * h * wd;
-                    let plane = &x.data[p0..p0 + h * wd];
-                    if pointwise {
-                        widen(seg, plane);
-                        continue;
+            if pointwise {
+                col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
+                    for (j, seg) in row.chunks_mut(ohw).enumerate() {
+                        let p0 = ((i0 + j) * ci + g * cig + k) * h * wd;
+                        widen(seg, &x.data[p0..p0 + h * wd]);
                     }
-                    for (o, v) in seg.iter_mut().enumerate() {
-                        *v = tap(o / ow, o % ow, ky, kx).map_or(0.0, |i| plane[i] as f64);
-                    }
+                });
+            } else {
+                // Row-wise patch copies (the Hessians' im2col); image j fills columns
+                // j·ohw.. of every row.
+                for j in 0..nb {
+                    let x0 = ((i0 + j) * ci + g * cig) * h * wd;
+                    let xg = &x.data[x0..x0 + cig * h * wd];
+                    im2col(xg, cig, h, wd, oh, ow, &patches, &mut col[j * ohw..], cols);
                 }
-            });
+            }
             for (m, row) in acc.chunks_mut(cols).enumerate() {
                 row.fill(bias(g * cog + m));
             }
