@@ -100,6 +100,10 @@ pub struct QuantConfig {
     /// What bias correction matches (absent in older plan files: the weights' moments).
     #[serde(default)]
     pub bias_mode: BiasMode,
+    /// Cross-layer equalization before statistics (`quant::equalize`; absent in older plan
+    /// files: off).
+    #[serde(default)]
+    pub equalize: bool,
 }
 
 impl QuantConfig {
@@ -126,6 +130,7 @@ impl Default for QuantConfig {
             keep_8bit: None,
             rounding: Rounding::Nearest,
             bias_mode: BiasMode::Weights,
+            equalize: false,
         }
     }
 }
@@ -145,6 +150,7 @@ impl QuantConfig {
             keep_8bit: None,
             rounding: Rounding::Nearest,
             bias_mode: BiasMode::Weights,
+            equalize: false,
         }
     }
 

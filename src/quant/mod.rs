@@ -28,6 +28,7 @@ pub mod bias;
 pub mod config;
 pub mod datafree;
 pub mod dual;
+pub mod equalize;
 pub mod gptq;
 pub mod mmse;
 pub mod pack;
