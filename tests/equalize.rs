@@ -254,15 +254,34 @@ fn equalization_matches_each_pairs_ranges() {
     let mut g = m.prepared.clone();
     let eq = equalize(&mut g).unwrap();
     assert!(eq.rounds > 1 && eq.rounds < ptq4::quant::equalize::MAX_ROUNDS);
+    // Each channel's ranges match, or its scale sits on the floor that keeps conv₁'s
+    // activation range from growing (then conv₁'s side is the smaller one).
+    let (mut matched, mut floored) = (0, 0);
     for (a, b) in PAIRS {
         let (r1, r2) = pair_ranges(&g, a, b).unwrap();
         for (c, (x, y)) in r1.iter().zip(&r2).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-3 * x.max(*y),
-                "{a}→{b} channel {c}: {x} vs {y}"
-            );
+            if (x - y).abs() <= 1e-3 * x.max(*y) {
+                matched += 1;
+            } else {
+                assert!(x < y, "{a}→{b} channel {c}: {x} vs {y}");
+                floored += 1;
+            }
         }
     }
+    eprintln!("{matched} channels matched, {floored} on the floor");
+    assert!(
+        3 * matched >= matched + floored,
+        "{matched} matched, {floored} floored"
+    );
+    // No bound rose above 6, and the unbounded outputs (c5: ReLU) only shrank.
+    for n in ["ex", "dw", "gc"] {
+        assert!(g
+            .act_max(n)
+            .unwrap()
+            .iter()
+            .all(|&b| b <= 6.0 * (1.0 + 1e-6)));
+    }
+    assert!(eq.out_scale["c5"].iter().all(|&s| s >= 1.0));
     // The bounds are 6 over the accumulated scale of each output channel.
     for n in ["ex", "dw", "gc"] {
         let s = &eq.out_scale[n];
@@ -497,4 +516,48 @@ fn onnxruntime_runs_equalized_exports() {
         .forward(x.clone())
         .unwrap();
     ort_check(&py, &qx.to_bytes(), &x, &sim, "qdq", None, &[]);
+}
+
+/// EfficientNet-Lite0 (when fetched): the equalized model gives FP32 logits within 1e-5
+/// relative of the original on real images, every MBConv block's expand → dw → project
+/// chain is paired, and the pass converges.
+#[test]
+fn lite0_equalized_is_the_same_function() {
+    let (Some(model), Some(data)) = (
+        common::fetched("efficientnet-lite0"),
+        common::fetched("imagenet-samples"),
+    ) else {
+        return;
+    };
+    let m = Fp32Model::new(ptq4::io::model::load_graph(&model).unwrap()).unwrap();
+    let mut g = m.prepared.clone();
+    let eq = equalize(&mut g).unwrap();
+    let (lo, hi) = eq
+        .out_scale
+        .values()
+        .flatten()
+        .fold((f32::INFINITY, 0f32), |(a, b), &s| (a.min(s), b.max(s)));
+    eprintln!(
+        "lite0: {} pairs, {} rounds, accumulated scales {lo:.3e}..{hi:.3e}",
+        eq.pairs.len(),
+        eq.rounds
+    );
+    assert!(
+        eq.rounds < ptq4::quant::equalize::MAX_ROUNDS,
+        "no convergence"
+    );
+    let dws = (g.nodes.iter())
+        .filter(|n| matches!(&n.op, Op::Conv2d(c) if c.is_depthwise()))
+        .count();
+    assert!(
+        eq.pairs.len() >= 2 * dws - 1,
+        "{} pairs for {dws} dw",
+        eq.pairs.len()
+    );
+    let d = ptq4::io::dataset::Dataset::open(&data).unwrap();
+    let (x, _) = d.load_batch(0..4, &g.preprocess, 1).unwrap();
+    let a = ptq4::engine::forward(&m.prepared, x.clone()).unwrap();
+    let b = ptq4::engine::forward(&g, x).unwrap();
+    let err = rel_err(&b, &a);
+    assert!(err <= 1e-5, "lite0: relative error {err}");
 }

@@ -8,13 +8,23 @@
 //! or grouped conv₁ too, output channel c is row c), r₂(c) = max|W₂[o, c mod (C/g₂), …]| over
 //! the outputs o of the group of conv₂ that reads c, and s_c = √(r₁(c)/r₂(c)) (1 where either
 //! range is 0). Then W₁[c] /= s_c, b₁[c] /= s_c, W₂[:, c] *= s_c, and both ranges become
-//! √(r₁r₂). ReLU is positively homogeneous and stays; ReLU6 becomes ReLU with the per-channel
+//! √(r₁r₂) — unless that would raise conv₁'s activation range (below). ReLU is positively
+//! homogeneous and stays; ReLU6 becomes ReLU with the per-channel
 //! upper bound 6/s_c, stored as the parameter `<conv₁>.act_max` ([`ACT_MAX`], [`Graph::act_max`]: y =
 //! min(max(x, 0), act_max[c])), so the function is exactly the same (up to f32 rounding of
 //! the scaled weights). A conv in two pairs (the depthwise conv of an MBConv block: expand →
 //! dw, dw → project) gets both scalings; the pass repeats over all pairs until no scale moves
 //! by more than [`TOLERANCE`] (at most [`MAX_ROUNDS`] rounds), and returns each conv₁'s
 //! accumulated output scale so the data-free statistics can rescale its BatchNorm moments.
+//!
+//! Activation ranges (ptq4's choice, not in the paper): conv₁'s output is quantized per
+//! tensor in `deploy`, and s_c < 1 multiplies channel c (bias included) by 1/s_c. On
+//! EfficientNet-Lite0 the unconstrained rule takes s_c down to 1.4·10⁻³, lifting ReLU6 bounds
+//! to thousands and expand outputs' ranges from 6 to 95, which leaves 4-bit activations
+//! nothing (5 % top-1 agreement at W4A4, docs/METHOD.md §14). So s_c is floored: at
+//! b_c / max b for a bounded ReLU (no bound rises above the tensor's largest; ReLU6 starts
+//! with every b_c = 6, so its first floor is 1), at 1 for an unbounded output (channels only
+//! shrink). Where the floor binds, the pair's ranges stay unequal (r₁(c) < r₂(c)).
 
 use std::collections::BTreeMap;
 
@@ -130,13 +140,15 @@ fn equalize_pair(g: &mut Graph, a: &str, b: &str) -> Result<Vec<f32>> {
     let (r1, r2) = pair_ranges(g, a, b)?;
     // A dead channel on either side (range 0) keeps scale 1; so does a ratio that is not a
     // finite positive number.
+    let floor = scale_floor(g, a, r1.len());
     let s: Vec<f32> = r1
         .iter()
         .zip(&r2)
-        .map(|(&x, &y)| {
+        .zip(&floor)
+        .map(|((&x, &y), &f)| {
             let s = (x as f64 / y as f64).sqrt() as f32;
             if x > 0.0 && y > 0.0 && s.is_finite() && s > 0.0 {
-                s
+                s.max(f)
             } else {
                 1.0
             }
@@ -172,6 +184,19 @@ fn equalize_pair(g: &mut Graph, a: &str, b: &str) -> Result<Vec<f32>> {
     let shape = w2.shape.clone();
     for_input_channels(&shape, groups2, |c, i| w2.data[i] *= s[c]);
     Ok(s)
+}
+
+/// The smallest scale each output channel of conv₁ may take (module docs, "activation
+/// ranges"): b_c / max b for a bounded ReLU (ReLU6: every b_c = 6 at first), so no bound
+/// rises above the tensor's largest; 1 for an unbounded output, which may only shrink.
+fn scale_floor(g: &Graph, a: &str, channels: usize) -> Vec<f32> {
+    match g.act_max(a) {
+        Some(b) => {
+            let top = b.iter().fold(0f32, |m, &v| m.max(v));
+            b.iter().map(|&v| v / top).collect()
+        }
+        None => vec![1.0; channels],
+    }
 }
 
 fn param_mut<'g>(g: &'g mut Graph, node: &str, p: &str) -> Result<&'g mut Tensor> {
