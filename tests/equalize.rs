@@ -561,3 +561,84 @@ fn lite0_equalized_is_the_same_function() {
     let err = rel_err(&b, &a);
     assert!(err <= 1e-5, "lite0: relative error {err}");
 }
+
+/// The command line on the bundled Fashion-MNIST MobileNet-V2 (offline): `quantize
+/// --equalize` (data-free and calibrated, with `--preset best`, deploy) writes a model whose
+/// plan records the flag; `eval --exec int` and `--exec sim` give one logits hash on the CPU
+/// (and the GPU where there is one); `export` writes its QDQ ONNX.
+#[test]
+fn cli_quantize_equalize_then_eval_and_export() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/fmnist/mobilenet_v2.safetensors");
+    let d = tempfile::tempdir().unwrap();
+    let ptq4 = || {
+        let mut c = assert_cmd::Command::cargo_bin("ptq4").unwrap();
+        c.env("PTQ4_HOME", d.path().join("home"));
+        c
+    };
+    let json = |out: &[u8]| -> serde_json::Value { serde_json::from_slice(out).unwrap() };
+    for (i, stats) in [
+        vec!["--data-free"],
+        vec!["--calib", "fashion-mnist-calib", "--calib-n", "32"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = d.path().join(format!("q{i}.ptq4"));
+        let out = ptq4()
+            .arg("quantize")
+            .arg("--model")
+            .arg(&model)
+            .args(&stats)
+            .args(["--protocol", "deploy", "--preset", "best", "--equalize"])
+            .args([
+                "--wbits",
+                "4",
+                "--abits",
+                "8",
+                "--backend",
+                "cpu",
+                "--json",
+                "-o",
+            ])
+            .arg(&q)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        assert_eq!(json(&out)["plan"]["equalize"], true, "{stats:?}");
+        let mut backends = vec!["cpu"];
+        if common::gpu().is_some() {
+            backends.push("gpu");
+        }
+        let mut hashes = Vec::new();
+        for b in backends {
+            for exec in ["int", "sim"] {
+                let out = ptq4()
+                    .arg("eval")
+                    .arg("--model")
+                    .arg(&q)
+                    .args(["--data", "fashion-mnist-test", "--limit", "64"])
+                    .args(["--backend", b, "--exec", exec, "--json"])
+                    .assert()
+                    .success()
+                    .get_output()
+                    .stdout
+                    .clone();
+                hashes.push(json(&out)["logits_sha256"].as_str().unwrap().to_string());
+            }
+        }
+        assert!(
+            hashes.iter().all(|h| h == &hashes[0]),
+            "{stats:?}: {hashes:?}"
+        );
+        ptq4()
+            .arg("export")
+            .arg(&q)
+            .arg("-o")
+            .arg(d.path().join(format!("q{i}.onnx")))
+            .assert()
+            .success();
+    }
+}
