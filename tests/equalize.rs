@@ -357,6 +357,28 @@ fn calibration_measures_the_bounded_values() {
         );
         assert!(st.tensor.max >= 0.5 * top, "{n}: max {}", st.tensor.max);
     }
+    // ACIQ's windows stop at the largest bound, as ReLU6's stop at 6 (W4A4, deploy).
+    let aciq = QuantConfig {
+        protocol: Protocol::Deploy,
+        equalize: true,
+        ..QuantConfig::default()
+    };
+    let (_, q) = calibrated(&m, &aciq, &Backend::Cpu);
+    for n in ["ex", "dw", "gc"] {
+        let top = e
+            .prepared
+            .act_max(n)
+            .unwrap()
+            .iter()
+            .fold(0f32, |a, &b| a.max(b));
+        let a = q.plan.acts.iter().find(|a| a.value == n).unwrap();
+        let p = a.params[0];
+        let hi = (p.qmax() - p.zero_point) as f32 * p.scale;
+        assert!(
+            hi <= top * (1.0 + 1e-5),
+            "{n}: window top {hi} > bound {top}"
+        );
+    }
     let Some(ctx) = common::test_context() else {
         return;
     };
