@@ -29,3 +29,12 @@ fn concat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         y[idx] = b[(n * p.cb + c - p.ca) * p.hw + i];
     }
 }
+
+// y [N, CA, HW] = min(a, b[c]): per-channel upper bounds b [CA] (an equalized ReLU6's;
+// one f32 min: bit-exact vs the CPU).
+@compute @workgroup_size(256, 1, 1)
+fn cap(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.y * nwg.x * 256u + gid.x;
+    if idx >= p.total { return; }
+    y[idx] = min(a[idx], b[(idx / p.hw) % p.ca]);
+}

@@ -27,6 +27,34 @@ impl Fp32Model {
         passes::prepare(&mut prepared)?;
         Ok(Fp32Model { stored, prepared })
     }
+
+    /// The model after cross-layer equalization (`quantize --equalize`, `quant::equalize`):
+    /// the prepared graph equalized (the same function), and in the stored graph each
+    /// BatchNorm folded into an equalized conv divides γ and β by that conv's output scales,
+    /// so the data-free statistics (which read them) describe the equalized outputs.
+    pub fn equalized(&self) -> Result<Self> {
+        let mut prepared = self.prepared.clone();
+        let eq = crate::quant::equalize::equalize(&mut prepared)?;
+        let mut stored = self.stored.clone();
+        let folded: Vec<(String, String)> = stored
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, crate::graph::Op::BatchNorm { .. }))
+            .filter(|n| prepared.node(&n.name).is_none())
+            .filter_map(|n| Some((n.inputs.first()?.clone(), n.name.clone())))
+            .collect();
+        for (conv, bn) in folded {
+            let Some(s) = eq.out_scale.get(&conv) else {
+                continue;
+            };
+            for p in ["weight", "bias"] {
+                if let Some(t) = stored.params.get_mut(&format!("{bn}.{p}")) {
+                    t.data.iter_mut().zip(s).for_each(|(v, &k)| *v /= k);
+                }
+            }
+        }
+        Ok(Fp32Model { stored, prepared })
+    }
 }
 
 pub enum LoadedModel {

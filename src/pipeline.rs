@@ -27,6 +27,12 @@ pub enum StatsSource<'a> {
     DataFree,
 }
 
+/// The equalized model when `cfg` asks for it (`quant::equalize`; deterministic, so
+/// [`statistics`] and [`quantize_with`] each equalize and agree).
+pub fn equalized(m: &Fp32Model, cfg: &QuantConfig) -> Result<Option<Fp32Model>> {
+    cfg.equalize.then(|| m.equalized()).transpose()
+}
+
 /// Statistics for the quantization points `cfg` implies (with the layers' input Hessians
 /// when `cfg` rounds with GPTQ or corrects biases from the inputs).
 pub fn statistics(
@@ -36,6 +42,8 @@ pub fn statistics(
     backend: &Backend,
     progress: bool,
 ) -> Result<Calibration> {
+    let eq = equalized(m, cfg)?;
+    let m = eq.as_ref().unwrap_or(m);
     let points = quant_points(&m.prepared, cfg);
     match src {
         StatsSource::Images {
@@ -68,7 +76,8 @@ pub fn quantize_with(
     cal: &Calibration,
     backend: &Backend,
 ) -> Result<QuantModel> {
-    let g = &m.prepared;
+    let eq = equalized(m, cfg)?;
+    let g = &eq.as_ref().unwrap_or(m).prepared;
     let points = quant_points(g, cfg);
     let mut mse = backend.mse_eval();
     let plan = make_plan_hessians(

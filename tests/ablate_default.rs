@@ -75,6 +75,10 @@ fn default_ablate_runs_offline_on_the_bundled_resnet() {
             "bias correction",
             "aciq + alloc + bc",
             "aciq + alloc + bc, data-free",
+            "equalize",
+            "equalize + best",
+            "equalize, data-free",
+            "equalize + best, data-free",
         ] {
             assert!(methods.contains(&want), "{protocol}: no {want:?} row");
         }

@@ -3,7 +3,8 @@
 //! [`super`]); the per-op moment rules are pure math in [`crate::quant::datafree`]. A
 //! standalone BatchNorm maps its input moments affinely (then its fused activation), and
 //! a `Unary` function pushes Gaussian moments through itself by quadrature
-//! (`datafree::function_moments`).
+//! (`datafree::function_moments`). An equalized ReLU6 (`Graph::act_max`) clamps each
+//! channel's moments to its own bound.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::graph::{shuffle_source, Activation, Graph, Op};
 use crate::quant::config::QuantPoint;
 use crate::quant::datafree::{
-    self, activation_moments, add_moments, affine_moments, function_moments, mul_moments, Moments,
+    self, activation_moments, add_moments, affine_moments, clamp_moments, function_moments,
+    mul_moments, Moments,
 };
 
 /// Data-free statistics from the BatchNorm parameters of `raw` (the unfolded graph) for the
@@ -158,10 +160,29 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                 (inp(0)?.clone(), Activation::None)
             }
         };
-        post.insert(
-            n.name.as_str(),
-            before.iter().map(|m| activation_moments(*m, act)).collect(),
-        );
+        // An equalized ReLU6 (bounds b_c): the point measures min(x, b_c), the value is
+        // clamp(x, 0, b_c), both from the Gaussian moments of x.
+        let capped = match &n.op {
+            Op::Conv2d(_) => g.act_max(&n.name),
+            _ => None,
+        };
+        let (before, after): (Vec<Moments>, Vec<Moments>) = match capped {
+            Some(cap) => before
+                .iter()
+                .zip(cap)
+                .map(|(m, &b)| {
+                    (
+                        clamp_moments(*m, f64::NEG_INFINITY, b as f64),
+                        clamp_moments(*m, 0.0, b as f64),
+                    )
+                })
+                .unzip(),
+            None => {
+                let after = before.iter().map(|m| activation_moments(*m, act)).collect();
+                (before, after)
+            }
+        };
+        post.insert(n.name.as_str(), after);
         pre_m.insert(n.name.as_str(), before);
     }
     let mut stats = BTreeMap::new();
@@ -187,6 +208,19 @@ pub fn data_free(raw: &Graph, g: &Graph, points: &[QuantPoint]) -> Result<Calibr
                 .iter()
                 .map(|c| c.max)
                 .fold(f64::NEG_INFINITY, f64::max);
+        }
+        if let Some(cap) = g.act_max(&p.value) {
+            // min(x, b_c) never exceeds b_c.
+            for (ch, &b) in s.channels.iter_mut().zip(cap) {
+                ch.max = ch.max.min(b as f64);
+                ch.min = ch.min.min(ch.max);
+            }
+            s.tensor.max = s
+                .channels
+                .iter()
+                .map(|c| c.max)
+                .fold(f64::NEG_INFINITY, f64::max);
+            s.tensor.min = s.tensor.min.min(s.tensor.max);
         }
         stats.insert(p.value.clone(), s);
     }

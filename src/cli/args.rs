@@ -325,6 +325,11 @@ pub struct MethodArgs {
     /// calibration inputs; needs images).
     #[arg(long, value_enum, default_value_t = RoundingArg::Nearest)]
     pub rounding: RoundingArg,
+    /// Cross-layer equalization first: rescale the channels between consecutive convs so
+    /// their weight ranges match (ReLU6 kept exact through per-channel bounds; needs no
+    /// images). Composes with every other flag and with --preset.
+    #[arg(long)]
+    pub equalize: bool,
 }
 
 fn parse_prior(s: &str) -> Result<PriorChoice, String> {
@@ -343,6 +348,7 @@ impl MethodArgs {
         if let Some(PresetArg::Best) = self.preset {
             return QuantConfig {
                 keep_8bit: self.keep_8bit.clone(),
+                equalize: self.equalize,
                 ..QuantConfig::best(
                     self.bits.wbits,
                     self.bits.abits,
@@ -366,6 +372,7 @@ impl MethodArgs {
                 Some(BiasArg::Input) => BiasMode::Input,
                 _ => BiasMode::Weights,
             },
+            equalize: self.equalize,
         }
     }
 }

@@ -28,6 +28,8 @@
 //! `Unary` functions) is a table built on the host by [`lut`]: entry q is
 //! `out.quantize(f(in.dequantize(q)))`, so f (sigmoid's `exp` included) is evaluated once,
 //! in f32 on the CPU, and every executor only indexes the table.
+//! A conv's per-channel upper bound b_c (an equalized ReLU6) caps its output codes at
+//! [`cap_code`] = quantize(b_c) after this epilogue (a table on codes).
 //! LRN (window of n channels) reads the exact integer S = Σ_window (q − z)² and
 //! `y = (s · f32(q − z)) · T[S]`, quantized ([`lrn_code`]), where the table
 //! T[S] = f32((bias + α/n · s²·S)^(−β)) is built on the host ([`lrn_table`]) for every
@@ -221,6 +223,14 @@ pub fn act_code(from: &QParams, q: u8, act: Activation, to: &QParams) -> u8 {
         Activation::None => requant_code(from, q, to),
         _ => to.quantize(act.apply(from.dequantize(q))),
     }
+}
+
+/// The code of a per-channel upper bound b (an equalized ReLU6, `Graph::act_max`) under the
+/// output quantizer: codes above it are capped to it, which equals quantizing min(y, b)
+/// because quantization is monotone.
+#[inline]
+pub fn cap_code(out: &QParams, bound: f32) -> u8 {
+    out.quantize(bound)
 }
 
 /// The 256-entry code table of an element-wise function `f`: entry q is

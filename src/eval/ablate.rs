@@ -1,8 +1,9 @@
 //! The paper's ablation for one model: for each protocol, FP32, the per-channel min-max
 //! baseline, each method alone, the methods combined, OMSE, OMSE with dual tensors, the
-//! methods beyond the papers alone (input-aware bias correction, GPTQ rounding) and in the
-//! recommended preset, and the combinations from data-free statistics — each measured
-//! against labels and against FP32.
+//! methods beyond the papers alone (input-aware bias correction, GPTQ rounding, cross-layer
+//! equalization) and in the recommended preset (with and without equalization), and the
+//! combinations from data-free statistics — each measured against labels and against FP32.
+//! Equalized rows take their statistics from the equalized model (calibrated once more).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -131,6 +132,38 @@ pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, Q
             QuantConfig::best(wbits, abits, protocol, true),
             true,
         ),
+        (
+            "equalize",
+            QuantConfig {
+                equalize: true,
+                ..QuantConfig::baseline(wbits, abits, protocol)
+            },
+            false,
+        ),
+        (
+            "equalize + best",
+            QuantConfig {
+                equalize: true,
+                ..QuantConfig::best(wbits, abits, protocol, false)
+            },
+            false,
+        ),
+        (
+            "equalize, data-free",
+            QuantConfig {
+                equalize: true,
+                ..QuantConfig::baseline(wbits, abits, protocol)
+            },
+            true,
+        ),
+        (
+            "equalize + best, data-free",
+            QuantConfig {
+                equalize: true,
+                ..QuantConfig::best(wbits, abits, protocol, true)
+            },
+            true,
+        ),
     ]
 }
 
@@ -166,34 +199,57 @@ pub fn ablate_with(
         eval,
         &o.eval,
     )?;
-    let mut union = BTreeSet::new();
-    let mut points = Vec::new();
-    for &p in &o.protocols {
-        let cfg = QuantConfig::baseline(o.wbits, o.abits, p);
-        for pt in quant_points(&m.prepared, &cfg) {
-            if union.insert(pt.value.clone()) {
-                points.push(pt);
+    let all: Vec<(&str, QuantConfig, bool)> = (o.protocols.iter())
+        .flat_map(|&p| methods(o.wbits, o.abits, p))
+        .collect();
+    // Statistics per model (FP32 as is, and equalized when a row asks for it), each once:
+    // (calibrated, its seconds, data-free, its seconds).
+    let stats_for = |fm: &Fp32Model,
+                     equalize: bool|
+     -> Result<(Calibration, f64, Calibration, f64)> {
+        let mut union = BTreeSet::new();
+        let mut points = Vec::new();
+        for &p in &o.protocols {
+            let cfg = QuantConfig::baseline(o.wbits, o.abits, p);
+            for pt in quant_points(&fm.prepared, &cfg) {
+                if union.insert(pt.value.clone()) {
+                    points.push(pt);
+                }
             }
         }
-    }
-    let t = Instant::now();
-    let inputs =
-        crate::calib::CalibInputs::new(&m.prepared, calib, o.eval.views, o.calib_n, o.eval.batch)?;
-    let hessians = (o.protocols.iter())
-        .flat_map(|&p| methods(o.wbits, o.abits, p))
-        .any(|(_, cfg, free)| !free && cfg.needs_layer_inputs());
-    let cal_images = crate::calib::calibrate_batches_with(
-        &m.prepared,
-        &points,
-        &inputs,
-        &o.backend,
-        o.eval.progress,
-        hessians,
-    )?;
-    let t_images = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let cal_free = crate::calib::data_free(&m.stored, &m.prepared, &points)?;
-    let t_free = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let inputs = crate::calib::CalibInputs::new(
+            &fm.prepared,
+            calib,
+            o.eval.views,
+            o.calib_n,
+            o.eval.batch,
+        )?;
+        let hessians = (all.iter())
+            .any(|(_, cfg, free)| !free && cfg.equalize == equalize && cfg.needs_layer_inputs());
+        let cal_images = crate::calib::calibrate_batches_with(
+            &fm.prepared,
+            &points,
+            &inputs,
+            &o.backend,
+            o.eval.progress,
+            hessians,
+        )?;
+        let t_images = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let cal_free = crate::calib::data_free(&fm.stored, &fm.prepared, &points)?;
+        Ok((cal_images, t_images, cal_free, t.elapsed().as_secs_f64()))
+    };
+    let (cal_images, t_images, cal_free, t_free) = stats_for(m, false)?;
+    let eq = if all.iter().any(|(_, cfg, _)| cfg.equalize) {
+        let t = Instant::now();
+        let e = m.equalized()?;
+        let secs = t.elapsed().as_secs_f64();
+        let (ci, ti, cf, tf) = stats_for(&e, true)?;
+        Some((ci, ti + secs, cf, tf + secs))
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     // Logits of the models measured so far: a row whose plan quantizes to one of them (bit
     // allocation that gives every channel the mean bits, say) reuses its logits.
@@ -213,10 +269,11 @@ pub fn ablate_with(
         on_row(&fp_row);
         rows.push(fp_row);
         for (method, cfg, free) in methods(o.wbits, o.abits, p) {
-            let (cal, t_stats): (&Calibration, f64) = if free {
-                (&cal_free, t_free)
-            } else {
-                (&cal_images, t_images)
+            let (cal, t_stats): (&Calibration, f64) = match (&eq, cfg.equalize, free) {
+                (Some((_, _, cf, tf)), true, true) => (cf, *tf),
+                (Some((ci, ti, _, _)), true, false) => (ci, *ti),
+                (_, _, true) => (&cal_free, t_free),
+                (_, _, false) => (&cal_images, t_images),
             };
             let t = Instant::now();
             let q = pipeline::quantize_with(m, &cfg, cal, &o.backend)?;

@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::tensor::Tensor;
 
+/// The optional conv parameter of per-channel upper bounds on its fused ReLU
+/// ([`Graph::act_max`]).
+pub const ACT_MAX: &str = "act_max";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
@@ -134,6 +138,13 @@ impl Graph {
 
     pub fn param_opt(&self, node: &str, param: &str) -> Option<&Tensor> {
         self.params.get(&format!("{node}.{param}"))
+    }
+
+    /// The per-channel upper bounds `<node>.act_max` ([`ACT_MAX`]) of a conv's fused ReLU:
+    /// y = min(max(x, 0), act_max[c]) (an equalized ReLU6, `quant::equalize`); `None` for an
+    /// activation without them.
+    pub fn act_max(&self, node: &str) -> Option<&[f32]> {
+        self.param_opt(node, ACT_MAX).map(|t| t.data.as_slice())
     }
 
     /// Total number of parameter values.

@@ -136,6 +136,22 @@ fn chw(node: &Node, s: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// Per-channel activation bounds (checked with or without the other parameters: a quantized
+/// file keeps them): one per output channel, positive and finite, on a fused ReLU.
+fn check_act_max(g: &Graph, node: &Node, c: &crate::graph::Conv2d) -> Result<()> {
+    check_param(g, node, crate::graph::ACT_MAX, vec![c.out_channels])?;
+    let ok = g
+        .act_max(&node.name)
+        .is_some_and(|m| m.iter().all(|v| v.is_finite() && *v > 0.0));
+    if !ok || c.act != crate::graph::Activation::Relu {
+        return Err(Error::Graph(format!(
+            "node {}: act_max needs a fused ReLU and positive finite bounds",
+            node.name
+        )));
+    }
+    Ok(())
+}
+
 /// Per-sample shapes of every value; `params`: also check parameter presence and shapes.
 pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize>>> {
     let expect_param = |node: &Node, param: &str, expected: Vec<usize>| {
@@ -181,6 +197,9 @@ pub(super) fn infer(g: &Graph, params: bool) -> Result<HashMap<String, Vec<usize
                 expect_param(node, "weight", c.weight_shape())?;
                 if c.bias {
                     expect_param(node, "bias", vec![c.out_channels])?;
+                }
+                if g.act_max(&node.name).is_some() {
+                    check_act_max(g, node, c)?;
                 }
                 let (oh, ow) = c.out_hw(h, w).ok_or_else(|| {
                     Error::Graph(format!(

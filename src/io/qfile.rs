@@ -9,7 +9,8 @@
 //! `L.bias` (F32, bias correction included), and `L.weight2.*` for the second tensor of a
 //! dual layer. No f32 weights are stored; a standalone BatchNorm (one that did not fold)
 //! keeps its four f32 parameters `B.weight`, `B.bias`, `B.running_mean`, `B.running_var`
-//! (the `paper` simulation runs it in float, `deploy` builds its code tables from them).
+//! (the `paper` simulation runs it in float, `deploy` builds its code tables from them), and
+//! an equalized conv keeps its per-channel activation bounds `L.act_max` (F32).
 //!
 //! Reading takes the graph structure straight from the metadata (no placeholder weights)
 //! and checks it before any allocation ([`codes::check_layers`]), then the codes, then the
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use codes::{check_layers, put_codes, take_codes};
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, Op, ACT_MAX};
 use crate::io::model::{self as mfile, ModelFile, RawTensor};
 use crate::quant::config::QuantConfig;
 use crate::quant::plan::{ActQuant, LayerInfo, LayerQuant, Plan};
@@ -44,12 +45,19 @@ struct PlanMeta {
     acts: Vec<ActQuant>,
 }
 
-/// Names of the f32 parameters a quantized file keeps: those of standalone BatchNorms.
+/// Names of the f32 parameters a quantized file keeps: those of standalone BatchNorms, and
+/// the per-channel activation bounds of equalized convs (`L.act_max`).
 fn standalone_params(g: &Graph) -> Vec<String> {
     g.nodes
         .iter()
         .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
         .flat_map(|n| n.op.param_names().iter().map(|p| format!("{}.{p}", n.name)))
+        .chain(
+            g.params
+                .keys()
+                .filter(|k| k.rsplit_once('.').is_some_and(|(_, p)| p == ACT_MAX))
+                .cloned(),
+        )
         .collect()
 }
 
@@ -110,7 +118,13 @@ pub fn from_file(f: &mut ModelFile, path: &Path) -> Result<(Graph, Plan)> {
             .map_err(|e| err(format!("plan metadata: {e}")))?;
     let mut g = mfile::structure_from_file(f, path)?;
     check_layers(&g, f, path)?;
-    for k in standalone_params(&g) {
+    // The structure alone does not say which convs have bounds: the file's tensors do.
+    let bounds: Vec<String> = (g.nodes.iter())
+        .filter(|n| matches!(n.op, Op::Conv2d(_)))
+        .map(|n| format!("{}.{ACT_MAX}", n.name))
+        .filter(|k| f.tensors.contains_key(k))
+        .collect();
+    for k in standalone_params(&g).into_iter().chain(bounds) {
         let t = f.take_f32(&k).map_err(err)?;
         g.params.insert(k, t);
     }

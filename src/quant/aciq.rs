@@ -34,7 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::datafree::{activation_moments, Moments};
+use super::datafree::{activation_moments, clamp_moments, Moments};
 use super::mmse::mse_on_histogram;
 use super::scheme::QParams;
 use super::special::erfc;
@@ -161,26 +161,51 @@ pub fn aciq_params(
     prior: Prior,
     act: Activation,
 ) -> Result<Vec<QParams>> {
-    if channels.len() != bits.len() {
+    aciq_params_bounded(
+        channels,
+        bits,
+        prior,
+        act,
+        &vec![f64::INFINITY; channels.len()],
+    )
+}
+
+/// [`aciq_params`] for a ReLU whose channels never exceed `upper` (an equalized ReLU6's
+/// per-channel bounds, `Graph::act_max`; per tensor: the largest): each window's top is
+/// capped there, as ReLU6's is at 6, and a 0-bit channel is E[clamp(X, 0, upper)].
+pub fn aciq_params_bounded(
+    channels: &[ChannelStats],
+    bits: &[u8],
+    prior: Prior,
+    act: Activation,
+    upper: &[f64],
+) -> Result<Vec<QParams>> {
+    if channels.len() != bits.len() || channels.len() != upper.len() {
         return Err(Error::Quant(format!(
-            "{} bit-widths for {} channels",
+            "{} bit-widths and {} bounds for {} channels",
             bits.len(),
+            upper.len(),
             channels.len()
         )));
     }
     channels
         .iter()
         .zip(bits)
-        .map(|(st, &b)| {
+        .zip(upper)
+        .map(|((st, &b), &up)| {
             let (lo, hi) = aciq_window(st, b, prior, act)?;
             if b == 0 {
                 let m = Moments {
                     mean: st.mean,
                     var: st.std * st.std,
                 };
-                return Ok(QParams::constant(activation_moments(m, act).mean as f32));
+                let m = match act {
+                    Activation::Relu if up.is_finite() => clamp_moments(m, 0.0, up),
+                    _ => activation_moments(m, act),
+                };
+                return Ok(QParams::constant(m.mean as f32));
             }
-            QParams::from_range(lo as f32, hi as f32, b)
+            QParams::from_range(lo as f32, hi.min(up) as f32, b)
         })
         .collect()
 }

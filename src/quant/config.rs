@@ -107,6 +107,10 @@ pub struct QuantConfig {
     /// What bias correction matches (absent in older plan files: the weights' moments).
     #[serde(default)]
     pub bias_mode: BiasMode,
+    /// Cross-layer equalization before statistics (`quant::equalize`; absent in older plan
+    /// files: off).
+    #[serde(default)]
+    pub equalize: bool,
 }
 
 impl QuantConfig {
@@ -133,6 +137,7 @@ impl Default for QuantConfig {
             keep_8bit: None,
             rounding: Rounding::Nearest,
             bias_mode: BiasMode::Weights,
+            equalize: false,
         }
     }
 }
@@ -152,6 +157,7 @@ impl QuantConfig {
             keep_8bit: None,
             rounding: Rounding::Nearest,
             bias_mode: BiasMode::Weights,
+            equalize: false,
         }
     }
 

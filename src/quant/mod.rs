@@ -12,6 +12,7 @@
 //! | [`mmse`] | MMSE clip search on histograms (activations) and raw values (weight kernels) | Choukroun et al. §3 |
 //! | [`dual`] | W ≈ s₁Q₁ + s₂Q₂, relative error, the K worst layers | Choukroun et al. §3.3 |
 //! | [`gptq`] | Hessians and mean patches of layer inputs, second-order (GPTQ) rounding to the plan's quantizers, input-aware bias correction | Frantar et al. 2022; docs/METHOD.md §13 |
+//! | [`equalize`] | cross-layer equalization of conv → conv chains (depthwise, grouped), ReLU6 kept exact as per-channel bounds | Nagel et al. 2019; docs/METHOD.md §14 |
 //! | [`pack`] | the three 4-bit layouts: bytes (low nibble first), the file's channel codes, the kernels' nibble words | ONNX INT4 |
 //! | [`datafree`] | statistics from BatchNorm and moment propagation | docs/METHOD.md §6 |
 //!
@@ -28,6 +29,7 @@ pub mod bias;
 pub mod config;
 pub mod datafree;
 pub mod dual;
+pub mod equalize;
 pub mod gptq;
 pub mod mmse;
 pub mod pack;

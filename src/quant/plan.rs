@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::aciq::{aciq_params, choose_prior};
+use super::aciq::{aciq_params_bounded, choose_prior};
 use super::alloc::{allocate_bits, weight_spreads};
 use super::bias::{bias_correction, bias_shift, corrected_params, input_bias_shift_from_means};
 use super::config::{BiasMode, Rounding};
@@ -315,7 +315,7 @@ pub fn make_plan_hessians(
         let s = stats
             .get(&p.value)
             .ok_or_else(|| Error::Quant(format!("no statistics for {}", p.value)))?;
-        acts.push(plan_activation(p, s, cfg, mse)?);
+        acts.push(plan_activation(p, s, g.act_max(&p.value), cfg, mse)?);
     }
     if cfg.protocol == Protocol::Deploy {
         share_max_pool_quantizers(g, &mut acts);
@@ -354,9 +354,11 @@ fn share_max_pool_quantizers(g: &Graph, acts: &mut [ActQuant]) {
     }
 }
 
+/// `bounds`: an equalized ReLU6's per-channel bounds at this point (`Graph::act_max`).
 fn plan_activation(
     p: &QuantPoint,
     s: &TensorStats,
+    bounds: Option<&[f32]>,
     cfg: &QuantConfig,
     mse: &mut dyn MseEval,
 ) -> Result<ActQuant> {
@@ -407,8 +409,16 @@ fn plan_activation(
             } else {
                 "aciq"
             };
+            // ACIQ's window is capped at what the values can reach: 6 for ReLU6 (in
+            // `aciq_window`), the bound(s) for an equalized ReLU6 (the channel's own per
+            // channel, the largest per tensor).
+            let upper: Vec<f64> = match bounds {
+                Some(b) if p.per_channel => b.iter().map(|&v| v as f64).collect(),
+                Some(b) => vec![b.iter().fold(0f32, |m, &v| m.max(v)) as f64],
+                None => vec![f64::INFINITY; chans.len()],
+            };
             (
-                aciq_params(&chans, &bits, prior, p.act)?,
+                aciq_params_bounded(&chans, &bits, prior, p.act, &upper)?,
                 format!("{label} {prior:?}").to_lowercase(),
             )
         }

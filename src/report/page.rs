@@ -89,8 +89,8 @@ fn summary(h: &mut String, r: &ReportInput) -> Result<()> {
         (
             "methods",
             format!(
-                "clip {:?}, prior {:?}, bit allocation {:?}, bias correction {} ({:?}), dual {}, rounding {:?}",
-                c.clip, c.prior, c.bit_alloc, c.bias_correction, c.bias_mode, c.dual, c.rounding
+                "clip {:?}, prior {:?}, bit allocation {:?}, bias correction {} ({:?}), dual {}, rounding {:?}, equalize {}",
+                c.clip, c.prior, c.bit_alloc, c.bias_correction, c.bias_mode, c.dual, c.rounding, c.equalize
             )
             .to_lowercase(),
         ),

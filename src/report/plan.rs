@@ -56,7 +56,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         .collect();
     json!({"protocol": c.protocol, "wbits": c.wbits, "abits": c.abits, "clip": c.clip,
            "bit_alloc": c.bit_alloc, "bias_correction": c.bias_correction, "dual": c.dual,
-           "rounding": c.rounding, "bias_mode": c.bias_mode,
+           "rounding": c.rounding, "bias_mode": c.bias_mode, "equalize": c.equalize,
            "statistics": plan.source, "kept_8bit": plan.kept_8bit,
            "activation_points": plan.acts.len(), "layers": layers})
 }
@@ -68,8 +68,8 @@ pub fn text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "plan: protocol {:?}, W{}A{}, clip {:?}, bit allocation {:?}, bias correction {} ({:?}), dual {}, rounding {:?}; statistics: {}; kept at 8 bits: {}",
-        c.protocol, c.wbits, c.abits, c.clip, c.bit_alloc, c.bias_correction, c.bias_mode, c.dual, c.rounding, plan.source,
+        "plan: protocol {:?}, W{}A{}, clip {:?}, bit allocation {:?}, bias correction {} ({:?}), dual {}, rounding {:?}, equalize {}; statistics: {}; kept at 8 bits: {}",
+        c.protocol, c.wbits, c.abits, c.clip, c.bit_alloc, c.bias_correction, c.bias_mode, c.dual, c.rounding, c.equalize, plan.source,
         plan.kept_8bit.join(", ")
     );
     let _ = writeln!(

@@ -131,6 +131,21 @@ pub fn relu(x: &mut Tensor) {
         .for_each(|c| apply_act(c, Activation::Relu));
 }
 
+/// `x = min(x, cap[c])` in place on an `[N, C, …]` tensor: the per-channel upper bounds of
+/// an equalized ReLU6 (`Graph::act_max`; the ReLU itself is the producer's fused one, and
+/// min and max(·, 0) commute for positive bounds).
+pub fn cap_channels(x: &mut Tensor, cap: &[f32]) {
+    let c = cap.len().max(1);
+    let plane = x.numel() / x.shape.first().copied().unwrap_or(1).max(1) / c;
+    x.data
+        .par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, p)| {
+            let m = cap[i % c];
+            p.iter_mut().for_each(|v| *v = v.min(m));
+        });
+}
+
 /// `x = min(max(x, 0), 6)` in place.
 pub fn relu6(x: &mut Tensor) {
     x.data

@@ -25,7 +25,7 @@ pub mod reference;
 pub mod stem;
 
 pub use conv::{conv2d, conv2d_into};
-pub use elementwise::{add, add_inplace, batch_norm, concat, relu, relu6, softmax};
+pub use elementwise::{add, add_inplace, batch_norm, cap_channels, concat, relu, relu6, softmax};
 pub use linear::linear;
 pub use mul_shuffle::{channel_shuffle, mul};
 pub use pool::{avg_pool, global_avg_pool, max_pool};

@@ -327,6 +327,7 @@ impl<'g, 'h> Executor<'g, 'h> {
                 let w = g.param(name, "weight")?;
                 let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
                 let mut y = cpu::precise::conv2d(ins[0], w, b, c)?;
+                cap(g, name, &mut y);
                 if self.pre {
                     self.hook.pre_activation(node, &y)?;
                 }
@@ -358,10 +359,12 @@ impl<'g, 'h> Executor<'g, 'h> {
                         ..c.clone()
                     };
                     cpu::conv2d_into(ins[0], w, b, &plain, &mut y);
+                    cap(g, name, &mut y);
                     self.hook.pre_activation(node, &y)?;
                     apply_act(c.act, &mut y);
                 } else {
                     cpu::conv2d_into(ins[0], w, b, c, &mut y);
+                    cap(g, name, &mut y);
                     if self.pre {
                         self.hook.pre_activation(node, &y)?;
                     }
@@ -437,6 +440,16 @@ fn eval_in_place(node: &Node, mut x: Tensor, rest: &[&Tensor]) -> Tensor {
         _ => unreachable!("eval_in_place on {}", node.op.kind()),
     }
     x
+}
+
+/// The per-channel bounds of an equalized ReLU6 ([`Graph::act_max`]). Applied before the
+/// fused ReLU when a hook watches the pre-activation value, so calibration measures
+/// min(x, bound) — the values whose ReLU the conv's output quantizer sees — and the point's
+/// activation is the ReLU alone.
+fn cap(g: &Graph, node: &str, y: &mut Tensor) {
+    if let Some(m) = g.act_max(node) {
+        cpu::cap_channels(y, m);
+    }
 }
 
 fn apply_act(act: Activation, x: &mut Tensor) {

@@ -101,6 +101,8 @@ enum Step {
         c: Conv2d,
         w: wgpu::Buffer,
         b: wgpu::Buffer,
+        /// Per-channel bounds of an equalized ReLU6 (`Graph::act_max`).
+        cap: Option<wgpu::Buffer>,
     },
     /// Blocks of output features (first feature, count, weights, bias): one, or several where the
     /// weights exceed the storage binding limit (VGG's first classifier layer: 411 MB).
@@ -221,6 +223,9 @@ impl<'a> GpuGraph<'a> {
                     c: cv.clone(),
                     w: upload("weight")?,
                     b: bias_or_zeros(cv.out_channels),
+                    cap: g
+                        .act_max(&n.name)
+                        .map(|m| buffers::upload(ctx, "act_max", m)),
                 },
                 Op::Linear(l) => {
                     let (k, o) = (l.in_features.max(1), l.out_features);

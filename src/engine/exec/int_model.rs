@@ -22,13 +22,15 @@
 //! squared centred codes (`requant::lrn_code`); `Flatten` passes codes through and a
 //! channel shuffle permutes them (both keep the input's quantizer); a product of two maps
 //! (or a map and a per-image channel gate) dequantizes both, multiplies in f32 and
-//! requantizes (`requant::mul_codes`).
+//! requantizes (`requant::mul_codes`). A conv with per-channel activation bounds (an
+//! equalized ReLU6, `Graph::act_max`) is followed by a per-channel table that caps its codes
+//! ([`cap_lut`]; the conv's own step is named `<node>#uncapped`).
 
 use std::collections::HashMap;
 
 use crate::engine::cpu::elementwise::batch_norm_coef;
 use crate::engine::cpu::int::{self, CpuLayer, PackedWeights, QTensor};
-use crate::engine::requant::{lrn_table, lut, Epilogue, MAX_LRN_TABLE};
+use crate::engine::requant::{cap_code, lrn_table, lut, Epilogue, MAX_LRN_TABLE};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2d, Graph, Op, Pool};
 use crate::quant::plan::{LayerQuant, Plan};
@@ -227,7 +229,7 @@ impl IntModel {
             } else {
                 Some(per_tensor(plan, &n.name)?)
             };
-            let kind = match &n.op {
+            let mut kind = match &n.op {
                 Op::Conv2d(_) | Op::Linear(_) => {
                     StepKind::Layer(Box::new(bind_layer(n, plan, ins[0], out)?))
                 }
@@ -275,9 +277,28 @@ impl IntModel {
             if let Some(p) = produced {
                 params.insert(n.name.as_str(), p);
             }
+            let mut inputs = n.inputs.clone();
+            if let (Some(bounds), Some(q)) = (g.act_max(&n.name), out) {
+                if is_out {
+                    return Err(unsupported("the logits layer has per-channel bounds"));
+                }
+                if let Some(lut) = cap_lut(bounds, &q) {
+                    let pre = format!("{}{UNCAPPED}", n.name);
+                    if g.node(&pre).is_some() {
+                        return Err(unsupported(&format!("a node is named {pre}")));
+                    }
+                    steps.push(Step {
+                        name: pre.clone(),
+                        inputs,
+                        kind,
+                        out,
+                    });
+                    (inputs, kind) = (vec![pre], StepKind::Lut(lut));
+                }
+            }
             steps.push(Step {
                 name: n.name.clone(),
-                inputs: n.inputs.clone(),
+                inputs,
                 kind,
                 out,
             });
@@ -420,6 +441,25 @@ fn bind_layer(
         w2,
         ep,
         plan: l.clone(),
+    })
+}
+
+/// Suffix of the value a conv with per-channel bounds produces before its [`cap_lut`] step.
+pub const UNCAPPED: &str = "#uncapped";
+
+/// The code tables of an equalized ReLU6's per-channel bounds b_c ([`Graph::act_max`]) on
+/// the conv's output codes: q ↦ min(q, cap_c) with cap_c = `requant::cap_code`. The float
+/// paths clamp y to b_c before quantizing; quantization is monotone, so
+/// quantize(min(y, b_c)) = min(quantize(y), quantize(b_c)) and the code cap after the
+/// ordinary epilogue is exact (no kernel changes; every executor indexes the table).
+/// `None` when no bound falls below the quantizer's range (the tables are the identity).
+fn cap_lut(bounds: &[f32], q: &QParams) -> Option<Lut> {
+    let caps: Vec<u8> = bounds.iter().map(|&b| cap_code(q, b)).collect();
+    caps.iter().any(|&c| (c as i32) < q.qmax()).then(|| Lut {
+        tables: caps
+            .iter()
+            .flat_map(|&c| (0..=255u8).map(move |v| v.min(c)))
+            .collect(),
     })
 }
 

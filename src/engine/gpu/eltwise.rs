@@ -3,6 +3,8 @@
 //! `add`: `y[i] = a[i] + b[i]` over equal shapes (one f32 addition: bit-exact vs the CPU).
 //! `concat`: `[N, CA, H, W] ⧺ [N, CB, H, W] → [N, CA + CB, H, W]` along channels (a copy:
 //! bit-exact); more inputs are concatenated pairwise left to right.
+//! `cap`: `y[n, c, i] = min(a[n, c, i], b[c])`, the per-channel bounds of an equalized ReLU6
+//! (`Graph::act_max`; one f32 min: bit-exact).
 //! Bindings: 0 a, 1 b → 2 y → 3 [`EltwiseParams`].
 
 use bytemuck::{Pod, Zeroable};
@@ -73,6 +75,38 @@ pub fn eltwise_encode(
     };
     let groups = len.div_ceil(256) as u64;
     buffers::launch(ctx, enc, &spec, &[a, b, y], &params, groups)
+}
+
+/// Records `y = min(a, bounds[c])` over an `[N, C, hw]` tensor of `len` elements
+/// (`bounds`: C values).
+pub fn cap_encode(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    a: &wgpu::Buffer,
+    bounds: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    len: usize,
+    (c, hw): (usize, usize),
+) -> Result<()> {
+    buffers::check_len("cap a", a, len)?;
+    buffers::check_len("cap bounds", bounds, c)?;
+    buffers::check_len("cap y", y, len)?;
+    let params = EltwiseParams {
+        total: u32_of("cap length", len)?,
+        hw: u32_of("cap plane", hw.max(1))?,
+        ca: u32_of("cap channels", c.max(1))?,
+        cb: 0,
+    };
+    let spec = KernelSpec {
+        name: "eltwise",
+        source: SOURCE,
+        entry: "cap",
+        slots: &SLOTS,
+        constants: &[],
+        workgroup_bytes: 0,
+    };
+    let groups = len.div_ceil(256) as u64;
+    buffers::launch(ctx, enc, &spec, &[a, bounds, y], &params, groups)
 }
 
 /// `a + b` for tensors of equal shape (batch chunked under the binding limit).

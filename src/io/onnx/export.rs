@@ -7,7 +7,9 @@
 //!   fused activation after it), the `Unary` functions (`Builder::unary`), Mul (a `[N, C]`
 //!   gate reshaped to `[N, C, 1, 1]` first), channel shuffle as Reshape `[N, g, C/g, H, W]` →
 //!   Transpose (0, 2, 1, 3, 4) → Reshape `[N, C, H, W]`. Fused activations become their own
-//!   node after the conv/linear.
+//!   node after the conv/linear; a conv's per-channel bounds (an equalized ReLU6,
+//!   `Graph::act_max`) become `Min(x, bounds[C, 1, 1])` before its `Relu` (Clip's bounds are
+//!   scalars).
 //! - **QDQ** (a plan): opset 21. Each conv/linear weight is `DequantizeLinear(axis 0)` of
 //!   the plan's codes, per output channel, with the corrected scales and the corrected bias
 //!   (f32). Codes are stored in the signed view: INT4 (`q − 8`, `z − 8`) when every channel
@@ -122,7 +124,17 @@ pub fn export(g: &Graph, plan: Option<&Plan>) -> Result<Exported> {
                         int("group", c.groups as i64),
                     ],
                 );
-                b.activation(c.act, &pre, &out);
+                match g.act_max(&n.name) {
+                    // ONNX Clip takes scalar bounds: Min with a [C, 1, 1] constant, then the
+                    // ReLU (they commute for positive bounds).
+                    Some(m) => {
+                        let (k, capped) = (format!("{}.act_max", n.name), format!("{out}.capped"));
+                        b.f32_init(&k, vec![m.len(), 1, 1], m);
+                        b.node("Min", &format!("{out}.cap"), vec![pre, k], &capped, vec![]);
+                        b.activation(c.act, &capped, &out);
+                    }
+                    None => b.activation(c.act, &pre, &out),
+                }
             }
             Op::Linear(l) => {
                 let (w, bias) = match layers.get(n.name.as_str()) {

@@ -9,7 +9,7 @@ use crate::engine::gpu::conv2d::conv2d_encode;
 use crate::engine::gpu::conv2d_precise::{
     conv2d_precise_encode, global_avg_pool_precise_encode, linear_precise_encode,
 };
-use crate::engine::gpu::eltwise::eltwise_encode;
+use crate::engine::gpu::eltwise::{cap_encode, eltwise_encode};
 use crate::engine::gpu::fake_quant::fake_quant_encode;
 use crate::engine::gpu::linear::linear_encode;
 use crate::engine::gpu::lrn::lrn_encode;
@@ -92,10 +92,10 @@ impl GpuGraph<'_> {
         let in_shape = &self.shapes[s.inputs[0]];
         let (oc, ohw) = c_hw(&self.shapes[s.out]);
         let len = m * oc * ohw;
-        let y = pool.take(ctx, len);
+        let mut y = pool.take(ctx, len);
         let precise = hook.precise();
         let act = match &s.step {
-            Step::Conv { c, w, b } => {
+            Step::Conv { c, w, b, cap } => {
                 let (h, wd) = (in_shape[1], in_shape[2]);
                 let plain = Conv2d {
                     act: if pre { Activation::None } else { c.act },
@@ -105,6 +105,12 @@ impl GpuGraph<'_> {
                     conv2d_precise_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
                 } else {
                     conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                }
+                if let Some(bounds) = cap {
+                    // Before the hook, as on the CPU: calibration measures min(x, bound).
+                    let z = pool.take(ctx, len);
+                    cap_encode(ctx, enc, &y, bounds, &z, len, (oc, ohw))?;
+                    pool.give(std::mem::replace(&mut y, z));
                 }
                 c.act
             }
