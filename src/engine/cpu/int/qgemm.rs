@@ -42,6 +42,9 @@ pub struct QWeights {
     /// z_w' per channel.
     pub off: Vec<i32>,
     pub any_off: bool,
+    /// k-quads whose `vpmaddubsw` pair sums the AVX2 tile may add in `i16` before widening
+    /// (0: some stored weight exceeds ±64, the AVX2 tile takes the exact widening path).
+    pub run16: usize,
 }
 
 impl QWeights {
@@ -73,7 +76,9 @@ impl QWeights {
             rowsum[c] = row.iter().sum();
         }
         let any_off = off.iter().any(|&o| o != 0);
+        let wmax = packed.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0);
         QWeights {
+            run16: run16(wmax),
             cout,
             k,
             kq,
@@ -88,6 +93,19 @@ impl QWeights {
     pub fn k4(&self) -> usize {
         self.kq * 4
     }
+}
+
+/// Quad runs the AVX2 tile may sum in `i16` for stored weights of magnitude ≤ `wmax`.
+/// `vpmaddubsw` forms x₀·w₀ + x₁·w₁ (x ≤ 255) saturating to `i16`: exact while
+/// 2·255·|w| ≤ 32767, i.e. |w| ≤ 64 (2·255·64 = 32640). `n` such pair sums added with
+/// wrapping `vpaddw` stay exact while n·2·255·wmax ≤ 32767 (4-bit weights, |w| ≤ 8: n = 8).
+/// Wider weights (8-bit kept layers, raw asymmetric codes up to 128) return 0: exact path.
+pub fn run16(wmax: i32) -> usize {
+    const MAX_RUN: usize = 16;
+    if wmax > 64 {
+        return 0;
+    }
+    (32767 / (510 * wmax.max(1)) as usize).clamp(1, MAX_RUN)
 }
 
 /// `out[r·ldc + c]` for rows `0..rows`, channels `0..cout` (see the module docs).
@@ -157,6 +175,11 @@ pub fn gemm(
             }
         }
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && w.run16 > 0 {
+        // SAFETY: AVX2 was detected; the asserts above bound rows, weights and `out`.
+        return unsafe { gemm_avx2(x, lda, rows, w, zx, out, ldc) };
     }
     let mut tile = [[0i32; TN]; MR];
     let mut colsum = [0i32; MR];
@@ -330,7 +353,138 @@ unsafe fn tile_vnni_direct<const NB: usize>(
     }
 }
 
-/// AVX2: per k-quad and 4 channels, the 16 `i8` weights widen to `i16` (`[c][k0..k3]`);
+/// Rows of an AVX2 tile.
+const MR2: usize = 4;
+
+/// AVX2 GEMM for weights within ±64 (`w.run16 > 0`): tiles of 4 rows × one packed block
+/// (16 channels: two `ymm` of 8 channels × 4 k). Per k-quad each row's 4 codes are
+/// broadcast and `vpmaddubsw` (u8 × i8) gives per channel two pair sums in `i16`; runs of
+/// `w.run16` quads add in `i16` (exact, see [`run16`]), then `vpmaddwd` with ones widens
+/// them into `i32` accumulators that start at the zero-point corrections, as on VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    x: &[u8],
+    lda: usize,
+    rows: usize,
+    w: &QWeights,
+    zx: i32,
+    out: &mut [i32],
+    ldc: usize,
+) {
+    let k4 = w.k4();
+    let blocks = w.cout.div_ceil(NR);
+    let bstride = w.kq * 64;
+    let mut corr = vec![0i32; blocks * NR];
+    let mut off = vec![0i32; blocks * NR];
+    for (d, &r) in corr.iter_mut().zip(&w.rowsum) {
+        *d = zx.wrapping_mul(r).wrapping_neg();
+    }
+    off[..w.cout].copy_from_slice(&w.off);
+    let kz = (w.k as i32).wrapping_mul(zx);
+    let mut cs = [0i32; MR2];
+    for r0 in (0..rows).step_by(MR2) {
+        let mr = MR2.min(rows - r0);
+        // Rows past the end repeat the last row (computed, never stored).
+        let rp: [*const u8; MR2] =
+            std::array::from_fn(|i| x[(r0 + i.min(mr - 1)) * lda..][..k4].as_ptr());
+        if w.any_off {
+            for (i, d) in cs.iter_mut().enumerate() {
+                let r = &x[(r0 + i.min(mr - 1)) * lda..][..w.k];
+                *d = r
+                    .iter()
+                    .fold(0i32, |a, &v| a.wrapping_add(v as i32))
+                    .wrapping_sub(kz);
+            }
+        }
+        for b in 0..blocks {
+            let c0 = b * NR;
+            let cn = NR.min(w.cout - c0);
+            let o = out[r0 * ldc + c0..].as_mut_ptr();
+            let (wp, cp) = (w.packed[b * bstride..].as_ptr(), corr[c0..].as_ptr());
+            let op = w.any_off.then(|| (off[c0..].as_ptr(), &cs));
+            // SAFETY: rows hold k4 bytes, block b lies inside `packed`, `corr` and `off`
+            // hold 16 values from c0, and rows r0..r0+mr, columns c0..c0+cn of `out` lie
+            // inside it (asserted by `gemm`).
+            unsafe { tile_avx2_direct(&rp, wp, (w.kq, w.run16), (cp, op), o, ldc, mr, cn) };
+        }
+    }
+}
+
+/// One AVX2 tile (see [`gemm_avx2`]): masked to `mr` rows and `cn` columns of `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2_direct(
+    rp: &[*const u8; MR2],
+    w: *const i8,
+    (kq, run): (usize, usize),
+    (corr, off): (*const i32, Option<(*const i32, &[i32; MR2])>),
+    out: *mut i32,
+    ldc: usize,
+    mr: usize,
+    cn: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole function): bounds as stated by the caller.
+    let init = unsafe {
+        [
+            _mm256_loadu_si256(corr as *const _),
+            _mm256_loadu_si256(corr.add(8) as *const _),
+        ]
+    };
+    let mut acc = [init; MR2];
+    if let Some((off, cs)) = off {
+        for h in 0..2 {
+            let o = unsafe { _mm256_loadu_si256(off.add(8 * h) as *const _) };
+            for (a, &c) in acc.iter_mut().zip(cs) {
+                a[h] = _mm256_sub_epi32(a[h], _mm256_mullo_epi32(o, _mm256_set1_epi32(c)));
+            }
+        }
+    }
+    let ones = _mm256_set1_epi16(1);
+    let mut q0 = 0;
+    while q0 < kq {
+        let q1 = (q0 + run).min(kq);
+        let mut t = [[_mm256_setzero_si256(); 2]; MR2];
+        for q in q0..q1 {
+            let wp = unsafe { w.add(q * 64) };
+            let w0 = unsafe { _mm256_loadu_si256(wp as *const _) };
+            let w1 = unsafe { _mm256_loadu_si256(wp.add(32) as *const _) };
+            for (ti, &r) in t.iter_mut().zip(rp) {
+                let xv =
+                    _mm256_set1_epi32(unsafe { (r.add(4 * q) as *const i32).read_unaligned() });
+                ti[0] = _mm256_add_epi16(ti[0], _mm256_maddubs_epi16(xv, w0));
+                ti[1] = _mm256_add_epi16(ti[1], _mm256_maddubs_epi16(xv, w1));
+            }
+        }
+        for (a, ti) in acc.iter_mut().zip(&t) {
+            for h in 0..2 {
+                a[h] = _mm256_add_epi32(a[h], _mm256_madd_epi16(ti[h], ones));
+            }
+        }
+        q0 = q1;
+    }
+    for (i, a) in acc.iter().enumerate().take(mr) {
+        let o = unsafe { out.add(i * ldc) };
+        if cn == NR {
+            unsafe {
+                _mm256_storeu_si256(o as *mut _, a[0]);
+                _mm256_storeu_si256(o.add(8) as *mut _, a[1]);
+            }
+        } else {
+            let mut s = [0i32; NR];
+            unsafe {
+                _mm256_storeu_si256(s.as_mut_ptr() as *mut _, a[0]);
+                _mm256_storeu_si256(s.as_mut_ptr().add(8) as *mut _, a[1]);
+                std::ptr::copy_nonoverlapping(s.as_ptr(), o, cn);
+            }
+        }
+    }
+}
+
+/// AVX2, exact for any `i8` weights (`w.run16 == 0`): per k-quad and 4 channels, the 16 `i8` weights widen to `i16` (`[c][k0..k3]`);
 /// `vpmaddwd` with the row's 4 codes (as `i16`, repeated) gives per channel the sums of
 /// k0,k1 and of k2,k3, added at the end.
 #[cfg(target_arch = "x86_64")]
