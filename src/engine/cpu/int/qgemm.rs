@@ -177,7 +177,7 @@ pub fn gemm(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && w.run16 > 0 {
+    if isa == Isa::Avx2 {
         // SAFETY: AVX2 was detected; the asserts above bound rows, weights and `out`.
         return unsafe { gemm_avx2(x, lda, rows, w, zx, out, ldc) };
     }
@@ -200,7 +200,7 @@ pub fn gemm(
         while b < blocks {
             let nb = if b + 1 < blocks { 2 } else { 1 };
             let wb = &w.packed[b * bstride..(b + nb) * bstride];
-            run_tile(isa, &rp, wb, w.kq, nb, &mut tile);
+            tile_portable(&rp, wb, w.kq, nb, &mut tile);
             let c0 = b * NR;
             let cn = (nb * NR).min(w.cout - c0);
             for (i, t) in tile.iter().enumerate().take(mr) {
@@ -218,33 +218,7 @@ pub fn gemm(
     }
 }
 
-/// Raw sums of one tile: `tile[i][j] = Σ_k x_i[k] · a[j, k]` for `nb` blocks.
-fn run_tile(
-    isa: Isa,
-    rp: &[&[u8]; MR],
-    wb: &[i8],
-    kq: usize,
-    nb: usize,
-    tile: &mut [[i32; TN]; MR],
-) {
-    assert!(wb.len() >= nb * kq * 64 && rp.iter().all(|r| r.len() >= kq * 4));
-    #[cfg(target_arch = "x86_64")]
-    {
-        let ptrs: [*const u8; MR] = std::array::from_fn(|i| rp[i].as_ptr());
-        match isa {
-            // SAFETY: the ISA was detected (`Isa::available`), and the asserts above bound
-            // every read: kq quads per row, nb blocks of kq·64 bytes.
-            Isa::Vnni if nb == 2 => return unsafe { tile_vnni::<2>(&ptrs, wb.as_ptr(), kq, tile) },
-            // SAFETY: as above.
-            Isa::Vnni => return unsafe { tile_vnni::<1>(&ptrs, wb.as_ptr(), kq, tile) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { tile_avx2(&ptrs, wb.as_ptr(), kq, nb, tile) },
-            Isa::Portable => {}
-        }
-    }
-    tile_portable(rp, wb, kq, nb, tile);
-}
-
+/// Raw sums of one tile, portably: `tile[i][j] = Σ_k x_i[k] · a[j, k]` for `nb` blocks.
 fn tile_portable(rp: &[&[u8]; MR], wb: &[i8], kq: usize, nb: usize, tile: &mut [[i32; TN]; MR]) {
     for (t, r) in tile.iter_mut().zip(rp) {
         for b in 0..nb {
@@ -258,38 +232,6 @@ fn tile_portable(rp: &[&[u8]; MR], wb: &[i8], kq: usize, nb: usize, tile: &mut [
                 }
                 t[b * NR + j] = s;
             }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512vnni,avx512vl,avx512bw,avx512f")]
-unsafe fn tile_vnni<const NB: usize>(
-    rp: &[*const u8; MR],
-    w: *const i8,
-    kq: usize,
-    tile: &mut [[i32; TN]; MR],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_si512(); NB]; MR];
-    for q in 0..kq {
-        let mut wv = [_mm512_setzero_si512(); NB];
-        for (b, v) in wv.iter_mut().enumerate() {
-            // SAFETY: block b, quad q lies inside the nb·kq·64 bytes checked by the caller.
-            *v = unsafe { _mm512_loadu_si512(w.add((b * kq + q) * 64) as *const _) };
-        }
-        for (a, &r) in acc.iter_mut().zip(rp) {
-            // SAFETY: each row holds kq·4 bytes (checked by the caller).
-            let xv = _mm512_set1_epi32(unsafe { (r.add(4 * q) as *const i32).read_unaligned() });
-            for (ab, &wb) in a.iter_mut().zip(&wv) {
-                *ab = _mm512_dpbusd_epi32(*ab, xv, wb);
-            }
-        }
-    }
-    for (t, a) in tile.iter_mut().zip(&acc) {
-        for (b, &v) in a.iter().enumerate() {
-            // SAFETY: t holds TN ≥ NB·16 i32.
-            unsafe { _mm512_storeu_si512(t.as_mut_ptr().add(b * NR) as *mut _, v) };
         }
     }
 }
@@ -384,6 +326,8 @@ unsafe fn gemm_avx2(
     off[..w.cout].copy_from_slice(&w.off);
     let kz = (w.k as i32).wrapping_mul(zx);
     let mut cs = [0i32; MR2];
+    // The tile's rows widened to i16 (wide weights only).
+    let mut xw = vec![0i16; if w.run16 == 0 { MR2 * k4 } else { 0 }];
     for r0 in (0..rows).step_by(MR2) {
         let mr = MR2.min(rows - r0);
         // Rows past the end repeat the last row (computed, never stored).
@@ -397,6 +341,28 @@ unsafe fn gemm_avx2(
                     .fold(0i32, |a, &v| a.wrapping_add(v as i32))
                     .wrapping_sub(kz);
             }
+        }
+        if w.run16 == 0 {
+            for (d, &r) in xw.chunks_exact_mut(k4).zip(&rp) {
+                // SAFETY: each row holds k4 bytes.
+                let r = unsafe { std::slice::from_raw_parts(r, k4) };
+                d.iter_mut().zip(r).for_each(|(d, &v)| *d = v as i16);
+            }
+            for h in 0..blocks * 2 {
+                let c0 = h * 8;
+                if c0 >= w.cout {
+                    break;
+                }
+                let cn = 8.min(w.cout - c0);
+                let o = out[r0 * ldc + c0..].as_mut_ptr();
+                let wp = w.packed[(h / 2) * bstride + (h % 2) * 32..].as_ptr();
+                let op = w.any_off.then(|| (off[c0..].as_ptr(), &cs));
+                // SAFETY: `xw` holds 4 rows of k4 values, half-block h lies inside `packed`,
+                // `corr` and `off` hold 8 values from c0, and rows r0..r0+mr, columns
+                // c0..c0+cn of `out` lie inside it (asserted by `gemm`).
+                unsafe { tile_avx2_wide(&xw, wp, w.kq, (corr[c0..].as_ptr(), op), o, ldc, mr, cn) };
+            }
+            continue;
         }
         for b in 0..blocks {
             let c0 = b * NR;
@@ -484,52 +450,59 @@ unsafe fn tile_avx2_direct(
     }
 }
 
-/// AVX2, exact for any `i8` weights (`w.run16 == 0`): per k-quad and 4 channels, the 16 `i8` weights widen to `i16` (`[c][k0..k3]`);
-/// `vpmaddwd` with the row's 4 codes (as `i16`, repeated) gives per channel the sums of
-/// k0,k1 and of k2,k3, added at the end.
+/// AVX2 tile for any `i8` weights (`w.run16 == 0`), 4 rows × 8 channels (half a packed
+/// block): per k-quad the 8 channels' weights widen to `i16` (`[c][k0..k3]`, two `ymm`) and
+/// `vpmaddwd` with the row's 4 codes (widened, repeated) gives per channel the pair sums of
+/// k0,k1 and k2,k3 (each ≤ 2·255·128 in magnitude: exact), added by one `vphaddd` at the end,
+/// then the corrections. `xw` holds the 4 rows widened, `k4` values each.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(
-    rp: &[*const u8; MR],
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2_wide(
+    xw: &[i16],
     w: *const i8,
     kq: usize,
-    nb: usize,
-    tile: &mut [[i32; TN]; MR],
+    (corr, off): (*const i32, Option<(*const i32, &[i32; MR2])>),
+    out: *mut i32,
+    ldc: usize,
+    mr: usize,
+    cn: usize,
 ) {
     use std::arch::x86_64::*;
-    const R: usize = 4;
-    for b in 0..nb {
-        for half in 0..2 {
-            for r0 in (0..MR).step_by(R) {
-                // acc[i][v]: row r0+i, channels 4v..4v+3 of this half-block, as pair sums.
-                let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                for q in 0..kq {
-                    // SAFETY: 32 bytes at block b, quad q, half `half` lie inside the block.
-                    let p = unsafe { w.add((b * kq + q) * 64 + half * 32) };
-                    let w0 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p as *const _) });
-                    let w1 =
-                        _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.add(16) as *const _) });
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: each row holds kq·4 bytes.
-                        let x4 = unsafe { (rp[r0 + i].add(4 * q) as *const i32).read_unaligned() };
-                        let x16 = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(x4));
-                        let xv = _mm256_broadcastq_epi64(x16);
-                        a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(w0, xv));
-                        a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(w1, xv));
-                    }
-                }
-                for (i, a) in acc.iter().enumerate() {
-                    let mut s = [0i32; 16];
-                    // SAFETY: s holds 16 i32.
-                    unsafe {
-                        _mm256_storeu_si256(s.as_mut_ptr() as *mut _, a[0]);
-                        _mm256_storeu_si256(s.as_mut_ptr().add(8) as *mut _, a[1]);
-                    }
-                    let t = &mut tile[r0 + i][b * NR + half * 8..][..8];
-                    for (j, d) in t.iter_mut().enumerate() {
-                        *d = s[2 * j].wrapping_add(s[2 * j + 1]);
-                    }
-                }
+    let k4 = kq * 4;
+    assert!(xw.len() >= MR2 * k4);
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR2];
+    for q in 0..kq {
+        // SAFETY (whole function): 32 bytes at quad q of the half-block, 8 values of `corr`
+        // and `off`, and `cn` columns of `mr` rows of `out` lie inside them (caller).
+        let p = unsafe { w.add(q * 64) };
+        let w0 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p as *const _) });
+        let w1 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.add(16) as *const _) });
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: 4 values at i·k4 + 4q lie inside `xw` (asserted).
+            let x4 = unsafe { (xw.as_ptr().add(i * k4 + 4 * q) as *const i64).read_unaligned() };
+            let xv = _mm256_set1_epi64x(x4);
+            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(w0, xv));
+            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(w1, xv));
+        }
+    }
+    let c = unsafe { _mm256_loadu_si256(corr as *const _) };
+    for (i, a) in acc.iter().enumerate().take(mr) {
+        // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute restores channel order.
+        let s = _mm256_permute4x64_epi64::<0xD8>(_mm256_hadd_epi32(a[0], a[1]));
+        let mut v = _mm256_add_epi32(s, c);
+        if let Some((off, cs)) = off {
+            let o = unsafe { _mm256_loadu_si256(off as *const _) };
+            v = _mm256_sub_epi32(v, _mm256_mullo_epi32(o, _mm256_set1_epi32(cs[i])));
+        }
+        let o = unsafe { out.add(i * ldc) };
+        if cn == 8 {
+            unsafe { _mm256_storeu_si256(o as *mut _, v) };
+        } else {
+            let mut t = [0i32; 8];
+            unsafe {
+                _mm256_storeu_si256(t.as_mut_ptr() as *mut _, v);
+                std::ptr::copy_nonoverlapping(t.as_ptr(), o, cn);
             }
         }
     }
