@@ -554,4 +554,112 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn run16_keeps_i16_sums_exact() {
+        assert_eq!(
+            (run16(0), run16(8), run16(15), run16(64), run16(65)),
+            (16, 8, 4, 1, 0)
+        );
+        for wmax in 1..=64 {
+            let n = run16(wmax);
+            assert!(n as i32 * 2 * 255 * wmax <= i16::MAX as i32, "{wmax}");
+            assert!(
+                n == 16 || (n as i32 + 1) * 2 * 255 * wmax > i16::MAX as i32,
+                "{wmax}"
+            );
+        }
+    }
+
+    /// Every ISA against an i64 oracle at the AVX2 tiles' edges: K = 1..130 (odd, not a
+    /// multiple of 4 or 32), rows and channels around the 4-row / 8- and 16-channel tiles,
+    /// weights at ±8 (i16 runs of 8), at the ±64 bound (runs of 1), at ±65 and raw 8-bit
+    /// codes with a weight zero point (the exact widening tile), activations 0 and 255.
+    #[test]
+    fn avx2_tiles_match_naive_at_the_edges() {
+        let mut seed = 99u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as u32 % m) as i32
+        };
+        // (weights of channel c at k, zero point, expected run16)
+        type Gen = fn(usize, usize, i32) -> (i32, i32);
+        let cases: [(Gen, usize); 6] = [
+            (|c, k, _| (if (c + k) % 2 == 0 { 8 } else { -8 }, 0), 8),
+            (
+                |c, k, r| {
+                    (
+                        if (c * 7 + k + r as usize) % 3 == 0 {
+                            64
+                        } else {
+                            -64
+                        },
+                        0,
+                    )
+                },
+                1,
+            ),
+            (|_, k, r| (if k == 0 { 64 } else { r % 129 - 64 }, 0), 1),
+            (|c, k, _| (if (c + k) % 2 == 0 { 65 } else { -65 }, 0), 0),
+            // Raw 8-bit codes: centred q − z does not fit i8, so z becomes the offset.
+            (
+                |_, k, r| ((if k == 0 { -128 } else { r % 256 - 128 }) - 120, 120),
+                0,
+            ),
+            // Small raw codes with an offset: the i16-run tile with a weight zero point.
+            (
+                |_, k, r| ((if k == 0 { -20 } else { r % 41 - 20 }) - 120, 120),
+                3,
+            ),
+        ];
+        for (gen, want_run) in cases {
+            for (rows, k, cout) in [
+                (1, 1, 1),
+                (4, 3, 8),
+                (5, 31, 17),
+                (7, 33, 16),
+                (9, 64, 33),
+                (3, 65, 15),
+                (8, 130, 9),
+            ] {
+                let mut zero = vec![0i32; cout];
+                let mut cen = vec![0i32; cout * k];
+                for c in 0..cout {
+                    for j in 0..k {
+                        let (v, z) = gen(c, j, next(1 << 16));
+                        cen[c * k + j] = v;
+                        zero[c] = z;
+                    }
+                }
+                let lda = k.div_ceil(4) * 4 + 4;
+                for fill in [Some(0u8), Some(255), None] {
+                    let x: Vec<u8> = (0..rows * lda)
+                        .map(|_| fill.unwrap_or_else(|| next(256) as u8))
+                        .collect();
+                    let zx = next(256);
+                    let w =
+                        QWeights::new(cout, k, |c, d| d.copy_from_slice(&cen[c * k..][..k]), &zero);
+                    assert_eq!((w.run16, w.any_off), (want_run, zero[0] != 0));
+                    for isa in Isa::available() {
+                        let ldc = cout + 2;
+                        let mut out = vec![7i32; rows * ldc];
+                        gemm(isa, &x, lda, rows, &w, zx, &mut out, ldc);
+                        for r in 0..rows {
+                            for c in 0..cout {
+                                let want: i64 = (0..k)
+                                    .map(|j| {
+                                        cen[c * k + j] as i64 * (x[r * lda + j] as i64 - zx as i64)
+                                    })
+                                    .sum();
+                                assert_eq!(out[r * ldc + c] as i64, want, "{isa:?} {r} {c} k {k}");
+                            }
+                            assert_eq!(out[r * ldc + cout..][..2], [7, 7], "{isa:?} row {r} tail");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
