@@ -1,9 +1,10 @@
 //! The shared requantization rule ([`Epilogue`]) on channel-minor (NHWC) rows of exact `i32`
 //! accumulators: per element `q = quantize(act(m[c]·f32(acc) + b[c]))` (dual layers:
 //! `(m[c]·f32(acc) + m2[c]·f32(acc2)) + b[c]`), the same single f32 operations in the same
-//! order as `Epilogue::codes`, never contracted (Rust does not form FMAs). The loops run over
-//! channels with the per-channel vectors, so they vectorize; on x86-64 they are compiled
-//! again with AVX-512 / AVX2 enabled (IEEE ops, `roundeven` included, give the same bits).
+//! order as `Epilogue::codes`, never contracted (Rust does not form FMAs). On x86-64 they
+//! are written out in AVX-512 (16 channels, masked tails) and AVX2 (8 channels, scalar
+//! tails) intrinsics: IEEE ops, round-to-nearest-even included, give the same bits; the
+//! portable loops run over channels with the per-channel vectors.
 
 // The AVX-512 intrinsics are stable from Rust 1.89 (the toolchain here is newer than the
 // crate's declared 1.85 MSRV; they are only reached after run-time detection).

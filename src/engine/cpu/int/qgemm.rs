@@ -11,9 +11,12 @@
 //! z_w' = z_s. Zero points are exact corrections of the raw sum S = Σ a·x:
 //! `out = S − z_x·Σ_k a[c, k] − z_w'[c]·(Σ_{k<K} x[r, k] − K·z_x)`. Every operation is
 //! wrapping `i32`; the true result fits `i32` (`IntModel` checks), so it is exact.
-//! Kernels: VNNI (8 rows × 32 channels of `zmm` accumulators that start at both
-//! corrections, so 8-bit asymmetric layers such as the stem stay on it), AVX2 (`vpmaddwd` on `i16`
-//! widened operands, 4 rows × 8 channels), portable (scalar) — all on the same packing.
+//! Kernels, all on the same packing: VNNI (8 rows × 32 channels of `zmm` accumulators that
+//! start at both corrections, so 8-bit asymmetric layers such as the stem stay on it); AVX2
+//! (4 rows × 16 channels of `ymm` accumulators starting at the corrections; `vpmaddubsw`
+//! pair sums added in `i16` over runs of [`run16`] quads, then `vpmaddwd` with ones, when
+//! every stored weight is within ±64, chosen per layer at pack time; otherwise an exact tile
+//! of 4 rows × 8 channels on rows and weights widened to `i16`); portable (scalar).
 
 // The AVX-512 intrinsics are stable from Rust 1.89 (the toolchain here is newer than the
 // crate's declared 1.85 MSRV; they are only reached after run-time detection).
