@@ -302,3 +302,65 @@ unsafe fn quantize_avx2(q: &QParams, x: &[f32], out: &mut [u8]) {
         *d = q.quantize_with(v, inv);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ISA gives `Epilogue::code` bit for bit: 4- and 8-bit outputs, every activation,
+    /// single and dual layers, channel counts with and without SIMD tails, accumulators
+    /// that clamp at both ends; and the input quantization (NaN included) gives
+    /// `QParams::quantize`.
+    #[test]
+    fn codes_and_input_quantization_match_the_rule_on_every_isa() {
+        let mut seed = 3u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32 % m
+        };
+        for (co, bits, dual) in [(8, 4, false), (19, 4, true), (33, 8, false), (3, 8, true)] {
+            for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+                let rows = 5;
+                let ws: Vec<f32> = (0..co).map(|c| 0.01 + c as f32 * 0.003).collect();
+                let bias: Vec<f32> = (0..co).map(|c| c as f32 * 0.1 - 1.0).collect();
+                let out = QParams::from_range(-3.0, 5.0, bits).unwrap();
+                let ep = Epilogue::new(&ws, dual.then_some(&ws[..]), 0.5, &bias, act, Some(out));
+                let acc: Vec<i32> = (0..rows * co)
+                    .map(|i| match i % 7 {
+                        0 => i32::MAX / 4,
+                        1 => -(i32::MAX / 4),
+                        _ => next(4001) as i32 - 2000,
+                    })
+                    .collect();
+                let acc2: Vec<i32> = acc.iter().map(|&v| v / 3 + 7).collect();
+                let a2 = dual.then_some(&acc2[..]);
+                let want: Vec<u8> = (0..rows * co)
+                    .map(|i| ep.code(i % co, acc[i] as f32, a2.map_or(0.0, |a| a[i] as f32)))
+                    .collect();
+                for isa in Isa::available() {
+                    let mut got = vec![0u8; rows * co];
+                    codes_rows(isa, &ep, &acc, a2, &mut got);
+                    assert_eq!(got, want, "{isa:?} co {co} bits {bits} {act:?}");
+                }
+            }
+        }
+        let q = QParams::from_range(-1.0, 2.0, 8).unwrap();
+        let x: Vec<f32> = (0..37)
+            .map(|i| {
+                if i == 20 {
+                    f32::NAN
+                } else {
+                    i as f32 * 0.11 - 1.5 + q.scale * 0.5
+                }
+            })
+            .collect();
+        let want: Vec<u8> = x.iter().map(|&v| q.quantize(v)).collect();
+        for isa in Isa::available() {
+            let mut got = vec![0u8; x.len()];
+            quantize_slice(isa, &q, &x, &mut got);
+            assert_eq!(got, want, "{isa:?}");
+        }
+    }
+}
