@@ -594,7 +594,7 @@ mod tests {
             (
                 |c, k, r| {
                     (
-                        if (c * 7 + k + r as usize) % 3 == 0 {
+                        if (c * 7 + k + r as usize).is_multiple_of(3) {
                             64
                         } else {
                             -64
