@@ -49,7 +49,7 @@ pub fn band_acc(
     s.acc2.resize(if w2.is_some() { ow * ch } else { 0 }, 0);
     let fits = |w: &DwWeights| match isa {
         Isa::Vnni => w.quads.is_some(),
-        Isa::Avx2 => w.small,
+        Isa::Avx2 => w.run16 > 0,
         Isa::Portable => false,
     };
     let quad = fits(w) && w2.is_none_or(fits);
@@ -211,6 +211,83 @@ mod tests {
                         },
                     );
                     assert_eq!(seen, n);
+                }
+            }
+        }
+    }
+
+    /// The AVX2 quad kernel's `i16` runs at their bounds: 4-bit weights at −8 (runs of 8; a
+    /// 5×5 window's 10 quads flush mid-window) and 7-bit ones at −64 (runs of 1), 8-bit
+    /// ones past ±64 (the pair kernel), on activations all 255, all 0 and random.
+    #[test]
+    fn quad_runs_at_their_bounds_match_naive_on_every_isa() {
+        let (h, wd) = (6, 9);
+        for (bits, k, run) in [(4u8, 5, 8), (4, 3, 8), (7, 5, 1), (8, 3, 0)] {
+            let ch = 19;
+            let c = Conv2d {
+                in_channels: ch,
+                out_channels: ch,
+                kernel: [k, k],
+                stride: [1, 1],
+                dilation: [1, 1],
+                padding: [k / 2; 4],
+                groups: ch,
+                bias: false,
+                act: Activation::None,
+            };
+            let (oh, ow) = c.out_hw(h, wd).unwrap();
+            let p: Vec<QParams> = (0..ch)
+                .map(|_| {
+                    // Scale 1, zero point 2^(bits−1): centred weights −2^(bits−1)..2^(bits−1)−1.
+                    let half = (1u32 << (bits - 1)) as f32;
+                    QParams::from_range(-half, half - 1.0, bits).unwrap()
+                })
+                .collect();
+            // Code 0 is the most negative centred weight (−8, −64, −128); 8-bit mixes in qmax.
+            let qmax = (1u32 << bits) as usize - 1;
+            let q: Vec<u8> = (0..ch * k * k)
+                .map(|i| {
+                    if bits == 8 && i % 3 == 0 {
+                        qmax as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let w = DwWeights::new(&PackedWeights::new(&q, &p).unwrap(), c.kernel);
+            assert_eq!(w.run16, run);
+            for fill in [Some(255u8), Some(0), None] {
+                let codes: Vec<u8> = (0..h * wd * ch)
+                    .map(|i| fill.unwrap_or((i * 97 % 256) as u8))
+                    .collect();
+                let x = Plane {
+                    codes: &codes,
+                    h,
+                    w: wd,
+                    zx: 3,
+                };
+                for isa in Isa::available() {
+                    let mut s = DwScratch::default();
+                    band_acc(isa, x, &w, None, &c, (0, oh), ow, &mut s, |oy, a, _| {
+                        for (i, &v) in a.iter().take(ow * ch).enumerate() {
+                            let (ox, o) = (i / ch, i % ch);
+                            let mut t = 0i64;
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy + ky) as isize - (k / 2) as isize;
+                                    let ix = (ox + kx) as isize - (k / 2) as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        let v = codes[(iy as usize * wd + ix as usize) * ch + o];
+                                        let wq = q[o * k * k + ky * k + kx] as i64
+                                            - p[o].zero_point as i64;
+                                        t += (v as i64 - 3) * wq;
+                                    }
+                                }
+                            }
+                            assert_eq!(v as i64, t, "{isa:?} bits {bits} k {k} ({oy}, {ox}, {o})");
+                        }
+                    });
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! [`super::dwquad`] compute): centred weights in tap, pair and quad layouts, one image's
 //! input map, and the pair (or quad) rows of one output row.
 
+use super::qgemm::run16;
 use super::weights::PackedWeights;
 use crate::graph::Conv2d;
 
@@ -13,8 +14,9 @@ pub struct DwWeights {
     pub taps: Vec<i16>,
     pub pairs: Vec<i16>,
     pub quads: Option<(Vec<i8>, Vec<i32>)>,
-    /// Every value within ±64: `vpmaddubsw` pair sums (≤ 2·255·64) cannot saturate.
-    pub small: bool,
+    /// Quads whose `vpmaddubsw` pair sums the AVX2 quad kernel may add in `i16`
+    /// ([`super::qgemm::run16`] of the largest |weight|; 0: some weight exceeds ±64).
+    pub run16: usize,
     pub c: usize,
     pub kh: usize,
     pub kw: usize,
@@ -51,12 +53,12 @@ impl DwWeights {
             }
             (q, sums)
         });
-        let small = taps.iter().all(|&v| v.abs() <= 64);
+        let run16 = run16(taps.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0));
         DwWeights {
             taps,
             pairs,
             quads,
-            small,
+            run16,
             c,
             kh,
             kw,

@@ -1,7 +1,8 @@
 //! Depthwise kernels on *quad rows* of raw `u8` codes: AVX-512 VNNI for weights whose
 //! centred values all fit `i8`, AVX2 for weights within ±64 (`vpmaddubsw` sums two u8 × i8
 //! products into an `i16`, saturating; |2·255·64| < 2^15 never does, and `vpmaddwd` with
-//! ones adds the two pairs of a lane into `i32`): `Q[u][c] = (q[u − pl], q[u − pl + dx], q[u − pl + 2dx],
+//! ones adds the two pairs of a lane into `i32`, after up to `run16` quads' pair sums have
+//! added in `i16`, see [`super::qgemm::run16`]): `Q[u][c] = (q[u − pl], q[u − pl + dx], q[u − pl + 2dx],
 //! q[u − pl + 3dx])` of channel `c` (code z_x in the horizontal padding), so that four
 //! horizontally adjacent taps are one `vpdpbusd` lane (u8 × i8). The zero point is an exact
 //! correction: Σ (q − z_x)·w = Σ q·w − z_x·Σ w over the kernel rows inside the image (the
@@ -151,7 +152,9 @@ pub fn row(
         Isa::Vnni => unsafe { row_avx512(rows, q, corr, (ch, nq, sx, dx), w.kh, ow, acc) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; `band_acc` picks this kernel only for weights within ±64.
-        Isa::Avx2 if w.small => unsafe { row_avx2(rows, q, corr, (ch, nq, sx, dx), w.kh, ow, acc) },
+        Isa::Avx2 if w.run16 > 0 => unsafe {
+            row_avx2(rows, q, corr, (ch, nq, sx, dx), (w.kh, w.run16), ow, acc)
+        },
         _ => 0,
     };
     for ox in (0..ow).filter(|_| done < ch) {
@@ -240,7 +243,9 @@ unsafe fn row_avx512(
     full
 }
 
-/// Full 8-channel blocks (weights within ±64); returns the channels done.
+/// Full 8-channel blocks (weights within ±64); returns the channels done. The pair sums
+/// of up to `run` quads add in `i16` before `vpmaddwd` widens them (exact: see
+/// [`super::qgemm::run16`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn row_avx2(
@@ -248,7 +253,7 @@ unsafe fn row_avx2(
     q: &[i8],
     corr: &[i32],
     dims: (usize, usize, usize, usize),
-    kh: usize,
+    (kh, run): (usize, usize),
     ow: usize,
     acc: &mut [i32],
 ) -> usize {
@@ -256,7 +261,7 @@ unsafe fn row_avx2(
     #[inline(always)]
     unsafe fn block<const N: usize>(
         r: &[Option<*const u8>],
-        (wp, cp): (*const i8, *const i32),
+        (wp, cp, run): (*const i8, *const i32, usize),
         (ch, nq, sx, dx): (usize, usize, usize, usize),
         ox0: usize,
         c0: usize,
@@ -265,27 +270,37 @@ unsafe fn row_avx2(
         // SAFETY (whole block): bounds asserted by `row`.
         let init = unsafe { _mm256_loadu_si256(cp.add(c0) as _) };
         let mut a = [init; N];
+        let mut t = [_mm256_setzero_si256(); N];
+        let mut used = 0;
         let ones = _mm256_set1_epi16(1);
         for (ky, p) in r.iter().enumerate() {
             let Some(p) = *p else { continue };
             for j in 0..nq {
+                if used == run {
+                    for (a, t) in a.iter_mut().zip(t.iter_mut()) {
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*t, ones));
+                        *t = _mm256_setzero_si256();
+                    }
+                    used = 0;
+                }
                 let wv = unsafe { _mm256_loadu_si256(wp.add(((ky * nq + j) * ch + c0) * 4) as _) };
-                for (i, a) in a.iter_mut().enumerate() {
+                for (i, t) in t.iter_mut().enumerate() {
                     let col = (ox0 + i) * sx + 4 * j * dx;
                     let xv = unsafe { _mm256_loadu_si256(p.add((col * ch + c0) * 4) as _) };
-                    *a =
-                        _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+                    *t = _mm256_add_epi16(*t, _mm256_maddubs_epi16(xv, wv));
                 }
+                used += 1;
             }
         }
-        for (i, &a) in a.iter().enumerate() {
-            unsafe { _mm256_storeu_si256(acc.add((ox0 + i) * ch + c0) as _, a) };
+        for (i, (&a, &t)) in a.iter().zip(&t).enumerate() {
+            let v = _mm256_add_epi32(a, _mm256_madd_epi16(t, ones));
+            unsafe { _mm256_storeu_si256(acc.add((ox0 + i) * ch + c0) as _, v) };
         }
     }
     let ch = dims.0;
     let full = ch / 8 * 8;
     let r: Vec<Option<*const u8>> = (0..kh).map(|k| rows.bytes(k).map(|p| p.as_ptr())).collect();
-    let ptrs = (q.as_ptr(), corr.as_ptr());
+    let ptrs = (q.as_ptr(), corr.as_ptr(), run);
     let ap = acc.as_mut_ptr();
     let mut ox0 = 0;
     while ox0 < ow {
