@@ -2,7 +2,8 @@
 //!
 //! - [`Isa::Vnni`]: AVX-512 VNNI `vpdpbusd` (u8 × i8 → i32, four products per lane) with
 //!   AVX-512 BW/VL for the elementwise parts;
-//! - [`Isa::Avx2`]: AVX2 `vpmaddwd` on operands widened to `i16`;
+//! - [`Isa::Avx2`]: AVX2 `vpmaddubsw` (u8 × i8 pair sums in i16, in runs the weights bound)
+//!   then `vpmaddwd` to i32; `vpmaddwd` on widened operands for weights beyond ±64;
 //! - [`Isa::Portable`]: plain Rust loops.
 //!
 //! All three compute the same exact integers; tests force each available one. The
