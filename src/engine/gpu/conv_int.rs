@@ -19,9 +19,16 @@
 //! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
 //! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
-//! `requant::QUANTIZE_DIVIDES` says). Other grouped convs
-//! (`gconv_int`) compute each output channel's sum alone over its group's input channels,
-//! gathered at any byte offset (channels past the group's read as the zero point).
+//! `requant::QUANTIZE_DIVIDES` says).
+//!
+//! Kernels: `conv_gemm`, a tiled implicit GEMM (workgroup-memory tiles of weights and
+//! input patches, a 4 × 4 register block per invocation, tile shape [`GemmTile`] chosen per
+//! adapter as pipeline-overridable constants) for convs and linear layers with groups = 1
+//! and grouped convs whose group width is a multiple of 4 (so each output word belongs to
+//! one group); `gconv_int` for other grouped convs, each output channel's sum alone over
+//! its group's input channels, gathered at any byte offset (channels past the group's read
+//! as the zero point); `dw_int` for depthwise convs. Integer sums are exact in any order, so
+//! the tiling changes no code.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -93,7 +100,9 @@ pub struct IntParams {
     /// Conv: input / output channels per group.
     pub cig: u32,
     pub cog: u32,
-    pub _pad: [u32; 2],
+    /// Tiled conv: pixel tiles and channel tiles per group.
+    pub tiles_p: u32,
+    pub tiles_m: u32,
 }
 const _: () = assert!(std::mem::size_of::<IntParams>() == 160);
 
@@ -252,6 +261,36 @@ pub(super) fn out_fields(p: &mut IntParams, out: Option<QParams>) {
     }
 }
 
+/// Tile shape of `conv_gemm` (pipeline-overridable constants): `wg × wg` invocations own a
+/// `4·wg × 4·wg` (channels × pixels) output tile and stage `tk` word pairs (8 input channels
+/// each) of the reduction at a time. The shader's tiles hold `tk · 4·wg ≤ 512` entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    pub wg: u32,
+    pub tk: u32,
+}
+
+impl GemmTile {
+    /// Workgroup memory `conv_gemm` declares: two 512-entry tiles of `vec2<u32>` and 256
+    /// `i32` partial sums (within WebGPU's guaranteed 16 KiB).
+    pub const WORKGROUP_BYTES: u32 = 2 * 512 * 8 + 256 * 4;
+
+    /// The largest tile the adapter runs: 16 × 16 invocations (64 × 64 outputs, 8 word pairs
+    /// = 64 input channels per stage) where 256 invocations fit a workgroup, else 8 × 8
+    /// (32 × 32 outputs, 16 word pairs per stage).
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        let l = ctx.limits();
+        let big = l.max_compute_invocations_per_workgroup >= 256
+            && l.max_compute_workgroup_size_x >= 16
+            && l.max_compute_workgroup_size_y >= 16;
+        if big {
+            GemmTile { wg: 16, tk: 8 }
+        } else {
+            GemmTile { wg: 8, tk: 16 }
+        }
+    }
+}
+
 /// One invocation per output word (`p.total`), 64 per workgroup.
 pub(super) fn launch(
     ctx: &GpuContext,
@@ -322,24 +361,51 @@ pub fn conv_int_encode(
         ..Default::default()
     };
     out_fields(&mut p, l.out);
-    let constants = [("LOGITS", if logits { 1.0 } else { 0.0 })];
     if depthwise && logits {
         return Err(Error::Gpu("a depthwise conv as the logits layer".into()));
     }
+    let logits_c = if logits { 1.0 } else { 0.0 };
+    let bufs = [x, &l.nib, &l.wide, &l.chan, y];
+    if !depthwise && (c.groups == 1 || cog % 4 == 0) {
+        // The tiled implicit GEMM: one workgroup per (group, channel tile, pixel tile); the
+        // last group's tiles also cover the output's padding channels (codes).
+        let t = GemmTile::for_adapter(ctx);
+        let tile = 4 * t.wg as usize;
+        let m_last = if logits {
+            cog
+        } else {
+            4 * cw_out - (c.groups - 1) * cog
+        };
+        let (tiles_p, tiles_m) = ((n * oh * ow).div_ceil(tile), m_last.div_ceil(tile));
+        p.tiles_p = u32_of("conv_int pixel tiles", tiles_p)?;
+        p.tiles_m = u32_of("conv_int channel tiles", tiles_m)?;
+        let groups = tiles_p * tiles_m * c.groups;
+        p.total = u32_of("conv_int tiles", groups)?;
+        let constants = [
+            ("LOGITS", logits_c),
+            ("WG", f64::from(t.wg)),
+            ("TK", f64::from(t.tk)),
+        ];
+        let spec = KernelSpec {
+            name: "conv_int",
+            source: SOURCE,
+            entry: "conv_gemm",
+            slots: &CONV_SLOTS,
+            constants: &constants,
+            workgroup_bytes: GemmTile::WORKGROUP_BYTES,
+        };
+        buffers::launch(ctx, enc, &spec, &bufs, &p, groups as u64)?;
+        return Ok((oh, ow));
+    }
+    let constants = [("LOGITS", logits_c)];
     let spec = KernelSpec {
         name: "conv_int",
         source: SOURCE,
-        entry: if depthwise {
-            "dw_int"
-        } else if c.groups > 1 {
-            "gconv_int"
-        } else {
-            "conv_int"
-        },
+        entry: if depthwise { "dw_int" } else { "gconv_int" },
         slots: &CONV_SLOTS,
         constants: &constants,
         workgroup_bytes: 0,
     };
-    launch(ctx, enc, spec, &[x, &l.nib, &l.wide, &l.chan, y], &p)?;
+    launch(ctx, enc, spec, &bufs, &p)?;
     Ok((oh, ow))
 }
