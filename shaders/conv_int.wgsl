@@ -407,3 +407,88 @@ fn dw_int(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     y[i] = word;
 }
+
+// Depthwise, tiled: one workgroup per (image, word of 4 channels, DWT × DWT output tile).
+// The tile's input patch plus halo ((DWT − 1)·s + (k − 1)·d + 1 per side, code words, the
+// zero point outside the image) and the 4 channels' centred weights q_s − z_s of every tap
+// are staged in workgroup memory; each invocation computes one output pixel's code word
+// with vec4 integer products (exact: the same products as dw_acc, taps outside the image
+// contribute (q_s − z_s)·0). The launcher uses it when the patch fits DW_PATCH words and
+// ntensor · taps ≤ DW_TAPS, else dw_int.
+override DWT: u32 = 8u;
+const DW_PATCH: u32 = 1024u;
+const DW_TAPS: u32 = 128u;
+var<workgroup> dwx: array<u32, DW_PATCH>;
+var<workgroup> dwq: array<vec4<i32>, DW_TAPS>; // [t][tap]
+
+@compute @workgroup_size(DWT, DWT, 1)
+fn dw_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let tile = wid.y * nwg.x + wid.x;
+    if tile >= p.total { return; } // uniform for the whole workgroup
+    let tx = tile % p.tiles_p;
+    var rest = tile / p.tiles_p;
+    let ty = rest % p.tiles_m;
+    rest = rest / p.tiles_m;
+    let wd = rest % p.cw_out;
+    let nb = rest / p.cw_out;
+    let taps = p.kh * p.kw;
+    let ph = (DWT - 1u) * p.sh + (p.kh - 1u) * p.dh + 1u;
+    let pw = (DWT - 1u) * p.sw + (p.kw - 1u) * p.dw + 1u;
+    let iy0 = i32(ty * DWT * p.sh) - i32(p.pt);
+    let ix0 = i32(tx * DWT * p.sw) - i32(p.pl);
+    let zfill = u32(p.zx) * 0x01010101u;
+    for (var e = li; e < ph * pw; e += DWT * DWT) {
+        let iy = iy0 + i32(e / pw);
+        let ix = ix0 + i32(e % pw);
+        var v = zfill;
+        if iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w) {
+            v = x[((nb * p.h + u32(iy)) * p.w + u32(ix)) * p.cw_in + wd];
+        }
+        dwx[e] = v;
+    }
+    for (var e = li; e < p.ntensor * taps; e += DWT * DWT) {
+        let t = e / taps;
+        let tap = e % taps;
+        var q = vec4<i32>(0);
+        for (var b = 0u; b < 4u; b++) {
+            let c = 4u * wd + b;
+            if c >= p.co { continue; }
+            let info = chan[t * p.co + c];
+            var qs: i32;
+            if info.wide == NONE {
+                qs = extractBits(bitcast<i32>(wnib[(t * p.co + c) * taps + tap]), 0u, 4u);
+            } else {
+                qs = extractBits(bitcast<i32>(wide[(info.wide * taps + tap) * 2u]), 0u, 8u);
+            }
+            q[b] = qs - info.zs;
+        }
+        dwq[e] = q;
+    }
+    workgroupBarrier();
+    let oy = ty * DWT + lid.y;
+    let ox = tx * DWT + lid.x;
+    if oy >= p.oh || ox >= p.ow { return; }
+    let zx4 = vec4<i32>(p.zx);
+    var a0 = vec4<i32>(0);
+    var a1 = vec4<i32>(0);
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let prow = (lid.y * p.sh + ky * p.dh) * pw + lid.x * p.sw;
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let xv = vec4<i32>(unpack4xU8(dwx[prow + kx * p.dw])) - zx4;
+            let tap = ky * p.kw + kx;
+            a0 += dwq[tap] * xv;
+            if p.ntensor == 2u { a1 += dwq[taps + tap] * xv; }
+        }
+    }
+    var word = 0u;
+    for (var b = 0u; b < 4u; b++) {
+        let c = 4u * wd + b;
+        var q = u32(p.out_zero);
+        if c < p.co { q = quantize(epilogue(c, a0[b], a1[b])); }
+        word |= q << (8u * b);
+    }
+    y[((nb * p.oh + oy) * p.ow + ox) * p.cw_out + wd] = word;
+}

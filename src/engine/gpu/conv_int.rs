@@ -27,7 +27,9 @@
 //! and grouped convs whose group width is a multiple of 4 (so each output word belongs to
 //! one group); `gconv_int` for other grouped convs, each output channel's sum alone over
 //! its group's input channels, gathered at any byte offset (channels past the group's read
-//! as the zero point); `dw_int` for depthwise convs. Integer sums are exact in any order, so
+//! as the zero point); `dw_tiled` for depthwise convs (an 8 × 8 output tile per workgroup
+//! and word of 4 channels, its input patch plus halo and the centred weights staged in
+//! workgroup memory), or `dw_int` (direct) where the patch exceeds it. Integer sums are exact in any order, so
 //! the tiling changes no code.
 
 use bytemuck::{Pod, Zeroable};
@@ -291,6 +293,12 @@ impl GemmTile {
     }
 }
 
+/// `dw_tiled`: output tile side (pipeline-overridable `DWT`; 64 invocations, within every
+/// adapter's limits), and the shader's patch (code words) and centred-weight array sizes.
+const DW_TILE: u32 = 8;
+const DW_PATCH: usize = 1024;
+const DW_TAPS: usize = 128;
+
 /// One invocation per output word (`p.total`), 64 per workgroup.
 pub(super) fn launch(
     ctx: &GpuContext,
@@ -396,6 +404,31 @@ pub fn conv_int_encode(
         };
         buffers::launch(ctx, enc, &spec, &bufs, &p, groups as u64)?;
         return Ok((oh, ow));
+    }
+    if depthwise {
+        // The tiled depthwise kernel where its patch and taps fit its workgroup arrays.
+        let t = DW_TILE as usize;
+        let (kh, kw) = (c.kernel[0], c.kernel[1]);
+        let patch = ((t - 1) * c.stride[0] + (kh - 1) * c.dilation[0] + 1)
+            * ((t - 1) * c.stride[1] + (kw - 1) * c.dilation[1] + 1);
+        if patch <= DW_PATCH && l.ntensor as usize * kh * kw <= DW_TAPS {
+            let (tiles_x, tiles_y) = (ow.div_ceil(t), oh.div_ceil(t));
+            p.tiles_p = tiles_x as u32;
+            p.tiles_m = tiles_y as u32;
+            let groups = n * cw_out * tiles_y * tiles_x;
+            p.total = u32_of("conv_int tiles", groups)?;
+            let constants = [("DWT", f64::from(DW_TILE))];
+            let spec = KernelSpec {
+                name: "conv_int",
+                source: SOURCE,
+                entry: "dw_tiled",
+                slots: &CONV_SLOTS,
+                constants: &constants,
+                workgroup_bytes: (DW_PATCH * 4 + DW_TAPS * 16) as u32,
+            };
+            buffers::launch(ctx, enc, &spec, &bufs, &p, groups as u64)?;
+            return Ok((oh, ow));
+        }
     }
     let constants = [("LOGITS", logits_c)];
     let spec = KernelSpec {
