@@ -87,28 +87,34 @@ fn epilogue(c: u32, a0: i32, a1: i32) -> f32 {
 
 // Tiled implicit GEMM (convs with groups = 1, and grouped convs whose group width is a
 // multiple of 4): per group, Y[c, pix] = Σ_k W[c, k] X[k, pix] with k = (tap, word pair of
-// 8 input channels) and pix = (image, oy, ox) over the whole batch. A workgroup of WG × WG
-// invocations owns a TM × TN output tile (TM = TN = 4·WG: channels × pixels); K is staged
+// 8 input channels) and pix = (image, oy, ox) over the whole batch. A workgroup of WGX × WGY
+// invocations owns a TM × TN output tile (TM = 4·WGY channels × TN = 4·WGX pixels); K is staged
 // TK word pairs at a time in workgroup memory (weights widened to i8, activations shifted to
 // signed), and each invocation accumulates a 4 channel × 4 pixel register block: its four
-// channels are one output code word per pixel. WG and TK are pipeline-overridable (the
-// launcher picks them per adapter; TK · WG ≤ 128, WG ≤ 16, WG / 4 divides TK).
+// channels are one output code word per pixel. WGX, WGY and TK are pipeline-overridable
+// (the launcher picks them per adapter and layer: multiples of 4, TK · WGX and TK · WGY at
+// most 128, WGX · WGY at most 256, WGX / 4 and WGY / 4 dividing TK).
 // The sums: exact integer sums over the padded reduction of (q_w - z_w)(q_x - z_x) in the
 // zero-point-expanded form with signed activations x_s = q_x - 128:
 //   sum q_s x_s - zxs sum q_s - z_s sum x_s + K z_s zxs   (i32, wrapping: exact when the
 // true sum fits, in any order). Out-of-bounds taps read the code zx (real 0). Each pixel's
 // Σx_s is summed by the invocations that stage it and reduced through workgroup memory once.
-override WG: u32 = 16u;
+override WGX: u32 = 16u;
+override WGY: u32 = 16u;
 override TK: u32 = 8u;
 var<workgroup> wa: array<vec2<u32>, 512>; // [TK][TM] weights, 8 × i8
 var<workgroup> xa: array<vec2<u32>, 512>; // [TK][TN] activations, 8 × signed i8
-var<workgroup> sxp: array<i32, 256>;      // Σx_s partials, [WG·WG / TN][TN]
+var<workgroup> sxp: array<i32, 256>;      // Σx_s partials, [WGY / 4][TN]
 
 struct Acc { r0: vec4<i32>, r1: vec4<i32>, r2: vec4<i32>, r3: vec4<i32>, sx: i32 }
 
-// The staging role of one invocation: output pixel `pix` (valid `pv`, at (nb, oy, ox)) and
-// channel `m` of its group (valid `mv`, table row `c`), K rows `sk`, `sk` + WG/4, ...
-struct Stage { sn: u32, sk: u32, pv: bool, nb: u32, oy: u32, ox: u32, mv: bool, c: u32, off: u32 }
+// The staging role of one invocation: output pixel `sn` of the tile (valid `pv`, at
+// (nb, oy, ox)) at K rows `skb`, `skb` + WGY/4, ...; channel `sm` of the tile (valid `mv`,
+// table row `c`) at K rows `ska`, `ska` + WGX/4, ...
+struct Stage {
+    sn: u32, skb: u32, pv: bool, nb: u32, oy: u32, ox: u32,
+    sm: u32, ska: u32, mv: bool, c: u32, off: u32,
+}
 
 fn dot8(a: vec2<u32>, b: vec2<u32>) -> i32 {
     return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y);
@@ -129,44 +135,46 @@ fn x_pair(xb: u32, off: u32, j: u32, inside: bool) -> vec2<u32> {
 // Σ over the whole reduction of tensor t's weights × the tile's activations (4 × 4 block
 // of this invocation), and this invocation's share of Σx_s of its staged pixel.
 fn gemm_pass(t: u32, s: Stage, lid: vec2<u32>) -> Acc {
-    let tn = 4u * WG;
-    let rows = WG / 4u;
+    let tn = 4u * WGX;
+    let tm = 4u * WGY;
     let kdim = p.kh * p.kw * p.cw8;
     let row = t * p.co + s.c;
     let wrow = chan[row].wide;
     var a: Acc;
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
-        for (var r = 0u; r < TK / rows; r++) {
-            let kk = s.sk + r * rows;
+        for (var r = 0u; r < TK / (WGX / 4u); r++) {
+            let kk = s.ska + r * (WGX / 4u);
             let k = k0 + kk;
             var wv = vec2<u32>(0u);
-            var xv = vec2<u32>(0u);
-            if k < kdim {
-                if s.mv {
-                    if wrow == NONE {
-                        let nw = wnib[row * kdim + k];
-                        wv = vec2<u32>(nib_lo(nw), nib_hi(nw));
-                    } else {
-                        let b = 2u * (wrow * kdim + k);
-                        wv = vec2<u32>(wide[b], wide[b + 1u]);
-                    }
-                }
-                if s.pv {
-                    let tap = k / p.cw8;
-                    let iy = i32(s.oy * p.sh + (tap / p.kw) * p.dh) - i32(p.pt);
-                    let ix = i32(s.ox * p.sw + (tap % p.kw) * p.dw) - i32(p.pl);
-                    let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
-                    let xb = ((s.nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
-                    xv = x_pair(xb, s.off, k % p.cw8, inside);
-                    a.sx += dot8(xv, vec2<u32>(0x01010101u));
+            if k < kdim && s.mv {
+                if wrow == NONE {
+                    let nw = wnib[row * kdim + k];
+                    wv = vec2<u32>(nib_lo(nw), nib_hi(nw));
+                } else {
+                    let b = 2u * (wrow * kdim + k);
+                    wv = vec2<u32>(wide[b], wide[b + 1u]);
                 }
             }
-            wa[kk * tn + s.sn] = wv;
+            wa[kk * tm + s.sm] = wv;
+        }
+        for (var r = 0u; r < TK / (WGY / 4u); r++) {
+            let kk = s.skb + r * (WGY / 4u);
+            let k = k0 + kk;
+            var xv = vec2<u32>(0u);
+            if k < kdim && s.pv {
+                let tap = k / p.cw8;
+                let iy = i32(s.oy * p.sh + (tap / p.kw) * p.dh) - i32(p.pt);
+                let ix = i32(s.ox * p.sw + (tap % p.kw) * p.dw) - i32(p.pl);
+                let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+                let xb = ((s.nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
+                xv = x_pair(xb, s.off, k % p.cw8, inside);
+                a.sx += dot8(xv, vec2<u32>(0x01010101u));
+            }
             xa[kk * tn + s.sn] = xv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let ao = kk * tn + lid.y * 4u;
+            let ao = kk * tm + lid.y * 4u;
             let bo = kk * tn + lid.x * 4u;
             let b0 = xa[bo];
             let b1 = xa[bo + 1u];
@@ -196,14 +204,15 @@ fn expand(t: u32, c: u32, dot: i32, sx: i32) -> i32 {
 // One workgroup per (group, channel tile, pixel tile), p.total of them: code words (NHWC;
 // the last group's tiles also write the output's padding channels as the zero point), or
 // with LOGITS f32 values (NCHW).
-@compute @workgroup_size(WG, WG, 1)
+@compute @workgroup_size(WGX, WGY, 1)
 fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid3: vec3<u32>,
              @builtin(local_invocation_index) li: u32) {
     let tile = wid.y * nwg.x + wid.x;
     if tile >= p.total { return; } // uniform for the whole workgroup
-    let tn = 4u * WG;
+    let tn = 4u * WGX;
+    let tm = 4u * WGY;
     let tpix = tile % p.tiles_p;
     let rest = tile / p.tiles_p;
     let tch = rest % p.tiles_m;
@@ -211,13 +220,15 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>,
     let npix = p.n * p.oh * p.ow;
     var s: Stage;
     s.sn = li % tn;
-    s.sk = li / tn;
+    s.skb = li / tn;
+    s.sm = li % tm;
+    s.ska = li / tm;
     let pix = tpix * tn + s.sn;
     s.pv = pix < npix;
     s.ox = pix % p.ow;
     s.oy = (pix / p.ow) % p.oh;
     s.nb = pix / (p.ow * p.oh);
-    let m = tch * tn + s.sn;
+    let m = tch * tm + s.sm;
     s.mv = m < p.cog;
     s.c = g * p.cog + min(m, p.cog - 1u);
     s.off = g * p.cig;
@@ -230,7 +241,7 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     var sx = vec4<i32>(0);
     for (var j = 0u; j < 4u; j++) {
-        for (var q = 0u; q < WG / 4u; q++) {
+        for (var q = 0u; q < WGY / 4u; q++) {
             sx[j] += sxp[q * tn + lid.x * 4u + j];
         }
     }
@@ -239,7 +250,7 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>,
     let groups = p.co / p.cog;
     var mext = p.cog;
     if g == groups - 1u && LOGITS == 0u { mext = 4u * p.cw_out - g * p.cog; }
-    let m0 = tch * tn + lid.y * 4u;
+    let m0 = tch * tm + lid.y * 4u;
     if m0 >= mext { return; }
     for (var j = 0u; j < 4u; j++) {
         let px = tpix * tn + lid.x * 4u + j;

@@ -22,6 +22,8 @@ const SHAPES: &[Shape] = &[
     (130, 5, 3, 1, 1, 1, [3, 1, 1]),
     // 4 output channels: the output's padding word is written as the zero point.
     (9, 4, 1, 1, 0, 1, [1, 5, 7]),
+    // 24 output channels (a 32-row tile), 3×3 stride 2: K of 27 word pairs.
+    (21, 24, 3, 2, 1, 1, [2, 8, 8]),
     // 5×5 stride 2 with uneven padding of the map's edge.
     (24, 33, 5, 2, 2, 1, [2, 9, 6]),
     // groups of width 8 (tiled), of width 12 (last group covers the padding word).

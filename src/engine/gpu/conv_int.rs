@@ -23,14 +23,14 @@
 //!
 //! Kernels: `conv_gemm`, a tiled implicit GEMM (workgroup-memory tiles of weights and
 //! input patches, a 4 × 4 register block per invocation, tile shape [`GemmTile`] chosen per
-//! adapter as pipeline-overridable constants) for convs and linear layers with groups = 1
-//! and grouped convs whose group width is a multiple of 4 (so each output word belongs to
-//! one group); `gconv_int` for other grouped convs, each output channel's sum alone over
-//! its group's input channels, gathered at any byte offset (channels past the group's read
-//! as the zero point); `dw_tiled` for depthwise convs (an 8 × 8 output tile per workgroup
-//! and word of 4 channels, its input patch plus halo and the centred weights staged in
-//! workgroup memory), or `dw_int` (direct) where the patch exceeds it. Integer sums are exact in any order, so
-//! the tiling changes no code.
+//! adapter and layer as pipeline-overridable constants) for convs and linear layers with
+//! groups = 1 and grouped convs whose group width is a multiple of 4 (so each output word
+//! belongs to one group); `gconv_int` for other grouped convs, each output channel's sum
+//! alone over its group's input channels, gathered at any byte offset (channels past the
+//! group's read as the zero point); `dw_tiled` for depthwise convs (an 8 × 8 output tile per
+//! workgroup and word of 4 channels, its input patch plus halo and the centred weights
+//! staged in workgroup memory), or `dw_int` (direct) where the patch exceeds it. Integer
+//! sums are exact in any order, so the tiling changes no code.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -263,12 +263,14 @@ pub(super) fn out_fields(p: &mut IntParams, out: Option<QParams>) {
     }
 }
 
-/// Tile shape of `conv_gemm` (pipeline-overridable constants): `wg × wg` invocations own a
-/// `4·wg × 4·wg` (channels × pixels) output tile and stage `tk` word pairs (8 input channels
-/// each) of the reduction at a time. The shader's tiles hold `tk · 4·wg ≤ 512` entries.
+/// Tile shape of `conv_gemm` (pipeline-overridable constants): `wgx × wgy` invocations own
+/// a `4·wgy × 4·wgx` (channels × pixels) output tile and stage `tk` word pairs (8 input
+/// channels each) of the reduction at a time; the shader's tiles hold `tk · 4·wgx` and
+/// `tk · 4·wgy` entries, at most 512 each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTile {
-    pub wg: u32,
+    pub wgx: u32,
+    pub wgy: u32,
     pub tk: u32,
 }
 
@@ -277,19 +279,30 @@ impl GemmTile {
     /// `i32` partial sums (within WebGPU's guaranteed 16 KiB).
     pub const WORKGROUP_BYTES: u32 = 2 * 512 * 8 + 256 * 4;
 
-    /// The largest tile the adapter runs: 16 × 16 invocations (64 × 64 outputs, 8 word pairs
-    /// = 64 input channels per stage) where 256 invocations fit a workgroup, else 8 × 8
-    /// (32 × 32 outputs, 16 word pairs per stage).
-    pub fn for_adapter(ctx: &GpuContext) -> Self {
+    /// The tile for a layer of `m` output channels per group (padding included) and a
+    /// reduction of `kdim` word pairs on this adapter: 64 pixels (32 where the adapter runs
+    /// fewer than 256 invocations per workgroup) by as few channel rows as cover `m` (16, 32
+    /// or 64), so narrow layers waste no rows; the slice as deep as the tiles allow, but no
+    /// deeper than the reduction (rounded up to 4).
+    pub fn choose(ctx: &GpuContext, m: usize, kdim: usize) -> Self {
         let l = ctx.limits();
         let big = l.max_compute_invocations_per_workgroup >= 256
             && l.max_compute_workgroup_size_x >= 16
             && l.max_compute_workgroup_size_y >= 16;
-        if big {
-            GemmTile { wg: 16, tk: 8 }
-        } else {
-            GemmTile { wg: 8, tk: 16 }
+        let top = if big { 16 } else { 8 };
+        let wgx = top;
+        let wgy = match m {
+            0..=16 => 4,
+            17..=32 => 8,
+            _ => 16,
         }
+        .min(top);
+        let cap = 128 / wgx.max(wgy);
+        let mut tk = 4;
+        while (tk as usize) < kdim && tk * 2 <= cap {
+            tk *= 2;
+        }
+        GemmTile { wgx, wgy, tk }
     }
 }
 
@@ -377,21 +390,22 @@ pub fn conv_int_encode(
     if !depthwise && (c.groups == 1 || cog % 4 == 0) {
         // The tiled implicit GEMM: one workgroup per (group, channel tile, pixel tile); the
         // last group's tiles also cover the output's padding channels (codes).
-        let t = GemmTile::for_adapter(ctx);
-        let tile = 4 * t.wg as usize;
         let m_last = if logits {
             cog
         } else {
             4 * cw_out - (c.groups - 1) * cog
         };
-        let (tiles_p, tiles_m) = ((n * oh * ow).div_ceil(tile), m_last.div_ceil(tile));
+        let t = GemmTile::choose(ctx, m_last, l.taps * cw8);
+        let (tn, tm) = (4 * t.wgx as usize, 4 * t.wgy as usize);
+        let (tiles_p, tiles_m) = ((n * oh * ow).div_ceil(tn), m_last.div_ceil(tm));
         p.tiles_p = u32_of("conv_int pixel tiles", tiles_p)?;
         p.tiles_m = u32_of("conv_int channel tiles", tiles_m)?;
         let groups = tiles_p * tiles_m * c.groups;
         p.total = u32_of("conv_int tiles", groups)?;
         let constants = [
             ("LOGITS", logits_c),
-            ("WG", f64::from(t.wg)),
+            ("WGX", f64::from(t.wgx)),
+            ("WGY", f64::from(t.wgy)),
             ("TK", f64::from(t.tk)),
         ];
         let spec = KernelSpec {
