@@ -279,6 +279,102 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// Exact integer sums over the padded reduction of (q_w - z_w)(q_x - z_x) for the four
+// output channels c0..c0+3 of tensor t at output pixel (nb, oy, ox), in the
+// zero-point-expanded form with signed activations x_s = q_x - 128:
+//   sum q_s x_s - zxs sum q_s - z_s sum x_s + K z_s zxs   (i32, wrapping: exact when the
+// true sum fits). Out-of-bounds taps read the code zx (real 0). Each input word is loaded,
+// sign-flipped and summed once for all four channels (channels past co repeat co - 1 and
+// are discarded by the caller).
+fn conv_acc4(t: u32, c0: u32, nb: u32, oy: u32, ox: u32) -> vec4<i32> {
+    var rows: array<u32, 4>;
+    var wrow: array<u32, 4>;
+    for (var b = 0u; b < 4u; b++) {
+        let c = min(c0 + b, p.co - 1u);
+        rows[b] = t * p.co + c;
+        wrow[b] = chan[rows[b]].wide;
+    }
+    let zfill = u32(p.zx) * 0x01010101u;
+    let taps = p.kh * p.kw;
+    var dot = vec4<i32>(0);
+    var sx: i32 = 0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.pt);
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pl);
+            let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+            let xb = ((nb * p.h + u32(max(iy, 0))) * p.w + u32(max(ix, 0))) * p.cw_in;
+            let tap = ky * p.kw + kx;
+            for (var j = 0u; j < p.cw8; j++) {
+                var x0 = zfill;
+                var x1 = zfill;
+                if inside {
+                    x0 = x[xb + 2u * j];
+                    x1 = x[xb + 2u * j + 1u];
+                }
+                x0 ^= 0x80808080u;
+                x1 ^= 0x80808080u;
+                sx += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u);
+                for (var b = 0u; b < 4u; b++) {
+                    var w0: u32;
+                    var w1: u32;
+                    if wrow[b] == NONE {
+                        let wv = wnib[(rows[b] * taps + tap) * p.cw8 + j];
+                        w0 = nib_lo(wv);
+                        w1 = nib_hi(wv);
+                    } else {
+                        let wb = (wrow[b] * taps + tap) * p.cw8 * 2u + 2u * j;
+                        w0 = wide[wb];
+                        w1 = wide[wb + 1u];
+                    }
+                    dot[b] += dot4I8Packed(w0, x0) + dot4I8Packed(w1, x1);
+                }
+            }
+        }
+    }
+    let zxs = p.zx - 128;
+    var out: vec4<i32>;
+    for (var b = 0u; b < 4u; b++) {
+        let info = chan[rows[b]];
+        out[b] = dot[b] - zxs * info.sumq - info.zs * sx + p.kpad * info.zs * zxs;
+    }
+    return out;
+}
+
+// Direct (ungrouped convs with fewer output pixels than a tile holds, e.g. linear layers at
+// batch 1, where a pixel tile would stay mostly empty): one invocation per (image, pixel,
+// word of 4 output channels): a code word (NHWC), or with LOGITS four f32 values (NCHW).
+@compute @workgroup_size(64, 1, 1)
+fn conv_int(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.total { return; }
+    let wd = i % p.cw_out;
+    let pix = i / p.cw_out;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let nb = pix / (p.ow * p.oh);
+    let a0 = conv_acc4(0u, 4u * wd, nb, oy, ox);
+    var a1 = vec4<i32>(0);
+    if p.ntensor == 2u { a1 = conv_acc4(1u, 4u * wd, nb, oy, ox); }
+    var word = 0u;
+    for (var b = 0u; b < 4u; b++) {
+        let c = 4u * wd + b;
+        if LOGITS == 1u {
+            if c < p.co {
+                y[((nb * p.co + c) * p.oh + oy) * p.ow + ox] = bitcast<u32>(epilogue(c, a0[b], a1[b]));
+            }
+            continue;
+        }
+        var q = u32(p.out_zero);
+        if c < p.co {
+            q = quantize(epilogue(c, a0[b], a1[b]));
+        }
+        word |= q << (8u * b);
+    }
+    if LOGITS == 0u { y[i] = word; }
+}
+
 // Grouped conv (not depthwise): the four codes of channels k..k+3 of the group whose input
 // channels start at `off`, at pixel word `xb` (any byte offset: two words shifted);
 // channels past cig, and taps outside the image, read the zero point.

@@ -25,7 +25,8 @@
 //! input patches, a 4 × 4 register block per invocation, tile shape [`GemmTile`] chosen per
 //! adapter and layer as pipeline-overridable constants) for convs and linear layers with
 //! groups = 1 and grouped convs whose group width is a multiple of 4 (so each output word
-//! belongs to one group); `gconv_int` for other grouped convs, each output channel's sum
+//! belongs to one group); `conv_int` (direct, four channels of one pixel per invocation)
+//! for ungrouped layers with fewer than [`GEMM_MIN_PIXELS`] output pixels; `gconv_int` for other grouped convs, each output channel's sum
 //! alone over its group's input channels, gathered at any byte offset (channels past the
 //! group's read as the zero point); `dw_tiled` for depthwise convs (an 8 × 8 output tile per
 //! workgroup and word of 4 channels, its input patch plus halo and the centred weights
@@ -306,6 +307,11 @@ impl GemmTile {
     }
 }
 
+/// Ungrouped layers with fewer output pixels (over the batch) run the direct `conv_int`
+/// (four channels of one pixel per invocation): a linear layer at batch 1 would fill one
+/// row of a 64-pixel tile and leave the rest idle.
+const GEMM_MIN_PIXELS: usize = 32;
+
 /// `dw_tiled`: output tile side (pipeline-overridable `DWT`; 64 invocations, within every
 /// adapter's limits), and the shader's patch (code words) and centred-weight array sizes.
 const DW_TILE: u32 = 8;
@@ -387,7 +393,8 @@ pub fn conv_int_encode(
     }
     let logits_c = if logits { 1.0 } else { 0.0 };
     let bufs = [x, &l.nib, &l.wide, &l.chan, y];
-    if !depthwise && (c.groups == 1 || cog % 4 == 0) {
+    let few_pixels = n * oh * ow < GEMM_MIN_PIXELS;
+    if !depthwise && (c.groups == 1 || cog % 4 == 0) && !(few_pixels && c.groups == 1) {
         // The tiled implicit GEMM: one workgroup per (group, channel tile, pixel tile); the
         // last group's tiles also cover the output's padding channels (codes).
         let m_last = if logits {
@@ -448,7 +455,13 @@ pub fn conv_int_encode(
     let spec = KernelSpec {
         name: "conv_int",
         source: SOURCE,
-        entry: if depthwise { "dw_int" } else { "gconv_int" },
+        entry: if depthwise {
+            "dw_int"
+        } else if c.groups == 1 {
+            "conv_int"
+        } else {
+            "gconv_int"
+        },
         slots: &CONV_SLOTS,
         constants: &constants,
         workgroup_bytes: 0,
