@@ -35,6 +35,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::conv2d::wide_workgroups;
 use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
@@ -286,11 +287,7 @@ impl GemmTile {
     /// or 64), so narrow layers waste no rows; the slice as deep as the tiles allow, but no
     /// deeper than the reduction (rounded up to 4).
     pub fn choose(ctx: &GpuContext, m: usize, kdim: usize) -> Self {
-        let l = ctx.limits();
-        let big = l.max_compute_invocations_per_workgroup >= 256
-            && l.max_compute_workgroup_size_x >= 16
-            && l.max_compute_workgroup_size_y >= 16;
-        let top = if big { 16 } else { 8 };
+        let top = if wide_workgroups(ctx) { 16 } else { 8 };
         let wgx = top;
         let wgy = match m {
             0..=16 => 4,
