@@ -153,7 +153,7 @@ pub fn conv2d_encode(
 
 /// Whether the adapter runs 16 × 16 = 256 invocations per workgroup (WebGPU guarantees it;
 /// the tiled kernels fall back to 8 × 8 elsewhere).
-pub(crate) fn wide_workgroups(ctx: &GpuContext) -> bool {
+fn wide_workgroups(ctx: &GpuContext) -> bool {
     let l = ctx.limits();
     l.max_compute_invocations_per_workgroup >= 256
         && l.max_compute_workgroup_size_x >= 16

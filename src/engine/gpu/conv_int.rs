@@ -35,7 +35,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::conv2d::wide_workgroups;
+use super::conv2d;
 use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
@@ -287,14 +287,8 @@ impl GemmTile {
     /// or 64), so narrow layers waste no rows; the slice as deep as the tiles allow, but no
     /// deeper than the reduction (rounded up to 4).
     pub fn choose(ctx: &GpuContext, m: usize, kdim: usize) -> Self {
-        let top = if wide_workgroups(ctx) { 16 } else { 8 };
-        let wgx = top;
-        let wgy = match m {
-            0..=16 => 4,
-            17..=32 => 8,
-            _ => 16,
-        }
-        .min(top);
+        // The workgroup shape is the f32 GEMM's rule.
+        let conv2d::GemmTile { wgx, wgy, .. } = conv2d::GemmTile::choose(ctx, m);
         let cap = 128 / wgx.max(wgy);
         let mut tk = 4;
         while (tk as usize) < kdim && tk * 2 <= cap {
