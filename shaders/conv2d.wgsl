@@ -27,15 +27,19 @@ fn act(v: f32) -> f32 {
 }
 
 // Implicit GEMM per (image, group): Y[m, pix] = sum_k W[m, k] * X_im2col[k, pix],
-// k = (ic, ky, kx). A 64 x 64 output tile per workgroup, K staged 16 at a time in
-// workgroup memory (2 x 4 KiB); each of the 16 x 16 invocations owns a 4 x 4 micro-tile.
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+// k = (ic, ky, kx). A workgroup of WGX × WGY invocations owns a TM × TN output tile
+// (TM = 4·WGY channels, TN = 4·WGX pixels); K is staged TK at a time in workgroup memory
+// (2 × 4 KiB); each invocation owns a 4 × 4 micro-tile. WGX, WGY and TK are
+// pipeline-overridable (the launcher picks them per adapter and layer; TK · TM and TK · TN
+// at most 1024). Each output accumulates in k order, one product at a time, whatever the
+// tile shape: the tiling does not change a bit of the result.
+override WGX: u32 = 16u;
+override WGY: u32 = 16u;
+override TK: u32 = 16u;
 var<workgroup> a_tile: array<f32, 1024>; // [TK][TM]
 var<workgroup> b_tile: array<f32, 1024>; // [TK][TN]
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WGX, WGY, 1)
 fn conv2d_gemm(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -44,6 +48,9 @@ fn conv2d_gemm(
 ) {
     let tile = wid.y * nwg.x + wid.x;
     if tile >= p.total { return; } // uniform for the whole workgroup
+    let TM = 4u * WGY;
+    let TN = 4u * WGX;
+    let threads = WGX * WGY;
     let tp = tile % p.tiles_p;
     let rest = tile / p.tiles_p;
     let tm = rest % p.tiles_m;
@@ -63,8 +70,7 @@ fn conv2d_gemm(
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + r * 256u;
+        for (var e = li; e < TK * TM; e += threads) {
             let kk = e / TM;
             let mm = e % TM;
             let m = tm * TM + mm;
@@ -73,8 +79,7 @@ fn conv2d_gemm(
             if m < p.cog && k < kdim { v = wt[w_base + m * kdim + k]; }
             a_tile[e] = v;
         }
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + r * 256u;
+        for (var e = li; e < TK * TN; e += threads) {
             let kk = e / TN;
             let nn = e % TN;
             let pix = tp * TN + nn;
@@ -143,4 +148,65 @@ fn conv2d_depthwise(
         }
     }
     y[idx] = act(acc + bias[c]);
+}
+
+// Depthwise, tiled: one workgroup per (image · channel plane, DT × DT output tile). The
+// tile's input patch plus halo ((DT − 1)·s + (k − 1)·d + 1 per side, zeros outside the
+// image) and the channel's taps are staged in workgroup memory; each invocation computes
+// one output with conv2d_depthwise's loop (the same taps skipped, the same order: the
+// same bits). The launcher uses it when the patch fits DW_PATCH and the taps DW_TAPS.
+override DT: u32 = 16u;
+const DW_PATCH: u32 = 2048u;
+const DW_TAPS: u32 = 256u;
+var<workgroup> dw_x: array<f32, DW_PATCH>;
+var<workgroup> dw_w: array<f32, DW_TAPS>;
+
+@compute @workgroup_size(DT, DT, 1)
+fn conv2d_dw_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let tile = wid.y * nwg.x + wid.x;
+    if tile >= p.total { return; } // uniform for the whole workgroup
+    let tx = tile % p.tiles_p;
+    let rest = tile / p.tiles_p;
+    let ty = rest % p.tiles_m;
+    let nc = rest / p.tiles_m;
+    let c = nc % p.co;
+    let khw = p.kh * p.kw;
+    let ph = (DT - 1u) * p.stride_h + (p.kh - 1u) * p.dil_h + 1u;
+    let pw = (DT - 1u) * p.stride_w + (p.kw - 1u) * p.dil_w + 1u;
+    let iy0 = i32(ty * DT * p.stride_h) - i32(p.pad_t);
+    let ix0 = i32(tx * DT * p.stride_w) - i32(p.pad_l);
+    let x_base = nc * p.h * p.w;
+    for (var e = li; e < ph * pw; e += DT * DT) {
+        let iy = iy0 + i32(e / pw);
+        let ix = ix0 + i32(e % pw);
+        var v = 0.0;
+        if iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w) {
+            v = x[x_base + u32(iy) * p.w + u32(ix)];
+        }
+        dw_x[e] = v;
+    }
+    for (var e = li; e < khw; e += DT * DT) {
+        dw_w[e] = wt[c * khw + e];
+    }
+    workgroupBarrier();
+    let oy = ty * DT + lid.y;
+    let ox = tx * DT + lid.x;
+    if oy >= p.oh || ox >= p.ow { return; }
+    var acc = 0.0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.stride_h + ky * p.dil_h) - i32(p.pad_t);
+        if iy < 0 || iy >= i32(p.h) { continue; }
+        let prow = (lid.y * p.stride_h + ky * p.dil_h) * pw + lid.x * p.stride_w;
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.stride_w + kx * p.dil_w) - i32(p.pad_l);
+            if ix < 0 || ix >= i32(p.w) { continue; }
+            acc += dw_x[prow + kx * p.dil_w] * dw_w[ky * p.kw + kx];
+        }
+    }
+    y[(nc * p.oh + oy) * p.ow + ox] = act(acc + bias[c]);
 }

@@ -8,6 +8,8 @@
 mod common;
 #[path = "gpu_parity/conv.rs"]
 mod conv;
+#[path = "gpu_parity/conv_tiles.rs"]
+mod conv_tiles;
 #[path = "gpu_parity/eltwise.rs"]
 mod eltwise;
 #[path = "gpu_parity/quant.rs"]

@@ -13,6 +13,8 @@ mod gpu;
 mod gpu_exact;
 #[path = "int_exact/pool_ops.rs"]
 mod pool_ops;
+#[path = "int_exact/tiles.rs"]
+mod tiles;
 
 use proptest::prelude::*;
 use ptq4::engine::cpu::int::{self, PackedWeights};

@@ -6,11 +6,16 @@
 //! fused ReLU/ReLU6 (a pipeline-overridable constant). Layouts: x `[N, CI, H, W]`,
 //! w `[CO, CI/G, KH, KW]`, b `[CO]`, y `[N, CO, OH, OW]`, all f32 row-major.
 //!
-//! Two entry points: `conv2d_gemm` (implicit GEMM per image and group, 64×64 output tiles,
-//! K staged 16 at a time in 8 KiB of workgroup memory) for any `groups`, and
-//! `conv2d_depthwise` (direct, one invocation per output) when groups = CI = CO.
-//! Bindings: 0 x, 1 w, 2 b → 3 y → 4 [`Conv2dParams`]. Accumulation is f32 in k order
-//! with the bias added last; the CPU oracle is `engine::cpu::reference::conv2d`.
+//! Entry points: `conv2d_gemm`, a tiled implicit GEMM per image and group (workgroup-memory
+//! tiles of weights and input patches, a 4 × 4 register block per invocation, the tile
+//! shape [`GemmTile`] chosen per adapter and layer as pipeline-overridable constants) for
+//! any `groups`; `conv2d_dw_tiled` when groups = CI = CO (a 16 × 16 output tile per
+//! workgroup and channel, 8 × 8 on small maps, its input patch plus halo and the taps staged in workgroup
+//! memory), or the direct `conv2d_depthwise` (one invocation per output) where the patch
+//! exceeds it. Bindings: 0 x, 1 w, 2 b → 3 y → 4 [`Conv2dParams`]. Accumulation is f32 in k
+//! order, one product at a time, with the bias added last, whatever the tile: the tiled
+//! kernels give the bits of the untiled order. The CPU oracle is
+//! `engine::cpu::reference::conv2d`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -28,7 +33,13 @@ const SLOTS: [Slot; 5] = [
     Slot::Output,
     Slot::Params,
 ];
+/// `conv2d_params`' default tiles (64 × 64; the calibration-precision kernels use them).
 const TILE: usize = 64;
+/// `conv2d_dw_tiled`: output tile side (`DT`, 256 invocations; 8 on adapters that run fewer)
+/// and its arrays' sizes.
+const DW_TILE: usize = 16;
+const DW_PATCH: usize = 2048;
+const DW_TAPS: usize = 256;
 
 /// Uniform twin of the WGSL `Params` struct.
 #[repr(C)]
@@ -82,28 +93,101 @@ pub fn conv2d_encode(
     (h, wd): (usize, usize),
     c: &Conv2d,
 ) -> Result<()> {
-    let (params, depthwise) = conv2d_params(x, w, b, y, n, (h, wd), c)?;
-    let total = params.total as usize;
+    let (mut params, depthwise) = conv2d_params(x, w, b, y, n, (h, wd), c)?;
     let (oh, ow) = (params.oh as usize, params.ow as usize);
-    let constants = [("ACT", act_code(c.act))];
-    let spec = KernelSpec {
+    let act = ("ACT", act_code(c.act));
+    let spec = |entry, constants, workgroup_bytes| KernelSpec {
         name: "conv2d",
         source: SOURCE,
-        entry: if depthwise {
-            "conv2d_depthwise"
-        } else {
-            "conv2d_gemm"
-        },
+        entry,
         slots: &SLOTS,
-        constants: &constants,
-        workgroup_bytes: if depthwise { 0 } else { 2 * 1024 * 4 },
+        constants,
+        workgroup_bytes,
     };
-    let groups = if depthwise {
-        (n * c.out_channels * oh * ow).div_ceil(256)
-    } else {
-        total
-    };
-    buffers::launch(ctx, enc, &spec, &[x, w, b, y], &params, groups as u64)
+    let bufs = [x, w, b, y];
+    if depthwise {
+        // 8 × 8 on maps of at most 8 × 8 outputs (a 16 × 16 tile of a 7 × 7 map idles 80 %).
+        let t = if wide_workgroups(ctx) && oh.max(ow) > 8 {
+            DW_TILE
+        } else {
+            8
+        };
+        let (kh, kw) = (c.kernel[0], c.kernel[1]);
+        let patch = ((t - 1) * c.stride[0] + (kh - 1) * c.dilation[0] + 1)
+            * ((t - 1) * c.stride[1] + (kw - 1) * c.dilation[1] + 1);
+        if patch <= DW_PATCH && kh * kw <= DW_TAPS {
+            let (tiles_x, tiles_y) = (ow.div_ceil(t), oh.div_ceil(t));
+            let groups = n * c.out_channels * tiles_y * tiles_x;
+            params.tiles_p = u32_of("pixel tiles", tiles_x)?;
+            params.tiles_m = u32_of("pixel tiles", tiles_y)?;
+            params.total = u32_of("conv2d tiles", groups)?;
+            let constants = [act, ("DT", t as f64)];
+            let bytes = (4 * (DW_PATCH + DW_TAPS)) as u32;
+            let spec = spec("conv2d_dw_tiled", &constants[..], bytes);
+            return buffers::launch(ctx, enc, &spec, &bufs, &params, groups as u64);
+        }
+        let constants = [act];
+        let spec = spec("conv2d_depthwise", &constants[..], 0);
+        let groups = (n * c.out_channels * oh * ow).div_ceil(256);
+        return buffers::launch(ctx, enc, &spec, &bufs, &params, groups as u64);
+    }
+    let t = GemmTile::choose(ctx, c.out_channels / c.groups);
+    let (tn, tm) = (4 * t.wgx as usize, 4 * t.wgy as usize);
+    let (tiles_p, tiles_m) = (
+        (oh * ow).div_ceil(tn),
+        (c.out_channels / c.groups).div_ceil(tm),
+    );
+    let groups = tiles_p * tiles_m * n * c.groups;
+    params.tiles_p = u32_of("pixel tiles", tiles_p)?;
+    params.tiles_m = u32_of("channel tiles", tiles_m)?;
+    params.total = u32_of("conv2d tiles", groups)?;
+    let constants = [
+        act,
+        ("WGX", f64::from(t.wgx)),
+        ("WGY", f64::from(t.wgy)),
+        ("TK", f64::from(t.tk)),
+    ];
+    let spec = spec("conv2d_gemm", &constants[..], 2 * 1024 * 4);
+    buffers::launch(ctx, enc, &spec, &bufs, &params, groups as u64)
+}
+
+/// Whether the adapter runs 16 × 16 = 256 invocations per workgroup (WebGPU guarantees it;
+/// the tiled kernels fall back to 8 × 8 elsewhere).
+fn wide_workgroups(ctx: &GpuContext) -> bool {
+    let l = ctx.limits();
+    l.max_compute_invocations_per_workgroup >= 256
+        && l.max_compute_workgroup_size_x >= 16
+        && l.max_compute_workgroup_size_y >= 16
+}
+
+/// Tile shape of `conv2d_gemm` (pipeline-overridable constants): `wgx × wgy` invocations own
+/// a `4·wgy × 4·wgx` (channels × pixels) output tile and stage `tk` reduction steps at a
+/// time (the shader's tiles hold 1024 entries each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    pub wgx: u32,
+    pub wgy: u32,
+    pub tk: u32,
+}
+
+impl GemmTile {
+    /// The tile for `m` output channels per group on this adapter: 64 pixels (32 where the
+    /// adapter runs fewer than 256 invocations per workgroup) by as few channel rows as
+    /// cover `m` (16, 32 or 64), so narrow layers waste no rows; 16 reduction steps a stage.
+    pub fn choose(ctx: &GpuContext, m: usize) -> Self {
+        let top = if wide_workgroups(ctx) { 16 } else { 8 };
+        let wgy = match m {
+            0..=16 => 4,
+            17..=32 => 8,
+            _ => 16,
+        }
+        .min(top);
+        GemmTile {
+            wgx: top,
+            wgy,
+            tk: 16,
+        }
+    }
 }
 
 /// Checks the buffers of a convolution of `n` images of `h × w` and builds its uniform;

@@ -19,12 +19,23 @@
 //! `i32`, which `IntModel::new` checks). Depthwise convs use scalar integer products.
 //! Epilogue: `requant::Epilogue` op for op (product, then sum, the product kept out of FMA
 //! contraction), then `QParams::quantize` (a true division or the reciprocal product, as
-//! `requant::QUANTIZE_DIVIDES` says). Other grouped convs
-//! (`gconv_int`) compute each output channel's sum alone over its group's input channels,
-//! gathered at any byte offset (channels past the group's read as the zero point).
+//! `requant::QUANTIZE_DIVIDES` says).
+//!
+//! Kernels: `conv_gemm`, a tiled implicit GEMM (workgroup-memory tiles of weights and
+//! input patches, a 4 × 4 register block per invocation, tile shape [`GemmTile`] chosen per
+//! adapter and layer as pipeline-overridable constants) for convs and linear layers with
+//! groups = 1 and grouped convs whose group width is a multiple of 4 (so each output word
+//! belongs to one group); `conv_int` (direct, four channels of one pixel per invocation)
+//! for ungrouped layers with fewer than [`GEMM_MIN_PIXELS`] output pixels; `gconv_int` for other grouped convs, each output channel's sum
+//! alone over its group's input channels, gathered at any byte offset (channels past the
+//! group's read as the zero point); `dw_tiled` for depthwise convs (an 8 × 8 output tile per
+//! workgroup and word of 4 channels, its input patch plus halo and the centred weights
+//! staged in workgroup memory), or `dw_int` (direct) where the patch exceeds it. Integer
+//! sums are exact in any order, so the tiling changes no code.
 
 use bytemuck::{Pod, Zeroable};
 
+use super::conv2d;
 use crate::engine::cpu::int::{conv_out_hw, PackedWeights};
 use crate::engine::device::buffers::{self, u32_of};
 use crate::engine::device::context::{GpuContext, KernelSpec, Slot};
@@ -93,7 +104,9 @@ pub struct IntParams {
     /// Conv: input / output channels per group.
     pub cig: u32,
     pub cog: u32,
-    pub _pad: [u32; 2],
+    /// Tiled conv: pixel tiles and channel tiles per group.
+    pub tiles_p: u32,
+    pub tiles_m: u32,
 }
 const _: () = assert!(std::mem::size_of::<IntParams>() == 160);
 
@@ -252,6 +265,50 @@ pub(super) fn out_fields(p: &mut IntParams, out: Option<QParams>) {
     }
 }
 
+/// Tile shape of `conv_gemm` (pipeline-overridable constants): `wgx × wgy` invocations own
+/// a `4·wgy × 4·wgx` (channels × pixels) output tile and stage `tk` word pairs (8 input
+/// channels each) of the reduction at a time; the shader's tiles hold `tk · 4·wgx` and
+/// `tk · 4·wgy` entries, at most 512 each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    pub wgx: u32,
+    pub wgy: u32,
+    pub tk: u32,
+}
+
+impl GemmTile {
+    /// Workgroup memory `conv_gemm` declares: two 512-entry tiles of `vec2<u32>` and 256
+    /// `i32` partial sums (within WebGPU's guaranteed 16 KiB).
+    pub const WORKGROUP_BYTES: u32 = 2 * 512 * 8 + 256 * 4;
+
+    /// The tile for a layer of `m` output channels per group (padding included) and a
+    /// reduction of `kdim` word pairs on this adapter: 64 pixels (32 where the adapter runs
+    /// fewer than 256 invocations per workgroup) by as few channel rows as cover `m` (16, 32
+    /// or 64), so narrow layers waste no rows; the slice as deep as the tiles allow, but no
+    /// deeper than the reduction (rounded up to 4).
+    pub fn choose(ctx: &GpuContext, m: usize, kdim: usize) -> Self {
+        // The workgroup shape is the f32 GEMM's rule.
+        let conv2d::GemmTile { wgx, wgy, .. } = conv2d::GemmTile::choose(ctx, m);
+        let cap = 128 / wgx.max(wgy);
+        let mut tk = 4;
+        while (tk as usize) < kdim && tk * 2 <= cap {
+            tk *= 2;
+        }
+        GemmTile { wgx, wgy, tk }
+    }
+}
+
+/// Ungrouped layers with fewer output pixels (over the batch) run the direct `conv_int`
+/// (four channels of one pixel per invocation): a linear layer at batch 1 would fill one
+/// row of a 64-pixel tile and leave the rest idle.
+const GEMM_MIN_PIXELS: usize = 32;
+
+/// `dw_tiled`: output tile side (pipeline-overridable `DWT`; 64 invocations, within every
+/// adapter's limits), and the shader's patch (code words) and centred-weight array sizes.
+const DW_TILE: u32 = 8;
+const DW_PATCH: usize = 1024;
+const DW_TAPS: usize = 128;
+
 /// One invocation per output word (`p.total`), 64 per workgroup.
 pub(super) fn launch(
     ctx: &GpuContext,
@@ -322,24 +379,84 @@ pub fn conv_int_encode(
         ..Default::default()
     };
     out_fields(&mut p, l.out);
-    let constants = [("LOGITS", if logits { 1.0 } else { 0.0 })];
     if depthwise && logits {
         return Err(Error::Gpu("a depthwise conv as the logits layer".into()));
     }
+    let logits_c = if logits { 1.0 } else { 0.0 };
+    let bufs = [x, &l.nib, &l.wide, &l.chan, y];
+    let few_pixels = n * oh * ow < GEMM_MIN_PIXELS;
+    if !depthwise && (c.groups == 1 || cog % 4 == 0) && !(few_pixels && c.groups == 1) {
+        // The tiled implicit GEMM: one workgroup per (group, channel tile, pixel tile); the
+        // last group's tiles also cover the output's padding channels (codes).
+        let m_last = if logits {
+            cog
+        } else {
+            4 * cw_out - (c.groups - 1) * cog
+        };
+        let t = GemmTile::choose(ctx, m_last, l.taps * cw8);
+        let (tn, tm) = (4 * t.wgx as usize, 4 * t.wgy as usize);
+        let (tiles_p, tiles_m) = ((n * oh * ow).div_ceil(tn), m_last.div_ceil(tm));
+        p.tiles_p = u32_of("conv_int pixel tiles", tiles_p)?;
+        p.tiles_m = u32_of("conv_int channel tiles", tiles_m)?;
+        let groups = tiles_p * tiles_m * c.groups;
+        p.total = u32_of("conv_int tiles", groups)?;
+        let constants = [
+            ("LOGITS", logits_c),
+            ("WGX", f64::from(t.wgx)),
+            ("WGY", f64::from(t.wgy)),
+            ("TK", f64::from(t.tk)),
+        ];
+        let spec = KernelSpec {
+            name: "conv_int",
+            source: SOURCE,
+            entry: "conv_gemm",
+            slots: &CONV_SLOTS,
+            constants: &constants,
+            workgroup_bytes: GemmTile::WORKGROUP_BYTES,
+        };
+        buffers::launch(ctx, enc, &spec, &bufs, &p, groups as u64)?;
+        return Ok((oh, ow));
+    }
+    if depthwise {
+        // The tiled depthwise kernel where its patch and taps fit its workgroup arrays.
+        let t = DW_TILE as usize;
+        let (kh, kw) = (c.kernel[0], c.kernel[1]);
+        let patch = ((t - 1) * c.stride[0] + (kh - 1) * c.dilation[0] + 1)
+            * ((t - 1) * c.stride[1] + (kw - 1) * c.dilation[1] + 1);
+        if patch <= DW_PATCH && l.ntensor as usize * kh * kw <= DW_TAPS {
+            let (tiles_x, tiles_y) = (ow.div_ceil(t), oh.div_ceil(t));
+            p.tiles_p = tiles_x as u32;
+            p.tiles_m = tiles_y as u32;
+            let groups = n * cw_out * tiles_y * tiles_x;
+            p.total = u32_of("conv_int tiles", groups)?;
+            let constants = [("DWT", f64::from(DW_TILE))];
+            let spec = KernelSpec {
+                name: "conv_int",
+                source: SOURCE,
+                entry: "dw_tiled",
+                slots: &CONV_SLOTS,
+                constants: &constants,
+                workgroup_bytes: (DW_PATCH * 4 + DW_TAPS * 16) as u32,
+            };
+            buffers::launch(ctx, enc, &spec, &bufs, &p, groups as u64)?;
+            return Ok((oh, ow));
+        }
+    }
+    let constants = [("LOGITS", logits_c)];
     let spec = KernelSpec {
         name: "conv_int",
         source: SOURCE,
         entry: if depthwise {
             "dw_int"
-        } else if c.groups > 1 {
-            "gconv_int"
-        } else {
+        } else if c.groups == 1 {
             "conv_int"
+        } else {
+            "gconv_int"
         },
         slots: &CONV_SLOTS,
         constants: &constants,
         workgroup_bytes: 0,
     };
-    launch(ctx, enc, spec, &[x, &l.nib, &l.wide, &l.chan, y], &p)?;
+    launch(ctx, enc, spec, &bufs, &p)?;
     Ok((oh, ow))
 }
