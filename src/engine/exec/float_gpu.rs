@@ -126,6 +126,10 @@ enum Step {
     Unary(Unary),
 }
 
+/// Activation quantizer tables on the device, by value index, and whether per channel
+/// ([`GpuGraph::quantizers`]).
+pub struct Quantizers(HashMap<usize, (wgpu::Buffer, bool)>);
+
 /// One node: its kernel step, input value indices and output value index.
 struct NodeStep {
     name: String,
@@ -363,6 +367,17 @@ impl<'a> GpuGraph<'a> {
         self.run(x, acts, &mut NoDeviceHook)
     }
 
+    /// [`GpuGraph::forward_fake_quant`] with quantizer tables already on the device.
+    pub fn forward_with(&self, x: &Tensor, quantizers: &Quantizers) -> Result<Tensor> {
+        self.run_with(x, quantizers, &mut NoDeviceHook)
+    }
+
+    /// The quantizer tables of `acts` on the device (upload once, run many batches with
+    /// [`GpuGraph::run_with`]).
+    pub fn quantizers(&self, acts: &[ActQuant]) -> Result<Quantizers> {
+        self.tables(acts).map(Quantizers)
+    }
+
     /// The quantizer tables of `acts`, by value index.
     fn tables(&self, acts: &[ActQuant]) -> Result<HashMap<usize, (wgpu::Buffer, bool)>> {
         let mut t = HashMap::new();
@@ -399,6 +414,16 @@ impl<'a> GpuGraph<'a> {
 
     /// Runs the graph on `x` (NCHW), fake-quantizing with `acts`, showing values to `hook`.
     pub fn run(&self, x: &Tensor, acts: &[ActQuant], hook: &mut dyn DeviceHook) -> Result<Tensor> {
+        self.run_with(x, &self.quantizers(acts)?, hook)
+    }
+
+    /// [`GpuGraph::run`] with quantizer tables already on the device.
+    pub fn run_with(
+        &self,
+        x: &Tensor,
+        quantizers: &Quantizers,
+        hook: &mut dyn DeviceHook,
+    ) -> Result<Tensor> {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
@@ -412,7 +437,7 @@ impl<'a> GpuGraph<'a> {
         }
         let ctx = self.ctx;
         let n = x.shape[0];
-        let tables = self.tables(acts)?;
+        let tables = &quantizers.0;
         let out_item: usize = self.shapes[self.output].iter().product();
         let in_item: usize = self.input_shape.iter().product();
         let mut out_shape = vec![n];
@@ -420,6 +445,13 @@ impl<'a> GpuGraph<'a> {
         let mut out = Tensor::zeros(&out_shape);
         let mut pool = BufferPool::default();
         let pre = hook.wants_pre_activation();
+        // Chunk i's output is read after chunk i+1 is submitted (`buffers::Pending`).
+        let mut pending: Option<(Range<usize>, buffers::Pending<f32>)> = None;
+        let mut finish = |(r, p): (Range<usize>, buffers::Pending<f32>)| -> Result<()> {
+            let y = p.wait(ctx)?;
+            out.data[r.start * out_item..r.end * out_item].copy_from_slice(&y);
+            Ok(())
+        };
         for r in buffers::batch_chunks(ctx, n, self.item_bytes)? {
             let m = r.len();
             let shape_of = |v: usize| -> Vec<usize> { [&[m][..], &self.shapes[v]].concat() };
@@ -427,7 +459,7 @@ impl<'a> GpuGraph<'a> {
             let mut live: Vec<Option<wgpu::Buffer>> = (0..self.names.len()).map(|_| None).collect();
             let mut remaining = self.readers.clone();
             let xb = buffers::upload(ctx, "input", &x.data[r.start * in_item..r.end * in_item]);
-            let xb = self.quantize(&mut enc, &mut pool, &tables, 0, xb, m)?;
+            let xb = self.quantize(&mut enc, &mut pool, tables, 0, xb, m)?;
             hook.observe(ctx, &mut enc, Seen::Input, &xb, &shape_of(0))?;
             live[0] = Some(xb);
             for s in &self.steps {
@@ -441,7 +473,7 @@ impl<'a> GpuGraph<'a> {
                     })
                     .collect::<Result<_>>()?;
                 let y = self.encode(&mut enc, &mut pool, s, &ins, m, pre, hook)?;
-                let y = self.quantize(&mut enc, &mut pool, &tables, s.out, y, m)?;
+                let y = self.quantize(&mut enc, &mut pool, tables, s.out, y, m)?;
                 let layer = matches!(s.step, Step::Conv { .. } | Step::Linear { .. });
                 let seen = Seen::Output {
                     node: &s.name,
@@ -458,14 +490,21 @@ impl<'a> GpuGraph<'a> {
                 }
                 live[s.out] = Some(y);
             }
-            ctx.submit(enc)?;
             let yb = live[self.output]
                 .take()
                 .ok_or_else(|| Error::Engine("graph output was not produced".into()))?;
-            let y: Vec<f32> = buffers::read(ctx, &yb, m * out_item)?;
-            out.data[r.start * out_item..r.end * out_item].copy_from_slice(&y);
+            let staged = buffers::stage_read::<f32>(ctx, &mut enc, &yb, m * out_item)?;
+            // Later chunks reuse the pool's buffers: wgpu orders their writes after this
+            // chunk's reads.
             pool.give(yb);
-            hook.chunk_done(ctx, r)?;
+            let p = staged.submit(ctx, enc)?;
+            hook.chunk_done(ctx, r.clone())?;
+            if let Some(done) = pending.replace((r, p)) {
+                finish(done)?;
+            }
+        }
+        if let Some(done) = pending {
+            finish(done)?;
         }
         Ok(if self.softmax {
             crate::engine::cpu::softmax(&out)
