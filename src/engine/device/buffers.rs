@@ -27,8 +27,17 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A storage buffer holding `data` (4 zero bytes when empty: bindings cannot be empty).
+/// A storage buffer holding `data` (4 zero bytes when empty: bindings cannot be empty),
+/// counted in [`GpuContext::uploaded_bytes`].
 pub fn upload<T: Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> wgpu::Buffer {
+    ctx.count_upload(std::mem::size_of_val(data) as u64);
+    param_table(ctx, label, data)
+}
+
+/// A storage buffer holding a launch's own small parameter table (a function of the
+/// kernel's shape parameters, like its uniform; e.g. average pooling's 1/count): not
+/// counted as uploaded data.
+pub fn param_table<T: Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> wgpu::Buffer {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     ctx.device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {

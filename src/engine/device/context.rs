@@ -74,6 +74,8 @@ pub struct GpuContext {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// Largest [`GpuContext::device_bytes`] sampled since the last reset.
     peak_bytes: AtomicU64,
+    /// Bytes written into storage buffers from the host so far ([`GpuContext::uploaded_bytes`]).
+    uploaded: AtomicU64,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -152,6 +154,7 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
             peak_bytes: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
         })
     }
 
@@ -315,6 +318,18 @@ impl GpuContext {
             .poll(how)
             .map_err(|e| Error::Gpu(format!("{}: poll: {e}", self.info.name)))?;
         self.check_errors()
+    }
+
+    /// Bytes of storage buffers created from host data so far (weights, tables, inputs,
+    /// sentinel-filled outputs; not the kernels' uniform params): what a batch uploads is
+    /// the difference over its run.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` more uploaded (`device::buffers::upload`).
+    pub fn count_upload(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Bytes of live device memory allocations, as the device's allocator reports them;

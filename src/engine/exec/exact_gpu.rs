@@ -124,14 +124,15 @@ struct Value {
     dims: Dims,
 }
 
-/// Code tables of the `Lut` steps on the device, by step (uploaded once per model; shared
-/// with the integer kernels).
+/// The host-built tables of `Lut` (code tables) and `Lrn` (factor table) steps on the
+/// device, by step: uploaded once per model, read by both GPU executors.
 pub fn upload_luts(ctx: &GpuContext, model: &IntModel) -> Vec<Option<wgpu::Buffer>> {
     model
         .steps
         .iter()
         .map(|s| match &s.kind {
             StepKind::Lut(t) => Some(upload_lut(ctx, &t.tables)),
+            StepKind::Lrn { table, .. } => Some(buffers::upload(ctx, "lrn table", table)),
             _ => None,
         })
         .collect()
@@ -390,8 +391,11 @@ fn run_chunk(
                     dims: a.dims,
                 }
             }
-            StepKind::Lrn { size, table } => {
+            StepKind::Lrn { size, .. } => {
                 let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let table = lut
+                    .as_ref()
+                    .ok_or_else(|| fail("factor table not uploaded"))?;
                 let y = pool.take(ctx, m * c * h * w);
                 lrn_exact_encode(
                     ctx,

@@ -95,7 +95,7 @@ pub struct GpuIntModel<'m> {
     /// Per step: the device weights of a conv/linear step.
     layers: OnceLock<Vec<Option<GpuIntLayer>>>,
     exact: OnceLock<Vec<Option<exact_gpu::ExactStep>>>,
-    /// Per step: the code table of a `Lut` step (both executors read it).
+    /// Per step: the table of a `Lut` or `Lrn` step (both executors read it).
     luts: Vec<Option<wgpu::Buffer>>,
 }
 
@@ -454,8 +454,11 @@ impl GpuIntModel<'_> {
                         dims: a.dims,
                     }
                 }
-                StepKind::Lrn { size, table } => {
+                StepKind::Lrn { size, .. } => {
                     let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let table = self.luts[si]
+                        .as_ref()
+                        .ok_or_else(|| fail("factor table not uploaded"))?;
                     let words = n * h * w * words_per_pixel(c);
                     let yb = buffers::zeroed(ctx, "int lrn", (words * 4) as u64);
                     lrn_int_encode(
