@@ -213,3 +213,62 @@ fn resnet50_random_has_resnet50_shapes() {
         again.params["layer3.5.conv2.weight"]
     );
 }
+
+/// A conv and a linear layer whose weights exceed the binding limit (2 KiB and 2.5 KiB
+/// against 1 KiB, one image's largest value 512 bytes) run as blocks of output channels
+/// copied into place: the same values as unblocked, every chunk of 2 images.
+#[test]
+fn fp32_weights_over_the_limit_run_in_blocks() {
+    use ptq4::graph::{Activation, Conv2d, Linear, Node, Preprocess};
+    let (Some(whole), Some(small)) = (common::gpu(), common::test_context()) else {
+        return;
+    };
+    let small = small.with_max_binding_bytes(1024);
+    let mut seed = 21;
+    let node = |name: &str, op, input: &str| Node {
+        name: name.into(),
+        op,
+        inputs: vec![input.into()],
+    };
+    let conv = Conv2d {
+        in_channels: 16,
+        out_channels: 32,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [0; 4],
+        groups: 1,
+        bias: true,
+        act: Activation::Relu,
+    };
+    let lin = Linear {
+        in_features: 32,
+        out_features: 20,
+        bias: false,
+        act: Activation::None,
+    };
+    let g = Graph {
+        name: "wide".into(),
+        input_shape: vec![16, 2, 2],
+        nodes: vec![
+            node("c", Op::Conv2d(conv), Graph::INPUT),
+            node("gap", Op::GlobalAvgPool, "c"),
+            node("flat", Op::Flatten, "gap"),
+            node("fc", Op::Linear(lin), "flat"),
+        ],
+        output: "fc".into(),
+        params: [
+            ("c.weight", rand_t(&[32, 16, 1, 1], &mut seed)),
+            ("c.bias", rand_t(&[32], &mut seed)),
+            ("fc.weight", rand_t(&[20, 32], &mut seed)),
+        ]
+        .into_iter()
+        .map(|(k, t)| (k.to_string(), t))
+        .collect(),
+        preprocess: Preprocess::efficientnet(2),
+    };
+    let x = batch(&g, 5, &mut seed);
+    let want = GpuGraph::new(whole, &g).unwrap().forward(&x).unwrap();
+    let got = GpuGraph::new(&small, &g).unwrap().forward(&x).unwrap();
+    assert_eq!(got.data, want.data);
+}

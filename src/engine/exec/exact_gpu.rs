@@ -7,7 +7,8 @@
 //!
 //! The batch is split into chunks whose largest value (f32, 4× the integer path's codes)
 //! fits the storage binding limit; freed values and accumulators are reused through a
-//! [`BufferPool`] within a chunk's encoder.
+//! [`BufferPool`] within a chunk's encoder; chunk i's logits are read after chunk i+1 is
+//! submitted.
 
 use std::collections::HashMap;
 

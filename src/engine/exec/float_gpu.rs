@@ -6,7 +6,11 @@
 //!   recorded and reused by later nodes; commands of one chunk go into one encoder, so
 //!   wgpu orders the reuse after the reads.
 //! - The batch is split into chunks of images whose largest value fits the adapter's
-//!   storage binding limit ([`buffers::batch_chunks`]).
+//!   storage binding limit ([`buffers::batch_chunks`]). Chunk i's output is read back after
+//!   chunk i+1 is uploaded, recorded and submitted, so the host prepares one chunk while the
+//!   device runs the other; the pool's buffers serve every chunk (wgpu orders a later
+//!   submission's writes after an earlier one's reads). Quantizer tables for repeated runs
+//!   are uploaded once ([`GpuGraph::quantizers`]).
 //! - Ops: conv/depthwise (fused ReLU/ReLU6), linear, add (pairwise, left to right), concat,
 //!   max/avg/global-average pooling, flatten (a copy), product with a map or a channel gate
 //!   (`gpu::mul`), channel shuffle (`gpu::shuffle`). Standalone ReLU/ReLU6 and unfolded
@@ -97,10 +101,12 @@ impl DeviceHook for NoDeviceHook {
 }
 
 enum Step {
+    /// Blocks of output channels (first channel, count, weights, bias): one, or several where
+    /// an ungrouped conv's weights exceed the storage binding limit (each block's outputs are
+    /// copied into place).
     Conv {
         c: Conv2d,
-        w: wgpu::Buffer,
-        b: wgpu::Buffer,
+        parts: Vec<(usize, usize, wgpu::Buffer, wgpu::Buffer)>,
     },
     /// Blocks of output features (first feature, count, weights, bias): one, or several where the
     /// weights exceed the storage binding limit (VGG's first classifier layer: 411 MB).
@@ -156,6 +162,41 @@ pub struct GpuGraph<'a> {
     softmax: bool,
 }
 
+/// Node `node`'s weights and bias (zeros when it has none) on the device, as blocks of
+/// `rows` output rows (first row, count, weights, bias): one block, or with `split` as many
+/// as keep each block's weights within the storage binding limit.
+fn blocks(
+    ctx: &GpuContext,
+    g: &Graph,
+    node: &str,
+    rows: usize,
+    split: bool,
+) -> Result<Vec<(usize, usize, wgpu::Buffer, wgpu::Buffer)>> {
+    let w = g.param(node, "weight")?;
+    let b = g.param_opt(node, "bias");
+    let per = w.data.len() / rows.max(1);
+    let block = match split {
+        true => (ctx.max_binding_bytes() as usize / (4 * per.max(1))).clamp(1, rows.max(1)),
+        false => rows.max(1),
+    };
+    Ok((0..rows)
+        .step_by(block)
+        .map(|r0| {
+            let r1 = (r0 + block).min(rows);
+            let bias = match b {
+                Some(t) => t.data[r0..r1].to_vec(),
+                None => vec![0f32; r1 - r0],
+            };
+            (
+                r0,
+                r1 - r0,
+                buffers::upload(ctx, &format!("{node}.weight"), &w.data[r0 * per..r1 * per]),
+                buffers::upload(ctx, &format!("{node}.bias"), &bias),
+            )
+        })
+        .collect())
+}
+
 fn unsupported(node: &str, op: &Op) -> Error {
     Error::Gpu(format!(
         "node {node}: {} has no GPU kernel; rerun with --backend cpu",
@@ -199,17 +240,6 @@ impl<'a> GpuGraph<'a> {
             let out = index[n.name.as_str()];
             let (c, _) = c_hw(&shapes[inputs.first().copied().unwrap_or(0)]);
             widest = widest.max(c).max(c_hw(&shapes[out]).0);
-            let upload = |k: &str| -> Result<wgpu::Buffer> {
-                Ok(buffers::upload(
-                    ctx,
-                    &format!("{}.{k}", n.name),
-                    &g.param(&n.name, k)?.data,
-                ))
-            };
-            let bias_or_zeros = |len: usize| match g.param_opt(&n.name, "bias") {
-                Some(t) => buffers::upload(ctx, &format!("{}.bias", n.name), &t.data),
-                None => buffers::upload(ctx, "zero bias", &vec![0f32; len]),
-            };
             let spatial = matches!(
                 n.op,
                 Op::Conv2d(_) | Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool
@@ -223,39 +253,13 @@ impl<'a> GpuGraph<'a> {
             let step = match &n.op {
                 Op::Conv2d(cv) => Step::Conv {
                     c: cv.clone(),
-                    w: upload("weight")?,
-                    b: bias_or_zeros(cv.out_channels),
+                    // Grouped convs keep one block (their weights are small).
+                    parts: blocks(ctx, g, &n.name, cv.out_channels, cv.groups == 1)?,
                 },
-                Op::Linear(l) => {
-                    let (k, o) = (l.in_features.max(1), l.out_features);
-                    let w = g.param(&n.name, "weight")?;
-                    let b = g.param_opt(&n.name, "bias");
-                    let block = (ctx.max_binding_bytes() as usize / (4 * k)).clamp(1, o.max(1));
-                    let parts = (0..o)
-                        .step_by(block)
-                        .map(|r0| {
-                            let r1 = (r0 + block).min(o);
-                            let bias = match b {
-                                Some(t) => t.data[r0..r1].to_vec(),
-                                None => vec![0f32; r1 - r0],
-                            };
-                            (
-                                r0,
-                                r1 - r0,
-                                buffers::upload(
-                                    ctx,
-                                    &format!("{}.weight", n.name),
-                                    &w.data[r0 * k..r1 * k],
-                                ),
-                                buffers::upload(ctx, &format!("{}.bias", n.name), &bias),
-                            )
-                        })
-                        .collect();
-                    Step::Linear {
-                        l: l.clone(),
-                        parts,
-                    }
-                }
+                Op::Linear(l) => Step::Linear {
+                    l: l.clone(),
+                    parts: blocks(ctx, g, &n.name, l.out_features, true)?,
+                },
                 Op::Relu | Op::Relu6 => {
                     let act = if matches!(n.op, Op::Relu) {
                         Activation::Relu

@@ -1,5 +1,7 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
-//! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
+//! (`conv_int` layout); one command buffer per chunk of images (largest value within the
+//! storage binding limit) runs the whole graph; only the logits come back, chunk i's read
+//! after chunk i+1 is submitted. Weights and tables are uploaded once per model.
 //! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
 //! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)). Code tables
 //! (standalone BatchNorm, `Unary`) are the host's `Lut` read from a buffer (`gpu::lut`).
