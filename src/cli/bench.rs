@@ -141,7 +141,7 @@ fn load(name: &str) -> anyhow::Result<LoadedModel> {
         return Ok(LoadedModel::Fp32(Fp32Model::new(g)?));
     }
     let path = resolve(name)?;
-    Ok(LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?)
+    LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))
 }
 
 fn bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
