@@ -198,7 +198,8 @@ pub enum BenchBackendArg {
 
 #[derive(Args, Debug)]
 pub struct BenchConvArgs {
-    /// A model file or name: each conv/linear layer of its prepared graph.
+    /// A model file or name (or `resnet50-random`): each conv/linear layer of its prepared
+    /// graph.
     #[arg(long, required_unless_present = "shape", conflicts_with = "shape")]
     pub model: Option<String>,
     /// N,C,H,W,K,R,S[,stride,groups]: N images of C×H×W, K outputs, an R×S kernel
@@ -222,7 +223,8 @@ pub struct BenchConvArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchModelArgs {
-    /// An FP32 model file or name.
+    /// An FP32 model file or name, or `resnet50-random` (ResNet-50 built in code with
+    /// seeded random weights).
     #[arg(long)]
     pub model: String,
     /// Images per forward pass.
@@ -233,6 +235,10 @@ pub struct BenchModelArgs {
     /// Timed forward passes per mode (after one untimed pass).
     #[arg(long, default_value_t = 5, value_parser = positive)]
     pub reps: usize,
+    /// Lower the GPU's storage binding limit to this many MiB, so batches stream in smaller
+    /// chunks (as on an adapter with that limit).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_binding_mib: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }

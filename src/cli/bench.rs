@@ -1,6 +1,7 @@
 //! `ptq4 bench conv|model|device`: opens the backends `--backend` names, runs
 //! `eval::bench`, and writes `report::bench`'s text (or one JSON object with `--json`);
-//! progress and the software-rasterizer warning go to stderr.
+//! progress and the software-rasterizer warning go to stderr. `--model resnet50-random` is
+//! ResNet-50 built in code (`zoo::resnet`, seeded random weights).
 
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use crate::engine::device::GpuContext;
 use crate::engine::Backend;
 use crate::error::{note, Error};
 use crate::eval::bench::{self, conv, device, model, Target};
-use crate::model::LoadedModel;
+use crate::model::{Fp32Model, LoadedModel};
 use crate::report;
+use crate::zoo;
 
 pub(super) fn cmd_bench(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
@@ -80,12 +82,7 @@ fn ticker(len: usize, show: bool) -> (indicatif::ProgressBar, impl FnMut(&str)) 
 
 fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     let layers = match &a.model {
-        Some(name) => {
-            let path = resolve(name)?;
-            let m =
-                LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
-            bench::model_layers(m.graph(), a.batch.unwrap_or(1))?
-        }
+        Some(name) => bench::model_layers(load(name)?.graph(), a.batch.unwrap_or(1))?,
         None => a
             .shape
             .iter()
@@ -137,9 +134,18 @@ fn bench_conv(a: BenchConvArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `resnet50-random` (built in code), or a model file or name.
+fn load(name: &str) -> anyhow::Result<LoadedModel> {
+    if name == zoo::resnet::NAME {
+        let g = zoo::resnet::resnet50(zoo::resnet::SEED);
+        return Ok(LoadedModel::Fp32(Fp32Model::new(g)?));
+    }
+    let path = resolve(name)?;
+    LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))
+}
+
 fn bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
-    let path = resolve(&a.model)?;
-    let m = match LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))? {
+    let m = match load(&a.model)? {
         LoadedModel::Fp32(m) => m,
         LoadedModel::Quant(_) => {
             return Err(Error::Usage(format!(
@@ -150,6 +156,13 @@ fn bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
         }
     };
     let (cpu, ctx) = open(a.backend)?;
+    let ctx = match (ctx, a.max_binding_mib) {
+        (Some(ctx), Some(mib)) => {
+            let ctx = Arc::into_inner(ctx).context("the GPU context is shared")?;
+            Some(Arc::new(ctx.with_max_binding_bytes(mib << 20)))
+        }
+        (ctx, _) => ctx,
+    };
     let mut backends = Vec::new();
     if cpu {
         backends.push((Target::Cpu, Backend::Cpu));

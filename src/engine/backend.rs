@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::compare::LayerDiff;
 use super::device::GpuContext;
 use super::exec::float_cpu::{self, FakeQuantHook};
-use super::exec::float_gpu::GpuGraph;
+use super::exec::float_gpu::{GpuGraph, Quantizers};
 use super::exec::int_gpu::GpuIntModel;
 use super::exec::int_model::{Exec, IntModel};
 use super::gpu::mmse::GpuMse;
@@ -148,7 +148,8 @@ enum Run<'a> {
     CpuFakeQuant(&'a Graph, HashMap<&'a str, &'a ActQuant>),
     CpuInt(&'a IntModel, Exec),
     GpuGraph(GpuGraph<'a>),
-    GpuFakeQuant(GpuGraph<'a>, &'a [ActQuant]),
+    /// The graph and its activation quantizer tables, uploaded once.
+    GpuFakeQuant(GpuGraph<'a>, Quantizers),
     GpuInt(GpuIntModel<'a>, &'a GpuContext, Exec),
 }
 
@@ -185,7 +186,9 @@ impl Backend {
             (Backend::Cpu, Executable::Integer { model, .. }) => Run::CpuInt(model, exec),
             (Backend::Gpu(ctx), Executable::Fp32(g)) => Run::GpuGraph(GpuGraph::new(ctx, g)?),
             (Backend::Gpu(ctx), Executable::FakeQuant { dequantized, acts }) => {
-                Run::GpuFakeQuant(GpuGraph::new(ctx, dequantized)?, acts)
+                let g = GpuGraph::new(ctx, dequantized)?;
+                let q = g.quantizers(acts)?;
+                Run::GpuFakeQuant(g, q)
             }
             (Backend::Gpu(ctx), Executable::Integer { model, .. }) => {
                 Run::GpuInt(model.upload_for(ctx, exec)?, ctx, exec)
@@ -220,7 +223,7 @@ impl Forward for Bound<'_> {
             Run::CpuFakeQuant(g, acts) => float_cpu::run(g, x, &mut FakeQuantHook::new(acts)),
             Run::CpuInt(m, exec) => m.forward(&x, *exec),
             Run::GpuGraph(g) => g.forward(&x),
-            Run::GpuFakeQuant(g, acts) => g.forward_fake_quant(&x, acts),
+            Run::GpuFakeQuant(g, q) => g.forward_with(&x, q),
             Run::GpuInt(m, ctx, exec) => m.forward(ctx, &x, *exec),
         }
     }

@@ -85,24 +85,37 @@ pub fn conv_text(devices: &[DeviceFigures], rows: &[ConvRow]) -> String {
     out
 }
 
-/// The whole-model table.
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The whole-model table; device memory in MiB ("held": between batches, "peak": while
+/// running; "-" on the CPU).
 pub fn model_text(r: &ModelBench) -> String {
     let mut out = format!("{} (W4A4 statistics: {})\n", r.model, r.statistics);
     let _ = writeln!(
         out,
-        "{:<4} {:<7} {:>5} {:>28} {:>10} {:>8}  runs on",
-        "on", "mode", "batch", "ms: median [min–max]", "images/s", "vs fp32"
+        "{:<4} {:<7} {:>5} {:>28} {:>10} {:>8} {:>9} {:>9}  runs on",
+        "on",
+        "mode",
+        "batch",
+        "ms: median [min–max]",
+        "images/s",
+        "vs fp32",
+        "held MiB",
+        "peak MiB"
     );
+    let mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / MIB));
     for row in &r.rows {
         let _ = writeln!(
             out,
-            "{:<4} {:<7} {:>5} {:>28} {:>10.1} {:>8.2}  {}",
+            "{:<4} {:<7} {:>5} {:>28} {:>10.1} {:>8.2} {:>9} {:>9}  {}",
             target(row.backend),
             row.mode,
             row.batch,
             ms(&row.time),
             row.images_per_s,
             row.vs_fp32,
+            mib(row.resident_device_bytes),
+            mib(row.peak_device_bytes),
             row.runs_on
         );
     }

@@ -2,6 +2,7 @@
 //! framework's state dict, so imported weights map one to one.
 
 pub mod efficientnet;
+pub mod resnet;
 
 use std::collections::{HashMap, HashSet};
 

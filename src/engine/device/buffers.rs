@@ -27,8 +27,17 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A storage buffer holding `data` (4 zero bytes when empty: bindings cannot be empty).
+/// A storage buffer holding `data` (4 zero bytes when empty: bindings cannot be empty),
+/// counted in [`GpuContext::uploaded_bytes`].
 pub fn upload<T: Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> wgpu::Buffer {
+    ctx.count_upload(std::mem::size_of_val(data) as u64);
+    param_table(ctx, label, data)
+}
+
+/// A storage buffer holding a launch's own small parameter table (a function of the
+/// kernel's shape parameters, like its uniform; e.g. average pooling's 1/count): not
+/// counted as uploaded data.
+pub fn param_table<T: Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> wgpu::Buffer {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     ctx.device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -65,43 +74,101 @@ pub fn uniform<T: Pod>(ctx: &GpuContext, label: &str, params: &T) -> wgpu::Buffe
 
 /// Copies the first `len` elements of `src` back to the host, waiting for the device.
 pub fn read<T: Pod>(ctx: &GpuContext, src: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+    let mut enc = ctx.encoder("readback");
+    let staged = stage_read::<T>(ctx, &mut enc, src, len)?;
+    staged.submit(ctx, enc)?.wait(ctx)
+}
+
+/// A copy of a result recorded into an encoder, not yet submitted ([`stage_read`]).
+pub struct Staged<T> {
+    staging: Option<wgpu::Buffer>,
+    bytes: u64,
+    _elem: std::marker::PhantomData<T>,
+}
+
+/// A result whose copy has been submitted: [`Pending::wait`] waits for that submission only,
+/// so a batch's next chunk can be recorded, uploaded and submitted before this one is read
+/// (wgpu runs submissions in order; the device computes one chunk while the host prepares
+/// the next).
+pub struct Pending<T> {
+    staged: Staged<T>,
+    index: Option<wgpu::SubmissionIndex>,
+    mapped: Option<mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+}
+
+/// Records into `enc` a copy of the first `len` elements of `src` into a mappable buffer.
+pub fn stage_read<T: Pod>(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    len: usize,
+) -> Result<Staged<T>> {
     let bytes = (len * std::mem::size_of::<T>()) as u64;
-    if bytes == 0 {
-        return Ok(Vec::new());
-    }
     if bytes > src.size() {
         return Err(Error::Gpu(format!(
             "readback of {bytes} bytes from a {}-byte buffer",
             src.size()
         )));
     }
-    let size = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
+    let staging = (bytes > 0).then(|| {
+        let size = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size.min(src.size()));
+        staging
     });
-    let mut enc = ctx.encoder("readback");
-    enc.copy_buffer_to_buffer(src, 0, &staging, 0, size.min(src.size()));
-    ctx.submit(enc)?;
-    let (tx, rx) = mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        // The receiver outlives this callback (we block on it below).
-        let _ = tx.send(r);
-    });
-    ctx.wait_idle()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("readback: map callback never ran".into()))?
-        .map_err(|e| Error::Gpu(format!("readback: map_async: {e}")))?;
-    let out = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("readback: mapped range: {e}")))?;
-        bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
-    };
-    staging.unmap();
-    Ok(out)
+    Ok(Staged {
+        staging,
+        bytes,
+        _elem: std::marker::PhantomData,
+    })
+}
+
+impl<T: Pod> Staged<T> {
+    /// Submits `enc` (which recorded the copy) and asks for the mapping.
+    pub fn submit(self, ctx: &GpuContext, enc: wgpu::CommandEncoder) -> Result<Pending<T>> {
+        let index = ctx.submit(enc)?;
+        let mapped = self.staging.as_ref().map(|b| {
+            let (tx, rx) = mpsc::channel();
+            b.map_async(wgpu::MapMode::Read, .., move |r| {
+                // The receiver outlives this callback (`wait` blocks on it).
+                let _ = tx.send(r);
+            });
+            rx
+        });
+        Ok(Pending {
+            staged: self,
+            index: Some(index),
+            mapped,
+        })
+    }
+}
+
+impl<T: Pod> Pending<T> {
+    /// Waits for the submission that copied the result, then reads it.
+    pub fn wait(mut self, ctx: &GpuContext) -> Result<Vec<T>> {
+        if let Some(i) = self.index.take() {
+            ctx.wait_for(i)?;
+        }
+        let (Some(staging), Some(rx)) = (&self.staged.staging, &self.mapped) else {
+            return Ok(Vec::new());
+        };
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback: map callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("readback: map_async: {e}")))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("readback: mapped range: {e}")))?;
+            bytemuck::pod_collect_to_vec::<u8, T>(&view[..self.staged.bytes as usize])
+        };
+        staging.unmap();
+        Ok(out)
+    }
 }
 
 /// A bind group for `kernel` with `buffers[i]` at binding `i`, each bound whole.

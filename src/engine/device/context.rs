@@ -8,9 +8,16 @@
 //! it is very slow and can deadlock inside wgpu-hal; `WGPU_BACKEND=gl` still selects it. The device
 //! gets the adapter's own limits (wgpu's defaults are smaller) and no optional features:
 //! kernels need none.
+//!
+//! Device memory: [`GpuContext::device_bytes`] is the bytes of live allocations as the
+//! device's memory allocator reports them (every buffer: weights, activations, uniforms,
+//! staging); [`GpuContext::submit`] samples it before each submission, when every buffer the
+//! submission uses exists, into [`GpuContext::peak_device_bytes`]. Vulkan and DX12 report;
+//! Metal and GL do not (`None`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -65,6 +72,10 @@ pub struct GpuContext {
     max_binding: u64,
     pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Largest [`GpuContext::device_bytes`] sampled since the last reset.
+    peak_bytes: AtomicU64,
+    /// Bytes written into storage buffers from the host so far ([`GpuContext::uploaded_bytes`]).
+    uploaded: AtomicU64,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -142,6 +153,8 @@ impl GpuContext {
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            peak_bytes: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
         })
     }
 
@@ -277,8 +290,10 @@ impl GpuContext {
             .map_err(|_| Error::Gpu("pipeline cache lock poisoned".into()))
     }
 
-    /// Submits `encoder` and reports any error raised since the last check.
+    /// Submits `encoder` and reports any error raised since the last check; samples the
+    /// device memory first (module docs).
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        self.sample_memory();
         let idx = self.queue.submit([encoder.finish()]);
         self.check_errors()?;
         Ok(idx)
@@ -286,10 +301,65 @@ impl GpuContext {
 
     /// Blocks until the device has finished all submitted work.
     pub fn wait_idle(&self) -> Result<()> {
+        self.wait(wgpu::PollType::wait_indefinitely())
+    }
+
+    /// Blocks until submission `index` (and those before it) has finished; later ones may
+    /// still run.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.wait(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+    }
+
+    fn wait(&self, how: wgpu::PollType) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(how)
             .map_err(|e| Error::Gpu(format!("{}: poll: {e}", self.info.name)))?;
         self.check_errors()
+    }
+
+    /// Bytes of storage buffers created from host data so far (weights, tables, inputs,
+    /// sentinel-filled outputs; not the kernels' uniform params): what a batch uploads is
+    /// the difference over its run.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` more uploaded (`device::buffers::upload`).
+    pub fn count_upload(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of live device memory allocations, as the device's allocator reports them;
+    /// `None` where the backend has no report (module docs).
+    pub fn device_bytes(&self) -> Option<u64> {
+        self.device
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    }
+
+    /// Folds the current [`device_bytes`](Self::device_bytes) into the peak.
+    pub fn sample_memory(&self) {
+        if let Some(b) = self.device_bytes() {
+            self.peak_bytes.fetch_max(b, Ordering::Relaxed);
+        }
+    }
+
+    /// The largest device memory in use at any submission since the last
+    /// [`reset_peak`](Self::reset_peak) (or now, if more); `None` where not reported.
+    pub fn peak_device_bytes(&self) -> Option<u64> {
+        let now = self.device_bytes()?;
+        Some(self.peak_bytes.load(Ordering::Relaxed).max(now))
+    }
+
+    /// Restarts the peak from the memory in use now (after freed buffers are reclaimed).
+    pub fn reset_peak(&self) -> Result<()> {
+        self.wait_idle()?;
+        self.peak_bytes
+            .store(self.device_bytes().unwrap_or(0), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Turns errors recorded by the uncaptured-error handler into `Error::Gpu`.

@@ -7,7 +7,8 @@
 //!
 //! The batch is split into chunks whose largest value (f32, 4× the integer path's codes)
 //! fits the storage binding limit; freed values and accumulators are reused through a
-//! [`BufferPool`] within a chunk's encoder.
+//! [`BufferPool`] within a chunk's encoder; chunk i's logits are read after chunk i+1 is
+//! submitted.
 
 use std::collections::HashMap;
 
@@ -73,33 +74,28 @@ pub fn upload(ctx: &GpuContext, model: &IntModel) -> Result<Vec<Option<ExactStep
 type Dims = (usize, usize, usize);
 
 /// Per-image (C, H, W) of every step's output for an input of `dims`.
-fn step_dims(model: &IntModel, layers: &[Option<ExactStep>], dims: Dims) -> Result<Vec<Dims>> {
+pub(super) fn step_dims(model: &IntModel, dims: Dims) -> Result<Vec<Dims>> {
     let mut by_name: HashMap<&str, Dims> = HashMap::from([(Graph::INPUT, dims)]);
     let mut out = Vec::with_capacity(model.steps.len());
-    for (s, gl) in model.steps.iter().zip(layers) {
+    for s in &model.steps {
         let (c, h, w) = s
             .inputs
             .first()
             .and_then(|i| by_name.get(i.as_str()).copied())
             .ok_or_else(|| Error::Engine(format!("step {}: input is not available", s.name)))?;
-        let d = match (&s.kind, gl) {
-            (StepKind::Layer(_), Some(st)) => {
-                let (oh, ow) = conv_out_hw(&st.parts[0].1.conv, h, w)?;
-                (st.co, oh, ow)
+        let d = match &s.kind {
+            StepKind::Layer(l) => {
+                let conv = l.as_conv();
+                let (oh, ow) = conv_out_hw(&conv, h, w)?;
+                (conv.out_channels, oh, ow)
             }
-            (StepKind::Layer(_), None) => {
-                return Err(Error::Gpu(format!(
-                    "exact node {}: weights not uploaded",
-                    s.name
-                )))
-            }
-            (StepKind::GlobalAvgPool, _) => (c, 1, 1),
-            (StepKind::Flatten, _) => (c * h * w, 1, 1),
-            (StepKind::MaxPool(p) | StepKind::AvgPool(p), _) => {
+            StepKind::GlobalAvgPool => (c, 1, 1),
+            StepKind::Flatten => (c * h * w, 1, 1),
+            StepKind::MaxPool(p) | StepKind::AvgPool(p) => {
                 let (oh, ow) = pool_out_hw(p, h, w, &s.name)?;
                 (c, oh, ow)
             }
-            (StepKind::Concat, _) => {
+            StepKind::Concat => {
                 let mut co = 0;
                 for i in &s.inputs {
                     let d = by_name.get(i.as_str()).copied().ok_or_else(|| {
@@ -129,56 +125,87 @@ struct Value {
     dims: Dims,
 }
 
-/// Runs `model` on an f32 NCHW batch under the exact simulation; returns the logits.
+/// The host-built tables of `Lut` (code tables) and `Lrn` (factor table) steps on the
+/// device, by step: uploaded once per model, read by both GPU executors.
+pub fn upload_luts(ctx: &GpuContext, model: &IntModel) -> Vec<Option<wgpu::Buffer>> {
+    model
+        .steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::Lut(t) => Some(upload_lut(ctx, &t.tables)),
+            StepKind::Lrn { table, .. } => Some(buffers::upload(ctx, "lrn table", table)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `model` on an f32 NCHW batch under the exact simulation; returns the logits. Chunk
+/// i's logits are read after chunk i+1 is submitted (`buffers::Pending`).
 pub fn forward(
     ctx: &GpuContext,
     model: &IntModel,
     layers: &[Option<ExactStep>],
+    luts: &[Option<wgpu::Buffer>],
     x: &Tensor,
 ) -> Result<Tensor> {
-    let q = model.quantize_input(x)?;
-    let (n, c, h, w) = q.dims()?;
+    let (n, c, h, w) = match x.shape[..] {
+        [n, c, h, w] => (n, c, h, w),
+        _ => return Err(Error::Engine(format!("exact forward: input {:?}", x.shape))),
+    };
     if n == 0 {
         return Err(Error::Engine("exact forward: empty batch".into()));
     }
-    let dims = step_dims(model, layers, (c, h, w))?;
+    let dims = step_dims(model, (c, h, w))?;
     let item = dims
         .iter()
         .chain([&(c, h, w)])
         .map(|&(c, h, w)| (c * h * w * 4) as u64)
         .max()
         .unwrap_or(4);
-    let xs = centred(&q);
     let per_in = c * h * w;
     let mut logits: Vec<f32> = Vec::new();
     let mut shape = Vec::new();
+    let mut pending: Option<buffers::Pending<f32>> = None;
     for r in buffers::batch_chunks(ctx, n, item)? {
+        let xr = Tensor::from_vec(
+            &[r.len(), c, h, w],
+            x.data[r.start * per_in..r.end * per_in].to_vec(),
+        )?;
+        let q = model.quantize_input(&xr)?;
         let input = Value {
-            buf: buffers::upload(ctx, "exact input", &xs[r.start * per_in..r.end * per_in]),
+            buf: buffers::upload(ctx, "exact input", &centred(&q)),
             params: q.params,
             dims: (c, h, w),
         };
-        let (y, s) = run_chunk(ctx, model, layers, input, r.len())?;
-        logits.extend_from_slice(&y);
+        let (enc, staged, s) = run_chunk(ctx, model, layers, luts, input, r.len())?;
+        let p = staged.submit(ctx, enc)?;
+        if let Some(done) = pending.replace(p) {
+            logits.extend_from_slice(&done.wait(ctx)?);
+        }
         shape = s;
+    }
+    if let Some(done) = pending {
+        logits.extend_from_slice(&done.wait(ctx)?);
     }
     shape[0] = n;
     Tensor::from_vec(&shape, logits)
 }
 
-/// Records and runs the whole graph on `m` images; returns the logits and their shape.
+/// Records the whole graph on `m` images: the encoder, the logits' staged copy and their
+/// shape.
 fn run_chunk(
     ctx: &GpuContext,
     model: &IntModel,
     layers: &[Option<ExactStep>],
+    luts: &[Option<wgpu::Buffer>],
     input: Value,
     m: usize,
-) -> Result<(Vec<f32>, Vec<usize>)> {
+) -> Result<(wgpu::CommandEncoder, buffers::Staged<f32>, Vec<usize>)> {
     let mut values: HashMap<&str, Value> = HashMap::from([(Graph::INPUT, input)]);
     let mut remaining = model.reader_counts();
     let mut pool = BufferPool::default();
     let mut enc = ctx.encoder("exact model");
-    for (s, gl) in model.steps.iter().zip(layers) {
+    for ((s, gl), lut) in model.steps.iter().zip(layers).zip(luts) {
         let fail = |why: &str| Error::Gpu(format!("exact node {}: {why}", s.name));
         let get = |i: &String| {
             values
@@ -193,12 +220,12 @@ fn run_chunk(
                 let (y, (co, oh, ow)) =
                     encode_layer(ctx, &mut enc, Some(&mut pool), st, &a.buf, m, (h, w))?;
                 let Some(oq) = st.parts[0].1.out else {
-                    ctx.submit(enc)?;
                     let shape = match l.conv {
                         Some(_) => vec![m, co, oh, ow],
                         None => vec![m, co],
                     };
-                    return Ok((buffers::read(ctx, &y, m * co * oh * ow)?, shape));
+                    let staged = buffers::stage_read(ctx, &mut enc, &y, m * co * oh * ow)?;
+                    return Ok((enc, staged, shape));
                 };
                 Value {
                     buf: y,
@@ -233,8 +260,8 @@ fn run_chunk(
                 let y = pool.take(ctx, m * c);
                 gap_exact_encode(ctx, &mut enc, (&a.buf, a.params), &y, (m, c, h, w), s.out)?;
                 let Some(oq) = s.out else {
-                    ctx.submit(enc)?;
-                    return Ok((buffers::read(ctx, &y, m * c)?, vec![m, c]));
+                    let staged = buffers::stage_read(ctx, &mut enc, &y, m * c)?;
+                    return Ok((enc, staged, vec![m, c]));
                 };
                 Value {
                     buf: y,
@@ -346,12 +373,14 @@ fn run_chunk(
             StepKind::Lut(t) => {
                 let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                 let y = pool.take(ctx, m * c * h * w);
-                let table = upload_lut(ctx, &t.tables);
+                let table = lut
+                    .as_ref()
+                    .ok_or_else(|| fail("code table not uploaded"))?;
                 lut_exact_encode(
                     ctx,
                     &mut enc,
                     (&a.buf, a.params),
-                    &table,
+                    table,
                     &y,
                     (m, c, h * w),
                     t.stride(),
@@ -363,8 +392,11 @@ fn run_chunk(
                     dims: a.dims,
                 }
             }
-            StepKind::Lrn { size, table } => {
+            StepKind::Lrn { size, .. } => {
                 let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                let table = lut
+                    .as_ref()
+                    .ok_or_else(|| fail("factor table not uploaded"))?;
                 let y = pool.take(ctx, m * c * h * w);
                 lrn_exact_encode(
                     ctx,

@@ -6,7 +6,11 @@
 //!   recorded and reused by later nodes; commands of one chunk go into one encoder, so
 //!   wgpu orders the reuse after the reads.
 //! - The batch is split into chunks of images whose largest value fits the adapter's
-//!   storage binding limit ([`buffers::batch_chunks`]).
+//!   storage binding limit ([`buffers::batch_chunks`]). Chunk i's output is read back after
+//!   chunk i+1 is uploaded, recorded and submitted, so the host prepares one chunk while the
+//!   device runs the other; the pool's buffers serve every chunk (wgpu orders a later
+//!   submission's writes after an earlier one's reads). Quantizer tables for repeated runs
+//!   are uploaded once ([`GpuGraph::quantizers`]).
 //! - Ops: conv/depthwise (fused ReLU/ReLU6), linear, add (pairwise, left to right), concat,
 //!   max/avg/global-average pooling, flatten (a copy), product with a map or a channel gate
 //!   (`gpu::mul`), channel shuffle (`gpu::shuffle`). Standalone ReLU/ReLU6 and unfolded
@@ -97,10 +101,12 @@ impl DeviceHook for NoDeviceHook {
 }
 
 enum Step {
+    /// Blocks of output channels (first channel, count, weights, bias): one, or several where
+    /// an ungrouped conv's weights exceed the storage binding limit (each block's outputs are
+    /// copied into place).
     Conv {
         c: Conv2d,
-        w: wgpu::Buffer,
-        b: wgpu::Buffer,
+        parts: Vec<(usize, usize, wgpu::Buffer, wgpu::Buffer)>,
         /// Per-channel bounds of an equalized ReLU6 (`Graph::act_max`).
         cap: Option<wgpu::Buffer>,
     },
@@ -128,6 +134,10 @@ enum Step {
     Unary(Unary),
 }
 
+/// Activation quantizer tables on the device, by value index, and whether per channel
+/// ([`GpuGraph::quantizers`]).
+pub struct Quantizers(HashMap<usize, (wgpu::Buffer, bool)>);
+
 /// One node: its kernel step, input value indices and output value index.
 struct NodeStep {
     name: String,
@@ -152,6 +162,41 @@ pub struct GpuGraph<'a> {
     item_bytes: u64,
     /// Whether the graph output is a softmax, applied on the host.
     softmax: bool,
+}
+
+/// Node `node`'s weights and bias (zeros when it has none) on the device, as blocks of
+/// `rows` output rows (first row, count, weights, bias): one block, or with `split` as many
+/// as keep each block's weights within the storage binding limit.
+fn blocks(
+    ctx: &GpuContext,
+    g: &Graph,
+    node: &str,
+    rows: usize,
+    split: bool,
+) -> Result<Vec<(usize, usize, wgpu::Buffer, wgpu::Buffer)>> {
+    let w = g.param(node, "weight")?;
+    let b = g.param_opt(node, "bias");
+    let per = w.data.len() / rows.max(1);
+    let block = match split {
+        true => (ctx.max_binding_bytes() as usize / (4 * per.max(1))).clamp(1, rows.max(1)),
+        false => rows.max(1),
+    };
+    Ok((0..rows)
+        .step_by(block)
+        .map(|r0| {
+            let r1 = (r0 + block).min(rows);
+            let bias = match b {
+                Some(t) => t.data[r0..r1].to_vec(),
+                None => vec![0f32; r1 - r0],
+            };
+            (
+                r0,
+                r1 - r0,
+                buffers::upload(ctx, &format!("{node}.weight"), &w.data[r0 * per..r1 * per]),
+                buffers::upload(ctx, &format!("{node}.bias"), &bias),
+            )
+        })
+        .collect())
 }
 
 fn unsupported(node: &str, op: &Op) -> Error {
@@ -197,17 +242,6 @@ impl<'a> GpuGraph<'a> {
             let out = index[n.name.as_str()];
             let (c, _) = c_hw(&shapes[inputs.first().copied().unwrap_or(0)]);
             widest = widest.max(c).max(c_hw(&shapes[out]).0);
-            let upload = |k: &str| -> Result<wgpu::Buffer> {
-                Ok(buffers::upload(
-                    ctx,
-                    &format!("{}.{k}", n.name),
-                    &g.param(&n.name, k)?.data,
-                ))
-            };
-            let bias_or_zeros = |len: usize| match g.param_opt(&n.name, "bias") {
-                Some(t) => buffers::upload(ctx, &format!("{}.bias", n.name), &t.data),
-                None => buffers::upload(ctx, "zero bias", &vec![0f32; len]),
-            };
             let spatial = matches!(
                 n.op,
                 Op::Conv2d(_) | Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool
@@ -221,42 +255,16 @@ impl<'a> GpuGraph<'a> {
             let step = match &n.op {
                 Op::Conv2d(cv) => Step::Conv {
                     c: cv.clone(),
-                    w: upload("weight")?,
-                    b: bias_or_zeros(cv.out_channels),
+                    // Grouped convs keep one block (their weights are small).
+                    parts: blocks(ctx, g, &n.name, cv.out_channels, cv.groups == 1)?,
                     cap: g
                         .act_max(&n.name)
                         .map(|m| buffers::upload(ctx, "act_max", m)),
                 },
-                Op::Linear(l) => {
-                    let (k, o) = (l.in_features.max(1), l.out_features);
-                    let w = g.param(&n.name, "weight")?;
-                    let b = g.param_opt(&n.name, "bias");
-                    let block = (ctx.max_binding_bytes() as usize / (4 * k)).clamp(1, o.max(1));
-                    let parts = (0..o)
-                        .step_by(block)
-                        .map(|r0| {
-                            let r1 = (r0 + block).min(o);
-                            let bias = match b {
-                                Some(t) => t.data[r0..r1].to_vec(),
-                                None => vec![0f32; r1 - r0],
-                            };
-                            (
-                                r0,
-                                r1 - r0,
-                                buffers::upload(
-                                    ctx,
-                                    &format!("{}.weight", n.name),
-                                    &w.data[r0 * k..r1 * k],
-                                ),
-                                buffers::upload(ctx, &format!("{}.bias", n.name), &bias),
-                            )
-                        })
-                        .collect();
-                    Step::Linear {
-                        l: l.clone(),
-                        parts,
-                    }
-                }
+                Op::Linear(l) => Step::Linear {
+                    l: l.clone(),
+                    parts: blocks(ctx, g, &n.name, l.out_features, true)?,
+                },
                 Op::Relu | Op::Relu6 => {
                     let act = if matches!(n.op, Op::Relu) {
                         Activation::Relu
@@ -368,6 +376,17 @@ impl<'a> GpuGraph<'a> {
         self.run(x, acts, &mut NoDeviceHook)
     }
 
+    /// [`GpuGraph::forward_fake_quant`] with quantizer tables already on the device.
+    pub fn forward_with(&self, x: &Tensor, quantizers: &Quantizers) -> Result<Tensor> {
+        self.run_with(x, quantizers, &mut NoDeviceHook)
+    }
+
+    /// The quantizer tables of `acts` on the device (upload once, run many batches with
+    /// [`GpuGraph::run_with`]).
+    pub fn quantizers(&self, acts: &[ActQuant]) -> Result<Quantizers> {
+        self.tables(acts).map(Quantizers)
+    }
+
     /// The quantizer tables of `acts`, by value index.
     fn tables(&self, acts: &[ActQuant]) -> Result<HashMap<usize, (wgpu::Buffer, bool)>> {
         let mut t = HashMap::new();
@@ -404,6 +423,16 @@ impl<'a> GpuGraph<'a> {
 
     /// Runs the graph on `x` (NCHW), fake-quantizing with `acts`, showing values to `hook`.
     pub fn run(&self, x: &Tensor, acts: &[ActQuant], hook: &mut dyn DeviceHook) -> Result<Tensor> {
+        self.run_with(x, &self.quantizers(acts)?, hook)
+    }
+
+    /// [`GpuGraph::run`] with quantizer tables already on the device.
+    pub fn run_with(
+        &self,
+        x: &Tensor,
+        quantizers: &Quantizers,
+        hook: &mut dyn DeviceHook,
+    ) -> Result<Tensor> {
         if x.rank() != 4 || x.shape[1..] != self.input_shape[..] {
             return Err(Error::Shape {
                 node: Graph::INPUT.into(),
@@ -417,7 +446,7 @@ impl<'a> GpuGraph<'a> {
         }
         let ctx = self.ctx;
         let n = x.shape[0];
-        let tables = self.tables(acts)?;
+        let tables = &quantizers.0;
         let out_item: usize = self.shapes[self.output].iter().product();
         let in_item: usize = self.input_shape.iter().product();
         let mut out_shape = vec![n];
@@ -425,6 +454,13 @@ impl<'a> GpuGraph<'a> {
         let mut out = Tensor::zeros(&out_shape);
         let mut pool = BufferPool::default();
         let pre = hook.wants_pre_activation();
+        // Chunk i's output is read after chunk i+1 is submitted (`buffers::Pending`).
+        let mut pending: Option<(Range<usize>, buffers::Pending<f32>)> = None;
+        let mut finish = |(r, p): (Range<usize>, buffers::Pending<f32>)| -> Result<()> {
+            let y = p.wait(ctx)?;
+            out.data[r.start * out_item..r.end * out_item].copy_from_slice(&y);
+            Ok(())
+        };
         for r in buffers::batch_chunks(ctx, n, self.item_bytes)? {
             let m = r.len();
             let shape_of = |v: usize| -> Vec<usize> { [&[m][..], &self.shapes[v]].concat() };
@@ -432,7 +468,7 @@ impl<'a> GpuGraph<'a> {
             let mut live: Vec<Option<wgpu::Buffer>> = (0..self.names.len()).map(|_| None).collect();
             let mut remaining = self.readers.clone();
             let xb = buffers::upload(ctx, "input", &x.data[r.start * in_item..r.end * in_item]);
-            let xb = self.quantize(&mut enc, &mut pool, &tables, 0, xb, m)?;
+            let xb = self.quantize(&mut enc, &mut pool, tables, 0, xb, m)?;
             hook.observe(ctx, &mut enc, Seen::Input, &xb, &shape_of(0))?;
             live[0] = Some(xb);
             for s in &self.steps {
@@ -446,7 +482,7 @@ impl<'a> GpuGraph<'a> {
                     })
                     .collect::<Result<_>>()?;
                 let y = self.encode(&mut enc, &mut pool, s, &ins, m, pre, hook)?;
-                let y = self.quantize(&mut enc, &mut pool, &tables, s.out, y, m)?;
+                let y = self.quantize(&mut enc, &mut pool, tables, s.out, y, m)?;
                 let layer = matches!(s.step, Step::Conv { .. } | Step::Linear { .. });
                 let seen = Seen::Output {
                     node: &s.name,
@@ -463,14 +499,21 @@ impl<'a> GpuGraph<'a> {
                 }
                 live[s.out] = Some(y);
             }
-            ctx.submit(enc)?;
             let yb = live[self.output]
                 .take()
                 .ok_or_else(|| Error::Engine("graph output was not produced".into()))?;
-            let y: Vec<f32> = buffers::read(ctx, &yb, m * out_item)?;
-            out.data[r.start * out_item..r.end * out_item].copy_from_slice(&y);
+            let staged = buffers::stage_read::<f32>(ctx, &mut enc, &yb, m * out_item)?;
+            // Later chunks reuse the pool's buffers: wgpu orders their writes after this
+            // chunk's reads.
             pool.give(yb);
-            hook.chunk_done(ctx, r)?;
+            let p = staged.submit(ctx, enc)?;
+            hook.chunk_done(ctx, r.clone())?;
+            if let Some(done) = pending.replace((r, p)) {
+                finish(done)?;
+            }
+        }
+        if let Some(done) = pending {
+            finish(done)?;
         }
         Ok(if self.softmax {
             crate::engine::cpu::softmax(&out)

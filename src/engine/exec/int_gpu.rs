@@ -1,5 +1,7 @@
 //! [`IntModel`] on the GPU: every value lives on the device as NHWC code words
-//! (`conv_int` layout); one command buffer runs the whole graph; only the logits come back.
+//! (`conv_int` layout); one command buffer per chunk of images (largest value within the
+//! storage binding limit) runs the whole graph; only the logits come back, chunk i's read
+//! after chunk i+1 is submitted. Weights and tables are uploaded once per model.
 //! Same codes and logits as `IntModel::forward` on the CPU, bit for bit. `Exec::Exact` runs
 //! the exact simulation's own kernels instead ([`exact_gpu`](super::exact_gpu)). Code tables
 //! (standalone BatchNorm, `Unary`) are the host's `Lut` read from a buffer (`gpu::lut`).
@@ -20,7 +22,7 @@ use crate::engine::gpu::eltwise_int::{
 };
 use crate::engine::gpu::flatten_int::flatten_int_encode;
 use crate::engine::gpu::lrn::lrn_int_encode;
-use crate::engine::gpu::lut::{lut_int_encode, upload_lut};
+use crate::engine::gpu::lut::lut_int_encode;
 use crate::engine::gpu::mul::mul_int_encode;
 use crate::engine::gpu::shuffle::shuffle_int_encode;
 use crate::error::{Error, Result};
@@ -95,6 +97,8 @@ pub struct GpuIntModel<'m> {
     /// Per step: the device weights of a conv/linear step.
     layers: OnceLock<Vec<Option<GpuIntLayer>>>,
     exact: OnceLock<Vec<Option<exact_gpu::ExactStep>>>,
+    /// Per step: the table of a `Lut` or `Lrn` step (both executors read it).
+    luts: Vec<Option<wgpu::Buffer>>,
 }
 
 /// The cell's value, computed by `f` when empty (`OnceLock::get_or_try_init` is unstable).
@@ -118,6 +122,7 @@ impl IntModel {
             model: self,
             layers: OnceLock::new(),
             exact: OnceLock::new(),
+            luts: exact_gpu::upload_luts(ctx, self),
         };
         match exec {
             Exec::Int => drop(m.int_layers(ctx)?),
@@ -153,16 +158,63 @@ impl GpuIntModel<'_> {
     }
 
     /// Runs the model on the GPU and returns the f32 logits: `Exec::Int` on the integer
-    /// kernels, `Exec::Exact` on the exact simulation's float kernels (same logits).
+    /// kernels, `Exec::Exact` on the exact simulation's float kernels (same logits). The
+    /// batch runs in chunks whose largest value fits the storage binding limit; chunk i's
+    /// logits are read after chunk i+1 is submitted (`buffers::Pending`).
     pub fn forward(&self, ctx: &GpuContext, x: &Tensor, exec: Exec) -> Result<Tensor> {
         let model = self.model;
         let layers = match exec {
             Exec::Int => self.int_layers(ctx)?,
             Exec::Exact => {
-                return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, x)
+                return exact_gpu::forward(ctx, model, self.exact_layers(ctx)?, &self.luts, x)
                     .map(|t| model.finish(t))
             }
         };
+        let (n, c, h, w) = match x.shape[..] {
+            [n, c, h, w] if n > 0 => (n, c, h, w),
+            _ => return Err(Error::Engine(format!("int forward: input {:?}", x.shape))),
+        };
+        // Code words of every value (f32 for the logits), per image.
+        let dims = exact_gpu::step_dims(model, (c, h, w))?;
+        let item = dims
+            .iter()
+            .chain([&(c, h, w)])
+            .map(|&(c, h, w)| h * w * words_per_pixel(c) * 4)
+            .chain(dims.last().map(|&(c, h, w)| c * h * w * 4))
+            .max()
+            .unwrap_or(4) as u64;
+        let per_in = c * h * w;
+        let mut logits: Vec<f32> = Vec::new();
+        let mut shape = Vec::new();
+        let mut pending: Option<buffers::Pending<f32>> = None;
+        for r in buffers::batch_chunks(ctx, n, item)? {
+            let xr = Tensor::from_vec(
+                &[r.len(), c, h, w],
+                x.data[r.start * per_in..r.end * per_in].to_vec(),
+            )?;
+            let (enc, staged, s) = self.record(ctx, layers, &xr)?;
+            let p = staged.submit(ctx, enc)?;
+            if let Some(done) = pending.replace(p) {
+                logits.extend_from_slice(&done.wait(ctx)?);
+            }
+            shape = s;
+        }
+        if let Some(done) = pending {
+            logits.extend_from_slice(&done.wait(ctx)?);
+        }
+        shape[0] = n;
+        Tensor::from_vec(&shape, logits).map(|t| model.finish(t))
+    }
+
+    /// Records the whole graph on the images of `x`: the encoder, the logits' staged copy
+    /// and their shape.
+    fn record(
+        &self,
+        ctx: &GpuContext,
+        layers: &[Option<GpuIntLayer>],
+        x: &Tensor,
+    ) -> Result<(wgpu::CommandEncoder, buffers::Staged<f32>, Vec<usize>)> {
+        let model = self.model;
         let q = model.quantize_input(x)?;
         let dims = q.dims()?;
         let mut values: HashMap<&str, Value> = HashMap::new();
@@ -393,17 +445,22 @@ impl GpuIntModel<'_> {
                     let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
                     let words = n * h * w * words_per_pixel(c);
                     let yb = buffers::zeroed(ctx, "int lut", (words * 4) as u64);
-                    let table = upload_lut(ctx, &t.tables);
+                    let table = self.luts[si]
+                        .as_ref()
+                        .ok_or_else(|| fail("code table not uploaded"))?;
                     let px = (n * h * w, c);
-                    lut_int_encode(ctx, &mut enc, &a.buf, &table, &yb, px, t.stride(), oq)?;
+                    lut_int_encode(ctx, &mut enc, &a.buf, table, &yb, px, t.stride(), oq)?;
                     Value {
                         buf: yb,
                         params: oq,
                         dims: a.dims,
                     }
                 }
-                StepKind::Lrn { size, table } => {
+                StepKind::Lrn { size, .. } => {
                     let oq = s.out.ok_or_else(|| fail("no output quantizer"))?;
+                    let table = self.luts[si]
+                        .as_ref()
+                        .ok_or_else(|| fail("factor table not uploaded"))?;
                     let words = n * h * w * words_per_pixel(c);
                     let yb = buffers::zeroed(ctx, "int lrn", (words * 4) as u64);
                     lrn_int_encode(
@@ -453,8 +510,7 @@ impl GpuIntModel<'_> {
         }
         let (yb, len, shape) = logits
             .ok_or_else(|| Error::Engine(format!("output {} was not produced", model.output)))?;
-        ctx.submit(enc)?;
-        let data: Vec<f32> = buffers::read(ctx, &yb, len)?;
-        Tensor::from_vec(&shape, data).map(|t| model.finish(t))
+        let staged = buffers::stage_read(ctx, &mut enc, &yb, len)?;
+        Ok((enc, staged, shape))
     }
 }

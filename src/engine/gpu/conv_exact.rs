@@ -368,7 +368,7 @@ pub fn pool_exact_encode(
         let inv: Vec<f32> = (0..=pool.kernel[0] * pool.kernel[1])
             .map(|k| inv_count(pool.divisor(k)))
             .collect();
-        let table = buffers::upload(ctx, "pool 1/count", &inv);
+        let table = buffers::param_table(ctx, "pool 1/count", &inv);
         launch(ctx, enc, "avg_pool_exact", [x, x, &table, y], &p)
     }
 }

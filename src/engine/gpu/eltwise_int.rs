@@ -142,7 +142,7 @@ pub fn pool_int_encode(
         let inv: Vec<u32> = (0..=pool.kernel[0] * pool.kernel[1])
             .map(|k| inv_count(pool.divisor(k)).to_bits())
             .collect();
-        let table = buffers::upload(ctx, "pool 1/count", &inv);
+        let table = buffers::param_table(ctx, "pool 1/count", &inv);
         launch(ctx, enc, spec("avg_pool_int"), &[x, &table, y], &p)
     }
 }

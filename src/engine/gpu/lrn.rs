@@ -129,7 +129,7 @@ pub fn lrn_int_encode(
     y: &wgpu::Buffer,
     (pixels, c): (usize, usize),
     size: usize,
-    table: &[f32],
+    table: &wgpu::Buffer,
     out: QParams,
 ) -> Result<()> {
     let cw = words_per_pixel(c);
@@ -140,8 +140,7 @@ pub fn lrn_int_encode(
     };
     window_fields(&mut p, c, size)?;
     code_fields(&mut p, px, out);
-    let t = buffers::upload(ctx, "lrn table", table);
-    launch(ctx, enc, "lrn_int", [x, &t, y], &p)
+    launch(ctx, enc, "lrn_int", [x, table, y], &p)
 }
 
 /// Records LRN of centred `[n, c, plane]` codes (the exact simulation's layout).
@@ -153,7 +152,7 @@ pub fn lrn_exact_encode(
     y: &wgpu::Buffer,
     (n, c, plane): (usize, usize, usize),
     size: usize,
-    table: &[f32],
+    table: &wgpu::Buffer,
     out: QParams,
 ) -> Result<()> {
     let total = n * c * plane;
@@ -166,6 +165,5 @@ pub fn lrn_exact_encode(
     };
     window_fields(&mut p, c, size)?;
     code_fields(&mut p, px, out);
-    let t = buffers::upload(ctx, "lrn table", table);
-    launch(ctx, enc, "lrn_exact", [x, &t, y], &p)
+    launch(ctx, enc, "lrn_exact", [x, table, y], &p)
 }

@@ -3,6 +3,10 @@
 //! for the FP32 model, its W4A4 `paper` simulation and its W4A4 `deploy` integer model
 //! (the default method of `ptq4 quantize`).
 //!
+//! On the GPU each row also gives the device memory the bound model keeps between batches
+//! and the peak while it runs, both above what the device held before binding
+//! ([`GpuContext::device_bytes`](crate::engine::device::GpuContext::device_bytes)).
+//!
 //! Statistics: data-free when the stored graph has BatchNorm layers (their statistics stand
 //! in for images), else [`SYNTHETIC_IMAGES`] synthetic images (a deterministic pattern over
 //! the 0..255 pixel range, normalised as the model's preprocessing says). Timing does not
@@ -37,6 +41,13 @@ pub struct ModelRow {
     pub images_per_s: f64,
     /// FP32 median time / this median time on the same backend.
     pub vs_fp32: f64,
+    /// GPU: device memory the bound model holds between batches (its weights, uploaded
+    /// once), from the device allocator; `None` on the CPU or where the backend does not
+    /// report it.
+    pub resident_device_bytes: Option<u64>,
+    /// GPU: the most device memory in use at any submission while the timed batches ran
+    /// (weights + the chunks' activations, uniforms and staging).
+    pub peak_device_bytes: Option<u64>,
 }
 
 /// The whole-model bench's result.
@@ -117,8 +128,23 @@ pub fn bench_model(
         let mut fp32_time = None;
         for (mode, exe) in modes {
             tick(&format!("{mode} {target:?}"));
+            let ctx = match backend {
+                Backend::Gpu(ctx) => Some(ctx),
+                Backend::Cpu => None,
+            };
+            // Earlier modes' buffers are reclaimed by the wait in `reset_peak`.
+            let before = match ctx {
+                Some(c) => c.reset_peak().map(|_| c.device_bytes())?,
+                None => None,
+            };
             let bound = backend.bind(exe, None)?;
+            let resident = match ctx {
+                Some(c) => c.reset_peak().map(|_| c.device_bytes())?,
+                None => None,
+            };
             let time = time_cpu(reps, || bound.forward(x.clone()).map(|_| ()))?;
+            let peak = ctx.and_then(|c| c.peak_device_bytes());
+            let since = |b: Option<u64>| Some(b?.saturating_sub(before?));
             let base = *fp32_time.get_or_insert(time.median_s);
             rows.push(ModelRow {
                 backend: *target,
@@ -128,6 +154,8 @@ pub fn bench_model(
                 time,
                 images_per_s: batch as f64 / time.median_s,
                 vs_fp32: base / time.median_s,
+                resident_device_bytes: since(resident),
+                peak_device_bytes: since(peak),
             });
         }
     }

@@ -95,16 +95,30 @@ impl GpuGraph<'_> {
         let mut y = pool.take(ctx, len);
         let precise = hook.precise();
         let act = match &s.step {
-            Step::Conv { c, w, b, cap } => {
+            Step::Conv { c, parts, cap } => {
                 let (h, wd) = (in_shape[1], in_shape[2]);
-                let plain = Conv2d {
-                    act: if pre { Activation::None } else { c.act },
-                    ..c.clone()
-                };
-                if precise {
-                    conv2d_precise_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
-                } else {
-                    conv2d_encode(ctx, enc, ins[0], w, b, &y, m, (h, wd), &plain)?;
+                let plane = ohw;
+                for &(c0, cp, ref w, ref b) in parts {
+                    let plain = Conv2d {
+                        act: if pre { Activation::None } else { c.act },
+                        out_channels: cp,
+                        ..c.clone()
+                    };
+                    let yp = (parts.len() > 1).then(|| pool.take(ctx, m * cp * plane));
+                    let target = yp.as_ref().unwrap_or(&y);
+                    if precise {
+                        conv2d_precise_encode(ctx, enc, ins[0], w, b, target, m, (h, wd), &plain)?;
+                    } else {
+                        conv2d_encode(ctx, enc, ins[0], w, b, target, m, (h, wd), &plain)?;
+                    }
+                    if let Some(yp) = yp {
+                        // This block's channels of every image, into place.
+                        let at = |v: usize| (v * plane * 4) as u64;
+                        for i in 0..m {
+                            enc.copy_buffer_to_buffer(&yp, at(i * cp), &y, at(i * oc + c0), at(cp));
+                        }
+                        pool.give(yp);
+                    }
                 }
                 if let Some(bounds) = cap {
                     // Before the hook, as on the CPU: calibration measures min(x, bound).
