@@ -287,9 +287,10 @@ pub struct MethodArgs {
     /// paper: the reference code's simulated setting; deploy: what integer kernels run.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
     pub protocol: ProtocolArg,
-    /// A whole method in one flag: best = ACIQ + bit allocation + GPTQ rounding + input-aware
-    /// bias correction (with --data-free: nearest rounding, bias correction from BatchNorm
-    /// means). Without it, the flags below (their defaults: the paper's combination).
+    /// A whole method in one flag: best = ACIQ clipping (min-max from 6 activation bits) + bit
+    /// allocation + GPTQ rounding + input-aware bias correction (with --data-free: nearest
+    /// rounding, bias correction from BatchNorm means; from the weights' moments with 8-bit
+    /// weights). Without it, the flags below (their defaults: the paper's combination).
     #[arg(long, value_enum, conflicts_with_all = [
         "clip", "prior", "bit_alloc", "bias_correction", "no_bias_correction", "rounding", "dual"
     ])]

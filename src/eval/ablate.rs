@@ -122,13 +122,13 @@ pub fn methods(wbits: u8, abits: u8, protocol: Protocol) -> Vec<(&'static str, Q
             false,
         ),
         (
-            "best: aciq + alloc + gptq + bc(input)",
+            "best (--preset best)",
             QuantConfig::best(wbits, abits, protocol, false),
             false,
         ),
         ("aciq + alloc + bc, data-free", combined, true),
         (
-            "best, data-free: aciq + alloc + bc(input)",
+            "best (--preset best), data-free",
             QuantConfig::best(wbits, abits, protocol, true),
             true,
         ),

@@ -194,6 +194,7 @@ impl Hessian {
                 },
             );
         } else {
+            let bs = (k / 8).max(SMALL_K);
             let (mut cols, mut prod) = (
                 vec![0f32; if direct { 0 } else { k * pos }],
                 vec![0f32; k * k],
@@ -208,24 +209,43 @@ impl Hessian {
                         im2col(xg, cg, ih, iw, oh, ow, &p, &mut cols, pos);
                         &cols
                     };
-                    let bv = MatRef {
-                        data: b,
-                        rs: pos,
-                        cs: 1,
-                    };
-                    let bt = MatRef {
-                        data: b,
-                        rs: 1,
-                        cs: pos,
-                    };
-                    sgemm(k, pos, k, bv, bt, &mut prod, k);
+                    // B Bᵀ is symmetric: only the block rows' upper parts are multiplied
+                    // (about half the work at 8 block rows), the lower triangle mirrored. Each
+                    // entry is the same f32 dot product a full product gives.
+                    for r0 in (0..k).step_by(bs) {
+                        let rows = bs.min(k - r0);
+                        let bv = MatRef {
+                            data: &b[r0 * pos..],
+                            rs: pos,
+                            cs: 1,
+                        };
+                        let bt = MatRef {
+                            data: &b[r0 * pos..],
+                            rs: 1,
+                            cs: pos,
+                        };
+                        sgemm(rows, pos, k - r0, bv, bt, &mut prod[r0 * k + r0..], k);
+                    }
                     let blk = &mut self.h[g * k * k..(g + 1) * k * k];
-                    blk.iter_mut().zip(&prod).for_each(|(h, &v)| *h += v as f64);
+                    for i in 0..k {
+                        let r0 = i / bs * bs;
+                        for j in r0..k {
+                            blk[i * k + j] += prod[i * k + j] as f64;
+                        }
+                    }
                     for (s, row) in self.sum[g * k..(g + 1) * k]
                         .iter_mut()
                         .zip(b.chunks_exact(pos))
                     {
                         *s += row.iter().map(|&v| v as f64).sum::<f64>();
+                    }
+                }
+            }
+            // The lower block triangle, once per batch.
+            for blk in self.h.chunks_exact_mut(k * k) {
+                for i in 0..k {
+                    for j in 0..i / bs * bs {
+                        blk[i * k + j] = blk[j * k + i];
                     }
                 }
             }
@@ -236,9 +256,10 @@ impl Hessian {
 }
 
 /// The patches of one image's group (`cg` channels of `ih × iw`) as K rows of oh·ow
-/// values, row `r` at `out[r·ld..]`.
+/// values, row `r` at `out[r·ld..]`, converted to `T` (exactly, for f32 and f64; also the
+/// im2col of the precise f64 convolution, `engine::cpu::precise`).
 #[allow(clippy::too_many_arguments)]
-fn im2col(
+pub(crate) fn im2col<T: Copy + From<f32>>(
     x: &[f32],
     cg: usize,
     ih: usize,
@@ -246,9 +267,10 @@ fn im2col(
     oh: usize,
     ow: usize,
     p: &Patches,
-    out: &mut [f32],
+    out: &mut [T],
     ld: usize,
 ) {
+    let zero = T::from(0.0);
     let (kh, kw) = (p.kernel[0], p.kernel[1]);
     let pos = oh * ow;
     for ci in 0..cg {
@@ -269,21 +291,23 @@ fn im2col(
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let y = (oy * p.stride[0] + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
                     if y >= ih {
-                        dst.fill(0.0);
+                        dst.fill(zero);
                         continue;
                     }
-                    dst[..ox0].fill(0.0);
-                    dst[ox1..].fill(0.0);
+                    dst[..ox0].fill(zero);
+                    dst[ox1..].fill(zero);
                     let src = &plane[y * iw..(y + 1) * iw];
                     let x0 = ox0 * p.stride[1] + off - p.padding[1];
                     if p.stride[1] == 1 {
-                        dst[ox0..ox1].copy_from_slice(&src[x0..x0 + ox1 - ox0]);
+                        for (d, &v) in dst[ox0..ox1].iter_mut().zip(&src[x0..]) {
+                            *d = T::from(v);
+                        }
                     } else {
                         for (d, &v) in dst[ox0..ox1]
                             .iter_mut()
                             .zip(src[x0..].iter().step_by(p.stride[1]))
                         {
-                            *d = v;
+                            *d = T::from(v);
                         }
                     }
                 }
@@ -545,6 +569,69 @@ mod tests {
                     .sum();
                 let want = if i == j { 1.0 } else { 0.0 };
                 assert!((v - want).abs() < 1e-9, "({i},{j}): {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_patch_hessians_equal_the_definition_over_batches() {
+        // K = 150 (past SMALL_K: the blocked GEMM path, 3 block rows of 64, the last
+        // partial), 2 groups, two batches of two images.
+        let p = Patches {
+            in_channels: 12,
+            groups: 2,
+            kernel: [5, 5],
+            stride: [2, 1],
+            dilation: [1, 1],
+            padding: [2, 1, 1, 2],
+        };
+        let (ih, iw, k) = (9, 7, p.k());
+        assert!(k > SMALL_K + 2 * 40);
+        let oh = crate::graph::op::window_out(ih, 5, 2, 1, 3).unwrap();
+        let ow = crate::graph::op::window_out(iw, 5, 1, 1, 3).unwrap();
+        let mut h = Hessian::new(p.clone()).unwrap();
+        let mut want = vec![0f64; 2 * k * k];
+        let mut seed = 7u64;
+        for _ in 0..2 {
+            let x: Vec<f32> = (0..2 * 12 * ih * iw)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.3
+                })
+                .collect();
+            h.accumulate(&x, &[2, 12, ih, iw]).unwrap();
+            for img in x.chunks_exact(12 * ih * iw) {
+                for g in 0..2 {
+                    let mut cols = vec![0f32; k * oh * ow];
+                    let xg = &img[g * 6 * ih * iw..(g + 1) * 6 * ih * iw];
+                    im2col(xg, 6, ih, iw, oh, ow, &p, &mut cols, oh * ow);
+                    for i in 0..k {
+                        for j in 0..k {
+                            want[(g * k + i) * k + j] += (0..oh * ow)
+                                .map(|t| {
+                                    cols[i * oh * ow + t] as f64 * cols[j * oh * ow + t] as f64
+                                })
+                                .sum::<f64>();
+                        }
+                    }
+                }
+            }
+        }
+        for g in 0..2 {
+            let blk = h.block(g);
+            for i in 0..k {
+                for j in 0..k {
+                    assert_eq!(blk[i * k + j], blk[j * k + i], "symmetric ({i},{j})");
+                    let w = want[(g * k + i) * k + j];
+                    // f32 sums over ≤ oh·ow = 35 products of values below 1.
+                    assert!(
+                        (blk[i * k + j] - w).abs() < 1e-4,
+                        "({g},{i},{j}) {} vs {w}",
+                        blk[i * k + j]
+                    );
+                }
             }
         }
     }

@@ -25,8 +25,9 @@
 //!   so narrow that `inv_width` overflows f32, has `inv_width = 0` and puts everything in
 //!   bin 0 (so no device ever multiplies by ∞).
 //!
-//! Within one accumulator, values are summed per (image, channel) plane and planes are added
-//! in input order, so feeding the same data in different batch splits gives bit-identical
+//! Within one accumulator, values are summed per (image, channel) plane (in [`LANES`]
+//! interleaved partial sums added in order, so the loops vectorize) and planes are added in
+//! input order, so feeding the same data in different batch splits gives bit-identical
 //! sums; merging parallel partials changes only the f64 association. Variance is
 //! sumsq/n − mean² (clamped at 0), population (÷n).
 
@@ -102,9 +103,124 @@ impl Binning {
     /// Bin of `x` (module docs).
     #[inline]
     pub fn bin(&self, x: f32) -> usize {
-        let t = ((x - self.lo) * self.inv_width).floor();
-        t.max(0.0).min((self.bins - 1) as f32) as usize
+        bin_of((x - self.lo) * self.inv_width, (self.bins - 1) as f32) as usize
     }
+}
+
+/// `clamp(floor(t), 0, last)` as `trunc(clamp(t, 0, last))`: the same integer for every t
+/// (truncation is floor on [0, last]; NaN clamps to 0), without a `floor` call, so the
+/// pass-2 loop vectorizes.
+#[inline(always)]
+fn bin_of(t: f32, last: f32) -> u32 {
+    t.max(0.0).min(last) as i32 as u32
+}
+
+/// Lanes of the per-plane sums and extrema: each plane's result is a fixed function of the
+/// plane (lane j takes elements j, j + LANES, …; lanes are then added in order), so results
+/// stay bit-identical across batch splits and threads, and the loops vectorize.
+const LANES: usize = 8;
+
+/// (Σx, Σx², min, max) of one plane, sums in f64.
+#[inline(always)]
+fn plane_moments(plane: &[f32]) -> (f64, f64, f32, f32) {
+    let (mut s, mut ss) = ([0f64; LANES], [0f64; LANES]);
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let mut step = |j: usize, v: f32| {
+        let d = v as f64;
+        s[j] += d;
+        ss[j] += d * d;
+        // Comparisons, not f32::min: NaN leaves the extremum unchanged either way.
+        lo[j] = if v < lo[j] { v } else { lo[j] };
+        hi[j] = if v > hi[j] { v } else { hi[j] };
+    };
+    let mut chunks = plane.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (j, &v) in c.iter().enumerate() {
+            step(j, v);
+        }
+    }
+    for (j, &v) in chunks.remainder().iter().enumerate() {
+        step(j, v);
+    }
+    let fold = |a: [f64; LANES]| a.iter().fold(0.0, |t, &v| t + v);
+    let lo = lo
+        .iter()
+        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+    let hi = hi
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    (fold(s), fold(ss), lo, hi)
+}
+
+/// Pass 2 of one plane: (Σ|x − m|, Σ|x − tm|) in f64, and each value counted in its
+/// channel (`b`, `hist`) and tensor (`tb`, `thist`) bins.
+#[inline(always)]
+fn plane_pass2(
+    plane: &[f32],
+    (m, tm): (f64, f64),
+    (b, tb): (Binning, Binning),
+    hist: &mut [u64],
+    thist: &mut [u64],
+) -> (f64, f64) {
+    let (mut dev, mut tdev) = ([0f64; LANES], [0f64; LANES]);
+    let (last, tlast) = ((b.bins - 1) as f32, (tb.bins - 1) as f32);
+    let (mut idx, mut tidx) = ([0u32; LANES], [0u32; LANES]);
+    let mut chunks = plane.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (j, &v) in c.iter().enumerate() {
+            let d = v as f64;
+            dev[j] += (d - m).abs();
+            tdev[j] += (d - tm).abs();
+            idx[j] = bin_of((v - b.lo) * b.inv_width, last);
+            tidx[j] = bin_of((v - tb.lo) * tb.inv_width, tlast);
+        }
+        for j in 0..LANES {
+            hist[idx[j] as usize] += 1;
+            thist[tidx[j] as usize] += 1;
+        }
+    }
+    for (j, &v) in chunks.remainder().iter().enumerate() {
+        let d = v as f64;
+        dev[j] += (d - m).abs();
+        tdev[j] += (d - tm).abs();
+        hist[b.bin(v)] += 1;
+        thist[tb.bin(v)] += 1;
+    }
+    let fold = |a: [f64; LANES]| a.iter().fold(0.0, |t, &v| t + v);
+    (fold(dev), fold(tdev))
+}
+
+/// [`plane_moments`] compiled for AVX2 (the same operations in the same order).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_moments_avx2(plane: &[f32]) -> (f64, f64, f32, f32) {
+    plane_moments(plane)
+}
+
+/// [`plane_pass2`] compiled for AVX2 (the same operations in the same order).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_pass2_avx2(
+    plane: &[f32],
+    means: (f64, f64),
+    bins: (Binning, Binning),
+    hist: &mut [u64],
+    thist: &mut [u64],
+) -> (f64, f64) {
+    plane_pass2(plane, means, bins, hist, thist)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// What pass 2 needs from pass 1: per channel mean and binning, then the tensor's (last).
@@ -198,22 +314,25 @@ impl StatsAccumulator {
             return Err(Error::Quant("pass 1 fed after pass 2 began".into()));
         }
         check_shape(x, n, c, hw, self.channels)?;
+        let avx2 = has_avx2();
         for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
-            let (mut s, mut ss) = (0.0f64, 0.0f64);
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &v in plane {
-                let v = v as f64;
-                s += v;
-                ss += v * v;
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
+            let (s, ss, lo, hi) = if avx2 {
+                // SAFETY: AVX2 was detected.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    plane_moments_avx2(plane)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                plane_moments(plane)
+            } else {
+                plane_moments(plane)
+            };
             let row = &mut self.moments[i % c];
             row[0] += plane.len() as f64;
             row[1] += s;
             row[2] += ss;
-            row[3] = row[3].min(lo);
-            row[4] = row[4].max(hi);
+            row[3] = row[3].min(lo as f64);
+            row[4] = row[4].max(hi as f64);
         }
         Ok(())
     }
@@ -271,22 +390,28 @@ impl StatsAccumulator {
         };
         let bins = self.config.channel_bins;
         let (tmean, tbin) = (frame.mean[c], frame.binning[c]);
-        let mut tdev = 0.0f64;
+        let avx2 = has_avx2();
         for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
             let ch = i % c;
-            let (m, b) = (frame.mean[ch], frame.binning[ch]);
+            let args = ((frame.mean[ch], tmean), (frame.binning[ch], tbin));
             let hist = &mut self.channel_hist[ch * bins..(ch + 1) * bins];
-            let (mut dev, mut pdev) = (0.0f64, 0.0f64);
-            for &v in plane {
-                dev += (v as f64 - m).abs();
-                pdev += (v as f64 - tmean).abs();
-                hist[b.bin(v)] += 1;
-                self.tensor_hist[tbin.bin(v)] += 1;
-            }
+            let thist = &mut self.tensor_hist[..];
+            let (dev, pdev) = if avx2 {
+                // SAFETY: AVX2 was detected.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    plane_pass2_avx2(plane, args.0, args.1, hist, thist)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                plane_pass2(plane, args.0, args.1, hist, thist)
+            } else {
+                plane_pass2(plane, args.0, args.1, hist, thist)
+            };
             self.abs_dev[ch] += dev;
-            tdev += pdev;
+            // Each plane straight into the tensor's sum, in input order, like the channels'
+            // (a per-batch subtotal would make the sum depend on the batch split).
+            self.abs_dev[c] += pdev;
         }
-        self.abs_dev[c] += tdev;
         Ok(())
     }
 

@@ -22,10 +22,56 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Linear};
+use crate::quant::gptq::{im2col, Patches};
 use crate::tensor::Tensor;
 
 /// f64 elements of im2col and accumulator per GEMM (32 MiB).
 const CHUNK_ELEMS: usize = 4 << 20;
+
+thread_local! {
+    /// The im2col and accumulator buffers of the last conv on this thread, reused: every
+    /// element is written before it is read, so they are grown but never cleared (a fresh
+    /// zeroed 32 MiB per layer cost page faults and a memset on every call).
+    static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = Default::default();
+}
+
+/// `dst[i] = src[i] as f64` (exact), vectorized for AVX2 where present.
+fn widen(dst: &mut [f64], src: &[f32]) {
+    #[inline(always)]
+    fn body(dst: &mut [f64], src: &[f32]) {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as f64);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(dst: &mut [f64], src: &[f32]) {
+        body(dst, src)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { avx2(dst, src) };
+    }
+    body(dst, src)
+}
+
+/// `dst[i] = src[i] as f32` (round to nearest even), vectorized for AVX2 where present.
+fn narrow(dst: &mut [f32], src: &[f64]) {
+    #[inline(always)]
+    fn body(dst: &mut [f32], src: &[f64]) {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as f32);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(dst: &mut [f32], src: &[f64]) {
+        body(dst, src)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { avx2(dst, src) };
+    }
+    body(dst, src)
+}
 
 /// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.
 fn dgemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], ldb: usize, c: &mut [f64]) {
@@ -89,12 +135,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
         return Ok(y);
     }
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
-    // Input coordinate of output (oy, ox) and tap (ky, kx), None in the padding.
-    let tap = |oy: usize, ox: usize, ky: usize, kx: usize| -> Option<usize> {
-        let iy = (oy * c.stride[0] + ky * c.dilation[0]).checked_sub(c.padding[0])?;
-        let ix = (ox * c.stride[1] + kx * c.dilation[1]).checked_sub(c.padding[1])?;
-        (iy < h && ix < wd).then_some(iy * wd + ix)
-    };
     if c.is_depthwise() {
         // Each plane zero-padded in f64 once, then each tap added to a row of outputs
         // (taps in (ky, kx) order; a padding tap adds w·0 = 0 exactly).
@@ -110,8 +150,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
                 let wk = &w.data[ch * kh * kw..(ch + 1) * kh * kw];
                 let mut pad = vec![0f64; ph * pw];
                 for (iy, row) in xp.chunks(wd).enumerate() {
-                    let dst = &mut pad[(iy + pt) * pw + pl..(iy + pt) * pw + pl + wd];
-                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v as f64);
+                    widen(&mut pad[(iy + pt) * pw + pl..(iy + pt) * pw + pl + wd], row);
                 }
                 let mut acc = vec![0f64; ow];
                 for (oy, out_row) in out.chunks_mut(ow).enumerate() {
@@ -124,41 +163,42 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
                             acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
                         }
                     }
-                    out_row
-                        .iter_mut()
-                        .zip(&acc)
-                        .for_each(|(d, &a)| *d = a as f32);
+                    narrow(out_row, &acc);
                 }
             });
         return Ok(y);
     }
     let (cig, cog) = (ci / c.groups, co / c.groups);
     let kdim = cig * kh * kw;
+    let patches = Patches::conv(c);
     let w64: Vec<f64> = w.data.iter().map(|&v| v as f64).collect();
     // One GEMM per group and chunk of images (columns: image, output pixel), the chunk
     // bounded so the f64 operands stay around 32 MiB.
     let per = (CHUNK_ELEMS / ((kdim + cog) * ohw).max(1)).clamp(1, n.max(1));
     let pointwise = kh * kw == 1 && c.stride == [1, 1] && c.padding == [0; 4];
+    let (mut col, mut acc) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     for i0 in (0..n).step_by(per) {
         let nb = per.min(n - i0);
         let cols = nb * ohw;
-        let mut col = vec![0f64; kdim * cols];
-        let mut acc = vec![0f64; cog * cols];
+        col.resize(kdim * cols, 0.0);
+        acc.resize(cog * cols, 0.0);
         for g in 0..c.groups {
-            col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
-                let (ic, ky, kx) = (g * cig + k / (kh * kw), (k / kw) % kh, k % kw);
-                for (j, seg) in row.chunks_mut(ohw).enumerate() {
-                    let p0 = ((i0 + j) * ci + ic) * h * wd;
-                    let plane = &x.data[p0..p0 + h * wd];
-                    if pointwise {
-                        seg.iter_mut().zip(plane).for_each(|(d, &v)| *d = v as f64);
-                        continue;
+            if pointwise {
+                col.par_chunks_mut(cols).enumerate().for_each(|(k, row)| {
+                    for (j, seg) in row.chunks_mut(ohw).enumerate() {
+                        let p0 = ((i0 + j) * ci + g * cig + k) * h * wd;
+                        widen(seg, &x.data[p0..p0 + h * wd]);
                     }
-                    for (o, v) in seg.iter_mut().enumerate() {
-                        *v = tap(o / ow, o % ow, ky, kx).map_or(0.0, |i| plane[i] as f64);
-                    }
+                });
+            } else {
+                // Row-wise patch copies (the Hessians' im2col); image j fills columns
+                // j·ohw.. of every row.
+                for j in 0..nb {
+                    let x0 = ((i0 + j) * ci + g * cig) * h * wd;
+                    let xg = &x.data[x0..x0 + cig * h * wd];
+                    im2col(xg, cig, h, wd, oh, ow, &patches, &mut col[j * ohw..], cols);
                 }
-            });
+            }
             for (m, row) in acc.chunks_mut(cols).enumerate() {
                 row.fill(bias(g * cog + m));
             }
@@ -167,13 +207,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
             for (m, row) in acc.chunks(cols).enumerate() {
                 for (j, seg) in row.chunks(ohw).enumerate() {
                     let y0 = ((i0 + j) * co + g * cog + m) * ohw;
-                    for (d, s) in y.data[y0..y0 + ohw].iter_mut().zip(seg) {
-                        *d = *s as f32;
-                    }
+                    narrow(&mut y.data[y0..y0 + ohw], seg);
                 }
             }
         }
     }
+    SCRATCH.with(|s| *s.borrow_mut() = (col, acc));
     Ok(y)
 }
 

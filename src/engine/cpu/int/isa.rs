@@ -5,7 +5,9 @@
 //! - [`Isa::Avx2`]: AVX2 `vpmaddwd` on operands widened to `i16`;
 //! - [`Isa::Portable`]: plain Rust loops.
 //!
-//! All three compute the same exact integers; tests force each available one.
+//! All three compute the same exact integers; tests force each available one. The
+//! environment variable `PTQ4_INT_ISA=vnni|avx2|portable` makes [`Isa::detect`] return a
+//! slower one the CPU also supports, so benchmarks measure every path on one machine.
 
 /// Instruction set of the integer kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,9 +18,46 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest one this CPU supports.
+    /// The fastest one this CPU supports, or the one `PTQ4_INT_ISA` names (read once; an
+    /// unknown or unsupported name is said once on stderr and ignored).
     pub fn detect() -> Isa {
-        Isa::available()[0]
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let available = Isa::available();
+            let Ok(name) = std::env::var("PTQ4_INT_ISA") else {
+                return available[0];
+            };
+            match Isa::from_name(&name).filter(|i| available.contains(i)) {
+                Some(isa) => isa,
+                None => {
+                    crate::error::note(format_args!(
+                        "PTQ4_INT_ISA={name}: not one of {} on this CPU; using {}",
+                        available
+                            .iter()
+                            .map(|i| i.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        available[0].name()
+                    ));
+                    available[0]
+                }
+            }
+        })
+    }
+
+    /// The name `PTQ4_INT_ISA` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Vnni => "vnni",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        [Isa::Vnni, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .find(|i| i.name() == name.trim().to_ascii_lowercase())
     }
 
     /// Every instruction set this CPU supports, fastest first (always ends with `Portable`).
@@ -39,5 +78,20 @@ impl Isa {
         }
         v.push(Isa::Portable);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_refused() {
+        for isa in [Isa::Vnni, Isa::Avx2, Isa::Portable] {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Isa::from_name("neon"), None);
+        assert_eq!(Isa::available().last(), Some(&Isa::Portable));
     }
 }
