@@ -73,6 +73,46 @@ fn narrow(dst: &mut [f32], src: &[f64]) {
     body(dst, src)
 }
 
+/// One output row of a depthwise plane: `acc[ox] += w[ky][kx] · rows[ky·dh·pw + ox·sw + kx·dw]`,
+/// taps in (ky, kx) order, each product exact in f64 and added once (no FMA, so the AVX2
+/// build gives the same sums as the baseline one).
+fn dw_row(
+    acc: &mut [f64],
+    rows: &[f64],
+    wk: &[f32],
+    (kh, kw): (usize, usize),
+    (pw, dh, dw, sw): (usize, usize, usize, usize),
+) {
+    #[inline(always)]
+    fn body(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]) {
+        let [pw, dh, dw, sw] = g;
+        for ky in 0..kh {
+            let row = &rows[ky * dh * pw..];
+            for kx in 0..kw {
+                let wv = wk[ky * kw + kx] as f64;
+                if sw == 1 {
+                    let taps = &row[kx * dw..kx * dw + acc.len()];
+                    acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
+                } else {
+                    let taps = row[kx * dw..].iter().step_by(sw);
+                    acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]) {
+        body(acc, rows, wk, kh, kw, g)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { avx2(acc, rows, wk, kh, kw, [pw, dh, dw, sw]) };
+    }
+    body(acc, rows, wk, kh, kw, [pw, dh, dw, sw])
+}
+
 /// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.
 fn dgemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], ldb: usize, c: &mut [f64]) {
     if m == 0 || n == 0 || k == 0 {
@@ -155,14 +195,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
                 let mut acc = vec![0f64; ow];
                 for (oy, out_row) in out.chunks_mut(ow).enumerate() {
                     acc.fill(bias(ch));
-                    for ky in 0..kh {
-                        let row = &pad[(oy * sh + ky * dh) * pw..];
-                        for kx in 0..kw {
-                            let wv = wk[ky * kw + kx] as f64;
-                            let taps = row[kx * dw..].iter().step_by(sw);
-                            acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
-                        }
-                    }
+                    let rows = &pad[oy * sh * pw..];
+                    dw_row(&mut acc, rows, wk, (kh, kw), (pw, dh, dw, sw));
                     narrow(out_row, &acc);
                 }
             });
