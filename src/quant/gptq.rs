@@ -225,12 +225,14 @@ impl Hessian {
                             cs: pos,
                         };
                         sgemm(rows, pos, k - r0, bv, bt, &mut prod[r0 * k + r0..], k);
-                    }
-                    let blk = &mut self.h[g * k * k..(g + 1) * k * k];
-                    for i in 0..k {
-                        let r0 = i / bs * bs;
-                        for j in r0..k {
-                            blk[i * k + j] += prod[i * k + j] as f64;
+                        // Into f64 while this block row is still in cache.
+                        let blk = &mut self.h[g * k * k..(g + 1) * k * k];
+                        for i in r0..r0 + rows {
+                            let (h, p) = (
+                                &mut blk[i * k + r0..(i + 1) * k],
+                                &prod[i * k + r0..(i + 1) * k],
+                            );
+                            h.iter_mut().zip(p).for_each(|(h, &v)| *h += v as f64);
                         }
                     }
                     for (s, row) in self.sum[g * k..(g + 1) * k]
