@@ -129,7 +129,33 @@ impl ConvCase {
         });
     }
 
-    fn check(&self, conv: impl Fn(&Tensor, &Tensor, Option<&[f32]>, &Conv2d) -> Tensor) {
+    /// The pointwise GEMM's AVX-512 pair kernel gives the AVX2 build's bits (the same FMA
+    /// chains, 16 lanes instead of 8).
+    fn pointwise_avx512_equals_avx2(&self) {
+        let (x, w, b, c) = self.inputs();
+        let run = |isa| {
+            let mut out = Tensor::zeros(&[1]);
+            pointwise::conv1x1_into(
+                &x,
+                &w.data,
+                b.as_deref(),
+                c.out_channels,
+                c.act,
+                &mut out,
+                isa,
+            );
+            out
+        };
+        let (a, z) = (run(Isa::Avx2Fma), run(Isa::Avx512));
+        assert_eq!(a.shape, z.shape);
+        let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&a) == bits(&z),
+            "conv2d {self:?}: AVX-512 and AVX2 differ"
+        );
+    }
+
+    fn inputs(&self) -> (Tensor, Tensor, Option<Vec<f32>>, Conv2d) {
         let c = self.conv();
         let scale = scale_of(self.scale);
         let x = tensor(
@@ -142,6 +168,11 @@ impl ConvCase {
         let b = self
             .bias
             .then(|| values(c.out_channels, self.seed ^ 0x1234, scale));
+        (x, w, b, c)
+    }
+
+    fn check(&self, conv: impl Fn(&Tensor, &Tensor, Option<&[f32]>, &Conv2d) -> Tensor) {
+        let (x, w, b, c) = self.inputs();
         let got = conv(&x, &w, b.as_deref(), &c);
         let n = self.cig * self.kernel[0] * self.kernel[1] + usize::from(self.bias);
         let what = format!("conv2d {self:?}");
@@ -645,7 +676,19 @@ macro_rules! isa_suite {
     )*};
 }
 
-isa_suite!(portable => Isa::Portable, avx2_fma => Isa::Avx2Fma);
+isa_suite!(portable => Isa::Portable, avx2_fma => Isa::Avx2Fma, avx512 => Isa::Avx512);
+
+proptest! {
+    #![proptest_config(common::proptest_config_seeded(64, SEED))]
+
+    #[test]
+    fn pointwise_avx512_gives_the_avx2_bits(k in pointwise_case()) {
+        if common::isa_or_skip(Isa::Avx512, &Isa::available()).is_none() {
+            return Ok(());
+        }
+        k.pointwise_avx512_equals_avx2();
+    }
+}
 
 /// Shrunk proptest failure: with stride 2 the last tap `(kh−1, kw−1)` is not the one that
 /// reads furthest into the polyphase buffer (taps of odd phase live in a later sub-plane);

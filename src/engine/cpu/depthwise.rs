@@ -6,12 +6,14 @@
 //! Each input plane becomes a [`Polyphase`] plane; on the wide output grid (`oh × ws`) every
 //! tap is then a contiguous run, so the hot loop is `acc[0..CW] += w · src[off + j ..][..CW]`
 //! over `CW`-wide register tiles: no padding logic inside, one load per FMA, `CW/8`
-//! independent accumulator chains. On x86-64 the same loop is compiled a second time with
-//! AVX2+FMA and picked at run time. Parallel (rayon) over (image, input channel) planes.
+//! independent accumulator chains. On x86-64 the same loop is compiled again with AVX2+FMA
+//! and with AVX-512F, picked at run time ([`Isa::detect`]). Parallel (rayon) over (image,
+//! input channel) planes.
 
 use rayon::prelude::*;
 
 use super::elementwise::{apply_act, prepare_out};
+use super::microkernel::Isa;
 use super::plane::{copy_short, Polyphase};
 use crate::graph::Conv2d;
 use crate::tensor::Tensor;
@@ -43,7 +45,7 @@ pub(crate) fn conv2d_into(
         return;
     }
     let hw = h * wd;
-    let fma = fma_available();
+    let isa = Isa::detect();
     // Every plane has the same geometry: tap offsets and buffer sizes are computed once.
     let mut geo = Polyphase::default();
     geo.shape(h, wd, c.padding, c.stride);
@@ -65,7 +67,7 @@ pub(crate) fn conv2d_into(
                     let o = (plane_idx % ci) * mult + m;
                     let wts = &w.data[o * k2..(o + 1) * k2];
                     let bias = b.map_or(0.0, |b| b[o]);
-                    taps_wide(fma, &pp.data, &offsets, wts, bias, wide);
+                    taps_wide(isa, &pp.data, &offsets, wts, bias, wide);
                     apply_act(wide, c.act);
                     for (y, row) in dplane.chunks_exact_mut(ow).enumerate() {
                         copy_short(row, &wide[y * ws..y * ws + ow]);
@@ -75,32 +77,30 @@ pub(crate) fn conv2d_into(
         );
 }
 
-fn fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// `wide[j] = bias + Σ_t w_t · src[off_t + j]` for `j < wide.len()` (a multiple of `TW`).
-fn taps_wide(fma: bool, src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
+/// The AVX2 and AVX-512 builds are the same FMA chains (the same bits), in 8- or 16-lane
+/// registers.
+fn taps_wide(isa: Isa, src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: `fma` is true only when the CPU reports AVX2 and FMA.
-        unsafe { taps_wide_avx2(src, offs, wts, bias, wide) };
-        return;
+    match isa {
+        // SAFETY: `Isa::detect` picks these only where the CPU has their features.
+        Isa::Avx512 => return unsafe { taps_wide_avx512(src, offs, wts, bias, wide) },
+        Isa::Avx2Fma => return unsafe { taps_wide_avx2(src, offs, wts, bias, wide) },
+        Isa::Portable => {}
     }
-    let _ = fma;
+    let _ = isa;
     taps_wide_impl::<false>(src, offs, wts, bias, wide);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn taps_wide_avx2(src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
+    taps_wide_impl::<true>(src, offs, wts, bias, wide);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn taps_wide_avx512(src: &[f32], offs: &[usize], wts: &[f32], bias: f32, wide: &mut [f32]) {
     taps_wide_impl::<true>(src, offs, wts, bias, wide);
 }
 
@@ -150,10 +150,11 @@ fn tile_taps<const FMA: bool, const W: usize>(
 mod tests {
     use super::*;
 
-    /// Both builds of the tap loop (portable, and AVX2+FMA where the CPU has it) against an
-    /// f64 sum, over body and tail tiles; the parity tests only reach the one this CPU picks.
+    /// Every build of the tap loop this CPU runs against an f64 sum, over body and tail
+    /// tiles, and the AVX-512 build's bits equal the AVX2 build's; the parity tests only
+    /// reach the one this CPU picks.
     #[test]
-    fn taps_wide_both_paths_match_f64() {
+    fn taps_wide_every_build_matches_f64() {
         let src: Vec<f32> = (0..400)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
@@ -169,13 +170,23 @@ mod tests {
                     .sum::<f64>()
             })
             .collect();
-        for fma in [false, fma_available()] {
+        let mut got = Vec::new();
+        for isa in Isa::available() {
             let mut wide = vec![f32::NAN; len];
-            taps_wide(fma, &src, &offs, &wts, 0.3, &mut wide);
+            taps_wide(isa, &src, &offs, &wts, 0.3, &mut wide);
             for (j, (g, w)) in wide.iter().zip(&want).enumerate() {
                 // Five terms of magnitude ≤ 4: a few f32 ulps of 10.
-                assert!((*g as f64 - w).abs() < 1e-5, "fma={fma} j={j}: {g} vs {w}");
+                assert!((*g as f64 - w).abs() < 1e-5, "{isa:?} j={j}: {g} vs {w}");
             }
+            got.push((isa, wide));
+        }
+        let bits = |isa| {
+            got.iter()
+                .find(|(i, _)| *i == isa)
+                .map(|(_, w)| w.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        if let Some(z) = bits(Isa::Avx512) {
+            assert_eq!(Some(z), bits(Isa::Avx2Fma));
         }
     }
 }

@@ -78,7 +78,7 @@ pub fn linear_with(x: &Tensor, w: &Tensor, b: Option<&[f32]>, l: &Linear, isa: I
 fn dots(isa: Isa, w: &[f32], xs: &[f32], d: &mut [f32]) {
     debug_assert!(d.len() <= ROWS && xs.len() == d.len() * w.len());
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma {
+    if isa.avx2() {
         // SAFETY: `Avx2Fma` is only chosen when the CPU has AVX2 and FMA (`Isa::detect`).
         unsafe { dots_avx2(w, xs, d) };
         return;

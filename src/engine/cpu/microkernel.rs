@@ -3,11 +3,10 @@
 //! broadcast each per step) and `B` a packed `[kc][16]` strip, each element one FMA chain in
 //! reduction order.
 //!
-//! Builds: AVX2+FMA on x86-64 (picked at run time, 12 accumulator registers), and portable
-//! Rust loops (multiply, then add). AVX-512 is not used: on the Zen 4 this was tuned on, a
-//! register-resident 512-bit FMA loop measured 43 GMAC/s per core against 58 for 256-bit
-//! FMAs (512-bit FMAs are split over the same 256-bit units), and this kernel already runs
-//! the EfficientNet 1×1 layers near the 256-bit peak.
+//! Builds: AVX2+FMA on x86-64 (picked at run time, 12 accumulator registers), portable
+//! Rust loops (multiply, then add), and on Intel cores with AVX-512F a pair kernel
+//! ([`micro_pair`]) that multiplies two strips at once with 16-lane registers; it gives the
+//! AVX2 build's bits (same FMA chains). Which one runs: [`Isa::detect`].
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 6;
@@ -21,25 +20,50 @@ pub enum Isa {
     Portable,
     /// AVX2 + FMA intrinsics (x86-64 only).
     Avx2Fma,
+    /// AVX2 + FMA, and AVX-512F for the pointwise GEMM's [`micro_pair`] (x86-64 only).
+    Avx512,
 }
 
 impl Isa {
-    /// The fastest build this CPU runs.
+    /// The fastest build this CPU runs, or the one `PTQ4_F32_ISA=avx512|avx2|portable`
+    /// names (read once; see `isa_env`).
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
-        }
-        Isa::Portable
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| super::isa_env::chosen("PTQ4_F32_ISA", &Isa::available(), Isa::name))
     }
 
-    /// Every build this CPU runs (for tests that force each path).
-    pub fn available() -> Vec<Self> {
-        let mut v = vec![Isa::Portable];
-        if Isa::detect() == Isa::Avx2Fma {
-            v.push(Isa::Avx2Fma);
+    /// The name `PTQ4_F32_ISA` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2Fma => "avx2",
+            Isa::Avx512 => "avx512",
         }
-        v
+    }
+
+    /// Every build this CPU runs, fastest first. AVX-512 comes first only on Intel cores:
+    /// on the AMD Zen 4 this kernel was first tuned on, 512-bit FMAs are split over the
+    /// 256-bit units, and a register-resident 512-bit FMA loop measured 43 GMAC/s per core
+    /// against 58 for 256-bit FMAs; on this project's Intel Xeon (two 512-bit FMA units)
+    /// the 512-bit loop runs 1.3–1.9× the 256-bit one.
+    pub fn available() -> Vec<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if !is_x86_feature_detected!("avx512f") {
+                return vec![Isa::Avx2Fma, Isa::Portable];
+            }
+            return if intel() {
+                vec![Isa::Avx512, Isa::Avx2Fma, Isa::Portable]
+            } else {
+                vec![Isa::Avx2Fma, Isa::Avx512, Isa::Portable]
+            };
+        }
+        vec![Isa::Portable]
+    }
+
+    /// Whether the AVX2+FMA builds run (every x86 build but the portable one).
+    pub fn avx2(self) -> bool {
+        matches!(self, Isa::Avx2Fma | Isa::Avx512)
     }
 }
 
@@ -59,9 +83,9 @@ pub(crate) unsafe fn micro(
 ) {
     assert!(b.len() >= kc * NR && a.iter().all(|r| r.len() >= kc));
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma {
-        // SAFETY: `Avx2Fma` is only chosen when the CPU has AVX2 and FMA (`Isa::detect`);
-        // the assert covers `a` and `b`, the caller `src` and `dst`.
+    if isa.avx2() {
+        // SAFETY: `Avx2Fma` and `Avx512` are only chosen when the CPU has AVX2 and FMA
+        // (`Isa::detect`); the assert covers `a` and `b`, the caller `src` and `dst`.
         unsafe { micro_avx2(kc, a, b, src, dst) };
         return;
     }
@@ -133,6 +157,96 @@ unsafe fn micro_avx2(
         unsafe {
             _mm256_storeu_ps(dp.add(r * ldd), tr[0]);
             _mm256_storeu_ps(dp.add(r * ldd + 8), tr[1]);
+        }
+    }
+}
+
+/// Whether the CPU's vendor string is Intel's.
+#[cfg(target_arch = "x86_64")]
+fn intel() -> bool {
+    let r = std::arch::x86_64::__cpuid(0);
+    let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    vendor == b"GenuineIntel"
+}
+
+/// One source or destination tile of [`micro_pair`]: (pointer, row stride).
+pub(crate) type Tile<P> = (P, usize);
+
+/// [`micro`] over two adjacent `[kc][16]` strips at once (`b[0]`, `b[1]`), each with its
+/// own source and destination tile: with AVX-512F, one 16-lane register per strip and row
+/// (12 accumulators, 6 broadcasts and 2 loads per step, so the FMA units and not the loads
+/// bound it); elsewhere, [`micro`] once per strip. Every element is the same FMA chain as
+/// [`micro`]'s AVX2 build, so both builds give the same bits.
+///
+/// # Safety
+/// As for [`micro`], for each strip.
+pub(crate) unsafe fn micro_pair(
+    isa: Isa,
+    kc: usize,
+    a: [&[f32]; MR],
+    b: [&[f32]; 2],
+    src: [Option<Tile<*const f32>>; 2],
+    dst: [Tile<*mut f32>; 2],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        assert!(b.iter().all(|b| b.len() >= kc * NR) && a.iter().all(|r| r.len() >= kc));
+        // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F (`Isa::detect`); the
+        // assert covers `a` and `b`, the caller `src` and `dst`.
+        unsafe { micro_pair_avx512(kc, a, b, src, dst) };
+        return;
+    }
+    for s in 0..2 {
+        // SAFETY: the caller's contract.
+        unsafe { micro(isa, kc, a, b[s], src[s], dst[s]) };
+    }
+}
+
+/// The AVX-512F pair kernel ([`micro_pair`]).
+///
+/// # Safety
+/// The CPU must have AVX-512F; bounds as for [`micro_pair`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_pair_avx512(
+    kc: usize,
+    a: [&[f32]; MR],
+    b: [&[f32]; 2],
+    src: [Option<Tile<*const f32>>; 2],
+    dst: [Tile<*mut f32>; 2],
+) {
+    use std::arch::x86_64::*;
+    let bp = [b[0].as_ptr(), b[1].as_ptr()];
+    let ap: [*const f32; MR] = std::array::from_fn(|r| a[r].as_ptr());
+    // SAFETY (all blocks below): indices stay within the bounds `micro_pair` and its caller
+    // give.
+    let mut t = [[_mm512_setzero_ps(); 2]; MR];
+    for s in 0..2 {
+        if let Some((sp, lds)) = src[s] {
+            for (r, tr) in t.iter_mut().enumerate() {
+                tr[s] = unsafe { _mm512_loadu_ps(sp.add(r * lds)) };
+            }
+        }
+    }
+    for k in 0..kc {
+        let (b0, b1) = unsafe {
+            (
+                _mm512_loadu_ps(bp[0].add(k * NR)),
+                _mm512_loadu_ps(bp[1].add(k * NR)),
+            )
+        };
+        for r in 0..MR {
+            let av = unsafe { _mm512_set1_ps(*ap[r].add(k)) };
+            t[r][0] = _mm512_fmadd_ps(av, b0, t[r][0]);
+            t[r][1] = _mm512_fmadd_ps(av, b1, t[r][1]);
+        }
+    }
+    for (s, &(dp, ldd)) in dst.iter().enumerate() {
+        for (r, tr) in t.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(dp.add(r * ldd), tr[s]) };
         }
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod gemm;
 pub mod histogram;
 mod im2col;
 pub mod int;
+mod isa_env;
 pub mod linear;
 pub mod lrn;
 mod microkernel;

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{apply_act, prepare_out};
 pub use super::microkernel::Isa;
-use super::microkernel::{micro, MR, NR};
+use super::microkernel::{micro, micro_pair, MR, NR};
 use super::plane::copy_short;
 use crate::graph::Activation;
 use crate::tensor::Tensor;
@@ -163,38 +163,69 @@ unsafe fn task(
         let kc = KC.min(g.ci - pc);
         let last = pc == last_pc;
         pack_b(&x.data, g, pc, kc, (j0, j1), ncp, bp);
-        for s in 0..strips.len() {
-            let bs = &bp[s * kc * NR..(s + 1) * kc * NR];
-            let jt = j0 + s * NR;
-            // A last-block tile of NR columns of one image goes straight to the output.
-            let direct = last && jt + NR <= j1 && jt % g.hw + NR <= g.hw;
+        // Strips go in pairs where the ISA has a pair kernel (`micro_pair`), else one by one.
+        let step = if isa == Isa::Avx512 { 2 } else { 1 };
+        let cb = cbuf.as_mut_ptr();
+        for s0 in (0..strips.len()).step_by(step) {
+            let ns = step.min(strips.len() - s0);
             for p in 0..panels {
                 // Rows past the block repeat its last row; their results are never stored.
                 let a: [&[f32]; MR] = std::array::from_fn(|r| {
                     let o = (rows.start + p * MR + r).min(rows.end - 1);
                     &w[o * g.ci + pc..o * g.ci + pc + kc]
                 });
-                let ct = cbuf[p * MR * ncp + s * NR..].as_mut_ptr();
-                let src = (pc > 0).then_some((ct.cast_const(), ncp));
-                if direct && (p + 1) * MR <= nrows {
-                    let o0 = rows.start + p * MR;
-                    let (img, pix) = (jt / g.hw, jt % g.hw);
-                    // SAFETY: rows o0..o0 + MR of image `img`, pixels pix..pix + NR: inside
-                    // the output, owned by this task (caller's contract); the tile of `cbuf`
-                    // read as `src` holds MR rows of NR at stride ncp.
-                    unsafe {
-                        let d = dst.ptr().add((img * g.co + o0) * g.hw + pix);
-                        micro(isa, kc, a, bs, src, (d, g.hw));
+                let o0 = rows.start + p * MR;
+                let tile = |s: usize| {
+                    let jt = j0 + s * NR;
+                    // SAFETY: tile (p, s) starts inside `cbuf` (panels·MR rows of ncp).
+                    let ct = unsafe { cb.add(p * MR * ncp + s * NR) };
+                    // A last-block tile of NR columns of one image, all MR rows in the
+                    // block, goes straight to the output.
+                    let direct =
+                        last && jt + NR <= j1 && jt % g.hw + NR <= g.hw && (p + 1) * MR <= nrows;
+                    let dst = if direct {
+                        let (img, pix) = (jt / g.hw, jt % g.hw);
+                        // SAFETY: rows o0..o0 + MR of image `img`, pixels pix..pix + NR:
+                        // inside the output, owned by this task (caller's contract).
+                        (
+                            unsafe { dst.ptr().add((img * g.co + o0) * g.hw + pix) },
+                            g.hw,
+                        )
+                    } else {
+                        (ct, ncp)
+                    };
+                    StripTile {
+                        b: &bp[s * kc * NR..(s + 1) * kc * NR],
+                        jt,
+                        src: (pc > 0).then_some((ct.cast_const(), ncp)),
+                        dst,
+                        direct,
+                    }
+                };
+                let tiles: [Option<StripTile>; 2] =
+                    [Some(tile(s0)), (ns == 2).then(|| tile(s0 + 1))];
+                // SAFETY: each destination is the task's own output tile (above) or a tile
+                // of `cbuf` (panels·MR rows of ncp), as is each source.
+                unsafe {
+                    match &tiles {
+                        [Some(t0), Some(t1)] => {
+                            micro_pair(isa, kc, a, [t0.b, t1.b], [t0.src, t1.src], [t0.dst, t1.dst])
+                        }
+                        [Some(t), None] => micro(isa, kc, a, t.b, t.src, t.dst),
+                        _ => unreachable!("the first strip is always there"),
+                    }
+                }
+                for t in tiles.iter().flatten() {
+                    if t.direct {
                         for r in 0..MR {
-                            let row = std::slice::from_raw_parts_mut(d.add(r * g.hw), NR);
+                            // SAFETY: as for the destination above.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(t.dst.0.add(r * g.hw), NR)
+                            };
                             epilogue(row, bias(o0 + r), act);
                         }
-                    }
-                } else {
-                    // SAFETY: the tile lies inside `cbuf` (panels·MR rows of ncp).
-                    unsafe { micro(isa, kc, a, bs, src, (ct, ncp)) };
-                    if last {
-                        let cols = (j0, jt, j1.min(jt + NR));
+                    } else if last {
+                        let cols = (j0, t.jt, j1.min(t.jt + NR));
                         // SAFETY: the caller's contract.
                         unsafe { scatter(cbuf, ncp, g, &rows, p, cols, &bias, act, dst) };
                     }
@@ -202,6 +233,19 @@ unsafe fn task(
             }
         }
     }
+}
+
+/// One strip's part of a micro-kernel call in [`task`].
+struct StripTile<'a> {
+    /// The packed `[kc][NR]` strip.
+    b: &'a [f32],
+    /// Its first column of the virtual matrix.
+    jt: usize,
+    /// The partial sums of earlier K blocks (`cbuf`), if any.
+    src: Option<(*const f32, usize)>,
+    /// The output tile (direct) or its `cbuf` tile.
+    dst: (*mut f32, usize),
+    direct: bool,
 }
 
 /// `v = act(v + bias)`: the one epilogue of both store paths, so that an output element's

@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use super::microkernel::Isa;
 use crate::error::{Error, Result};
 use crate::graph::{Conv2d, Linear};
 use crate::quant::gptq::{im2col, Patches};
@@ -35,47 +36,53 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = Default::default();
 }
 
-/// `dst[i] = src[i] as f64` (exact), vectorized for AVX2 where present.
+/// Compiles `body` for AVX-512F and for AVX2 besides the baseline and runs the build
+/// [`Isa::detect`] picks: element-wise f64 operations without FMA, so every build gives the
+/// same bits.
+macro_rules! simd_builds {
+    ($body:ident($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2")]
+            unsafe fn avx512($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            match Isa::detect() {
+                // SAFETY: `Isa::detect` picks these only where the CPU has their features.
+                Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                Isa::Avx2Fma => return unsafe { avx2($($arg),*) },
+                Isa::Portable => {}
+            }
+        }
+        $body($($arg),*)
+    }};
+}
+
+/// `dst[i] = src[i] as f64` (exact).
 fn widen(dst: &mut [f64], src: &[f32]) {
     #[inline(always)]
     fn body(dst: &mut [f64], src: &[f32]) {
         dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as f64);
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(dst: &mut [f64], src: &[f32]) {
-        body(dst, src)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
-        return unsafe { avx2(dst, src) };
-    }
-    body(dst, src)
+    simd_builds!(body(dst: &mut [f64], src: &[f32]))
 }
 
-/// `dst[i] = src[i] as f32` (round to nearest even), vectorized for AVX2 where present.
+/// `dst[i] = src[i] as f32` (round to nearest even).
 fn narrow(dst: &mut [f32], src: &[f64]) {
     #[inline(always)]
     fn body(dst: &mut [f32], src: &[f64]) {
         dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as f32);
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(dst: &mut [f32], src: &[f64]) {
-        body(dst, src)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
-        return unsafe { avx2(dst, src) };
-    }
-    body(dst, src)
+    simd_builds!(body(dst: &mut [f32], src: &[f64]))
 }
 
 /// One output row of a depthwise plane: `acc[ox] += w[ky][kx] · rows[ky·dh·pw + ox·sw + kx·dw]`,
-/// taps in (ky, kx) order, each product exact in f64 and added once (no FMA, so the AVX2
-/// build gives the same sums as the baseline one).
+/// taps in (ky, kx) order, each product exact in f64 and added once (no FMA, so the SIMD
+/// builds give the same sums as the baseline one).
 fn dw_row(
     acc: &mut [f64],
     rows: &[f64],
@@ -100,17 +107,8 @@ fn dw_row(
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]) {
-        body(acc, rows, wk, kh, kw, g)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
-        return unsafe { avx2(acc, rows, wk, kh, kw, [pw, dh, dw, sw]) };
-    }
-    body(acc, rows, wk, kh, kw, [pw, dh, dw, sw])
+    let g = [pw, dh, dw, sw];
+    simd_builds!(body(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]))
 }
 
 /// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.

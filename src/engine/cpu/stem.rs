@@ -250,7 +250,7 @@ unsafe fn rows(
     d: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma {
+    if isa.avx2() {
         // SAFETY: the caller's contract.
         unsafe { rows_avx2(g, taps, w, bias, ys, d) };
         return;

@@ -24,25 +24,7 @@ impl Isa {
     pub fn detect() -> Isa {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let available = Isa::available();
-            let Ok(name) = std::env::var("PTQ4_INT_ISA") else {
-                return available[0];
-            };
-            match Isa::from_name(&name).filter(|i| available.contains(i)) {
-                Some(isa) => isa,
-                None => {
-                    crate::error::note(format_args!(
-                        "PTQ4_INT_ISA={name}: not one of {} on this CPU; using {}",
-                        available
-                            .iter()
-                            .map(|i| i.name())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        available[0].name()
-                    ));
-                    available[0]
-                }
-            }
+            crate::engine::cpu::isa_env::chosen("PTQ4_INT_ISA", &Isa::available(), Isa::name)
         })
     }
 
@@ -53,12 +35,6 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Isa> {
-        [Isa::Vnni, Isa::Avx2, Isa::Portable]
-            .into_iter()
-            .find(|i| i.name() == name.trim().to_ascii_lowercase())
     }
 
     /// Every instruction set this CPU supports, fastest first (always ends with `Portable`).
@@ -87,12 +63,9 @@ mod tests {
     use super::Isa;
 
     #[test]
-    fn names_round_trip_and_unknown_names_are_refused() {
-        for isa in [Isa::Vnni, Isa::Avx2, Isa::Portable] {
-            assert_eq!(Isa::from_name(isa.name()), Some(isa));
-        }
-        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
-        assert_eq!(Isa::from_name("neon"), None);
-        assert_eq!(Isa::available().last(), Some(&Isa::Portable));
+    fn every_cpu_has_the_portable_path_last() {
+        let all = Isa::available();
+        assert_eq!(all.last(), Some(&Isa::Portable));
+        assert!(all.contains(&Isa::detect()));
     }
 }
