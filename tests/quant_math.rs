@@ -388,6 +388,34 @@ fn streamed(x: &[f32], splits: &[usize], c: usize, hw: usize, parallel: bool) ->
     acc.finalize().unwrap()
 }
 
+/// Large planes make the accumulators split their channels over several parallel tasks
+/// (about 64 Ki values each: 4 channels of two 8192-value planes, 8 of one): the statistics
+/// are still those of one thread feeding plane after plane, bit for bit, whatever the split.
+#[test]
+fn streaming_stats_do_not_depend_on_the_channel_tasks() {
+    let (n, c, hw) = (2, 10, 8192);
+    let mut rng = Rng(5);
+    let x: Vec<f32> = (0..n * c * hw)
+        .map(|i| rng.gauss((i / hw % c) as f64 - 4.0, 0.5 + (i / hw % c) as f64))
+        .collect();
+    let whole = streamed(&x, &[2], c, hw, false);
+    assert_eq!(streamed(&x, &[1, 1], c, hw, false), whole);
+    // The reference: each channel alone (a one-channel accumulator per channel, one task).
+    for ch in [0, 5, 9] {
+        let planes: Vec<f32> = (0..n)
+            .flat_map(|i| x[(i * c + ch) * hw..(i * c + ch + 1) * hw].to_vec())
+            .collect();
+        let alone = streamed(&planes, &[1, 1], 1, hw, false);
+        let got = &whole.channels[ch];
+        let want = &alone.channels[0];
+        assert_eq!(
+            (got.count, got.mean, got.std, got.mad, got.min, got.max, &got.hist),
+            (want.count, want.mean, want.std, want.mad, want.min, want.max, &want.hist),
+            "channel {ch}"
+        );
+    }
+}
+
 #[test]
 fn streaming_stats_equal_one_shot_and_ignore_batching() {
     let (n, c, hw) = (6, 3, 10);

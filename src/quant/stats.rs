@@ -31,9 +31,16 @@
 //! sums; merging parallel partials changes only the f64 association. Variance is
 //! sumsq/n − mean² (clamped at 0), population (÷n).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// Channels per parallel task of the accumulators: about 64 Ki values per task, so small
+/// tensors stay on one thread.
+fn channels_per_task(c: usize, per_channel: usize) -> usize {
+    (65_536 / per_channel.max(1)).clamp(1, c.max(1))
+}
 
 /// Default per-channel histogram bins.
 pub const CHANNEL_BINS: usize = 256;
@@ -190,37 +197,61 @@ fn plane_pass2(
     (fold(dev), fold(tdev))
 }
 
-/// [`plane_moments`] compiled for AVX2 (the same operations in the same order).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn plane_moments_avx2(plane: &[f32]) -> (f64, f64, f32, f32) {
-    plane_moments(plane)
+/// Which build of the plane loops runs: [`plane_moments`] / [`plane_pass2`] compiled for
+/// AVX2 where the CPU has it, the same operations in the same order (same bits). (An
+/// AVX-512 build measured no faster: the histogram increments bound the pass.)
+#[derive(Clone, Copy)]
+enum Simd {
+    Avx2,
+    Baseline,
 }
 
-/// [`plane_pass2`] compiled for AVX2 (the same operations in the same order).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn plane_pass2_avx2(
-    plane: &[f32],
-    means: (f64, f64),
-    bins: (Binning, Binning),
-    hist: &mut [u64],
-    thist: &mut [u64],
-) -> (f64, f64) {
-    plane_pass2(plane, means, bins, hist, thist)
-}
+impl Simd {
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+        Simd::Baseline
+    }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    fn moments(self, plane: &[f32]) -> (f64, f64, f32, f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(plane: &[f32]) -> (f64, f64, f32, f32) {
+                plane_moments(plane)
+            }
+            if let Simd::Avx2 = self {
+                // SAFETY: `detect` picks it only where the CPU has AVX2.
+                return unsafe { avx2(plane) };
+            }
+        }
+        plane_moments(plane)
+    }
+
+    fn pass2(
+        self,
+        plane: &[f32],
+        means: (f64, f64),
+        bins: (Binning, Binning),
+        hist: &mut [u64],
+        thist: &mut [u64],
+    ) -> (f64, f64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            type Args<'a> = (&'a [f32], (f64, f64), (Binning, Binning));
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2((p, m, b): Args, h: &mut [u64], t: &mut [u64]) -> (f64, f64) {
+                plane_pass2(p, m, b, h, t)
+            }
+            if let Simd::Avx2 = self {
+                // SAFETY: `detect` picks it only where the CPU has AVX2.
+                return unsafe { avx2((plane, means, bins), hist, thist) };
+            }
+        }
+        plane_pass2(plane, means, bins, hist, thist)
+    }
 }
 
 /// What pass 2 needs from pass 1: per channel mean and binning, then the tensor's (last).
@@ -314,26 +345,27 @@ impl StatsAccumulator {
             return Err(Error::Quant("pass 1 fed after pass 2 began".into()));
         }
         check_shape(x, n, c, hw, self.channels)?;
-        let avx2 = has_avx2();
-        for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
-            let (s, ss, lo, hi) = if avx2 {
-                // SAFETY: AVX2 was detected.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    plane_moments_avx2(plane)
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                plane_moments(plane)
-            } else {
-                plane_moments(plane)
-            };
-            let row = &mut self.moments[i % c];
-            row[0] += plane.len() as f64;
-            row[1] += s;
-            row[2] += ss;
-            row[3] = row[3].min(lo as f64);
-            row[4] = row[4].max(hi as f64);
+        if hw == 0 {
+            return Ok(());
         }
+        let simd = Simd::detect();
+        // Channels in parallel, each row fed its planes in input order: the same sums as
+        // one thread feeding plane after plane.
+        self.moments[..c]
+            .par_iter_mut()
+            .with_min_len(channels_per_task(c, n * hw))
+            .enumerate()
+            .for_each(|(ch, row)| {
+                for img in 0..n {
+                    let plane = &x[(img * c + ch) * hw..][..hw];
+                    let (s, ss, lo, hi) = simd.moments(plane);
+                    row[0] += plane.len() as f64;
+                    row[1] += s;
+                    row[2] += ss;
+                    row[3] = row[3].min(lo as f64);
+                    row[4] = row[4].max(hi as f64);
+                }
+            });
         Ok(())
     }
 
@@ -388,29 +420,50 @@ impl StatsAccumulator {
         let Some(frame) = self.frame.as_ref() else {
             return Err(Error::Quant("pass 2 fed before begin_pass2".into()));
         };
+        if hw == 0 {
+            return Ok(());
+        }
         let bins = self.config.channel_bins;
+        let tbins = self.tensor_hist.len();
         let (tmean, tbin) = (frame.mean[c], frame.binning[c]);
-        let avx2 = has_avx2();
-        for (i, plane) in x.chunks(hw.max(1)).enumerate().take(n * c) {
-            let ch = i % c;
-            let args = ((frame.mean[ch], tmean), (frame.binning[ch], tbin));
-            let hist = &mut self.channel_hist[ch * bins..(ch + 1) * bins];
-            let thist = &mut self.tensor_hist[..];
-            let (dev, pdev) = if avx2 {
-                // SAFETY: AVX2 was detected.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    plane_pass2_avx2(plane, args.0, args.1, hist, thist)
+        let simd = Simd::detect();
+        // Tasks own runs of channels: their histograms and deviation sums directly (each fed
+        // its planes in input order), the tensor's histogram as a partial (integer counts,
+        // so merging is exact), and each plane's deviation from the tensor mean, which is
+        // then added in input order below.
+        let per = channels_per_task(c, n * hw);
+        let parts: Vec<(Vec<u64>, Vec<f64>)> = self.channel_hist[..c * bins]
+            .par_chunks_mut(per * bins)
+            .zip(self.abs_dev[..c].par_chunks_mut(per))
+            .enumerate()
+            .map(|(t, (hists, devs))| {
+                let mut thist = vec![0u64; tbins];
+                let mut pdevs = vec![0f64; devs.len() * n];
+                for (k, (hist, dev)) in hists.chunks_mut(bins).zip(devs.iter_mut()).enumerate() {
+                    let ch = t * per + k;
+                    let args = ((frame.mean[ch], tmean), (frame.binning[ch], tbin));
+                    for img in 0..n {
+                        let plane = &x[(img * c + ch) * hw..][..hw];
+                        let (d, pd) = simd.pass2(plane, args.0, args.1, hist, &mut thist);
+                        *dev += d;
+                        pdevs[k * n + img] = pd;
+                    }
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                plane_pass2(plane, args.0, args.1, hist, thist)
-            } else {
-                plane_pass2(plane, args.0, args.1, hist, thist)
-            };
-            self.abs_dev[ch] += dev;
-            // Each plane straight into the tensor's sum, in input order, like the channels'
-            // (a per-batch subtotal would make the sum depend on the batch split).
-            self.abs_dev[c] += pdev;
+                (thist, pdevs)
+            })
+            .collect();
+        for (th, _) in &parts {
+            self.tensor_hist
+                .iter_mut()
+                .zip(th)
+                .for_each(|(a, &b)| *a += b);
+        }
+        // Each plane straight into the tensor's sum, in input order, like the channels'
+        // (a per-batch subtotal would make the sum depend on the batch split).
+        for img in 0..n {
+            for ch in 0..c {
+                self.abs_dev[c] += parts[ch / per].1[(ch % per) * n + img];
+            }
         }
         Ok(())
     }

@@ -231,17 +231,22 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
                     im2col(xg, cig, h, wd, oh, ow, &patches, &mut col[j * ohw..], cols);
                 }
             }
-            for (m, row) in acc.chunks_mut(cols).enumerate() {
-                row.fill(bias(g * cog + m));
-            }
+            acc.par_chunks_mut(cols)
+                .enumerate()
+                .for_each(|(m, row)| row.fill(bias(g * cog + m)));
             let wg = &w64[g * cog * kdim..(g + 1) * cog * kdim];
             dgemm_acc(cog, kdim, cols, wg, &col, cols, &mut acc);
-            for (m, row) in acc.chunks(cols).enumerate() {
-                for (j, seg) in row.chunks(ohw).enumerate() {
-                    let y0 = ((i0 + j) * co + g * cog + m) * ohw;
-                    narrow(&mut y.data[y0..y0 + ohw], seg);
-                }
-            }
+            // Output plane (image i, channel o) of this chunk and group ← its row segment.
+            y.data[i0 * co * ohw..(i0 + nb) * co * ohw]
+                .par_chunks_mut(ohw)
+                .enumerate()
+                .for_each(|(p, plane)| {
+                    let (j, o) = (p / co, p % co);
+                    if (g * cog..(g + 1) * cog).contains(&o) {
+                        let m = o - g * cog;
+                        narrow(plane, &acc[m * cols + j * ohw..][..ohw]);
+                    }
+                });
         }
     }
     SCRATCH.with(|s| *s.borrow_mut() = (col, acc));
