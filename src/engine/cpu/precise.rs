@@ -80,35 +80,19 @@ fn narrow(dst: &mut [f32], src: &[f64]) {
     simd_builds!(body(dst: &mut [f32], src: &[f64]))
 }
 
-/// One output row of a depthwise plane: `acc[ox] += w[ky][kx] · rows[ky·dh·pw + ox·sw + kx·dw]`,
-/// taps in (ky, kx) order, each product exact in f64 and added once (no FMA, so the SIMD
+/// One output row of a depthwise plane: `acc[ox] += w[t] · rows[offs[t] + ox]` over the taps
+/// `t` in (ky, kx) order, each product exact in f64 and added once (no FMA, so the SIMD
 /// builds give the same sums as the baseline one).
-fn dw_row(
-    acc: &mut [f64],
-    rows: &[f64],
-    wk: &[f32],
-    (kh, kw): (usize, usize),
-    (pw, dh, dw, sw): (usize, usize, usize, usize),
-) {
+fn dw_row(acc: &mut [f64], rows: &[f64], wk: &[f32], offs: &[usize]) {
     #[inline(always)]
-    fn body(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]) {
-        let [pw, dh, dw, sw] = g;
-        for ky in 0..kh {
-            let row = &rows[ky * dh * pw..];
-            for kx in 0..kw {
-                let wv = wk[ky * kw + kx] as f64;
-                if sw == 1 {
-                    let taps = &row[kx * dw..kx * dw + acc.len()];
-                    acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
-                } else {
-                    let taps = row[kx * dw..].iter().step_by(sw);
-                    acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
-                }
-            }
+    fn body(acc: &mut [f64], rows: &[f64], wk: &[f32], offs: &[usize]) {
+        for (&off, &w) in offs.iter().zip(wk) {
+            let wv = w as f64;
+            let taps = &rows[off..off + acc.len()];
+            acc.iter_mut().zip(taps).for_each(|(a, &v)| *a += wv * v);
         }
     }
-    let g = [pw, dh, dw, sw];
-    simd_builds!(body(acc: &mut [f64], rows: &[f64], wk: &[f32], kh: usize, kw: usize, g: [usize; 4]))
+    simd_builds!(body(acc: &mut [f64], rows: &[f64], wk: &[f32], offs: &[usize]))
 }
 
 /// `C[m×n] = A[m×k]·B[k×n] + C`, all row-major f64 with the given row strides.
@@ -174,30 +158,50 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
     }
     let (kh, kw) = (c.kernel[0], c.kernel[1]);
     if c.is_depthwise() {
-        // Each plane zero-padded in f64 once, then each tap added to a row of outputs
-        // (taps in (ky, kx) order; a padding tap adds w·0 = 0 exactly).
+        // Each plane zero-padded in f64 once and split into `sw` column phases (phase p holds
+        // the padded columns p, p + sw, …), so that every tap of a row of outputs reads a
+        // contiguous run at any stride; then each tap added to the row (taps in (ky, kx)
+        // order; a padding tap adds w·0 = 0 exactly). The buffers' padding stays zero: each
+        // plane rewrites only the interior.
         let [pt, pl, pb, pr] = c.padding;
         let (ph, pw) = (h + pt + pb, wd + pl + pr);
         let (sh, sw, dh, dw) = (c.stride[0], c.stride[1], c.dilation[0], c.dilation[1]);
-        y.data
-            .par_chunks_mut(ohw)
-            .enumerate()
-            .for_each(|(plane, out)| {
+        let pwp = pw.div_ceil(sw);
+        let phase_len = ph * pwp;
+        let offs: Vec<usize> = (0..kh * kw)
+            .map(|t| {
+                let col = (t % kw) * dw;
+                (col % sw) * phase_len + (t / kw) * dh * pwp + col / sw
+            })
+            .collect();
+        y.data.par_chunks_mut(ohw).enumerate().for_each_init(
+            || {
+                let buf = vec![0f64; sw * phase_len];
+                (buf, vec![0f64; ow], vec![0f64; wd])
+            },
+            |(buf, acc, row64), (plane, out)| {
                 let ch = plane % co;
                 let xp = &x.data[plane * h * wd..(plane + 1) * h * wd];
                 let wk = &w.data[ch * kh * kw..(ch + 1) * kh * kw];
-                let mut pad = vec![0f64; ph * pw];
                 for (iy, row) in xp.chunks(wd).enumerate() {
-                    widen(&mut pad[(iy + pt) * pw + pl..(iy + pt) * pw + pl + wd], row);
+                    let r0 = (iy + pt) * pwp;
+                    if sw == 1 {
+                        widen(&mut buf[r0 + pl..r0 + pl + wd], row);
+                        continue;
+                    }
+                    widen(row64, row);
+                    for (ix, &v) in row64.iter().enumerate() {
+                        let col = ix + pl;
+                        buf[(col % sw) * phase_len + r0 + col / sw] = v;
+                    }
                 }
-                let mut acc = vec![0f64; ow];
                 for (oy, out_row) in out.chunks_mut(ow).enumerate() {
                     acc.fill(bias(ch));
-                    let rows = &pad[oy * sh * pw..];
-                    dw_row(&mut acc, rows, wk, (kh, kw), (pw, dh, dw, sw));
-                    narrow(out_row, &acc);
+                    dw_row(acc, &buf[oy * sh * pwp..], wk, &offs);
+                    narrow(out_row, acc);
                 }
-            });
+            },
+        );
         return Ok(y);
     }
     let (cig, cog) = (ci / c.groups, co / c.groups);
