@@ -22,7 +22,9 @@
 //! ([`crate::engine::cpu::precise`] and its GPU twin: each output the exact sum rounded
 //! once), so the statistics do not depend on either backend's f32 summation order: clip
 //! windows agree within 1e-5 between backends (the fast kernels' rounding moved some by
-//! ~1e-4 on EfficientNet-Lite0). Costs ~3× the CPU forward (f64 GEMM), ~2× on lavapipe.
+//! ~1e-4 on EfficientNet-Lite0). On the CPU a precise pass with its statistics costs about 8×
+//! the fast FP32 forward on Lite0 (README, "Side by side"), ~2× on lavapipe; the statistics
+//! are reduced channels in parallel, each sum in input order.
 //!
 //! Both also give the post-activation mean of every channel of every value read by a
 //! conv/linear layer, which bias correction deploys into the bias, and on request

@@ -6,10 +6,10 @@
 //!
 //! Blocking: rayon tasks own (row block of ≤ `MC` output channels, column block of ≤ `NC`
 //! columns). A task packs its columns of `X`, `KC` rows at a time, into 16-column strips
-//! `[kc][16]` (zero-padded), multiplies them with a 6×16 register micro-kernel that reads the
-//! weights in place (6 broadcast streams), accumulating in a task-local tile buffer between
-//! K blocks, and after the last K block writes `act(acc + b)` into the NCHW output. Each output element is one
-//! FMA chain over `i = 0..ci` in order (spilled to the tile buffer between K blocks, never
+//! `[kc][16]` (zero-padded), multiplies them with a 6×16 register micro-kernel (with
+//! AVX-512, two strips at once: 6×32) that reads the weights in place (6 broadcast
+//! streams), accumulating in a task-local tile buffer between K blocks, and after the last
+//! K block writes `act(acc + b)` into the NCHW output. Each output element is one FMA chain over `i = 0..ci` in order (spilled to the tile buffer between K blocks, never
 //! re-associated), so results do not depend on the tiling, the batch size or the thread
 //! count. Tasks are single-threaded: no GEMM thread pool runs alongside rayon.
 //!
