@@ -181,16 +181,7 @@ impl Hessian {
                     for (s, row) in sum.iter_mut().zip(cols.chunks_exact(np)) {
                         *s += sum_f32(row);
                     }
-                    for i in 0..k {
-                        for j in i..k {
-                            let v =
-                                dot_f32(&cols[i * np..(i + 1) * np], &cols[j * np..(j + 1) * np]);
-                            blk[i * k + j] += v;
-                            if j != i {
-                                blk[j * k + i] += v;
-                            }
-                        }
-                    }
+                    gram_add(cols, k, np, blk);
                 },
             );
         } else {
@@ -329,16 +320,6 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     dot_lanes(a, b)
 }
 
-/// Σ a_i b_i of f32 values with sixteen f32 partial sums, returned in f64.
-fn dot_f32(a: &[f32], b: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { dot_f32_avx2(a, b) };
-    }
-    dot_f32_lanes(a, b)
-}
-
 // The same lane-wise sums compiled for wider vectors: each lane is an independent
 // accumulator and no FMA is enabled, so the results equal the baseline build's bit for bit.
 #[cfg(target_arch = "x86_64")]
@@ -347,10 +328,69 @@ unsafe fn dot_avx2(a: &[f64], b: &[f64]) -> f64 {
     dot_lanes(a, b)
 }
 
+/// `blk[i·k + j] += Σ_t row_i[t]·row_j[t]` (and the mirrored entry) for every pair of the
+/// `k` rows of length `np` in `cols`: per pair, 16 f32 lane sums of the full 16-column
+/// chunks, then the tail in f64 and the lanes folded in f64; bit for bit the pairwise dot
+/// products this replaced, but over column
+/// blocks that stay in L1 with every pair's 16 lane sums kept across blocks: each lane adds
+/// the same products in the same order, and the rows are read once per block instead of
+/// once per pair (the pairwise dots streamed them from memory k times).
+fn gram_add(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
+    // The same lane-wise sums compiled for wider vectors: no FMA, so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { gram_add_avx2(cols, k, np, blk) };
+    }
+    gram_add_lanes(cols, k, np, blk)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f64 {
-    dot_f32_lanes(a, b)
+unsafe fn gram_add_avx2(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
+    gram_add_lanes(cols, k, np, blk)
+}
+
+#[inline(always)]
+fn gram_add_lanes(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
+    /// Columns per block: k ≤ `SMALL_K` rows of 1 KiB.
+    const BLOCK: usize = 256;
+    let full = np / 16 * 16;
+    let row = |i: usize| &cols[i * np..(i + 1) * np];
+    let mut acc = vec![[0f32; 16]; k * (k + 1) / 2];
+    for c0 in (0..full).step_by(BLOCK) {
+        let c1 = (c0 + BLOCK).min(full);
+        let mut pair = 0;
+        for i in 0..k {
+            let a = &row(i)[c0..c1];
+            for j in i..k {
+                let b = &row(j)[c0..c1];
+                let lanes = &mut acc[pair];
+                for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+                    for l in 0..16 {
+                        lanes[l] += x[l] * y[l];
+                    }
+                }
+                pair += 1;
+            }
+        }
+    }
+    let mut pair = 0;
+    for i in 0..k {
+        for j in i..k {
+            let tail: f64 = row(i)[full..]
+                .iter()
+                .zip(&row(j)[full..])
+                .map(|(&x, &y)| x as f64 * y as f64)
+                .sum();
+            let v = acc[pair].iter().map(|&v| v as f64).sum::<f64>() + tail;
+            blk[i * k + j] += v;
+            if j != i {
+                blk[j * k + i] += v;
+            }
+            pair += 1;
+        }
+    }
 }
 
 /// Σ v in f64 over 8 lanes (a fixed order, so the loop vectorizes; sequential f64 adds
@@ -399,24 +439,6 @@ fn dot_lanes(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
-}
-
-#[inline(always)]
-fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| x as f64 * y as f64)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail
 }
 
 /// Input-aware bias correction: per output channel c of group g, the bias decrement
@@ -570,6 +592,55 @@ pub fn gptq_codes(w: &[f32], params: &[QParams], hess: &Hessian) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pairwise dot product [`gram_add`] replaced: 16 f32 lane sums in order, the tail
+    /// and the fold in f64.
+    fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f64 {
+        let mut acc = [0f32; 16];
+        let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+        let tail: f64 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..16 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().map(|&v| v as f64).sum::<f64>() + tail
+    }
+
+    /// The blocked Gram product gives each pair's dot product bit for bit, over one and
+    /// several column blocks, with and without a tail, adding to what the block held.
+    #[test]
+    fn gram_add_equals_the_pairwise_dots() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+        };
+        for (k, np) in [(9, 5), (9, 16), (9, 597), (25, 256), (25, 1000), (1, 33)] {
+            let cols: Vec<f32> = (0..k * np).map(|_| next()).collect();
+            let start: Vec<f64> = (0..k * k).map(|i| i as f64 * 0.25).collect();
+            let mut got = start.clone();
+            gram_add(&cols, k, np, &mut got);
+            for i in 0..k {
+                for j in 0..k {
+                    let d = dot_f32_lanes(&cols[i * np..(i + 1) * np], &cols[j * np..(j + 1) * np]);
+                    let want = start[i * k + j] + d;
+                    assert_eq!(
+                        got[i * k + j].to_bits(),
+                        want.to_bits(),
+                        "k {k} np {np} ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn inverse_cholesky_factor_reproduces_the_inverse() {
