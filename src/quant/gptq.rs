@@ -338,9 +338,15 @@ unsafe fn dot_avx2(a: &[f64], b: &[f64]) -> f64 {
 fn gram_add(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
     // The same lane-wise sums compiled for wider vectors: no FMA, so the same bits.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { gram_add_avx2(cols, k, np, blk) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { gram_add_avx512(cols, k, np, blk) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { gram_add_avx2(cols, k, np, blk) };
+        }
     }
     gram_add_lanes(cols, k, np, blk)
 }
@@ -348,6 +354,12 @@ fn gram_add(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn gram_add_avx2(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
+    gram_add_lanes(cols, k, np, blk)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn gram_add_avx512(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
     gram_add_lanes(cols, k, np, blk)
 }
 
@@ -363,15 +375,16 @@ fn gram_add_lanes(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
         let mut pair = 0;
         for i in 0..k {
             let a = &row(i)[c0..c1];
-            for j in i..k {
-                let b = &row(j)[c0..c1];
-                let lanes = &mut acc[pair];
-                for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-                    for l in 0..16 {
-                        lanes[l] += x[l] * y[l];
-                    }
-                }
-                pair += 1;
+            // Pairs (i, j) four at a time: four independent lane chains share a's loads.
+            let mut j = i;
+            while j + 4 <= k {
+                let b = std::array::from_fn(|t| &row(j + t)[c0..c1]);
+                gram_lanes::<4>(a, b, &mut acc[pair..pair + 4]);
+                (j, pair) = (j + 4, pair + 4);
+            }
+            while j < k {
+                gram_lanes::<1>(a, [&row(j)[c0..c1]], &mut acc[pair..pair + 1]);
+                (j, pair) = (j + 1, pair + 1);
             }
         }
     }
@@ -391,6 +404,21 @@ fn gram_add_lanes(cols: &[f32], k: usize, np: usize, blk: &mut [f64]) {
             pair += 1;
         }
     }
+}
+
+/// `acc[t][l] += Σ_c a[16c + l] · b[t][16c + l]` over the 16-column chunks in order.
+#[inline(always)]
+fn gram_lanes<const N: usize>(a: &[f32], b: [&[f32]; N], acc: &mut [[f32; 16]]) {
+    let mut t: [[f32; 16]; N] = std::array::from_fn(|q| acc[q]);
+    for (c, x) in a.chunks_exact(16).enumerate() {
+        for q in 0..N {
+            let y = &b[q][c * 16..c * 16 + 16];
+            for l in 0..16 {
+                t[q][l] += x[l] * y[l];
+            }
+        }
+    }
+    acc[..N].copy_from_slice(&t);
 }
 
 /// Σ v in f64 over 8 lanes (a fixed order, so the loop vectorizes; sequential f64 adds
