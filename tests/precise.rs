@@ -195,12 +195,15 @@ fn check(what: &str, device: Device, got: &[f32], oracle: &[f32], cpu: &[f32]) -
     differ
 }
 
-/// (cin, cout, k, stride, groups, h, w): 3×3 stride 2, 5×5 depthwise, 1×1 with K = 96
-/// (one full and one partial 16-deep K stage past 64), grouped, odd sizes for the tiles.
-const CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+/// (cin, cout, k, stride, groups, h, w): 3×3 stride 2, 5×5 depthwise, depthwise stride 2
+/// with one and two padding columns (odd and even phase of the first input column), 1×1
+/// with K = 96 (one full and one partial 16-deep K stage past 64), grouped, odd sizes for
+/// the tiles.
+const CASES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
     (3, 8, 3, 2, 1, 17, 15),
     (12, 12, 5, 1, 12, 11, 9),
     (12, 12, 3, 2, 12, 9, 10),
+    (12, 12, 5, 2, 12, 11, 13),
     (96, 70, 1, 1, 1, 9, 8),
     (8, 6, 3, 1, 2, 7, 7),
 ];

@@ -119,7 +119,14 @@ impl Binning {
 /// pass-2 loop vectorizes.
 #[inline(always)]
 fn bin_of(t: f32, last: f32) -> u32 {
-    t.max(0.0).min(last) as i32 as u32
+    // The largest f32 below 2³¹: a bound on `last` (a bin index) that keeps the cast sound
+    // for any binning, equal to `last` for every real one.
+    const I32_MAX_F32: f32 = 2_147_483_520.0;
+    let t = t.max(0.0).min(last).min(I32_MAX_F32);
+    // SAFETY: `t` is finite and in [0, 2³¹) (`max` returns 0 for NaN), so it truncates to an
+    // `i32`. The checked `as` cast compiled to a scalar compare-and-convert per value (its
+    // NaN and range cases), which bound the pass-2 loop; this one vectorizes (2.1× faster).
+    unsafe { t.to_int_unchecked::<i32>() as u32 }
 }
 
 /// Lanes of the per-plane sums and extrema: each plane's result is a fixed function of the
@@ -596,4 +603,42 @@ fn finish(
             counts,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bin_of` is `clamp(floor(t), 0, last)` with NaN in bin 0, for every kind of `t`, and
+    /// stays in range for a binning too wide for `i32`.
+    #[test]
+    fn bin_of_is_the_clamped_floor() {
+        let ts = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            -1e30,
+            -0.5,
+            -0.0,
+            0.0,
+            0.25,
+            1.0,
+            254.999,
+            255.0,
+            255.5,
+            2047.0,
+            1e9,
+            f32::INFINITY,
+        ];
+        for last in [0.0f32, 1.0, 255.0, 2047.0] {
+            for &t in &ts {
+                let want = if t.is_nan() {
+                    0
+                } else {
+                    t.floor().clamp(0.0, last) as u32
+                };
+                assert_eq!(bin_of(t, last), want, "t = {t}, last = {last}");
+            }
+        }
+        assert_eq!(bin_of(f32::INFINITY, u32::MAX as f32), 2_147_483_520);
+    }
 }

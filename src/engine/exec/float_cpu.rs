@@ -326,7 +326,12 @@ impl<'g, 'h> Executor<'g, 'h> {
             Op::Conv2d(c) if self.precise => {
                 let w = g.param(name, "weight")?;
                 let b = g.param_opt(name, "bias").map(|t| t.data.as_slice());
-                let mut y = cpu::precise::conv2d(ins[0], w, b, c)?;
+                let len = ins[0].shape[0] * c.out_channels * out_plane(c, ins[0]);
+                let mut y = Tensor {
+                    shape: Vec::new(),
+                    data: self.pool.take(len),
+                };
+                cpu::precise::conv2d_into(ins[0], w, b, c, &mut y)?;
                 cap(g, name, &mut y);
                 if self.pre {
                     self.hook.pre_activation(node, &y)?;
