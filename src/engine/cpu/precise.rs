@@ -143,8 +143,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&[f32]>, c: &Conv2d) -> Result<T
 }
 
 /// [`conv2d`] into a caller-owned tensor whose allocation is reused (calibration's executor
-/// passes freed activation buffers: fresh ones cost a page fault per 4 KiB, 2 s of system
-/// time over a 168-crop calibration).
+/// passes freed activation buffers: fresh ones cost a page fault per 4 KiB on first touch).
 pub fn conv2d_into(
     x: &Tensor,
     w: &Tensor,
