@@ -81,12 +81,12 @@ pub(crate) fn conv2d_into(
 }
 
 /// One output plane's taps: `act(bias + Σ_t w_t · src[off_t + j])` on the wide grid.
-pub(crate) struct Taps<'a> {
-    pub src: &'a [f32],
-    pub offs: &'a [usize],
-    pub wts: &'a [f32],
-    pub bias: f32,
-    pub act: Activation,
+struct Taps<'a> {
+    src: &'a [f32],
+    offs: &'a [usize],
+    wts: &'a [f32],
+    bias: f32,
+    act: Activation,
 }
 
 /// One output plane: the taps on the wide grid `wide` (a multiple of `TW` long), then its
